@@ -1,0 +1,31 @@
+"""DCLS: Dilated Convolution with Learnable Spacings (Khalfaoui-Hassani et al., ICLR 2023).
+
+Layers whose few kernel elements sit at learnable real-valued positions inside a large dilated
+kernel. This package has no dependency beyond PyTorch.
+
+>>> import dcls
+>>> layer = dcls.Dcls2d(96, 96, kernel_count=34, dilated_kernel_size=17, padding=8, groups=96,
+...                     version="bilinear")
+"""
+
+from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
+from dcls.convert import clamp_, convert, freeze, is_depthwise
+from dcls.create import create_conv
+from dcls.functional import VERSIONS, construct_kernel
+from dcls.param_groups import describe_param_groups, param_groups
+
+__all__ = [
+    "VERSIONS",
+    "Dcls1d",
+    "Dcls2d",
+    "Dcls3d",
+    "DclsPositions",
+    "clamp_",
+    "construct_kernel",
+    "convert",
+    "create_conv",
+    "describe_param_groups",
+    "freeze",
+    "is_depthwise",
+    "param_groups",
+]

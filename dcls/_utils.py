@@ -1,0 +1,78 @@
+"""Helpers shared by the functional core and the modules: argument normalisation and checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "as_tuple",
+    "check_positive_int",
+    "normalize_learnable_dims",
+    "position_limits",
+]
+
+
+def as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    """Turn an int or a sequence of ``n`` ints into a tuple of ``n`` ints.
+
+    Raises:
+        ValueError: if ``value`` is a sequence whose length is not ``n``, or holds a non-int.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+    if isinstance(value, int):
+        return (value,) * n
+    values = tuple(value)
+    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(
+            f"{name} must be an int or a tuple of {n} ints (one per spatial dimension), "
+            f"got {value!r}"
+        )
+    return values
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` if it is an int >= 1, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def normalize_learnable_dims(learnable_dims: Sequence[int] | None, n: int) -> tuple[int, ...]:
+    """Validate the spatial dimensions along which positions are learned.
+
+    Args:
+        learnable_dims: indices into the ``n`` spatial dimensions (torch order, negative allowed),
+            or ``None`` for all of them.
+        n: number of spatial dimensions.
+
+    Returns:
+        The sorted, non-negative, unique indices.
+
+    Raises:
+        ValueError: if an index is out of range, repeated, or the set is empty.
+    """
+    if learnable_dims is None:
+        return tuple(range(n))
+    dims = tuple(learnable_dims)
+    if not dims or not all(isinstance(d, int) and -n <= d < n for d in dims):
+        raise ValueError(
+            f"learnable_dims must be a non-empty tuple of spatial dimension indices in "
+            f"[{-n}, {n - 1}], got {learnable_dims!r}"
+        )
+    normalized = tuple(sorted(d % n for d in dims))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"learnable_dims must not repeat a dimension, got {learnable_dims!r}")
+    return normalized
+
+
+def position_limits(size: int) -> tuple[int, int]:
+    """Lowest and highest position (relative to the kernel centre ``size // 2``) inside the grid.
+
+    Position ``p`` sits at grid coordinate ``p + size // 2``; the grid runs from ``0`` to
+    ``size - 1``. For odd sizes the limits are ``±(size // 2)`` as in the authors' package; for
+    even sizes the upper limit is ``size // 2 - 1``, so that a clamped position can never leave
+    the kernel (the authors' clamp allows ``+size // 2``, one cell outside: an all-zero kernel).
+    """
+    center = size // 2
+    return -center, size - 1 - center

@@ -1,0 +1,569 @@
+"""DCLS modules: ``Dcls1d``, ``Dcls2d``, ``Dcls3d`` and the shareable ``DclsPositions``.
+
+The layout follows ``torch/nn/modules/conv.py``: ``_DclsNd`` holds the argument checks, parameter
+allocation, initialisation, clamping and ``extra_repr``; the per-dimension classes only turn
+arguments into tuples and call :mod:`dcls.functional`. Parameter names and shapes are those of the
+authors' package (``weight``, ``P``, ``SIG``, ``bias``) so their state dicts load here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn import init
+
+from dcls import functional as DF
+from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
+
+__all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_STRINGS = ("valid", "same")
+DEFAULT_POSITION_INIT_STD = 0.5
+DEFAULT_SIGMA_INIT = {"gauss": 0.23, "triangle": 0.0}
+
+# How the authors' package (state dicts of `_version` 1) orders P[0..N-1] against our torch
+# order: ours[d] = theirs[perm[d]]. Their "v0" follows torch order in 2-D but swaps the last two
+# axes in 3-D; their "v1"/"gauss"/"max" read the axes in reverse.
+_AUTHORS_AXIS_ORDER = {
+    (2, "bilinear_unnormalized"): (0, 1),
+    (3, "bilinear_unnormalized"): (0, 2, 1),
+    (2, "bilinear"): (1, 0),
+    (2, "gauss"): (1, 0),
+    (2, "triangle"): (1, 0),
+    (3, "bilinear"): (2, 1, 0),
+    (3, "gauss"): (2, 1, 0),
+    (3, "triangle"): (2, 1, 0),
+}
+
+
+def _init_positions_(P: Tensor, sizes: Sequence[int], std: float) -> None:
+    with torch.no_grad():
+        init.normal_(P, 0.0, std)
+        DF.clamp_positions_(P, sizes)
+
+
+class DclsPositions(nn.Module):
+    """Positions (and widths) owned outside any one layer, shared by several DCLS layers.
+
+    ConvNeXt-dcls uses one set of positions per stage for all its blocks. Create one
+    ``DclsPositions``, register it once in the model (so it appears once in ``state_dict`` and in
+    the optimizer), and pass it as ``positions=`` to each layer that shares it.
+
+    Args:
+        sizes: grid size of each learnable axis, ``(S_0, ..., S_{L-1})``.
+        out_channels: output channels of the layers that share these positions.
+        in_channels_per_group: ``in_channels // groups`` of those layers.
+        kernel_count: kernel elements per (output, input) channel pair.
+        version: interpolation; ``SIG`` is allocated for ``"gauss"`` and ``"triangle"``.
+        position_init_std: std of the normal initialisation of ``P`` (then clamped).
+        sigma_init: initial value of ``SIG`` (default 0.23 for gauss, 0 for triangle).
+
+    Attributes:
+        P (Tensor): shape ``(L, out_channels, in_channels_per_group, kernel_count)``.
+        SIG (Tensor or None): same shape as ``P``, or ``None`` for bilinear.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        out_channels: int,
+        in_channels_per_group: int,
+        kernel_count: int,
+        version: str = "gauss",
+        position_init_std: float = DEFAULT_POSITION_INIT_STD,
+        sigma_init: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.sizes = tuple(check_positive_int(s, "sizes") for s in sizes)
+        self.version = DF.canonical_version(version)
+        self.position_init_std = position_init_std
+        self.sigma_init = DEFAULT_SIGMA_INIT.get(self.version) if sigma_init is None else sigma_init
+        shape = (
+            len(self.sizes),
+            check_positive_int(out_channels, "out_channels"),
+            check_positive_int(in_channels_per_group, "in_channels_per_group"),
+            check_positive_int(kernel_count, "kernel_count"),
+        )
+        self.P = nn.Parameter(torch.empty(shape, **factory_kwargs))
+        if DF.has_sigma(self.version):
+            self.SIG = nn.Parameter(torch.empty(shape, **factory_kwargs))
+        else:
+            self.register_parameter("SIG", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _init_positions_(self.P, self.sizes, self.position_init_std)
+        if self.SIG is not None:
+            init.constant_(self.SIG, self.sigma_init)
+
+    def clamp_parameters(self) -> None:
+        """Clamp ``P`` in place so that every kernel element stays inside the dilated kernel."""
+        DF.clamp_positions_(self.P, self.sizes)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, shape={tuple(self.P.shape)}, version={self.version}"
+
+
+class _DclsNd(nn.Module):
+    """Base class of the DCLS modules; see :class:`Dcls2d` for the arguments."""
+
+    # 2: positions in torch axis order. 1 (nn.Module's default): saved by the authors' package.
+    _version = 2
+
+    def __init__(
+        self,
+        n: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_count: int,
+        stride: int | Sequence[int],
+        padding: str | int | Sequence[int],
+        dilated_kernel_size: int | Sequence[int],
+        groups: int,
+        bias: bool,
+        padding_mode: str,
+        version: str,
+        learnable_dims: Sequence[int] | None,
+        positions: DclsPositions | None,
+        position_init_std: float,
+        sigma_init: float | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
+        check_positive_int(groups, "groups")
+        if in_channels % groups != 0:
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if out_channels % groups != 0:
+            raise ValueError(
+                f"out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
+        check_positive_int(kernel_count, "kernel_count")
+        sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
+        for size in sizes:
+            check_positive_int(size, "every dilated_kernel_size entry")
+        self.stride = as_tuple(stride, n, "stride")
+        for s in self.stride:
+            check_positive_int(s, "every stride entry")
+        if isinstance(padding, str):
+            if padding not in PADDING_STRINGS:
+                raise ValueError(
+                    f"padding must be one of {PADDING_STRINGS} or ints >= 0, got {padding!r}"
+                )
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
+            self.padding: str | tuple[int, ...] = padding
+        else:
+            self.padding = as_tuple(padding, n, "padding")
+            if any(p < 0 for p in self.padding):
+                raise ValueError(f"padding entries must be >= 0, got {padding!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_count = kernel_count
+        self.dilated_kernel_size = sizes
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.version = DF.canonical_version(version)
+        self.learnable_dims = normalize_learnable_dims(learnable_dims, n)
+        self.position_init_std = position_init_std
+        self.sigma_init = DEFAULT_SIGMA_INIT.get(self.version) if sigma_init is None else sigma_init
+        self._pad_before_conv = self._explicit_padding(n) if padding_mode != "zeros" else None
+
+        dense_sizes = [sizes[d] for d in range(n) if d not in self.learnable_dims]
+        in_per_group = in_channels // groups
+        self.weight = nn.Parameter(
+            torch.empty((out_channels, in_per_group, kernel_count, *dense_sizes), **factory_kwargs)
+        )
+        position_shape = (len(self.learnable_dims), out_channels, in_per_group, kernel_count)
+        # A shared owner is kept out of the module tree (it is registered once elsewhere), so its
+        # tensors appear once in state_dict() and parameters().
+        self._shared_positions: tuple[DclsPositions, ...] = ()
+        if positions is not None:
+            self._check_shared(positions, position_shape)
+            self._shared_positions = (positions,)
+            self.register_parameter("P", None)
+            self.register_parameter("SIG", None)
+        else:
+            self.P = nn.Parameter(torch.empty(position_shape, **factory_kwargs))
+            if DF.has_sigma(self.version):
+                self.SIG = nn.Parameter(torch.empty(position_shape, **factory_kwargs))
+            else:
+                self.register_parameter("SIG", None)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory_kwargs))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def _check_shared(self, positions: DclsPositions, shape: tuple[int, ...]) -> None:
+        if not isinstance(positions, DclsPositions):
+            raise TypeError(f"positions must be a DclsPositions, got {type(positions).__name__}")
+        learn_sizes = tuple(self.dilated_kernel_size[d] for d in self.learnable_dims)
+        if tuple(positions.P.shape) != shape or positions.sizes != learn_sizes:
+            raise ValueError(
+                f"shared positions must have P of shape {shape} over sizes {learn_sizes}, got "
+                f"{tuple(positions.P.shape)} over {positions.sizes}"
+            )
+        if positions.version != self.version:
+            raise ValueError(
+                f"shared positions were made for version {positions.version!r}, "
+                f"this layer uses {self.version!r}"
+            )
+
+    def _explicit_padding(self, n: int) -> tuple[int, ...]:
+        """Padding for ``F.pad`` (last axis first, before/after pairs) for non-zero modes."""
+        if self.padding == "valid":
+            pairs = [(0, 0)] * n
+        elif self.padding == "same":
+            pairs = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in self.dilated_kernel_size]
+        else:
+            pairs = [(p, p) for p in self.padding]
+        return tuple(v for before, after in reversed(pairs) for v in (before, after))
+
+    @property
+    def positions(self) -> tuple[Tensor, Tensor | None]:
+        """``(P, SIG)`` used by this layer: its own, or those of its shared owner."""
+        if self._shared_positions:
+            owner = self._shared_positions[0]
+            return owner.P, owner.SIG
+        return self.P, self.SIG
+
+    @property
+    def learnable_sizes(self) -> tuple[int, ...]:
+        """Grid size of each learnable axis, in the order of ``P``."""
+        return tuple(self.dilated_kernel_size[d] for d in self.learnable_dims)
+
+    def reset_parameters(self) -> None:
+        """Weight kaiming-uniform (a=sqrt(5)), bias by fan-in, P normal then clamped, SIG const."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+        if self.P is not None:
+            _init_positions_(self.P, self.learnable_sizes, self.position_init_std)
+        if self.SIG is not None:
+            init.constant_(self.SIG, self.sigma_init)
+
+    def clamp_parameters(self) -> None:
+        """Clamp this layer's own ``P`` in place (a shared owner clamps its own)."""
+        if self.P is not None:
+            DF.clamp_positions_(self.P, self.learnable_sizes)
+
+    def construct_kernel(self) -> Tensor:
+        """Dense kernel, shape ``(out_channels, in_channels // groups, *dilated_kernel_size)``."""
+        P, SIG = self.positions
+        return DF.construct_kernel(
+            self.weight, P, SIG, self.dilated_kernel_size, self.version, self.learnable_dims
+        )
+
+    def _check_input(self, input: Tensor) -> None:
+        n = len(self.dilated_kernel_size)
+        if input.dim() not in (n + 1, n + 2):
+            raise ValueError(
+                f"{type(self).__name__} expects a {n + 2}-D (batched) or {n + 1}-D (unbatched) "
+                f"input, got {input.dim()}-D of shape {tuple(input.shape)}"
+            )
+        channels = input.shape[-n - 1]
+        if channels != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.in_channels} input channels, got {channels} "
+                f"(input shape {tuple(input.shape)})"
+            )
+
+    def _conv_forward(self, input: Tensor, conv: Callable[..., Tensor]) -> Tensor:
+        self._check_input(input)
+        P, SIG = self.positions
+        padding = self.padding
+        if self._pad_before_conv is not None:
+            input = F.pad(input, self._pad_before_conv, mode=self.padding_mode)
+            padding = 0
+        return conv(
+            input,
+            self.weight,
+            P,
+            SIG,
+            self.bias,
+            self.stride,
+            padding,
+            self.dilated_kernel_size,
+            self.groups,
+            self.version,
+            self.learnable_dims,
+        )
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], *args: Any
+    ) -> None:
+        # State dicts saved by the authors' modules carry `_version` 1; reorder their P/SIG axes.
+        # A state dict without metadata (rebuilt by hand or by a filter function) is taken as ours.
+        n = len(self.dilated_kernel_size)
+        order = _AUTHORS_AXIS_ORDER.get((n, self.version))
+        if local_metadata.get("version") == 1 and order is not None:
+            for name in ("P", "SIG"):
+                key = prefix + name
+                if key in state_dict and state_dict[key].dim() >= 1:
+                    state_dict[key] = state_dict[key][list(order)]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+    def extra_repr(self) -> str:
+        n = len(self.dilated_kernel_size)
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_count={self.kernel_count}, "
+            f"dilated_kernel_size={self.dilated_kernel_size}, version={self.version}"
+        )
+        if self.stride != (1,) * n:
+            s += f", stride={self.stride}"
+        if self.padding != (0,) * n:
+            s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        if self.learnable_dims != tuple(range(n)):
+            s += f", learnable_dims={self.learnable_dims}"
+        if self._shared_positions:
+            s += ", positions=shared"
+        return s
+
+
+_ARGS_DOC = """
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels produced by the convolution.
+        kernel_count: kernel elements ``K`` per (output, input) channel pair, each with a
+            learnable weight and a learnable position.
+        stride: stride of the convolution. Default: 1.
+        padding: ``"valid"``, ``"same"`` (stride 1 only) or ints added to both sides. Default: 0.
+        dilated_kernel_size: size ``S`` of the dense kernel the elements live in (the receptive
+            field); along a non-learnable axis, the dense kernel size there. Default: 1.
+        groups: blocked connections from input to output channels. Default: 1.
+        bias: add a learnable bias. Default: ``True``.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        version: interpolation: ``"bilinear"``, ``"bilinear_unnormalized"``, ``"gauss"`` or
+            ``"triangle"``; the authors' ``"v1"``, ``"v0"``, ``"max"`` are aliases. Default:
+            ``"gauss"`` (the authors' default).
+        learnable_dims: spatial axes along which positions are learned; the others are ordinary
+            dense taps and ``weight`` gains those axes. Default: all.
+        positions: a :class:`DclsPositions` to use instead of owning ``P``/``SIG``.
+        position_init_std: std of the normal initialisation of ``P``. Default: 0.5.
+        sigma_init: initial ``SIG`` (default 0.23 for gauss, 0 for triangle).
+
+    Attributes:
+        weight: ``(out_channels, in_channels // groups, kernel_count, *dense_sizes)``,
+            kaiming-uniform with ``a = sqrt(5)``.
+        P: ``(L, out_channels, in_channels // groups, kernel_count)`` with ``L`` the number of
+            learnable axes; ``N(0, position_init_std)`` clamped to the kernel. ``None`` when shared.
+        SIG: same shape as ``P`` for gauss/triangle, else ``None``.
+        bias: ``(out_channels,)``.
+"""
+
+
+class Dcls1d(_DclsNd):
+    __doc__ = (
+        """1-D convolution with learnable spacings.
+
+    Shape:
+        - Input: ``(B, C_in, L_in)`` or ``(C_in, L_in)``
+        - Output: ``(B, C_out, L_out)`` with
+          ``L_out = floor((L_in + 2 * padding - S) / stride + 1)``.
+    """
+        + _ARGS_DOC
+        + """
+    Examples:
+        >>> m = Dcls1d(4, 8, kernel_count=3, dilated_kernel_size=9, padding=4, version="bilinear")
+        >>> m(torch.randn(2, 4, 50)).shape
+        torch.Size([2, 8, 50])
+    """
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_count: int,
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilated_kernel_size: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        version: str = "gauss",
+        learnable_dims: Sequence[int] | None = None,
+        positions: DclsPositions | None = None,
+        position_init_std: float = DEFAULT_POSITION_INIT_STD,
+        sigma_init: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            1,
+            in_channels,
+            out_channels,
+            kernel_count,
+            stride,
+            padding,
+            dilated_kernel_size,
+            groups,
+            bias,
+            padding_mode,
+            version,
+            learnable_dims,
+            positions,
+            position_init_std,
+            sigma_init,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, DF.dcls1d)
+
+
+class Dcls2d(_DclsNd):
+    __doc__ = (
+        """2-D convolution with learnable spacings (Khalfaoui-Hassani et al., ICLR 2023).
+
+    Each of the ``kernel_count`` elements of a (output, input) kernel has a weight and a real
+    position ``(P[0], P[1])`` (row, column, relative to the kernel centre); an interpolation
+    spreads it over the ``S_0 x S_1`` dilated kernel, which an ordinary ``F.conv2d`` then applies.
+
+    Shape:
+        - Input: ``(B, C_in, H_in, W_in)`` or ``(C_in, H_in, W_in)``
+        - Output: ``(B, C_out, H_out, W_out)`` with
+          ``H_out = floor((H_in + 2 * padding[0] - S_0) / stride[0] + 1)`` and likewise ``W_out``.
+    """
+        + _ARGS_DOC
+        + """
+    Examples:
+        >>> m = Dcls2d(96, 96, kernel_count=34, dilated_kernel_size=17, padding=8, groups=96,
+        ...            version="bilinear")
+        >>> m(torch.randn(2, 96, 28, 28)).shape
+        torch.Size([2, 96, 28, 28])
+    """
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_count: int,
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilated_kernel_size: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        version: str = "gauss",
+        learnable_dims: Sequence[int] | None = None,
+        positions: DclsPositions | None = None,
+        position_init_std: float = DEFAULT_POSITION_INIT_STD,
+        sigma_init: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            2,
+            in_channels,
+            out_channels,
+            kernel_count,
+            stride,
+            padding,
+            dilated_kernel_size,
+            groups,
+            bias,
+            padding_mode,
+            version,
+            learnable_dims,
+            positions,
+            position_init_std,
+            sigma_init,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, DF.dcls2d)
+
+
+class Dcls3d(_DclsNd):
+    __doc__ = (
+        """3-D convolution with learnable spacings.
+
+    With ``learnable_dims=(0,)`` positions are learned along time (depth) only and the other two
+    axes are dense, as in the authors' ``Dcls3_1d``.
+
+    Shape:
+        - Input: ``(B, C_in, D_in, H_in, W_in)`` or ``(C_in, D_in, H_in, W_in)``
+        - Output: ``(B, C_out, D_out, H_out, W_out)``, each size as in :class:`Dcls1d`.
+    """
+        + _ARGS_DOC
+        + """
+    Examples:
+        >>> m = Dcls3d(2, 4, kernel_count=5, dilated_kernel_size=(9, 3, 3), padding=(4, 1, 1),
+        ...            learnable_dims=(0,), version="gauss")
+        >>> m.weight.shape, m.P.shape
+        (torch.Size([4, 2, 5, 3, 3]), torch.Size([1, 4, 2, 5]))
+        >>> m(torch.randn(1, 2, 16, 8, 8)).shape
+        torch.Size([1, 4, 16, 8, 8])
+    """
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_count: int,
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilated_kernel_size: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        version: str = "gauss",
+        learnable_dims: Sequence[int] | None = None,
+        positions: DclsPositions | None = None,
+        position_init_std: float = DEFAULT_POSITION_INIT_STD,
+        sigma_init: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            3,
+            in_channels,
+            out_channels,
+            kernel_count,
+            stride,
+            padding,
+            dilated_kernel_size,
+            groups,
+            bias,
+            padding_mode,
+            version,
+            learnable_dims,
+            positions,
+            position_init_std,
+            sigma_init,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, DF.dcls3d)

@@ -1,0 +1,205 @@
+"""Whole-model tools: swap convolutions for DCLS layers, freeze them back, clamp positions.
+
+Like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, each function rewrites an already built
+``nn.Module`` in place and returns it (a new module when the root itself is replaced).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from dcls._utils import as_tuple
+from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
+
+__all__ = ["clamp_", "convert", "freeze", "is_depthwise"]
+
+_logger = logging.getLogger(__name__)
+
+_DCLS_FOR_CONV = {nn.Conv1d: Dcls1d, nn.Conv2d: Dcls2d, nn.Conv3d: Dcls3d}
+_CONV_FOR_DCLS = {Dcls1d: nn.Conv1d, Dcls2d: nn.Conv2d, Dcls3d: nn.Conv3d}
+SHARED_POSITIONS_NAME = "dcls_positions"
+
+
+def is_depthwise(name: str, module: nn.Module) -> bool:
+    """Default filter of :func:`convert`: depthwise convolutions with a kernel larger than 1."""
+    return (
+        type(module) in _DCLS_FOR_CONV
+        and module.groups == module.in_channels == module.out_channels
+        and all(k > 1 for k in module.kernel_size)
+    )
+
+
+def _dcls_padding(conv: nn.Module, sizes: tuple[int, ...], name: str) -> str | tuple[int, ...]:
+    """Padding that keeps ``conv``'s output size once its kernel is ``sizes``."""
+    if conv.padding in ("same", "valid"):
+        return conv.padding
+    centered = all(
+        p == d * (k - 1) // 2
+        for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size, strict=True)
+    )
+    if not centered:
+        raise ValueError(
+            f"convert: {name} has padding {conv.padding}, not centred on its kernel "
+            f"{conv.kernel_size} (dilation {conv.dilation}); only centred convolutions can be "
+            f"converted"
+        )
+    if all(s % 2 == 1 for s in sizes):
+        return tuple(s // 2 for s in sizes)
+    if all(s == 1 for s in conv.stride):
+        return "same"
+    raise ValueError(
+        f"convert: dilated_kernel_size {sizes} has an even entry, which cannot keep the output "
+        f"size of the strided {name} (stride {conv.stride}); use odd sizes"
+    )
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def convert(
+    model: nn.Module,
+    kernel_count: int,
+    dilated_kernel_size: int | Sequence[int],
+    version: str = "bilinear",
+    filter_fn: Callable[[str, nn.Module], bool] = is_depthwise,
+    share_key: Callable[[str], str | None] | None = None,
+    position_init_std: float = DEFAULT_POSITION_INIT_STD,
+    sigma_init: float | None = None,
+) -> nn.Module:
+    """Replace matching ``nn.Conv{1,2,3}d`` of ``model`` by DCLS layers, in place.
+
+    Stride, groups, bias, padding mode, device and dtype are kept; the padding is chosen so that
+    every output keeps its size. The new layers are freshly initialised (a dense kernel has no
+    positions to inherit).
+
+    Args:
+        model: any module.
+        kernel_count: kernel elements per channel pair.
+        dilated_kernel_size: dilated kernel size of the new layers.
+        version: interpolation (see :class:`dcls.Dcls2d`).
+        filter_fn: ``(name, module) -> bool`` choosing the convolutions; default
+            :func:`is_depthwise`.
+        share_key: ``name -> path`` of the module that owns the positions shared by that layer
+            (e.g. ``lambda n: n.split(".blocks.")[0]`` for one set per ConvNeXt stage), or
+            ``None`` for a layer with its own. The owner is a :class:`dcls.DclsPositions`
+            registered at ``<path>.dcls_positions``.
+        position_init_std, sigma_init: initialisation of the positions and widths.
+
+    Returns:
+        ``model`` (or the new layer if ``model`` itself matched).
+
+    Raises:
+        ValueError: if no convolution matches, or one cannot keep its output size.
+    """
+    targets = [(n, m) for n, m in model.named_modules() if filter_fn(n, m)]
+    if not targets:
+        raise ValueError("convert: filter_fn matched no nn.Conv1d/2d/3d in the model")
+    owners: dict[str, DclsPositions] = {}
+    for name, conv in targets:
+        if type(conv) not in _DCLS_FOR_CONV:
+            raise ValueError(f"convert: {name} is a {type(conv).__name__}, not nn.Conv1d/2d/3d")
+        n = len(conv.kernel_size)
+        sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
+        factory_kwargs = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+        key = share_key(name) if share_key is not None else None
+        positions = None
+        if key is not None:
+            if key not in owners:
+                owners[key] = DclsPositions(
+                    sizes,
+                    conv.out_channels,
+                    conv.in_channels // conv.groups,
+                    kernel_count,
+                    version,
+                    position_init_std,
+                    sigma_init,
+                    **factory_kwargs,
+                )
+                owner_module = model.get_submodule(key) if key else model
+                owner_module.register_module(SHARED_POSITIONS_NAME, owners[key])
+            positions = owners[key]
+        layer = _DCLS_FOR_CONV[type(conv)](
+            conv.in_channels,
+            conv.out_channels,
+            kernel_count,
+            stride=conv.stride,
+            padding=_dcls_padding(conv, sizes, name),
+            dilated_kernel_size=sizes,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            version=version,
+            positions=positions,
+            position_init_std=position_init_std,
+            sigma_init=sigma_init,
+            **factory_kwargs,
+        )
+        if not name:
+            return layer
+        _set_submodule(model, name, layer)
+    _logger.info(
+        "convert: %d convolutions -> DCLS (K=%d, S=%s, %s), %d shared position sets",
+        len(targets),
+        kernel_count,
+        dilated_kernel_size,
+        version,
+        len(owners),
+    )
+    return model
+
+
+@torch.no_grad()
+def freeze(model: nn.Module) -> nn.Module:
+    """Turn every DCLS layer into a plain ``nn.Conv{1,2,3}d`` holding its constructed kernel.
+
+    For deployment: same outputs, no kernel construction at inference, exportable with
+    ``torch.export``. Shared :class:`DclsPositions` modules are removed. In place.
+
+    Returns:
+        ``model`` (or the new convolution if ``model`` itself is a DCLS layer).
+    """
+    for name, layer in list(model.named_modules()):
+        if not isinstance(layer, _DclsNd):
+            continue
+        kernel = layer.construct_kernel().to(layer.weight.dtype)
+        conv = _CONV_FOR_DCLS[type(layer)](
+            layer.in_channels,
+            layer.out_channels,
+            layer.dilated_kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+            device=kernel.device,
+            dtype=kernel.dtype,
+        )
+        conv.weight.copy_(kernel)
+        if layer.bias is not None:
+            conv.bias.copy_(layer.bias)
+        if not name:
+            return conv
+        _set_submodule(model, name, conv)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, DclsPositions):
+            parent_name, _, child = name.rpartition(".")
+            delattr(model.get_submodule(parent_name) if parent_name else model, child)
+    return model
+
+
+@torch.no_grad()
+def clamp_(model: nn.Module) -> nn.Module:
+    """Clamp the positions of every DCLS layer and shared position set of ``model`` in place.
+
+    Call after each optimizer step (not after each micro-batch), before any EMA update.
+    """
+    for module in model.modules():
+        if isinstance(module, (_DclsNd, DclsPositions)):
+            module.clamp_parameters()
+    return model

@@ -1,0 +1,391 @@
+"""Functional core of DCLS: build the dense kernel from weights and positions, then convolve.
+
+Every interpolation used by DCLS is a product of one-dimensional factors, one per spatial axis::
+
+    kernel[o, i, s_0, .., s_N-1] = sum_k weight[o, i, k] * prod_d f(s_d; P[d, o, i, k], SIG[d, ..])
+
+so the kernel is built from ``N`` small factor tensors of shape ``(out, in/groups, K, S_d)`` and
+one batched matrix product, in ``O(out * in/groups * K * sum(S))`` memory instead of the
+``O(out * in/groups * K * prod(S))`` of a dense index grid. Nothing here holds state; the modules in
+:mod:`dcls.conv` own the parameters and call these functions.
+
+Conventions (shared by every interpolation and every N):
+
+* ``P[j]`` moves kernel elements along the ``j``-th learnable spatial axis in torch order (for a
+  2-D kernel with both axes learnable, ``P[0]`` is the row, ``P[1]`` the column).
+* Position ``0`` is the grid cell ``S_d // 2``; see :func:`dcls._utils.position_limits`.
+* ``"bilinear"`` (the authors' ``"v1"``) and ``"bilinear_unnormalized"`` (``"v0"``) use the tent
+  ``max(0, 1 - |s - p|)``; ``"triangle"`` (``"max"``) the tent of width ``|SIG| + 1``;
+  ``"gauss"`` the Gaussian of standard deviation ``|SIG| + 0.27``. All but ``"v0"`` divide each
+  element's interpolation weights by their sum over the grid (plus ``1e-7``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
+
+__all__ = [
+    "GAUSS_SIGMA_OFFSET",
+    "NORMALIZATION_EPS",
+    "TRIANGLE_WIDTH_OFFSET",
+    "VERSIONS",
+    "VERSION_ALIASES",
+    "canonical_version",
+    "clamp_positions_",
+    "construct_kernel",
+    "construct_kernel1d",
+    "construct_kernel2d",
+    "construct_kernel3d",
+    "dcls1d",
+    "dcls2d",
+    "dcls3d",
+    "has_sigma",
+]
+
+VERSIONS = ("bilinear", "bilinear_unnormalized", "gauss", "triangle")
+VERSION_ALIASES = {
+    "v1": "bilinear",
+    "v0": "bilinear_unnormalized",
+    "max": "triangle",
+    "gaussian": "gauss",
+}
+GAUSS_SIGMA_OFFSET = 0.27
+TRIANGLE_WIDTH_OFFSET = 1.0
+NORMALIZATION_EPS = 1e-7
+
+
+def canonical_version(version: str) -> str:
+    """Map an interpolation name or one of the authors' aliases to its canonical name.
+
+    Raises:
+        ValueError: if ``version`` is neither a canonical name nor an alias.
+    """
+    if version in VERSIONS:
+        return version
+    if isinstance(version, str) and version in VERSION_ALIASES:
+        return VERSION_ALIASES[version]
+    allowed = ", ".join(repr(v) for v in (*VERSIONS, *VERSION_ALIASES))
+    raise ValueError(f"version must be one of {allowed}, got {version!r}")
+
+
+def has_sigma(version: str) -> bool:
+    """Whether the interpolation ``version`` has a learnable width ``SIG``."""
+    return canonical_version(version) in ("gauss", "triangle")
+
+
+def _abs_unit_grad(x: Tensor) -> Tensor:
+    """``|x|`` whose gradient at ``x == 0`` is ``+1`` rather than ``0``.
+
+    The triangle width ``|SIG| + 1`` starts at ``SIG == 0``, where ``torch.abs`` has a zero
+    gradient: the width would never learn. The values are those of ``abs``.
+    """
+    return torch.where(x >= 0, x, -x)
+
+
+def _axis_factors(position: Tensor, sigma: Tensor | None, size: int, version: str) -> Tensor:
+    """Interpolation weights of every kernel element along one axis.
+
+    Args:
+        position: positions along this axis relative to the kernel centre, shape ``(*B, K)``.
+        sigma: raw widths (``SIG``), same shape, or ``None`` for bilinear.
+        size: grid size ``S`` along this axis.
+        version: canonical interpolation name.
+
+    Returns:
+        Tensor of shape ``(*B, K, S)``.
+    """
+    grid = torch.arange(size, device=position.device, dtype=position.dtype)
+    center = size // 2
+    p = position.unsqueeze(-1) + center
+    if version in ("bilinear", "bilinear_unnormalized"):
+        # p = base + frac with weights (1 - frac) at base and frac at base + 1: the tent's values,
+        # but at an integer position the derivative is the one-sided one pointing to the kernel
+        # centre. The tent written with relu/abs has exactly zero gradient there, so a position
+        # clamped onto the border could never move back.
+        base = torch.where(p > center, torch.ceil(p) - 1, torch.floor(p)).detach()
+        frac = p - base
+        return torch.where(grid == base, 1 - frac, torch.where(grid == base + 1, frac, 0.0))
+    distance = grid - p
+    if version == "triangle":
+        width = _abs_unit_grad(sigma).unsqueeze(-1) + TRIANGLE_WIDTH_OFFSET
+        return (width - distance.abs()).clamp_min(0)
+    std = _abs_unit_grad(sigma).unsqueeze(-1) + GAUSS_SIGMA_OFFSET
+    return torch.exp(-0.5 * (distance / std) ** 2)
+
+
+def construct_kernel(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    dilated_kernel_size: Sequence[int],
+    version: str = "gauss",
+    learnable_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """Build the dense DCLS kernel.
+
+    Args:
+        weight: kernel-element weights, shape ``(out, in/groups, K, *dense_sizes)`` where
+            ``dense_sizes`` are the sizes of the spatial axes not in ``learnable_dims`` (none by
+            default).
+        P: positions, shape ``(L, out, in/groups, K)`` with ``L = len(learnable_dims)``.
+        SIG: raw widths, same shape as ``P``, for ``"gauss"`` and ``"triangle"``; else ``None``.
+        dilated_kernel_size: size ``S_d`` of the dense kernel along each of the ``N`` spatial axes.
+        version: interpolation name (see :data:`VERSIONS` and :data:`VERSION_ALIASES`).
+        learnable_dims: spatial axes along which positions are learned; the other axes are dense
+            (ordinary convolution taps). ``None`` means all axes.
+
+    Returns:
+        Kernel of shape ``(out, in/groups, *dilated_kernel_size)``, in ``weight``'s dtype
+        promoted to at least float32.
+
+    Raises:
+        ValueError: on an unknown ``version`` or tensors whose shapes do not fit together.
+    """
+    version = canonical_version(version)
+    sizes = tuple(dilated_kernel_size)
+    n = len(sizes)
+    learn = normalize_learnable_dims(learnable_dims, n)
+    dense = tuple(d for d in range(n) if d not in learn)
+    out_channels, in_per_group, count = weight.shape[:3]
+    expected_weight = (out_channels, in_per_group, count, *(sizes[d] for d in dense))
+    if tuple(weight.shape) != expected_weight:
+        raise ValueError(
+            f"weight must have shape (out, in/groups, K, *dense_sizes) = {expected_weight}, "
+            f"got {tuple(weight.shape)}"
+        )
+    expected_p = (len(learn), out_channels, in_per_group, count)
+    if tuple(P.shape) != expected_p:
+        raise ValueError(f"P must have shape {expected_p}, got {tuple(P.shape)}")
+    if has_sigma(version) != (SIG is not None):
+        raise ValueError(f"SIG must be given exactly for 'gauss' and 'triangle', not {version!r}")
+    if SIG is not None and SIG.shape != P.shape:
+        raise ValueError(f"SIG must have the shape of P {expected_p}, got {tuple(SIG.shape)}")
+
+    # Build in float32 at least, and outside autocast: positions need the precision.
+    compute_dtype = torch.promote_types(weight.dtype, torch.float32)
+    with torch.autocast(device_type=weight.device.type, enabled=False):
+        weight = weight.to(compute_dtype)
+        P = P.to(compute_dtype)
+        SIG = SIG.to(compute_dtype) if SIG is not None else None
+        factors = [
+            _axis_factors(P[j], None if SIG is None else SIG[j], sizes[d], version)
+            for j, d in enumerate(learn)
+        ]
+        if version != "bilinear_unnormalized":
+            total = factors[0].sum(-1)
+            for factor in factors[1:]:
+                total = total * factor.sum(-1)
+            scale = 1.0 / (total + NORMALIZATION_EPS)
+            weight = weight * scale.view(*scale.shape, *(1,) * len(dense))
+
+        batch = out_channels * in_per_group
+        first = factors[0].reshape(batch, count, sizes[learn[0]])
+        right = weight.reshape(batch, count, -1)
+        rest = None  # outer product of the other learnable axes' factors: (batch, K, prod S)
+        for factor in factors[1:]:
+            factor = factor.reshape(batch, count, -1)
+            rest = (
+                factor if rest is None else (rest.unsqueeze(-1) * factor.unsqueeze(-2)).flatten(-2)
+            )
+        if rest is not None:
+            right = (rest.unsqueeze(-1) * right.unsqueeze(-2)).flatten(-2)
+        kernel = torch.bmm(first.transpose(1, 2), right)
+
+    order = learn + dense
+    kernel = kernel.reshape(out_channels, in_per_group, *(sizes[d] for d in order))
+    if order != tuple(range(n)):
+        inverse = [order.index(d) for d in range(n)]
+        kernel = kernel.permute(0, 1, *(2 + i for i in inverse))
+    return kernel
+
+
+def construct_kernel1d(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    dilated_kernel_size: int | Sequence[int],
+    version: str = "gauss",
+) -> Tensor:
+    """1-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S)``."""
+    return construct_kernel(
+        weight, P, SIG, as_tuple(dilated_kernel_size, 1, "dilated_kernel_size"), version
+    )
+
+
+def construct_kernel2d(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    dilated_kernel_size: int | Sequence[int],
+    version: str = "gauss",
+) -> Tensor:
+    """2-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S_0, S_1)``."""
+    return construct_kernel(
+        weight, P, SIG, as_tuple(dilated_kernel_size, 2, "dilated_kernel_size"), version
+    )
+
+
+def construct_kernel3d(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    dilated_kernel_size: int | Sequence[int],
+    version: str = "gauss",
+) -> Tensor:
+    """3-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S0, S1, S2)``."""
+    return construct_kernel(
+        weight, P, SIG, as_tuple(dilated_kernel_size, 3, "dilated_kernel_size"), version
+    )
+
+
+@torch.no_grad()
+def clamp_positions_(P: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Clamp positions in place so that every element stays on the grid.
+
+    Args:
+        P: positions, shape ``(L, *)``; ``P[j]`` is clamped to :func:`position_limits` of
+            ``sizes[j]``.
+        sizes: grid size of each of the ``L`` learnable axes.
+    """
+    for j, size in enumerate(sizes):
+        low, high = position_limits(size)
+        P[j].clamp_(low, high)
+    return P
+
+
+def _dcls_nd(
+    conv: Callable[..., Tensor],
+    n: int,
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    bias: Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilated_kernel_size: int | Sequence[int],
+    groups: int,
+    version: str,
+    learnable_dims: Sequence[int] | None,
+) -> Tensor:
+    sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
+    kernel = construct_kernel(weight, P, SIG, sizes, version, learnable_dims)
+    if not torch.is_autocast_enabled(input.device.type):
+        kernel = kernel.to(input.dtype)
+        bias = bias.to(input.dtype) if bias is not None else None
+    return conv(input, kernel, bias, stride, padding, 1, groups)
+
+
+def dcls1d(
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None = None,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilated_kernel_size: int | Sequence[int] = 1,
+    groups: int = 1,
+    version: str = "gauss",
+    learnable_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """1-D DCLS convolution. See :class:`dcls.Dcls1d` for the arguments and shapes.
+
+    Shape:
+        input ``(B, C_in, L)``; weight ``(C_out, C_in/groups, K)``; P and SIG
+        ``(1, C_out, C_in/groups, K)``; bias ``(C_out,)``; output ``(B, C_out, L_out)``.
+    """
+    return _dcls_nd(
+        F.conv1d,
+        1,
+        input,
+        weight,
+        P,
+        SIG,
+        bias,
+        stride,
+        padding,
+        dilated_kernel_size,
+        groups,
+        version,
+        learnable_dims,
+    )
+
+
+def dcls2d(
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None = None,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilated_kernel_size: int | Sequence[int] = 1,
+    groups: int = 1,
+    version: str = "gauss",
+    learnable_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """2-D DCLS convolution. See :class:`dcls.Dcls2d` for the arguments and shapes.
+
+    Shape:
+        input ``(B, C_in, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
+        ``(2, C_out, C_in/groups, K)``; bias ``(C_out,)``; output ``(B, C_out, H_out, W_out)``.
+    """
+    return _dcls_nd(
+        F.conv2d,
+        2,
+        input,
+        weight,
+        P,
+        SIG,
+        bias,
+        stride,
+        padding,
+        dilated_kernel_size,
+        groups,
+        version,
+        learnable_dims,
+    )
+
+
+def dcls3d(
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None = None,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilated_kernel_size: int | Sequence[int] = 1,
+    groups: int = 1,
+    version: str = "gauss",
+    learnable_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """3-D DCLS convolution. See :class:`dcls.Dcls3d` for the arguments and shapes.
+
+    Shape:
+        input ``(B, C_in, D, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
+        ``(3, C_out, C_in/groups, K)``; bias ``(C_out,)``; output ``(B, C_out, D_out, H_out,
+        W_out)``.
+    """
+    return _dcls_nd(
+        F.conv3d,
+        3,
+        input,
+        weight,
+        P,
+        SIG,
+        bias,
+        stride,
+        padding,
+        dilated_kernel_size,
+        groups,
+        version,
+        learnable_dims,
+    )

@@ -1,0 +1,122 @@
+"""Optimizer parameter groups for models with DCLS layers.
+
+Positions (``P``) and widths (``SIG``) get their own groups: no weight decay, and a learning rate
+``lr_scale`` times that of the group they come from (5x in the paper). The ``lr_scale`` key is the
+one timm's schedulers multiply their value by, and it composes with timm's layer-wise decay: pass
+the groups of ``timm.optim.param_groups_layer_decay`` as ``base_groups`` and each position group
+inherits its layer's scale times the position scale.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from dcls.conv import DclsPositions, _DclsNd
+
+__all__ = ["describe_param_groups", "param_groups"]
+
+
+def _dcls_tensor_ids(model: nn.Module) -> tuple[set[int], set[int]]:
+    positions, sigmas = set(), set()
+    for module in model.modules():
+        if isinstance(module, (_DclsNd, DclsPositions)):
+            if module.P is not None:
+                positions.add(id(module.P))
+            if module.SIG is not None:
+                sigmas.add(id(module.SIG))
+    return positions, sigmas
+
+
+def _default_groups(
+    model: nn.Module, weight_decay: float, no_weight_decay_list: Sequence[str]
+) -> list[dict[str, Any]]:
+    patterns = set(no_weight_decay_list)
+    if hasattr(model, "no_weight_decay"):
+        patterns |= set(model.no_weight_decay())
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim <= 1 or any(fnmatch.fnmatch(name, p) for p in patterns)
+        (no_decay if skip else decay).append(param)
+    return [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float = 0.05,
+    positions_lr_scale: float = 5.0,
+    sigmas_lr_scale: float | None = None,
+    positions_weight_decay: float = 0.0,
+    no_weight_decay_list: Sequence[str] = (),
+    base_groups: Iterable[dict[str, Any]] | None = None,
+    lr: float | None = None,
+) -> list[dict[str, Any]]:
+    """Split a model's parameters into decay, no-decay, position and sigma groups.
+
+    Args:
+        model: any module holding DCLS layers (or shared :class:`dcls.DclsPositions`).
+        weight_decay: decay of the ``decay`` group (ignored with ``base_groups``).
+        positions_lr_scale: learning-rate multiplier of positions.
+        sigmas_lr_scale: multiplier of widths; default ``positions_lr_scale``.
+        positions_weight_decay: weight decay of positions and widths.
+        no_weight_decay_list: parameter names (wildcards allowed) kept out of decay, added to the
+            model's ``no_weight_decay()``; 0-D and 1-D tensors never decay.
+        base_groups: groups to refine instead of the default decay/no-decay split, e.g.
+            ``timm.optim.param_groups_layer_decay(model, ...)``; their keys are kept.
+        lr: base learning rate; when given each group also gets ``lr = lr * lr_scale``, so that
+            torch schedulers (which scale each group's initial lr) keep the multipliers too.
+
+    Returns:
+        A list of param-group dicts with ``name``, ``params``, ``weight_decay`` and ``lr_scale``,
+        ready for ``torch.optim`` or ``timm.optim.create_optimizer_v2``; empty groups are dropped.
+    """
+    positions, sigmas = _dcls_tensor_ids(model)
+    sigmas_lr_scale = positions_lr_scale if sigmas_lr_scale is None else sigmas_lr_scale
+    if base_groups is None:
+        base_groups = _default_groups(model, weight_decay, no_weight_decay_list)
+    groups = []
+    for index, group in enumerate(base_groups):
+        name = group.get("name", f"group_{index}")
+        scale = group.get("lr_scale", 1.0)
+        parts: dict[str, list[nn.Parameter]] = {"": [], "positions": [], "sigmas": []}
+        for param in group["params"]:
+            kind = (
+                "positions" if id(param) in positions else "sigmas" if id(param) in sigmas else ""
+            )
+            parts[kind].append(param)
+        for kind, params in parts.items():
+            if not params:
+                continue
+            new = {**group, "name": name, "params": params, "lr_scale": scale}
+            if kind:
+                new["name"] = f"{name}_{kind}"
+                new["weight_decay"] = positions_weight_decay
+                new["lr_scale"] = scale * (
+                    positions_lr_scale if kind == "positions" else sigmas_lr_scale
+                )
+            if lr is not None:
+                new["lr"] = lr * new["lr_scale"]
+            groups.append(new)
+    return groups
+
+
+def describe_param_groups(model: nn.Module, groups: Sequence[dict[str, Any]]) -> str:
+    """JSON text naming, for each group, its settings and the parameter names it holds."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    described = [
+        {
+            **{k: v for k, v in g.items() if k != "params"},
+            "params": [names.get(id(p), "?") for p in g["params"]],
+        }
+        for g in groups
+    ]
+    return json.dumps(described, indent=2)
