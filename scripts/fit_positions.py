@@ -44,8 +44,16 @@ def fit_positions(
     half = size // 2 - 1
     true_p = (torch.rand(2, channels, 1, kernel_count, generator=generator) * 2 - 1) * half
     true_w = torch.rand(channels, 1, kernel_count, generator=generator) + 0.5
-    layer = dcls.Dcls2d(channels, channels, kernel_count, padding=size // 2,
-                        dilated_kernel_size=size, groups=channels, bias=False, version=version)
+    layer = dcls.Dcls2d(
+        channels,
+        channels,
+        kernel_count,
+        padding=size // 2,
+        dilated_kernel_size=size,
+        groups=channels,
+        bias=False,
+        version=version,
+    )
     true_sig = None if layer.SIG is None else layer.SIG.detach().clone()
     true_kernel = construct_kernel(true_w, true_p, true_sig, (size, size), version)
     with torch.no_grad():
@@ -54,8 +62,9 @@ def fit_positions(
     initial_error = (layer.P - true_p).abs().max().item()
     # Positions wait until the weights have found their sign: a tap whose weight starts with the
     # wrong sign is pushed away from its target and can leave the 1-pixel reach of bilinear.
-    optimizer = torch.optim.Adam(dcls.param_groups(layer, weight_decay=0.0,
-                                                   positions_lr_scale=1.0), lr=lr)
+    optimizer = torch.optim.Adam(
+        dcls.param_groups(layer, weight_decay=0.0, positions_lr_scale=1.0), lr=lr
+    )
     frozen = int(steps * position_warmup)
 
     def weights_factor(step: int) -> float:
@@ -64,8 +73,10 @@ def fit_positions(
     def positions_factor(step: int) -> float:
         return 0.0 if step < frozen else weights_factor(step)
 
-    factors = [positions_factor if "positions" in g["name"] else weights_factor
-               for g in optimizer.param_groups]
+    factors = [
+        positions_factor if "positions" in g["name"] else weights_factor
+        for g in optimizer.param_groups
+    ]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     for step in range(steps):
         images = torch.randn(8, channels, 24, 24, generator=generator)
@@ -77,8 +88,12 @@ def fit_positions(
         schedule.step()
         layer.clamp_parameters()
         if step % 50 == 0:
-            _logger.info("step %4d  loss %.3e  max position error %.3f px", step, loss.item(),
-                         (layer.P - true_p).abs().max().item())
+            _logger.info(
+                "step %4d  loss %.3e  max position error %.3f px",
+                step,
+                loss.item(),
+                (layer.P - true_p).abs().max().item(),
+            )
     return initial_error, (layer.P - true_p).abs().max().item()
 
 
@@ -92,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    before, after = fit_positions(args.version, init_offset=args.init_offset, steps=args.steps,
-                                  lr=args.lr, seed=args.seed)
-    _logger.info("max position error: %.3f px at start -> %.4f px after %d steps (%s)",
-                 before, after, args.steps, args.version)
+    before, after = fit_positions(
+        args.version, init_offset=args.init_offset, steps=args.steps, lr=args.lr, seed=args.seed
+    )
+    _logger.info(
+        "max position error: %.3f px at start -> %.4f px after %d steps (%s)",
+        before,
+        after,
+        args.steps,
+        args.version,
+    )
     return 0 if after <= args.tolerance else 1
 
 

@@ -1,0 +1,153 @@
+"""Equivalence with the authors' package (`pip install dcls`, import name `DCLS`), our oracle."""
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dcls
+from dcls._utils import position_limits
+
+authors = pytest.importorskip("DCLS.construct.modules")
+logging.getLogger().setLevel(logging.ERROR)  # their Dcls2d logs a warning per instance on CPU
+
+OURS = {1: dcls.Dcls1d, 2: dcls.Dcls2d, 3: dcls.Dcls3d}
+THEIRS = {1: authors.Dcls1d, 2: authors.Dcls2d, 3: authors.Dcls3d}
+AUTHOR_VERSIONS = ("v0", "v1", "gauss", "max")
+
+
+def _randomize_(module: torch.nn.Module, size: int) -> None:
+    """Spread positions uniformly over the whole kernel (as far as a clamp lets them go, never on
+    an integer) and widths around their init, so every code path is exercised."""
+    low, high = position_limits(size)
+    with torch.no_grad():
+        module.P.uniform_(low, high)
+        if module.SIG is not None:
+            module.SIG.uniform_(-0.8, 0.8)
+
+
+def _pair(n: int, size: int, version: str, **kwargs):
+    theirs = THEIRS[n](dilated_kernel_size=size, version=version, **kwargs)
+    _randomize_(theirs, size)
+    ours = OURS[n](dilated_kernel_size=size, version=version, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def _grads(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    module.zero_grad()
+    x = x.clone().requires_grad_()
+    out = module(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+    return out.detach(), {**grads, "input": x.grad}
+
+
+def _assert_close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> None:
+    """Max error relative to the reference's largest entry (floored: some grads are exactly 0)."""
+    scale = b.abs().max().clamp_min(0.1)
+    assert ((a - b).abs().max() / scale).item() <= rtol
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    n=st.sampled_from([1, 2, 3]),
+    version=st.sampled_from(AUTHOR_VERSIONS),
+    size=st.integers(2, 7),
+    count=st.integers(1, 4),
+    groups=st.sampled_from([1, 2]),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 3),
+    padding_mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    bias=st.booleans(),
+)
+def test_outputs_and_gradients_match_authors(
+    n, version, size, count, groups, stride, padding, padding_mode, bias
+):
+    torch.manual_seed(size * 31 + count)
+    if n == 3:
+        size = min(size, 5)
+    theirs, ours = _pair(
+        n,
+        size,
+        version,
+        in_channels=2 * groups,
+        out_channels=2 * groups,
+        kernel_count=count,
+        groups=groups,
+        stride=stride,
+        padding=padding,
+        padding_mode=padding_mode,
+        bias=bias,
+    )
+    spatial = (9, 8, 7)[:n] if n < 3 else (6, 7, 5)
+    x = torch.randn(2, 2 * groups, *spatial)
+    out_t, grads_t = _grads(theirs, x)
+    out_o, grads_o = _grads(ours, x)
+    _assert_close(out_o, out_t)
+    order = dcls.conv._AUTHORS_AXIS_ORDER.get((n, ours.version), tuple(range(n)))
+    for name, grad in grads_t.items():
+        if name in ("P", "SIG"):
+            grad = grad[list(order)]  # their axis order -> ours
+        _assert_close(grads_o[name], grad)
+
+
+@pytest.mark.parametrize("version", ["bilinear", "gauss", "triangle", "bilinear_unnormalized"])
+def test_non_square_kernel_puts_each_element_where_its_position_says(version):
+    # One element at P = (row -2, column +3) in a 5x9 kernel: peak at (5//2 - 2, 9//2 + 3).
+    layer = dcls.Dcls2d(1, 1, 1, dilated_kernel_size=(5, 9), version=version, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.P.copy_(torch.tensor([-2.0, 3.0]).view(2, 1, 1, 1))
+        if layer.SIG is not None:
+            layer.SIG.fill_(0.0)
+    kernel = layer.construct_kernel()[0, 0]
+    assert kernel.shape == (5, 9)
+    assert (kernel == kernel.max()).nonzero().tolist() == [[0, 7]]
+    # The authors' v1 reads the axes in reverse: with P = 0 their peak is at (4, 2), not (2, 4).
+    theirs = authors.Dcls2d(1, 1, 1, dilated_kernel_size=(5, 9), version="v1", bias=False)
+    with torch.no_grad():
+        theirs.P.zero_()
+    their_kernel = theirs.DCK(theirs.weight, theirs.P, theirs.SIG)[0, 0]
+    assert (their_kernel.abs() == their_kernel.abs().max()).nonzero().tolist() == [[4, 2]]
+
+
+def test_3d_non_cubic_kernel_is_not_empty():
+    # A 3-D v1 kernel of size (3, 5, 7) comes out all zero with the authors' package.
+    layer = dcls.Dcls3d(1, 1, 2, dilated_kernel_size=(3, 5, 7), version="v1")
+    assert layer.construct_kernel().abs().sum() > 0
+    with torch.no_grad():
+        layer.P.zero_()
+        layer.weight.fill_(1.0)
+    kernel = layer.construct_kernel()[0, 0]
+    assert kernel[1, 2, 3].item() == pytest.approx(2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("version", AUTHOR_VERSIONS)
+def test_state_dict_round_trip(n, version):
+    theirs, ours = _pair(
+        n, 5, version, in_channels=3, out_channels=6, kernel_count=3, groups=3, padding=2
+    )
+    x = torch.randn(2, 3, *(8,) * n)
+    # ours -> ours: our own state dict (version 2) is loaded as is.
+    again = OURS[n](3, 6, 3, dilated_kernel_size=5, version=version, groups=3, padding=2)
+    again.load_state_dict(ours.state_dict())
+    _assert_close(again(x), theirs(x))
+    # Metadata stripped (as a filter function would): taken as ours, not reordered.
+    stripped = OURS[n](3, 6, 3, dilated_kernel_size=5, version=version, groups=3, padding=2)
+    stripped.load_state_dict(dict(ours.state_dict()))
+    _assert_close(stripped(x), theirs(x))
+
+
+def test_released_convnext_layout_v0_loads_unchanged():
+    # The released ConvNeXt-dcls checkpoints: depthwise v0, 17x17, K=34, P of shape (2, C, 1, K).
+    theirs = authors.Dcls2d(8, 8, 34, dilated_kernel_size=17, padding=8, groups=8, version="v0")
+    _randomize_(theirs, 17)
+    ours = dcls.Dcls2d(8, 8, 34, dilated_kernel_size=17, padding=8, groups=8, version="v0")
+    ours.load_state_dict(theirs.state_dict())
+    torch.testing.assert_close(ours.P, theirs.P)
+    x = torch.randn(1, 8, 20, 20)
+    _assert_close(ours(x), theirs(x))
