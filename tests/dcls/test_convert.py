@@ -1,0 +1,139 @@
+"""convert / freeze / clamp_ on whole models, and create_conv."""
+
+import pytest
+import torch
+from torch import nn
+
+import dcls
+
+
+class TinyConvNeXt(nn.Module):
+    """Two stages of depthwise 7x7 blocks, named like timm's ConvNeXt."""
+
+    def __init__(self, dims=(8, 16)):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dims[0], 4, stride=4)
+        self.stages = nn.ModuleList()
+        for i, dim in enumerate(dims):
+            stage = nn.Module()
+            stage.downsample = nn.Conv2d(dims[i - 1], dim, 2, stride=2) if i else nn.Identity()
+            stage.blocks = nn.Sequential(
+                *[nn.Conv2d(dim, dim, 7, padding=3, groups=dim) for _ in range(2)]
+            )
+            self.stages.append(stage)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage.blocks(stage.downsample(x))
+        return x
+
+
+def test_convert_replaces_depthwise_convs_and_keeps_shapes():
+    model = TinyConvNeXt()
+    x = torch.randn(2, 3, 32, 32)
+    shape = model(x).shape
+    dcls.convert(model, kernel_count=5, dilated_kernel_size=9, version="bilinear")
+    layers = [m for m in model.modules() if isinstance(m, dcls.Dcls2d)]
+    assert len(layers) == 4
+    assert all(layer.padding == (4, 4) and layer.groups == layer.in_channels for layer in layers)
+    assert isinstance(model.stem, nn.Conv2d) and isinstance(model.stages[1].downsample, nn.Conv2d)
+    assert model(x).shape == shape
+
+
+def test_convert_shares_positions_per_stage():
+    model = dcls.convert(
+        TinyConvNeXt(),
+        kernel_count=5,
+        dilated_kernel_size=9,
+        share_key=lambda name: name.split(".blocks.")[0],
+    )
+    owners = [n for n, m in model.named_modules() if isinstance(m, dcls.DclsPositions)]
+    assert owners == ["stages.0.dcls_positions", "stages.1.dcls_positions"]
+    assert model.stages[0].blocks[1].positions[0] is model.stages[0].dcls_positions.P
+    p_keys = [k for k in model.state_dict() if k.endswith(".P")]
+    assert p_keys == ["stages.0.dcls_positions.P", "stages.1.dcls_positions.P"]
+    # One optimizer step moves every block's kernel of the stage.
+    kernels = [b.construct_kernel().detach().clone() for b in model.stages[0].blocks]
+    optimizer = torch.optim.SGD(dcls.param_groups(model, weight_decay=0.0), lr=1.0)
+    model.stages[0].blocks[1].weight.requires_grad_(False)
+    model.stages[0].blocks[1].weight.grad = None
+    model(torch.randn(1, 3, 32, 32)).square().sum().backward()
+    optimizer.step()
+    after = [b.construct_kernel().detach() for b in model.stages[0].blocks]
+    assert all(not torch.equal(a, b) for a, b in zip(kernels, after, strict=True))
+
+
+def test_convert_keeps_device_dtype_and_stride():
+    conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False).double()
+    layer = dcls.convert(conv, kernel_count=3, dilated_kernel_size=7)
+    assert isinstance(layer, dcls.Dcls2d) and layer.weight.dtype == torch.float64
+    assert layer.stride == (2, 2) and layer.bias is None and layer.padding == (3, 3)
+
+
+def test_convert_errors():
+    with pytest.raises(ValueError, match="matched no"):
+        dcls.convert(nn.Linear(2, 2), kernel_count=3, dilated_kernel_size=7)
+    off_centre = nn.Sequential(nn.Conv2d(4, 4, 3, padding=0, groups=4))
+    with pytest.raises(ValueError, match=r"0 has padding \(0, 0\), not centred"):
+        dcls.convert(off_centre, kernel_count=3, dilated_kernel_size=7)
+    strided = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4))
+    with pytest.raises(ValueError, match="even entry"):
+        dcls.convert(strided, kernel_count=3, dilated_kernel_size=8)
+
+
+@pytest.mark.parametrize("version", ["bilinear", "gauss", "triangle", "v0"])
+def test_freeze_gives_plain_convs_with_the_same_outputs(version):
+    model = dcls.convert(
+        TinyConvNeXt(),
+        kernel_count=5,
+        dilated_kernel_size=9,
+        version=version,
+        share_key=lambda name: name.split(".blocks.")[0],
+    )
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, dcls.DclsPositions) and module.SIG is not None:
+                module.SIG.uniform_(0.1, 0.5)
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    frozen = dcls.freeze(model)
+    assert not any(isinstance(m, (dcls.Dcls2d, dcls.DclsPositions)) for m in frozen.modules())
+    torch.testing.assert_close(frozen(x), expected, rtol=1e-5, atol=1e-5)
+    exported = torch.export.export(frozen.eval(), (x,))
+    torch.testing.assert_close(exported.module()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_clamp_reaches_layers_and_shared_positions():
+    model = dcls.convert(
+        TinyConvNeXt(),
+        kernel_count=5,
+        dilated_kernel_size=9,
+        share_key=lambda name: "stages.0" if name.startswith("stages.0") else None,
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(100.0)
+    dcls.clamp_(model)
+    positions = [
+        m.P
+        for m in model.modules()
+        if isinstance(m, (dcls.Dcls2d, dcls.DclsPositions))
+        if m.P is not None
+    ]
+    assert len(positions) == 3  # one shared set (stage 0) and the two stage-1 layers
+    assert all(p.max().item() == 4 for p in positions)
+
+
+def test_create_conv():
+    assert type(dcls.create_conv("conv", 4, 4, 7, groups=4)) is nn.Conv2d
+    dilated = dcls.create_conv("dilated", 4, 4, 5, groups=4, dilation=4)
+    assert dilated.dilation == (4, 4) and dilated.padding == (8, 8)
+    layer = dcls.create_conv("dcls", 4, 4, 17, groups=4, kernel_count=34, version="bilinear")
+    assert isinstance(layer, dcls.Dcls2d) and layer.padding == (8, 8)
+    x = torch.randn(1, 4, 20, 20)
+    assert dilated(x).shape == layer(x).shape == x.shape
+    with pytest.raises(ValueError, match=r"kind must be one of \('conv', 'dilated', 'dcls'\)"):
+        dcls.create_conv("deform", 4, 4, 3)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        dcls.create_conv("conv", 4, 4, 4)
