@@ -22,6 +22,7 @@ Conventions (shared by every interpolation and every N):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -88,6 +89,62 @@ def _abs_unit_grad(x: Tensor) -> Tensor:
     return torch.where(x >= 0, x, -x)
 
 
+def _bilinear_cell(position: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Split grid coordinates ``position + size // 2`` into a cell ``base`` and ``frac``.
+
+    The element puts ``1 - frac`` on ``base`` and ``frac`` on ``base + 1``: the tent's values. At
+    an integer coordinate the split is chosen so that the derivative is the one-sided one pointing
+    to the kernel centre; the tent written with relu/abs has exactly zero gradient there, so a
+    position clamped onto the border could never move back.
+
+    Returns:
+        ``base`` (no gradient) and ``frac``, both of ``position``'s shape.
+    """
+    center = size // 2
+    p = position + center
+    base = torch.where(p > center, torch.ceil(p) - 1, torch.floor(p)).detach()
+    return base, p - base
+
+
+def _construct_bilinear_sparse(
+    weight: Tensor, P: Tensor, sizes: Sequence[int], normalize: bool
+) -> Tensor:
+    """Bilinear kernel by scattering each element's ``2^N`` corner weights.
+
+    ``O(out * in/groups * K * 2^N)`` work and memory instead of the factor product's
+    ``O(out * in/groups * K * prod(S))``; same values, same gradients.
+
+    Args:
+        weight: ``(B, K)``; P: ``(N, B, K)``; sizes: the ``N`` grid sizes.
+
+    Returns:
+        ``(B, prod(sizes))``.
+    """
+    index = torch.zeros((), dtype=torch.long, device=weight.device)
+    value = weight
+    total = None
+    for j, size in enumerate(sizes):
+        base, frac = _bilinear_cell(P[j], size)
+        cells = torch.stack([base, base + 1])  # (2, B, K)
+        inside = (cells >= 0) & (cells < size)
+        corner = torch.stack([1 - frac, frac]) * inside
+        if normalize:
+            axis_sum = corner.sum(0)
+            total = axis_sum if total is None else total * axis_sum
+        # Grow the corner axes: after axis j, index and value are (2,) * (j + 1) + (B, K).
+        index = index.unsqueeze(0) * size + cells.clamp(0, size - 1).long().view(
+            2, *(1,) * j, *cells.shape[1:]
+        )
+        value = value.unsqueeze(0) * corner.view(2, *(1,) * j, *corner.shape[1:])
+    if normalize:
+        value = value / (total + NORMALIZATION_EPS)
+    batch, count = weight.shape
+    index = index.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1)
+    value = value.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1)
+    kernel = torch.zeros(batch, math.prod(sizes), dtype=weight.dtype, device=weight.device)
+    return kernel.scatter_add(1, index, value)
+
+
 def _axis_factors(position: Tensor, sigma: Tensor | None, size: int, version: str) -> Tensor:
     """Interpolation weights of every kernel element along one axis.
 
@@ -101,22 +158,46 @@ def _axis_factors(position: Tensor, sigma: Tensor | None, size: int, version: st
         Tensor of shape ``(*B, K, S)``.
     """
     grid = torch.arange(size, device=position.device, dtype=position.dtype)
-    center = size // 2
-    p = position.unsqueeze(-1) + center
     if version in ("bilinear", "bilinear_unnormalized"):
-        # p = base + frac with weights (1 - frac) at base and frac at base + 1: the tent's values,
-        # but at an integer position the derivative is the one-sided one pointing to the kernel
-        # centre. The tent written with relu/abs has exactly zero gradient there, so a position
-        # clamped onto the border could never move back.
-        base = torch.where(p > center, torch.ceil(p) - 1, torch.floor(p)).detach()
-        frac = p - base
+        base, frac = _bilinear_cell(position, size)
+        base, frac = base.unsqueeze(-1), frac.unsqueeze(-1)
         return torch.where(grid == base, 1 - frac, torch.where(grid == base + 1, frac, 0.0))
-    distance = grid - p
+    distance = grid - (position.unsqueeze(-1) + size // 2)
     if version == "triangle":
         width = _abs_unit_grad(sigma).unsqueeze(-1) + TRIANGLE_WIDTH_OFFSET
         return (width - distance.abs()).clamp_min(0)
     std = _abs_unit_grad(sigma).unsqueeze(-1) + GAUSS_SIGMA_OFFSET
     return torch.exp(-0.5 * (distance / std) ** 2)
+
+
+def _construct_by_factors(
+    weight: Tensor, P: Tensor, SIG: Tensor | None, sizes: Sequence[int], version: str
+) -> Tensor:
+    """Kernel as one batched product of per-axis interpolation factors.
+
+    Args:
+        weight: ``(B, K, D)`` with ``D`` the product of the dense axes' sizes (1 if none).
+        P, SIG: ``(L, B, K)``; sizes: the ``L`` learnable grid sizes.
+
+    Returns:
+        ``(B, S_0, prod(S_1..S_L-1) * D)``.
+    """
+    factors = [
+        _axis_factors(P[j], None if SIG is None else SIG[j], size, version)
+        for j, size in enumerate(sizes)
+    ]
+    if version != "bilinear_unnormalized":
+        total = factors[0].sum(-1)
+        for factor in factors[1:]:
+            total = total * factor.sum(-1)
+        weight = weight / (total + NORMALIZATION_EPS).unsqueeze(-1)
+    right = weight
+    rest = None  # outer product of the other learnable axes' factors: (B, K, prod S)
+    for factor in factors[1:]:
+        rest = factor if rest is None else (rest.unsqueeze(-1) * factor.unsqueeze(-2)).flatten(-2)
+    if rest is not None:
+        right = (rest.unsqueeze(-1) * right.unsqueeze(-2)).flatten(-2)
+    return torch.bmm(factors[0].transpose(1, 2), right)
 
 
 def construct_kernel(
@@ -169,33 +250,18 @@ def construct_kernel(
 
     # Build in float32 at least, and outside autocast: positions need the precision.
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
+    learn_sizes = [sizes[d] for d in learn]
+    batch = out_channels * in_per_group
     with torch.autocast(device_type=weight.device.type, enabled=False):
-        weight = weight.to(compute_dtype)
-        P = P.to(compute_dtype)
-        SIG = SIG.to(compute_dtype) if SIG is not None else None
-        factors = [
-            _axis_factors(P[j], None if SIG is None else SIG[j], sizes[d], version)
-            for j, d in enumerate(learn)
-        ]
-        if version != "bilinear_unnormalized":
-            total = factors[0].sum(-1)
-            for factor in factors[1:]:
-                total = total * factor.sum(-1)
-            scale = 1.0 / (total + NORMALIZATION_EPS)
-            weight = weight * scale.view(*scale.shape, *(1,) * len(dense))
-
-        batch = out_channels * in_per_group
-        first = factors[0].reshape(batch, count, sizes[learn[0]])
-        right = weight.reshape(batch, count, -1)
-        rest = None  # outer product of the other learnable axes' factors: (batch, K, prod S)
-        for factor in factors[1:]:
-            factor = factor.reshape(batch, count, -1)
-            rest = (
-                factor if rest is None else (rest.unsqueeze(-1) * factor.unsqueeze(-2)).flatten(-2)
+        weight = weight.to(compute_dtype).reshape(batch, count, -1)
+        P = P.to(compute_dtype).reshape(len(learn), batch, count)
+        SIG = SIG.to(compute_dtype).reshape(len(learn), batch, count) if SIG is not None else None
+        if version in ("bilinear", "bilinear_unnormalized") and not dense:
+            kernel = _construct_bilinear_sparse(
+                weight.squeeze(-1), P, learn_sizes, normalize=version == "bilinear"
             )
-        if rest is not None:
-            right = (rest.unsqueeze(-1) * right.unsqueeze(-2)).flatten(-2)
-        kernel = torch.bmm(first.transpose(1, 2), right)
+        else:
+            kernel = _construct_by_factors(weight, P, SIG, learn_sizes, version)
 
     order = learn + dense
     kernel = kernel.reshape(out_channels, in_per_group, *(sizes[d] for d in order))

@@ -1,0 +1,175 @@
+"""Benchmark DCLS layers at ConvNeXt shapes: ours vs the authors' package vs a dense conv.
+
+For each ConvNeXt-T/S/B stage shape (depthwise, dilated kernel 17x17, K=34 or 40) and each
+interpolation, measures forward+backward time of (a) the kernel construction alone and (b) the
+whole layer, for our ``dcls.Dcls2d``, the authors' ``DCLS.construct.modules.Dcls2d`` (when
+installed) and a dense depthwise ``nn.Conv2d`` with the same 17x17 kernel, all in the same run,
+A/B interleaved, medians. Prints a Markdown table with the ratios ours/authors and ours/dense,
+and the largest single allocation of each construction.
+
+    python scripts/bench_layers.py --batch 16 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+import dcls
+
+_logger = logging.getLogger("bench_layers")
+
+# (model, stage, channels, spatial size, kernel count)
+CONVNEXT_SHAPES = [
+    (model, stage, dim, 56 // 2**stage, count)
+    for model, dims, count in [
+        ("T", (96, 192, 384, 768), 34),
+        ("S", (96, 192, 384, 768), 40),
+        ("B", (128, 256, 512, 1024), 40),
+    ]
+    for stage, dim in enumerate(dims)
+]
+AUTHORS_VERSION = {
+    "bilinear": "v1",
+    "bilinear_unnormalized": "v0",
+    "gauss": "gauss",
+    "triangle": "max",
+}
+
+
+def _load_authors() -> type | None:
+    try:
+        logging.getLogger().setLevel(logging.ERROR)  # their Dcls2d warns per instance on CPU
+        from DCLS.construct.modules import Dcls2d as AuthorsDcls2d
+    except ImportError:
+        return None
+    finally:
+        logging.getLogger().setLevel(logging.INFO)
+    return AuthorsDcls2d
+
+
+def _fwd_bwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    def run() -> None:
+        out = fn()
+        out.backward(torch.ones_like(out))
+
+    return run
+
+
+def _interleaved_medians(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+
+def _largest_allocation_mb(run: Callable[[], None]) -> float:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    return max(e.self_cpu_memory_usage for e in prof.events()) / 2**20
+
+
+def bench_row(
+    authors_cls: type | None,
+    channels: int,
+    spatial: int,
+    count: int,
+    version: str,
+    batch: int,
+    size: int,
+    repeats: int,
+) -> dict[str, float]:
+    """Time one shape; returns milliseconds (and MB) keyed by measurement name."""
+    ours = dcls.Dcls2d(
+        channels,
+        channels,
+        count,
+        padding=size // 2,
+        dilated_kernel_size=size,
+        groups=channels,
+        version=version,
+    )
+    dense = nn.Conv2d(channels, channels, size, padding=size // 2, groups=channels)
+    x = torch.randn(batch, channels, spatial, spatial, requires_grad=True)
+    construct = {"ours": _fwd_bwd(ours.construct_kernel)}
+    layer = {"ours": _fwd_bwd(lambda: ours(x)), "dense": _fwd_bwd(lambda: dense(x))}
+    if authors_cls is not None:
+        theirs = authors_cls(
+            channels,
+            channels,
+            count,
+            padding=size // 2,
+            dilated_kernel_size=size,
+            groups=channels,
+            version=AUTHORS_VERSION[version],
+            use_implicit_gemm=False,
+        )
+        construct["authors"] = _fwd_bwd(lambda: theirs.DCK(theirs.weight, theirs.P, theirs.SIG))
+        layer["authors"] = _fwd_bwd(lambda: theirs(x))
+    result = {f"construct_{k}": v for k, v in _interleaved_medians(construct, repeats).items()}
+    result |= {f"layer_{k}": v for k, v in _interleaved_medians(layer, repeats).items()}
+    result |= {f"mem_{k}": _largest_allocation_mb(run) for k, run in construct.items()}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=17, help="dilated kernel size")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
+    parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    authors_cls = _load_authors()
+    if authors_cls is None:
+        _logger.info("authors' package not installed (pip install dcls): their columns are empty")
+    lines = [
+        f"batch {args.batch}, dilated kernel {args.size}x{args.size}, depthwise, fwd+bwd, "
+        f"median of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "",
+        "| model | stage | C | HxW | K | version | construct ours ms | construct authors ms "
+        "| construct authors/ours | largest alloc ours/authors MB | layer ours ms "
+        "| layer authors ms | layer dense ms | layer ours/authors | layer ours/dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, stage, channels, spatial, count in CONVNEXT_SHAPES:
+        if model not in args.models:
+            continue
+        for version in args.versions:
+            r = bench_row(
+                authors_cls, channels, spatial, count, version, args.batch, args.size, args.repeats
+            )
+            nan = float("nan")
+            c_auth, l_auth = r.get("construct_authors", nan), r.get("layer_authors", nan)
+            lines.append(
+                f"| {model} | {stage} | {channels} | {spatial}x{spatial} | {count} | {version} "
+                f"| {r['construct_ours']:.2f} | {c_auth:.2f} | {c_auth / r['construct_ours']:.1f}x "
+                f"| {r['mem_ours']:.1f} / {r.get('mem_authors', nan):.1f} "
+                f"| {r['layer_ours']:.1f} | {l_auth:.1f} | {r['layer_dense']:.1f} "
+                f"| {r['layer_ours'] / l_auth:.2f} | {r['layer_ours'] / r['layer_dense']:.2f} |"
+            )
+            _logger.info(lines[-1])
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
