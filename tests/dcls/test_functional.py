@@ -170,3 +170,21 @@ def test_known_answer_positions_are_learned(version):
     )
     assert result.returncode == 0, result.stderr
     assert "max position error" in result.stderr
+
+
+@pytest.mark.parametrize("sizes", [(6,), (5, 7), (3, 4, 5)])
+@pytest.mark.parametrize("version", ["bilinear", "bilinear_unnormalized"])
+def test_sparse_bilinear_path_equals_the_factor_product(sizes, version):
+    # Positions spread beyond the grid too, where the two paths must drop the same mass.
+    n, batch, count = len(sizes), 6, 5
+    weight = torch.randn(batch, count, 1, dtype=torch.float64, requires_grad=True)
+    P = (torch.rand(n, batch, count, dtype=torch.float64) * 2 - 1) * (max(sizes) / 2 + 1)
+    P.requires_grad_()
+    sparse = DF._construct_bilinear_sparse(weight.squeeze(-1), P, sizes, version == "bilinear")
+    factors = DF._construct_by_factors(weight, P, None, sizes, version)
+    torch.testing.assert_close(sparse, factors.reshape(batch, -1))
+    g = torch.randn_like(sparse)
+    grads_sparse = torch.autograd.grad(sparse, (weight, P), g)
+    grads_factors = torch.autograd.grad(factors.reshape(batch, -1), (weight, P), g)
+    for a, b in zip(grads_sparse, grads_factors, strict=True):
+        torch.testing.assert_close(a, b)
