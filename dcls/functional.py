@@ -120,26 +120,25 @@ def _construct_bilinear_sparse(
     Returns:
         ``(B, prod(sizes))``.
     """
-    index = torch.zeros((), dtype=torch.long, device=weight.device)
+    index = torch.zeros((), dtype=weight.dtype, device=weight.device)
     value = weight
     total = None
     for j, size in enumerate(sizes):
         base, frac = _bilinear_cell(P[j], size)
         cells = torch.stack([base, base + 1])  # (2, B, K)
-        inside = (cells >= 0) & (cells < size)
-        corner = torch.stack([1 - frac, frac]) * inside
+        corner = torch.where((cells >= 0) & (cells < size), torch.stack([1 - frac, frac]), 0.0)
         if normalize:
             axis_sum = corner.sum(0)
             total = axis_sum if total is None else total * axis_sum
-        # Grow the corner axes: after axis j, index and value are (2,) * (j + 1) + (B, K).
-        index = index.unsqueeze(0) * size + cells.clamp(0, size - 1).long().view(
-            2, *(1,) * j, *cells.shape[1:]
-        )
-        value = value.unsqueeze(0) * corner.view(2, *(1,) * j, *corner.shape[1:])
+        # Grow the corner axes: after axis j, index and value are (2,) * (j + 1) + (B, K). The
+        # index stays in floating point (exact below 2**24 cells) until the scatter.
+        corner_shape = (2, *(1,) * j, *cells.shape[1:])
+        index = index.unsqueeze(0) * size + cells.clamp(0, size - 1).view(corner_shape)
+        value = value.unsqueeze(0) * corner.view(corner_shape)
     if normalize:
         value = value / (total + NORMALIZATION_EPS)
     batch, count = weight.shape
-    index = index.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1)
+    index = index.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1).long()
     value = value.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1)
     kernel = torch.zeros(batch, math.prod(sizes), dtype=weight.dtype, device=weight.device)
     return kernel.scatter_add(1, index, value)
