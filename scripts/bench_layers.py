@@ -91,15 +91,8 @@ def bench_row(
     repeats: int,
 ) -> dict[str, float]:
     """Time one shape; returns milliseconds (and MB) keyed by measurement name."""
-    ours = dcls.Dcls2d(
-        channels,
-        channels,
-        count,
-        padding=size // 2,
-        dilated_kernel_size=size,
-        groups=channels,
-        version=version,
-    )
+    shape = {"padding": size // 2, "dilated_kernel_size": size, "groups": channels}
+    ours = dcls.Dcls2d(channels, channels, count, version=version, **shape)
     dense = nn.Conv2d(channels, channels, size, padding=size // 2, groups=channels)
     x = torch.randn(batch, channels, spatial, spatial, requires_grad=True)
     construct = {"ours": _fwd_bwd(ours.construct_kernel)}
@@ -109,11 +102,9 @@ def bench_row(
             channels,
             channels,
             count,
-            padding=size // 2,
-            dilated_kernel_size=size,
-            groups=channels,
             version=AUTHORS_VERSION[version],
             use_implicit_gemm=False,
+            **shape,
         )
         construct["authors"] = _fwd_bwd(lambda: theirs.DCK(theirs.weight, theirs.P, theirs.SIG))
         layer["authors"] = _fwd_bwd(lambda: theirs(x))
