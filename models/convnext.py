@@ -1,0 +1,217 @@
+"""ConvNeXt-dcls (Khalfaoui-Hassani et al., ICLR 2023) and the dilated-convolution control.
+
+Paper: "Dilated Convolution with Learnable Spacings", arXiv 2112.03740, Section 4; original code:
+https://github.com/K-H-Ismail/ConvNeXt-dcls. Built on timm's ``ConvNeXt``: the model is timm's,
+plus one conversion step that swaps every block's depthwise 7x7 ``conv_dw`` for a DCLS layer (or a
+dilated conv). State-dict keys stay timm's (``stages.N.blocks.M.conv_dw.*``); positions shared by a
+stage live once at ``stages.N.dcls_positions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.convnext import ConvNeXt, checkpoint_filter_fn
+from torch import nn
+
+import dcls
+
+__all__ = ["ConvNeXt", "iso_parameter_kernel_count"]
+
+DENSE_KERNEL_SIZE = 7  # ConvNeXt's depthwise kernel, the parameter budget of the DCLS variants
+
+
+def iso_parameter_kernel_count(
+    depths: Sequence[int],
+    dims: Sequence[int],
+    dense_kernel_size: int = DENSE_KERNEL_SIZE,
+    shared: bool = True,
+    version: str = "bilinear",
+    spatial_dims: int = 2,
+) -> int:
+    """Largest kernel count whose depthwise weights and positions fit the dense kernels' budget.
+
+    The authors' rule: ``sum_s (depth_s + 2) * dim_s * K <= sum_s depth_s * dim_s * 7 * 7`` with
+    one shared ``P`` (2 coordinates) per stage; 34 for ConvNeXt-T, 40 for S and B. Gaussian and
+    triangle DCLS count their widths too; unshared positions count per block.
+    """
+    per_element = spatial_dims * (2 if dcls.functional.has_sigma(version) else 1)
+    budget = sum(d * c for d, c in zip(depths, dims, strict=True)) * dense_kernel_size**spatial_dims
+    if shared:
+        cost = sum((d + per_element) * c for d, c in zip(depths, dims, strict=True))
+    else:
+        cost = sum(d * c * (1 + per_element) for d, c in zip(depths, dims, strict=True))
+    return budget // cost
+
+
+def _is_block_dwconv(name: str, module: nn.Module) -> bool:
+    return name.endswith(".conv_dw") and isinstance(module, nn.Conv2d)
+
+
+def _stage_of(name: str) -> str:
+    return name.split(".blocks.")[0]
+
+
+def _create_dcls_convnext(variant: str, pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    """timm's ConvNeXt with every block's depthwise conv replaced by a DCLS layer.
+
+    DCLS keyword arguments (the rest go to ``ConvNeXt``): ``kernel_count`` (default: the
+    iso-parameter rule), ``dilated_kernel_size`` (17), ``version`` ("bilinear"),
+    ``share_positions`` (True: one set of positions per stage).
+    """
+    dilated_kernel_size = kwargs.pop("dilated_kernel_size", 17)
+    version = kwargs.pop("version", "bilinear")
+    share_positions = kwargs.pop("share_positions", True)
+    kernel_count = kwargs.pop("kernel_count", None)
+    if kernel_count is None:
+        kernel_count = iso_parameter_kernel_count(
+            kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
+        )
+    model = build_model_with_cfg(
+        ConvNeXt,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **kwargs,
+    )
+    return dcls.convert(
+        model,
+        kernel_count,
+        dilated_kernel_size,
+        version,
+        filter_fn=_is_block_dwconv,
+        share_key=_stage_of if share_positions else None,
+    )
+
+
+def _create_dc_convnext(variant: str, pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    """timm's ConvNeXt with dilated depthwise convs (``dc_kernel_size`` 5, ``dilation`` 4)."""
+    kernel_size = kwargs.pop("dc_kernel_size", 5)
+    dilation = kwargs.pop("dilation", 4)
+    model = build_model_with_cfg(
+        ConvNeXt,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **kwargs,
+    )
+    for name, conv in [(n, m) for n, m in model.named_modules() if _is_block_dwconv(n, m)]:
+        block = model.get_submodule(name.removesuffix(".conv_dw"))
+        block.conv_dw = dcls.create_conv(
+            "dilated",
+            conv.in_channels,
+            conv.out_channels,
+            kernel_size,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            dilation=dilation,
+        ).to(conv.weight.device, conv.weight.dtype)
+    return model
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.0",
+        "classifier": "head.fc",
+        **kwargs,
+    }
+
+
+SIZES = {
+    "atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True),
+    "femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True),
+    "pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), conv_mlp=True),
+    "nano": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), conv_mlp=True),
+    "tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    "small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    "base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+    "large": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),
+}
+TEST_SIZE = dict(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), norm_eps=1e-5, act_layer="gelu_tanh")
+
+default_cfgs = generate_default_cfgs(
+    {f"convnext_{size}_dcls.untrained": _cfg() for size in SIZES}
+    | {f"convnext_{size}_dc.untrained": _cfg() for size in ("tiny", "small", "base")}
+    | {"test_convnext_dcls.untrained": _cfg(input_size=(3, 160, 160), pool_size=(5, 5))}
+)
+
+
+def _dcls(size: str, pretrained: bool, kwargs: dict[str, Any]) -> ConvNeXt:
+    return _create_dcls_convnext(f"convnext_{size}_dcls", pretrained, **{**SIZES[size], **kwargs})
+
+
+def _dc(size: str, pretrained: bool, kwargs: dict[str, Any]) -> ConvNeXt:
+    return _create_dc_convnext(f"convnext_{size}_dc", pretrained, **{**SIZES[size], **kwargs})
+
+
+@register_model
+def convnext_atto_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("atto", pretrained, kwargs)
+
+
+@register_model
+def convnext_femto_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("femto", pretrained, kwargs)
+
+
+@register_model
+def convnext_pico_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("pico", pretrained, kwargs)
+
+
+@register_model
+def convnext_nano_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("nano", pretrained, kwargs)
+
+
+@register_model
+def convnext_tiny_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("tiny", pretrained, kwargs)
+
+
+@register_model
+def convnext_small_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("small", pretrained, kwargs)
+
+
+@register_model
+def convnext_base_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("base", pretrained, kwargs)
+
+
+@register_model
+def convnext_large_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dcls("large", pretrained, kwargs)
+
+
+@register_model
+def convnext_tiny_dc(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dc("tiny", pretrained, kwargs)
+
+
+@register_model
+def convnext_small_dc(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dc("small", pretrained, kwargs)
+
+
+@register_model
+def convnext_base_dc(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dc("base", pretrained, kwargs)
+
+
+@register_model
+def test_convnext_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _create_dcls_convnext("test_convnext_dcls", pretrained, **{**TEST_SIZE, **kwargs})
