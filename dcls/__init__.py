@@ -9,12 +9,13 @@ kernel. This package has no dependency beyond PyTorch.
 """
 
 from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
-from dcls.convert import clamp_, convert, freeze, is_depthwise
 from dcls.create import create_conv
 from dcls.functional import VERSIONS, construct_kernel
+from dcls.model_tools import SHARED_POSITIONS_NAME, clamp_, convert, freeze, is_depthwise
 from dcls.param_groups import describe_param_groups, param_groups
 
 __all__ = [
+    "SHARED_POSITIONS_NAME",
     "VERSIONS",
     "Dcls1d",
     "Dcls2d",

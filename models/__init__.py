@@ -1,6 +1,6 @@
-"""timm-registered DCLS variants of ConvNeXt; ``import models`` registers them all."""
+"""timm-registered DCLS variants of ConvNeXt and ResNet; ``import models`` registers them all."""
 
-from models import convnext
+from models import convnext, resnet
 from models.convnext import iso_parameter_kernel_count
 
-__all__ = ["convnext", "iso_parameter_kernel_count"]
+__all__ = ["convnext", "iso_parameter_kernel_count", "resnet"]

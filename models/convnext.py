@@ -9,17 +9,20 @@ stage live once at ``stages.N.dcls_positions``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models.convnext import ConvNeXt, checkpoint_filter_fn
-from torch import nn
+from timm.models.convnext import ConvNeXt
+from timm.models.convnext import checkpoint_filter_fn as timm_checkpoint_filter_fn
+from torch import Tensor, nn
 
 import dcls
 
-__all__ = ["ConvNeXt", "iso_parameter_kernel_count"]
+__all__ = ["checkpoint_filter_fn", "dc_convnext", "dcls_convnext", "iso_parameter_kernel_count"]
 
 DENSE_KERNEL_SIZE = 7  # ConvNeXt's depthwise kernel, the parameter budget of the DCLS variants
 
@@ -55,31 +58,29 @@ def _stage_of(name: str) -> str:
     return name.split(".blocks.")[0]
 
 
-def _create_dcls_convnext(variant: str, pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
-    """timm's ConvNeXt with every block's depthwise conv replaced by a DCLS layer.
+def dcls_convnext(
+    kernel_count: int | None = None,
+    dilated_kernel_size: int = 17,
+    version: str = "bilinear",
+    share_positions: bool = True,
+    **kwargs: Any,
+) -> ConvNeXt:
+    """timm's ``ConvNeXt(**kwargs)`` with every block's depthwise conv replaced by a DCLS layer.
 
-    DCLS keyword arguments (the rest go to ``ConvNeXt``): ``kernel_count`` (default: the
-    iso-parameter rule), ``dilated_kernel_size`` (17), ``version`` ("bilinear"),
-    ``share_positions`` (True: one set of positions per stage).
+    Args:
+        kernel_count: elements per channel; default the iso-parameter rule
+            (:func:`iso_parameter_kernel_count`).
+        dilated_kernel_size: size of the dilated kernel (17 in the paper, padding 8).
+        version: interpolation ("bilinear"; the released checkpoints use "v0").
+        share_positions: one set of positions per stage (the paper) or one per block.
+        **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
-    dilated_kernel_size = kwargs.pop("dilated_kernel_size", 17)
-    version = kwargs.pop("version", "bilinear")
-    share_positions = kwargs.pop("share_positions", True)
-    kernel_count = kwargs.pop("kernel_count", None)
     if kernel_count is None:
         kernel_count = iso_parameter_kernel_count(
             kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
         )
-    model = build_model_with_cfg(
-        ConvNeXt,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs,
-    )
     return dcls.convert(
-        model,
+        ConvNeXt(**kwargs),
         kernel_count,
         dilated_kernel_size,
         version,
@@ -88,30 +89,68 @@ def _create_dcls_convnext(variant: str, pretrained: bool = False, **kwargs: Any)
     )
 
 
-def _create_dc_convnext(variant: str, pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
-    """timm's ConvNeXt with dilated depthwise convs (``dc_kernel_size`` 5, ``dilation`` 4)."""
-    kernel_size = kwargs.pop("dc_kernel_size", 5)
-    dilation = kwargs.pop("dilation", 4)
-    model = build_model_with_cfg(
-        ConvNeXt,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs,
-    )
+def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> ConvNeXt:
+    """timm's ``ConvNeXt(**kwargs)`` with dilated depthwise convs: the paper's "DC" control.
+
+    The default 5x5 kernel with dilation 4 spans 17x17, the receptive field of ConvNeXt-dcls.
+    """
+    model = ConvNeXt(**kwargs)
     for name, conv in [(n, m) for n, m in model.named_modules() if _is_block_dwconv(n, m)]:
         block = model.get_submodule(name.removesuffix(".conv_dw"))
         block.conv_dw = dcls.create_conv(
             "dilated",
             conv.in_channels,
             conv.out_channels,
-            kernel_size,
+            dc_kernel_size,
             groups=conv.groups,
             bias=conv.bias is not None,
             dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
     return model
+
+
+_AUTHORS_POSITION_KEY = re.compile(r"stages\.(\d+)\.(\d+)\.dwconv\.(P|SIG)")
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Remap the authors' ConvNeXt-dcls checkpoints (facebookresearch-ConvNeXt layout) to ours.
+
+    Their layout repeats a stage's shared positions under every block
+    (``stages.{i}.{j}.dwconv.P``); ours holds them once at ``stages.{i}.dcls_positions.P``. The
+    other keys are remapped by timm's own ConvNeXt filter. timm-format state dicts pass unchanged.
+
+    Raises:
+        ValueError: if the model shares positions per stage but the checkpoint's blocks disagree.
+    """
+    state_dict = state_dict.get("model", state_dict)
+    shared = {n for n, m in model.named_modules() if isinstance(m, dcls.DclsPositions)}
+    remapped: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        match = _AUTHORS_POSITION_KEY.fullmatch(key)
+        owner = f"stages.{match[1]}.{dcls.SHARED_POSITIONS_NAME}" if match else None
+        if owner in shared:
+            target = f"{owner}.{match[3]}"
+            if target in remapped and not torch.equal(remapped[target], value):
+                raise ValueError(
+                    f"{key} differs from the other blocks of stage {match[1]}: this checkpoint "
+                    f"does not share positions per stage; create the model with "
+                    f"share_positions=False"
+                )
+            remapped[target] = value
+        else:
+            remapped[key] = value
+    return timm_checkpoint_filter_fn(remapped, model)
+
+
+def _create(variant: str, builder: Any, pretrained: bool, **kwargs: Any) -> ConvNeXt:
+    return build_model_with_cfg(
+        builder,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **kwargs,
+    )
 
 
 def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
@@ -150,11 +189,11 @@ default_cfgs = generate_default_cfgs(
 
 
 def _dcls(size: str, pretrained: bool, kwargs: dict[str, Any]) -> ConvNeXt:
-    return _create_dcls_convnext(f"convnext_{size}_dcls", pretrained, **{**SIZES[size], **kwargs})
+    return _create(f"convnext_{size}_dcls", dcls_convnext, pretrained, **{**SIZES[size], **kwargs})
 
 
 def _dc(size: str, pretrained: bool, kwargs: dict[str, Any]) -> ConvNeXt:
-    return _create_dc_convnext(f"convnext_{size}_dc", pretrained, **{**SIZES[size], **kwargs})
+    return _create(f"convnext_{size}_dc", dc_convnext, pretrained, **{**SIZES[size], **kwargs})
 
 
 @register_model
@@ -214,4 +253,4 @@ def convnext_base_dc(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
 
 @register_model
 def test_convnext_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
-    return _create_dcls_convnext("test_convnext_dcls", pretrained, **{**TEST_SIZE, **kwargs})
+    return _create("test_convnext_dcls", dcls_convnext, pretrained, **{**TEST_SIZE, **kwargs})

@@ -1,12 +1,16 @@
 """ConvNeXt-dcls and the dilated control, tested the way timm tests its own models."""
 
+import re
+
 import pytest
 import timm
 import torch
 
 import dcls
 import models
-from models.convnext import SIZES
+from models.convnext import SIZES, TEST_SIZE
+
+SIZES_TEST_DEPTHS = TEST_SIZE["depths"]
 
 DCLS_NAMES = [f"convnext_{s}_dcls" for s in SIZES] + ["test_convnext_dcls"]
 
@@ -93,3 +97,71 @@ def test_dcls_keyword_arguments():
         (5, (9, 9), "gauss")
     }
     assert all(m.P is not None for m in layers)
+
+
+def _to_authors_layout(state_dict, depths):
+    """Write a timm-format ConvNeXt-dcls state dict in facebookresearch-ConvNeXt's layout, with
+    each stage's shared P repeated under every block, as the released checkpoints are."""
+    out = {}
+    for key, value in state_dict.items():
+        stage_positions = re.fullmatch(r"stages\.(\d+)\.dcls_positions\.(P|SIG)", key)
+        if stage_positions:
+            i, name = int(stage_positions[1]), stage_positions[2]
+            for j in range(depths[i]):
+                out[f"stages.{i}.{j}.dwconv.{name}"] = value.clone()
+            continue
+        key = key.replace("stem.", "downsample_layers.0.")
+        key = re.sub(r"stages\.(\d+)\.downsample\.(\d+)", r"downsample_layers.\1.\2", key)
+        key = re.sub(r"stages\.(\d+)\.blocks\.(\d+)", r"stages.\1.\2", key)
+        key = key.replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv")
+        key = key.replace("head.fc.", "head.").replace("head.norm.", "norm.")
+        out[key] = value
+    return out
+
+
+def test_authors_checkpoint_layout_loads_with_identical_outputs(tmp_path):
+    source = timm.create_model("test_convnext_dcls", version="v0").eval()
+    with torch.no_grad():
+        for module in source.modules():
+            if isinstance(module, dcls.DclsPositions):
+                module.P.uniform_(-8, 8)
+    authors = _to_authors_layout(source.state_dict(), SIZES_TEST_DEPTHS)
+    assert "stages.2.3.dwconv.P" in authors and "downsample_layers.1.1.weight" in authors
+    path = tmp_path / "convnext_dcls_authors.pth"
+    torch.save({"model": authors}, path)
+    loaded = timm.create_model(
+        "test_convnext_dcls",
+        version="v0",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(path)},
+    ).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), source(x))
+
+
+def test_authors_checkpoint_with_unshared_positions_is_refused(tmp_path):
+    source = timm.create_model("test_convnext_dcls", version="v0")
+    authors = _to_authors_layout(source.state_dict(), SIZES_TEST_DEPTHS)
+    authors["stages.1.1.dwconv.P"] += 1.0
+    path = tmp_path / "bad.pth"
+    torch.save({"model": authors}, path)
+    with pytest.raises(
+        ValueError, match=r"stages\.1\.1\.dwconv\.P differs .* share_positions=False"
+    ):
+        timm.create_model(
+            "test_convnext_dcls",
+            version="v0",
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path)},
+        )
+
+
+def test_timm_format_checkpoint_round_trip(tmp_path):
+    source = timm.create_model("test_convnext_dcls").eval()
+    path = tmp_path / "timm.pth"
+    torch.save(source.state_dict(), path)
+    loaded = timm.create_model(
+        "test_convnext_dcls", pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+    ).eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), source(x))

@@ -15,7 +15,7 @@ from torch import nn
 from dcls._utils import as_tuple
 from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
 
-__all__ = ["clamp_", "convert", "freeze", "is_depthwise"]
+__all__ = ["SHARED_POSITIONS_NAME", "clamp_", "convert", "freeze", "is_depthwise"]
 
 _logger = logging.getLogger(__name__)
 

@@ -1,0 +1,111 @@
+"""ResNet-dcls (Khalfaoui-Hassani et al., ICLR 2023) and the dilated-convolution control.
+
+Built on timm's ``ResNet``: each Bottleneck's 3x3 ``conv2`` (the one that carries the stride)
+becomes a DCLS convolution; the stem, the 1x1 convolutions and the downsample branches are
+unchanged. The default is iso-parameter with the baseline: 3 elements per channel pair with their
+own positions (3 weights + 6 coordinates = the 9 weights of a 3x3) in a 7x7 dilated kernel. The
+authors' timm fork used ``kernel_count=5, share_positions=True`` (one set per stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import Bottleneck, ResNet, _cfg
+from torch import nn
+
+import dcls
+
+__all__ = ["dc_resnet", "dcls_resnet"]
+
+
+def _is_bottleneck_conv2(name: str, module: nn.Module) -> bool:
+    return (
+        name.endswith(".conv2") and isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+    )
+
+
+def _stage_of(name: str) -> str:
+    return name.split(".")[0]  # layer1 .. layer4
+
+
+def dcls_resnet(
+    kernel_count: int = 3,
+    dilated_kernel_size: int = 7,
+    version: str = "bilinear",
+    share_positions: bool = False,
+    **kwargs: Any,
+) -> ResNet:
+    """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer."""
+    return dcls.convert(
+        ResNet(**kwargs),
+        kernel_count,
+        dilated_kernel_size,
+        version,
+        filter_fn=_is_bottleneck_conv2,
+        share_key=_stage_of if share_positions else None,
+    )
+
+
+def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
+    """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7)."""
+    model = ResNet(**kwargs)
+    for name, conv in [(n, m) for n, m in model.named_modules() if _is_bottleneck_conv2(n, m)]:
+        block = model.get_submodule(name.removesuffix(".conv2"))
+        block.conv2 = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            3,
+            stride=conv.stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        ).to(conv.weight.device, conv.weight.dtype)
+    return model
+
+
+def _create(variant: str, builder: Any, pretrained: bool, **kwargs: Any) -> ResNet:
+    return build_model_with_cfg(builder, variant, pretrained, **kwargs)
+
+
+DEPTHS = {"resnet26": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+default_cfgs = generate_default_cfgs(
+    {f"{name}_dcls.untrained": _cfg() for name in DEPTHS}
+    | {"resnet50_dc.untrained": _cfg()}
+    | {"test_resnet_dcls.untrained": _cfg(input_size=(3, 160, 160), pool_size=(5, 5))}
+)
+
+
+def _dcls(name: str, pretrained: bool, kwargs: dict[str, Any]) -> ResNet:
+    args = {"block": Bottleneck, "layers": DEPTHS[name], **kwargs}
+    return _create(f"{name}_dcls", dcls_resnet, pretrained, **args)
+
+
+@register_model
+def resnet26_dcls(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    return _dcls("resnet26", pretrained, kwargs)
+
+
+@register_model
+def resnet50_dcls(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    return _dcls("resnet50", pretrained, kwargs)
+
+
+@register_model
+def resnet101_dcls(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    return _dcls("resnet101", pretrained, kwargs)
+
+
+@register_model
+def resnet50_dc(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    args = {"block": Bottleneck, "layers": DEPTHS["resnet50"], **kwargs}
+    return _create("resnet50_dc", dc_resnet, pretrained, **args)
+
+
+@register_model
+def test_resnet_dcls(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    args = {"block": Bottleneck, "layers": (1, 1, 1, 1), "base_width": 16, **kwargs}
+    return _create("test_resnet_dcls", dcls_resnet, pretrained, **args)

@@ -1,0 +1,48 @@
+"""ResNet-dcls and the dilated control."""
+
+import pytest
+import timm
+import torch
+
+import dcls
+import models  # noqa: F401  (registers the models)
+
+
+def test_registered():
+    assert {"resnet26_dcls", "resnet50_dcls", "resnet101_dcls", "test_resnet_dcls"} <= set(
+        timm.list_models("*_dcls")
+    )
+    assert "resnet50_dc" in timm.list_models("*_dc")
+
+
+def test_only_bottleneck_conv2_is_replaced_and_strides_are_kept():
+    model = timm.create_model("test_resnet_dcls", num_classes=5)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, dcls.Dcls2d)}
+    assert sorted(layers) == [f"layer{i}.0.conv2" for i in range(1, 5)]
+    assert [layers[f"layer{i}.0.conv2"].stride for i in range(1, 5)] == [(1, 1)] + [(2, 2)] * 3
+    assert all(m.kernel_count == 3 and m.dilated_kernel_size == (7, 7) for m in layers.values())
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+
+
+def test_resnet50_dcls_is_iso_parameter():
+    with torch.device("meta"):
+        baseline = timm.create_model("resnet50")
+        variant = timm.create_model("resnet50_dcls")
+        dc = timm.create_model("resnet50_dc")
+    count = [sum(p.numel() for p in m.parameters()) for m in (baseline, variant, dc)]
+    assert count[1] == count[0] == count[2]
+
+
+def test_authors_fork_configuration_shares_positions_per_stage():
+    model = timm.create_model("test_resnet_dcls", kernel_count=5, share_positions=True)
+    keys = [k for k in model.state_dict() if k.endswith(".P")]
+    assert keys == [f"layer{i}.dcls_positions.P" for i in range(1, 5)]
+
+
+@pytest.mark.parametrize("name", ["resnet50_dc"])
+def test_dilated_control_keeps_shapes(name):
+    model = timm.create_model(name, num_classes=3)
+    assert model.layer2[0].conv2.dilation == (3, 3)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
