@@ -22,6 +22,7 @@ Conventions (shared by every interpolation and every N):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -251,7 +252,13 @@ def construct_kernel(
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
     learn_sizes = [sizes[d] for d in learn]
     batch = out_channels * in_per_group
-    with torch.autocast(device_type=weight.device.type, enabled=False):
+    device_type = weight.device.type
+    no_autocast = (
+        torch.autocast(device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()  # e.g. "meta", used to count FLOPs without computing
+    )
+    with no_autocast:
         weight = weight.to(compute_dtype).reshape(batch, count, -1)
         P = P.to(compute_dtype).reshape(len(learn), batch, count)
         SIG = SIG.to(compute_dtype).reshape(len(learn), batch, count) if SIG is not None else None
@@ -341,7 +348,10 @@ def _dcls_nd(
 ) -> Tensor:
     sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
     kernel = construct_kernel(weight, P, SIG, sizes, version, learnable_dims)
-    if not torch.is_autocast_enabled(input.device.type):
+    device_type = input.device.type
+    if not (
+        torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    ):
         kernel = kernel.to(input.dtype)
         bias = bias.to(input.dtype) if bias is not None else None
     return conv(input, kernel, bias, stride, padding, 1, groups)

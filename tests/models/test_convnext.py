@@ -1,10 +1,14 @@
 """ConvNeXt-dcls and the dilated control, tested the way timm tests its own models."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import dcls
 import models
@@ -165,3 +169,42 @@ def test_timm_format_checkpoint_round_trip(tmp_path):
     ).eval()
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x), source(x))
+
+
+def _gmacs(name: str) -> float:
+    with torch.device("meta"):
+        model = timm.create_model(name).eval()
+        image = torch.empty(1, 3, 224, 224)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(image)
+    return counter.get_total_flops() / 2e9  # multiply-accumulates, fvcore's convention
+
+
+@pytest.mark.parametrize(
+    ("name", "paper_gmacs"),
+    [
+        ("convnext_tiny", 4.5),
+        ("convnext_tiny_dcls", 5.0),
+        ("convnext_small", 8.7),
+        ("convnext_small_dcls", 9.5),
+        ("convnext_base", 15.4),
+        ("convnext_base_dcls", 16.5),
+    ],
+)
+def test_multiply_accumulates_match_the_paper(name, paper_gmacs):
+    assert abs(_gmacs(name) - paper_gmacs) <= 0.1
+
+
+def test_model_table_script_prints_every_pair():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "model_table.py"
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=True
+    )
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("| convnext_") or line.startswith("| resnet50")
+    ]
+    assert len(rows) == 12
+    assert "| convnext_tiny_dcls | 28.59 | 4.97 | 28 | 5.0 |" in result.stdout

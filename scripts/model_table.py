@@ -1,0 +1,76 @@
+"""Params and multiply-accumulates of every baseline / DCLS / dilated-control model, as Markdown.
+
+MACs are counted at 224x224 with ``torch.utils.flop_counter`` on the meta device (nothing is
+computed): a DCLS convolution counts as the dense convolution it runs, and the paper's "FLOPs"
+are multiply-accumulates (fvcore's convention), i.e. half of flop_counter's total.
+
+    python scripts/model_table.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import models  # noqa: F401  (registers the DCLS variants)
+
+_logger = logging.getLogger("model_table")
+
+# (baseline, variants, paper's params (M) and GMACs per name, from the authors' README)
+FAMILIES = [
+    ("convnext_tiny", ["convnext_tiny_dcls", "convnext_tiny_dc"]),
+    ("convnext_small", ["convnext_small_dcls", "convnext_small_dc"]),
+    ("convnext_base", ["convnext_base_dcls", "convnext_base_dc"]),
+    ("resnet50", ["resnet50_dcls", "resnet50_dc"]),
+]
+PAPER = {
+    "convnext_tiny": (28, 4.5),
+    "convnext_tiny_dcls": (28, 5.0),
+    "convnext_small": (50, 8.7),
+    "convnext_small_dcls": (50, 9.5),
+    "convnext_base": (89, 15.4),
+    "convnext_base_dcls": (89, 16.5),
+}
+
+
+def params_and_macs(name: str, resolution: int = 224, **kwargs: object) -> tuple[int, float]:
+    """Parameter count and GMACs of ``timm.create_model(name)`` for one image."""
+    with torch.device("meta"):
+        model = timm.create_model(name, **kwargs).eval()
+        image = torch.empty(1, 3, resolution, resolution)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(image)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=224)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lines = [
+        f"| model | params (M) | GMACs @{args.resolution} | paper params (M) | paper GMACs "
+        "| params vs baseline | GMACs vs baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for baseline, variants in FAMILIES:
+        base_params, base_macs = params_and_macs(baseline, args.resolution)
+        for name in [baseline, *variants]:
+            params, macs = params_and_macs(name, args.resolution)
+            paper_params, paper_macs = PAPER.get(name, ("-", "-"))
+            lines.append(
+                f"| {name} | {params / 1e6:.2f} | {macs:.2f} | {paper_params} | {paper_macs} "
+                f"| {params / base_params - 1:+.2%} | {macs / base_macs - 1:+.1%} |"
+            )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
