@@ -11,7 +11,14 @@ kernel. This package has no dependency beyond PyTorch.
 from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
 from dcls.create import create_conv
 from dcls.functional import VERSIONS, construct_kernel
-from dcls.model_tools import SHARED_POSITIONS_NAME, clamp_, convert, freeze, is_depthwise
+from dcls.model_tools import (
+    SHARED_POSITIONS_NAME,
+    clamp_,
+    convert,
+    freeze,
+    is_depthwise,
+    position_statistics,
+)
 from dcls.param_groups import describe_param_groups, param_groups
 
 __all__ = [
@@ -29,4 +36,5 @@ __all__ = [
     "freeze",
     "is_depthwise",
     "param_groups",
+    "position_statistics",
 ]

@@ -12,10 +12,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from dcls._utils import as_tuple
+from dcls._utils import as_tuple, position_limits
 from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
 
-__all__ = ["SHARED_POSITIONS_NAME", "clamp_", "convert", "freeze", "is_depthwise"]
+__all__ = [
+    "SHARED_POSITIONS_NAME",
+    "clamp_",
+    "convert",
+    "freeze",
+    "is_depthwise",
+    "position_statistics",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -203,3 +210,35 @@ def clamp_(model: nn.Module) -> nn.Module:
         if isinstance(module, (_DclsNd, DclsPositions)):
             module.clamp_parameters()
     return model
+
+
+@torch.no_grad()
+def position_statistics(model: nn.Module) -> dict[str, float]:
+    """Summary of all learned positions of ``model``, for logging.
+
+    Returns:
+        ``position_abs_mean``: mean distance of a kernel element from its kernel's centre along
+        one axis, in cells; ``position_at_border``: fraction of coordinates on a clamp limit;
+        ``position_count``: number of coordinates. Empty if the model has no DCLS positions.
+    """
+    total, at_border, abs_sum = 0, 0, 0.0
+    for module in model.modules():
+        if isinstance(module, _DclsNd) and module.P is not None:
+            P, sizes = module.P, module.learnable_sizes
+        elif isinstance(module, DclsPositions):
+            P, sizes = module.P, module.sizes
+        else:
+            continue
+        for j, size in enumerate(sizes):
+            low, high = position_limits(size)
+            coords = P[j].float()
+            abs_sum += coords.abs().sum().item()
+            at_border += ((coords <= low) | (coords >= high)).sum().item()
+            total += coords.numel()
+    if total == 0:
+        return {}
+    return {
+        "position_abs_mean": abs_sum / total,
+        "position_at_border": at_border / total,
+        "position_count": float(total),
+    }

@@ -74,6 +74,7 @@ def param_groups(
             ``timm.optim.param_groups_layer_decay(model, ...)``; their keys are kept.
         lr: base learning rate; when given each group also gets ``lr = lr * lr_scale``, so that
             torch schedulers (which scale each group's initial lr) keep the multipliers too.
+            Leave it out with timm's schedulers: they multiply by ``lr_scale`` themselves.
 
     Returns:
         A list of param-group dicts with ``name``, ``params``, ``weight_decay`` and ``lr_scale``,

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 import dcls
 
-__all__ = ["checkpoint_filter_fn", "dc_convnext", "dcls_convnext", "iso_parameter_kernel_count"]
+__all__ = [
+    "DclsConvNeXt",
+    "checkpoint_filter_fn",
+    "dc_convnext",
+    "dcls_convnext",
+    "iso_parameter_kernel_count",
+]
 
 DENSE_KERNEL_SIZE = 7  # ConvNeXt's depthwise kernel, the parameter budget of the DCLS variants
 
@@ -58,6 +64,22 @@ def _stage_of(name: str) -> str:
     return name.split(".blocks.")[0]
 
 
+class DclsConvNeXt(ConvNeXt):
+    """timm's ConvNeXt whose layer grouping also places each stage's shared positions.
+
+    Layer-wise lr decay (``timm.optim.param_groups_layer_decay``) groups parameters by
+    ``group_matcher``; timm's patterns do not match ``stages.N.dcls_positions`` and would give the
+    positions the top layer's scale. They get the scale of their stage's first block.
+    """
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        matcher = super().group_matcher(coarse)
+        if coarse:  # r"^stages\.(\d+)" already covers the stage's positions
+            return matcher
+        positions = (rf"^stages\.(\d+)\.{dcls.SHARED_POSITIONS_NAME}", (0,))
+        return {**matcher, "blocks": [*matcher["blocks"], positions]}
+
+
 def dcls_convnext(
     kernel_count: int | None = None,
     dilated_kernel_size: int = 17,
@@ -80,7 +102,7 @@ def dcls_convnext(
             kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
         )
     return dcls.convert(
-        ConvNeXt(**kwargs),
+        DclsConvNeXt(**kwargs),
         kernel_count,
         dilated_kernel_size,
         version,

@@ -17,7 +17,7 @@ from torch import nn
 
 import dcls
 
-__all__ = ["dc_resnet", "dcls_resnet"]
+__all__ = ["DclsResNet", "dc_resnet", "dcls_resnet"]
 
 
 def _is_bottleneck_conv2(name: str, module: nn.Module) -> bool:
@@ -30,6 +30,18 @@ def _stage_of(name: str) -> str:
     return name.split(".")[0]  # layer1 .. layer4
 
 
+class DclsResNet(ResNet):
+    """timm's ResNet whose layer grouping also places each stage's shared positions (if any)
+    with the stage's first block, for layer-wise lr decay."""
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        matcher = super().group_matcher(coarse)
+        if coarse:  # r"^layer(\d+)" already covers the stage's positions
+            return matcher
+        positions = (rf"^layer(\d+)\.{dcls.SHARED_POSITIONS_NAME}", (0,))
+        return {**matcher, "blocks": [(matcher["blocks"], None), positions]}
+
+
 def dcls_resnet(
     kernel_count: int = 3,
     dilated_kernel_size: int = 7,
@@ -39,7 +51,7 @@ def dcls_resnet(
 ) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer."""
     return dcls.convert(
-        ResNet(**kwargs),
+        DclsResNet(**kwargs),
         kernel_count,
         dilated_kernel_size,
         version,

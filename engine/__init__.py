@@ -1,0 +1,3 @@
+"""Training machinery: data, optimizer, loop, checkpoints, distributed setup and loggers."""
+
+__all__ = ["checkpoint", "data", "distributed", "loggers", "loop", "optim"]

@@ -1,0 +1,227 @@
+"""Datasets and loaders: ImageNet-style folders through timm, scikit-learn's digits, fake images.
+
+``build_loaders(cfg, dist_info)`` returns train/val loaders whose samplers shard across ranks,
+reshuffle per epoch from ``(seed, epoch)``, and can start mid-epoch (for resuming). Evaluation
+shards are not padded, so distributed evaluation counts every sample exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from engine.distributed import DistInfo
+
+__all__ = ["DATASETS", "Loaders", "ResumableSampler", "build_loaders", "digits_split"]
+
+_logger = logging.getLogger(__name__)
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices of one rank's shard, reshuffled each epoch from ``(seed, epoch)``.
+
+    Args:
+        length: dataset length.
+        rank, world_size: this process and the number of processes.
+        shuffle: shuffle each epoch (training) or keep the order (evaluation).
+        seed: base seed of the shuffle, identical on every rank.
+        pad: repeat a few indices so every rank gets the same count (training); without padding
+            (evaluation) shards differ by at most one and no sample is seen twice.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        pad: bool = True,
+    ) -> None:
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation and skip this rank's first ``start`` indices."""
+        self.epoch, self.start = epoch, start
+
+    def shard(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=generator).tolist()
+        else:
+            order = list(range(self.length))
+        if self.pad:
+            total = math.ceil(self.length / self.world_size) * self.world_size
+            order += order[: total - self.length]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.shard()[self.start :])
+
+    def __len__(self) -> int:
+        return len(self.shard()) - self.start
+
+
+class TensorImages(Dataset):
+    """Images held in memory as a tensor ``(N, C, H, W)`` with labels ``(N,)``."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+def _random_shift(max_shift: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def shift(image: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(image, (max_shift,) * 4)
+        dy, dx = torch.randint(0, 2 * max_shift + 1, (2,)).tolist()
+        return padded[:, dy : dy + image.shape[1], dx : dx + image.shape[2]]
+
+    return shift
+
+
+def digits_split(val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed, class-stratified split of scikit-learn's 1,797 digits: (train_idx, val_idx)."""
+    from sklearn.datasets import load_digits
+
+    labels = torch.as_tensor(load_digits().target)
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_val = round(len(members) * val_fraction)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def _digits(cfg: Any, split: str) -> Dataset:
+    """scikit-learn's 8x8 digits (shipped in its package), upscaled to ``cfg.image_size``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=cfg.image_size, mode="bilinear", align_corners=False)
+    images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    train_idx, val_idx = digits_split(cfg.val_fraction, cfg.split_seed)
+    idx = train_idx if split == "train" else val_idx
+    shift = _random_shift(cfg.max_shift) if split == "train" and cfg.max_shift > 0 else None
+    return TensorImages(images[idx], torch.as_tensor(digits.target)[idx], shift)
+
+
+def _fake(cfg: Any, split: str) -> Dataset:
+    """Deterministic random images (torchvision's FakeData), for tests and smoke runs."""
+    from torchvision.datasets import FakeData
+    from torchvision.transforms import v2
+
+    size = cfg.train_size if split == "train" else cfg.val_size
+    transform = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+    return FakeData(
+        size,
+        (3, cfg.image_size, cfg.image_size),
+        cfg.num_classes,
+        transform,
+        random_offset=0 if split == "train" else cfg.train_size,
+    )
+
+
+def _folder(cfg: Any, split: str) -> Dataset:
+    """An ImageNet-style folder (``root/<split>/<class>/*.JPEG``) with timm's transforms."""
+    from timm.data import create_dataset, create_transform
+
+    root = Path(cfg.root)
+    split_dir = root / (cfg.train_split if split == "train" else cfg.val_split)
+    if not split_dir.is_dir() or not any(split_dir.iterdir()):
+        raise ValueError(
+            f"data.root: {split_dir} is missing or empty; expected an ImageNet-style folder "
+            f"{root}/{{{cfg.train_split},{cfg.val_split}}}/<class name>/<image files>"
+        )
+    transform = create_transform(
+        cfg.image_size,
+        is_training=split == "train",
+        auto_augment=cfg.auto_augment,
+        re_prob=cfg.re_prob,
+        interpolation=cfg.interpolation,
+        crop_pct=cfg.crop_pct,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+    )
+    return create_dataset("", root=str(root), split=split_dir.name, transform=transform)
+
+
+DATASETS: dict[str, Callable[[Any, str], Dataset]] = {
+    "digits": _digits,
+    "fake": _fake,
+    "folder": _folder,
+}
+
+
+@dataclass
+class Loaders:
+    """Train and validation loaders with the samplers that drive them."""
+
+    train: DataLoader
+    val: DataLoader
+    train_sampler: ResumableSampler
+    steps_per_epoch: int
+
+
+def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
+    """Build both loaders from the ``data`` config group.
+
+    ``cfg.batch_size`` is per process; the effective batch is
+    ``batch_size * world_size * trainer.update_freq``.
+
+    Raises:
+        ValueError: on an unknown ``cfg.kind`` or a dataset smaller than one batch per rank.
+    """
+    if cfg.kind not in DATASETS:
+        raise ValueError(f"data.kind must be one of {sorted(DATASETS)}, got {cfg.kind!r}")
+    train_set, val_set = DATASETS[cfg.kind](cfg, "train"), DATASETS[cfg.kind](cfg, "val")
+    rank, world = dist_info.rank, dist_info.world_size
+    train_sampler = ResumableSampler(len(train_set), rank, world, shuffle=True, seed=seed)
+    val_sampler = ResumableSampler(len(val_set), rank, world, shuffle=False, pad=False)
+    steps = len(train_sampler) // cfg.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"data.batch_size={cfg.batch_size} exceeds the {len(train_sampler)} training images "
+            f"of each of the {world} processes"
+        )
+    common = {
+        "num_workers": cfg.num_workers,
+        "pin_memory": dist_info.device.type == "cuda",
+        "persistent_workers": cfg.num_workers > 0,
+    }
+    train = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **common)
+    val = DataLoader(val_set, cfg.eval_batch_size, sampler=val_sampler, **common)
+    _logger.info(
+        "data %s: %d train / %d val images, %d steps per epoch per process",
+        cfg.kind,
+        len(train_set),
+        len(val_set),
+        steps,
+    )
+    return Loaders(train, val, train_sampler, steps)

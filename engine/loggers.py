@@ -1,0 +1,142 @@
+"""Metric loggers selected by the ``logger`` config group: CSV, Weights & Biases, or none.
+
+Each takes ``log(metrics, step)`` and ``finish()``; only rank 0 builds one. A logger that fails
+(no network for W&B, a full disk for CSV) warns once and is switched off: it never stops training.
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CsvLogger", "MetricLogger", "WandbLogger", "build_logger"]
+
+_logger = logging.getLogger(__name__)
+
+
+class MetricLogger:
+    """No-op base: the ``logger=none`` choice."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class _Guarded(MetricLogger, abc.ABC):
+    """Calls ``_log``/``_finish`` and turns the first failure into one warning."""
+
+    failed = False
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._guard(self._log, metrics, step)
+
+    def finish(self) -> None:
+        self._guard(self._finish)
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        if self.failed:
+            return
+        try:
+            fn(*args)
+        except Exception as error:  # a logger must never kill a training run
+            self.failed = True
+            _logger.warning(
+                "%s failed and is disabled for this run: %s", type(self).__name__, error
+            )
+
+    @abc.abstractmethod
+    def _log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def _finish(self) -> None:
+        pass
+
+
+class CsvLogger(_Guarded):
+    """Appends one row per call to ``metrics.csv`` in the run folder (columns grow as needed)."""
+
+    def __init__(self, run_dir: Path, filename: str = "metrics.csv") -> None:
+        self.path = Path(run_dir) / filename
+        self.rows: list[dict[str, float]] = []
+        if self.path.is_file():  # a resumed run keeps its history
+            with open(self.path, newline="") as f:
+                self.rows = [
+                    {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
+                ]
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append({"step": float(step), **metrics})
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+
+class WandbLogger(_Guarded):
+    """Weights & Biases; ``mode`` "offline" (default) or "disabled" needs no network."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        project: str,
+        mode: str,
+        name: str | None = None,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.run = None
+        self._guard(self._init, run_dir, config, project, mode, name, run_id, kwargs)
+
+    def _init(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        project: str,
+        mode: str,
+        name: str | None,
+        run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        import wandb
+
+        # The same id on a requeued job resumes the same W&B run.
+        self.run = wandb.init(
+            project=project,
+            mode=mode,
+            dir=str(run_dir),
+            config=config,
+            name=name,
+            id=run_id or Path(run_dir).name,
+            resume="allow",
+            **kwargs,
+        )
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def _finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def build_logger(cfg: Any, run_dir: Path, config: dict[str, Any]) -> MetricLogger:
+    """The logger named by ``cfg.kind`` ("none", "csv", "wandb")."""
+    kind = cfg.kind if cfg is not None else "none"
+    if kind == "none":
+        return MetricLogger()
+    if kind == "csv":
+        return CsvLogger(run_dir)
+    if kind == "wandb":
+        return WandbLogger(
+            run_dir, config, cfg.project, cfg.mode, cfg.get("name"), cfg.get("run_id")
+        )
+    raise ValueError(f"logger.kind must be one of 'none', 'csv', 'wandb', got {kind!r}")

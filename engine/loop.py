@@ -1,0 +1,206 @@
+"""``train_one_epoch`` and ``evaluate``: one autocast path, gradient accumulation, DCLS clamping.
+
+Order of one optimizer update (after ``update_freq`` micro-batches): unscale (fp16), clip, step,
+zero the gradients, **clamp the DCLS positions**, then update the EMA — so the EMA averages
+positions that are inside their kernels (the authors' loop updates the EMA before clamping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.utils import accuracy
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+import dcls
+from engine.distributed import all_reduce_sum
+
+__all__ = ["TrainState", "evaluate", "train_one_epoch"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Everything the loop reads and advances; ``step``, ``epoch`` and ``batch_in_epoch`` are
+    the position in the run that a checkpoint stores."""
+
+    model: nn.Module  # possibly DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a timm scheduler, stepped per update with ``step_update``
+    criterion: nn.Module
+    device: torch.device
+    update_freq: int = 1
+    clip_grad: float | None = None
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: nn.Module | None = None
+    mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    channels_last: bool = False
+    log_every: int = 50
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -> tuple:
+    images = images.to(state.device, non_blocking=True)
+    if state.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(state.device, non_blocking=True)
+
+
+def _optimizer_update(state: TrainState) -> None:
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if state.clip_grad:
+        nn.utils.clip_grad_norm_(state.model.parameters(), state.clip_grad)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    dcls.clamp_(state.unwrapped)
+    if state.ema is not None:
+        state.ema.update(state.unwrapped, step=state.step)
+    state.step += 1
+    state.scheduler.step_update(state.step)
+
+
+def train_one_epoch(
+    state: TrainState,
+    loader: DataLoader,
+    updates_per_epoch: int,
+    on_update: Callable[[TrainState], None] | None = None,
+) -> dict[str, float]:
+    """Train from ``state.batch_in_epoch`` to the end of the epoch.
+
+    Args:
+        state: advanced in place (``step``, ``batch_in_epoch``).
+        loader: yields the epoch's remaining micro-batches (its sampler skips those done).
+        updates_per_epoch: optimizer updates in a full epoch; the micro-batches past the last
+            complete accumulation are not used.
+        on_update: called after every optimizer update (checkpointing, fault injection).
+
+    Returns:
+        ``train_loss`` (mean over this call's micro-batches), ``images_per_s``, ``updates``.
+
+    Raises:
+        FloatingPointError: if the loss is not finite.
+    """
+    state.model.train()
+    total_batches = updates_per_epoch * state.update_freq
+    loss_sum, batches, images_seen, updates = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
+        if index >= total_batches:
+            break
+        images, targets = _to_device(images, targets, state)
+        if state.mixup is not None:
+            images, targets = state.mixup(images, targets)
+        boundary = (index + 1) % state.update_freq == 0
+        no_sync = isinstance(state.model, DistributedDataParallel) and not boundary
+        with state.model.no_sync() if no_sync else contextlib.nullcontext():
+            with _autocast(state.device, state.amp_dtype):
+                loss = state.criterion(state.model(images), targets)
+            scaled = loss / state.update_freq
+            (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+        loss_value = loss.item()  # one host sync per micro-batch, also the finiteness check
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"loss is {loss_value} at epoch {state.epoch}, step {state.step}"
+            )
+        loss_sum, batches, images_seen = (
+            loss_sum + loss_value,
+            batches + 1,
+            images_seen + len(images),
+        )
+        state.batch_in_epoch = index + 1
+        if boundary:
+            _optimizer_update(state)
+            updates += 1
+            if on_update is not None:
+                on_update(state)
+            if state.step % state.log_every == 0:
+                elapsed = time.perf_counter() - start
+                remaining = (total_batches - index - 1) * elapsed / max(batches, 1)
+                _logger.info(
+                    "epoch %d step %d  loss %.4f  lr %.3g  %.1f img/s  epoch ETA %.0fs",
+                    state.epoch,
+                    state.step,
+                    loss_sum / batches,
+                    state.optimizer.param_groups[0]["lr"],
+                    images_seen / elapsed,
+                    remaining,
+                )
+    elapsed = time.perf_counter() - start
+    return {
+        "train_loss": loss_sum / max(batches, 1),
+        "images_per_s": images_seen / max(elapsed, 1e-9),
+        "updates": float(updates),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Top-1/top-5 (percent) and loss over the loader's samples, summed across ranks.
+
+    The evaluation sampler does not pad, so every sample counts exactly once however many
+    processes share the set.
+    """
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(images)
+        top1, top5 = accuracy(logits.float(), targets, topk=(1, min(5, logits.shape[1])))
+        n = len(targets)
+        totals += torch.tensor(
+            [
+                criterion(logits.float(), targets).item(),
+                top1.item() * n / 100,
+                top5.item() * n / 100,
+                n,
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
+    all_reduce_sum(totals)
+    loss, top1, top5, count = totals.tolist()
+    count = max(count, 1.0)
+    return {
+        "loss": loss / count,
+        "top1": 100 * top1 / count,
+        "top5": 100 * top5 / count,
+        "count": count,
+    }

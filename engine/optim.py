@@ -1,0 +1,73 @@
+"""Optimizer from config: DCLS position groups on top of timm's optimizer factory.
+
+Positions and widths get their own groups (``dcls.param_groups``): weight decay from
+``optimizer.positions.weight_decay`` (0) and ``lr_scale`` = ``optimizer.positions.lr_scale`` (5
+in the paper) times the group's own scale, which timm's schedulers multiply their value by, so the
+multiplier survives layer-wise decay and every timm schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from torch import nn
+
+import dcls
+
+__all__ = ["build_optimizer", "scaled_lr"]
+
+_logger = logging.getLogger(__name__)
+
+
+def scaled_lr(cfg: Any, effective_batch_size: int) -> float:
+    """Learning rate scaled linearly from ``cfg.lr`` at ``cfg.base_batch_size`` (4e-3 at 4096)."""
+    return cfg.lr * effective_batch_size / cfg.base_batch_size
+
+
+def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> torch.optim.Optimizer:
+    """Build the optimizer of the ``optimizer`` config group for ``model``.
+
+    Raises:
+        ValueError: on a negative learning rate or weight decay.
+    """
+    for key in ("lr", "weight_decay"):
+        if cfg[key] < 0:
+            raise ValueError(f"optimizer.{key} must be >= 0, got {cfg[key]}")
+    lr = scaled_lr(cfg, effective_batch_size)
+    base_groups = None
+    if cfg.layer_decay is not None:
+        base_groups = param_groups_layer_decay(
+            model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay
+        )
+    groups = dcls.param_groups(
+        model,
+        weight_decay=cfg.weight_decay,
+        positions_lr_scale=cfg.positions.lr_scale,
+        sigmas_lr_scale=cfg.positions.sigmas_lr_scale,
+        positions_weight_decay=cfg.positions.weight_decay,
+        base_groups=base_groups,
+    )  # no per-group "lr": timm's schedulers start from the optimizer's lr times "lr_scale"
+    optimizer = create_optimizer_v2(
+        groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **dict(cfg.get("kwargs") or {})
+    )
+    _logger.info(
+        "optimizer %s, lr %.3g (base %.3g at batch %d, effective batch %d)",
+        cfg.opt,
+        lr,
+        cfg.lr,
+        cfg.base_batch_size,
+        effective_batch_size,
+    )
+    for group in groups:
+        _logger.info(
+            "  group %-22s %4d tensors  lr_scale %.3g  weight_decay %.3g",
+            group["name"],
+            len(group["params"]),
+            group["lr_scale"],
+            group["weight_decay"],
+        )
+    _logger.debug("parameter groups:\n%s", dcls.describe_param_groups(model, groups))
+    return optimizer

@@ -1,0 +1,85 @@
+"""train(cfg) end to end on CPU: a fast run, kill-and-resume, and the embedded default."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine.checkpoint
+import train as train_script
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return engine.checkpoint.load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def test_fast_run_writes_checkpoint_and_results(fast_train_cfg, tmp_path):
+    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["val_top1"] == results["val_top1"] and 0 <= saved["val_top1"] <= 100
+    assert {"val_top5", "val_ema_top1", "images_per_s", "wall_time_s", "epochs"} <= set(saved)
+    checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 2 and checkpoint["step"] == 16
+    assert any(k.endswith("dcls_positions.P") for k in checkpoint["model"])
+
+
+class _KilledError(Exception):
+    """Stands for SIGKILL: the run stops right there, without any cleanup."""
+
+
+@pytest.mark.parametrize("kill_after_saves", [3, 8, 11])
+def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_after_saves):
+    fast_train_cfg.trainer.checkpoint_every = 1
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    train_script.train(fast_train_cfg, run_dir=reference_dir)
+
+    original_save, saves = engine.checkpoint.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        path = original_save(*args, **kwargs)
+        saves.append(path)
+        if len(saves) == kill_after_saves:
+            raise _KilledError  # the process dies right after this checkpoint hit the disk
+        return path
+
+    monkeypatch.setattr(engine.checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(_KilledError):
+        train_script.train(fast_train_cfg, run_dir=resumed_dir)
+    monkeypatch.setattr(engine.checkpoint, "save_checkpoint", original_save)
+    train_script.train(fast_train_cfg, run_dir=resumed_dir)  # resume=auto
+
+    expected, actual = _final_weights(reference_dir), _final_weights(resumed_dir)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_positions_and_their_ema_stay_in_bounds_with_a_huge_position_lr(fast_train_cfg, tmp_path):
+    fast_train_cfg.optimizer.positions.lr_scale = 1e4
+    fast_train_cfg.trainer.ema.decay = 0.0  # the EMA copies the model at each update
+    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    for weights in (checkpoint["model"], checkpoint["ema"]):
+        positions = [v for k, v in weights.items() if k.endswith(".P")]
+        # clamped to 17 // 2, and the EMA is updated after the clamp, never before
+        assert positions and all(p.abs().max() <= 8 for p in positions)
+        assert any(p.abs().max() == 8 for p in positions)
+
+
+@pytest.mark.slow
+def test_embedded_default_reaches_95_percent(tmp_path):
+    """`python train.py` with no arguments: digits, ConvNeXt-atto-dcls, CPU."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "train.py"), f"paths.log_dir={tmp_path}", "run_name=default"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "train" / "default" / "results.json").read_text())
+    assert results["val_top1"] >= 95.0
+    assert "results: " in result.stderr + result.stdout

@@ -1,0 +1,185 @@
+"""Train a classifier: ``python train.py [experiment=NAME] [group=option] [key=value ...]``.
+
+With no arguments it trains the embedded default (ConvNeXt-atto-dcls on scikit-learn's digits,
+a few minutes on a laptop CPU). ``torchrun --nproc_per_node=N train.py ...`` trains with DDP.
+See ``configs/train.yaml`` for every knob.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import dcls
+import models  # noqa: F401  (registers the DCLS variants with timm)
+from engine import checkpoint as ckpt
+from engine.data import build_loaders
+from engine.distributed import cleanup, init_distributed
+from engine.loggers import build_logger
+from engine.loop import TrainState, evaluate, train_one_epoch
+from engine.optim import build_optimizer
+
+_logger = logging.getLogger("train")
+
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _criterion(data_cfg: DictConfig, mixup: Mixup | None) -> nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()  # Mixup already smooths the targets
+    if data_cfg.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(data_cfg.label_smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def _mixup(data_cfg: DictConfig) -> Mixup | None:
+    if data_cfg.mixup <= 0 and data_cfg.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=data_cfg.mixup,
+        cutmix_alpha=data_cfg.cutmix,
+        label_smoothing=data_cfg.label_smoothing,
+        num_classes=data_cfg.num_classes,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
+    """Train as ``cfg`` says; returns the final metrics (also written to ``results.json``)."""
+    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
+    if cfg.trainer.amp not in AMP_DTYPES:
+        raise ValueError(
+            f"trainer.amp must be one of null, 'bf16', 'fp16', got {cfg.trainer.amp!r}"
+        )
+    # 1. seeding and distributed setup
+    dist_info = init_distributed(cfg.trainer.device)
+    device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.trainer.amp]
+    torch.use_deterministic_algorithms(cfg.trainer.deterministic)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    # 2. model
+    model = instantiate(cfg.model).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(cfg.seed + dist_info.rank)  # then different augmentations per rank
+    # 3. data
+    loaders = build_loaders(cfg.data, dist_info, cfg.seed)
+    update_freq = cfg.trainer.update_freq
+    updates_per_epoch = loaders.steps_per_epoch // update_freq
+    if updates_per_epoch < 1:
+        raise ValueError(
+            f"trainer.update_freq={update_freq} exceeds the "
+            f"{loaders.steps_per_epoch} batches of an epoch"
+        )
+    # 4. optimizer with DCLS position groups, 5. schedule
+    effective_batch = cfg.data.batch_size * dist_info.world_size * update_freq
+    optimizer = build_optimizer(model, cfg.optimizer, effective_batch)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=cfg.scheduler.sched,
+        num_epochs=cfg.trainer.epochs,
+        warmup_epochs=cfg.scheduler.warmup_epochs,
+        warmup_lr=cfg.scheduler.warmup_lr,
+        min_lr=cfg.scheduler.min_lr,
+        step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch,
+    )
+    ema = ModelEmaV3(model, decay=cfg.trainer.ema.decay) if cfg.trainer.ema.enabled else None
+    mixup = _mixup(cfg.data)
+    net = DistributedDataParallel(model) if dist_info.distributed else model
+    state = TrainState(
+        model=torch.compile(net) if cfg.trainer.compile else net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=_criterion(cfg.data, mixup),
+        device=device,
+        update_freq=update_freq,
+        clip_grad=cfg.trainer.clip_grad,
+        amp_dtype=amp_dtype,
+        scaler=torch.amp.GradScaler(device.type) if cfg.trainer.amp == "fp16" else None,
+        ema=ema,
+        mixup=mixup,
+        channels_last=cfg.trainer.channels_last,
+        log_every=cfg.trainer.log_every,
+    )
+    checkpoint_dir = run_dir / "checkpoints"
+    resume_from = ckpt.resolve_resume(cfg.resume, checkpoint_dir)
+    if resume_from is not None:
+        ckpt.restore_training(state, model, ckpt.load_checkpoint(resume_from))
+        _logger.info("resumed from %s at epoch %d, step %d", resume_from, state.epoch, state.step)
+    logger = build_logger(
+        cfg.logger if dist_info.is_main else None,
+        run_dir,
+        OmegaConf.to_container(cfg, resolve=True),
+    )
+
+    def save(state: TrainState) -> None:
+        if dist_info.is_main:
+            ckpt.save_checkpoint(ckpt.training_state(state, model, cfg), checkpoint_dir)
+
+    def on_update(state: TrainState) -> None:
+        every = cfg.trainer.checkpoint_every
+        if every and state.step % every == 0:
+            save(state)
+
+    # 6. epochs, 7. checkpoints
+    start_time, metrics = time.perf_counter(), {}
+    while state.epoch < cfg.trainer.epochs:
+        loaders.train_sampler.set_epoch(state.epoch, state.batch_in_epoch * cfg.data.batch_size)
+        metrics = train_one_epoch(state, loaders.train, updates_per_epoch, on_update)
+        evals = {"": model} | ({"ema_": ema.module} if ema is not None else {})
+        for prefix, evaluated in evals.items():
+            result = evaluate(evaluated, loaders.val, device, amp_dtype, cfg.trainer.channels_last)
+            metrics |= {f"val_{prefix}{k}": v for k, v in result.items() if k != "count"}
+        metrics |= dcls.position_statistics(model)
+        metrics |= {"epoch": state.epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        _logger.info(
+            "epoch %d/%d  %s",
+            state.epoch + 1,
+            cfg.trainer.epochs,
+            "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch"),
+        )
+        logger.log(metrics, state.step)
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        save(state)
+    # 8. results
+    results = {
+        **metrics,
+        "epochs": cfg.trainer.epochs,
+        "wall_time_s": time.perf_counter() - start_time,
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint_dir / ckpt.LAST),
+    }
+    if dist_info.is_main:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        _logger.info(
+            "checkpoint: %s\nlogs: %s\nresults: %s",
+            results["checkpoint"],
+            run_dir,
+            run_dir / "results.json",
+        )
+    logger.finish()
+    cleanup()
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Entry point; returns validation top-1 for Hydra sweepers."""
+    return train(cfg)["val_top1"]
+
+
+if __name__ == "__main__":
+    main()
