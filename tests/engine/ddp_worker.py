@@ -1,0 +1,29 @@
+"""Run by test_distributed.py under ``torchrun``: a short training, then each rank saves its
+final weights to ``<out>/rank<r>.pt`` so that the test can compare the ranks."""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import train as train_script
+
+
+def main(config_path: str, out_dir: str) -> None:
+    cfg = OmegaConf.load(config_path)
+    built = []
+
+    def instantiate_and_keep(config, *args, **kwargs):
+        built.append(instantiate(config, *args, **kwargs))
+        return built[-1]
+
+    train_script.instantiate = instantiate_and_keep  # the model object the ranks train
+    train_script.train(cfg, run_dir=Path(out_dir) / "run")
+    torch.save(built[0].state_dict(), Path(out_dir) / f"rank{os.environ.get('RANK', '0')}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
