@@ -47,6 +47,7 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("trainer.device='cuda' but no CUDA device is visible")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    _export_slurm_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -57,6 +58,20 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
         dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
         _logger.info("rank %d/%d joined the process group on %s", rank, world_size, torch_device)
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def _export_slurm_environment() -> None:
+    """Under Slurm (submitit) without torchrun, derive RANK, WORLD_SIZE, MASTER_ADDR... from the
+    job's environment, as torchrun would have set them."""
+    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as error:
+        raise RuntimeError(
+            "a multi-task Slurm job without torchrun needs submitit: pip install -e '.[slurm]'"
+        ) from error
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

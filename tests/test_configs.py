@@ -58,3 +58,18 @@ def test_missing_imagenet_folder_names_the_path_and_layout(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
     with pytest.raises(ValueError, match=r"imagenet/train is missing or empty; expected"):
         build_loaders(cfg.data, CPU, 0)
+
+
+def test_slurm_launcher_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=["launcher=slurm", "experiment=convnext_tiny_dcls_in1k"],
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.nodes * launcher.tasks_per_node * cfg.data.batch_size == 4096
+    assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0

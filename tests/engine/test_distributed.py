@@ -68,3 +68,38 @@ def test_training_shards_are_equal_and_resume_mid_epoch():
     full = list(shards[1])
     shards[1].set_epoch(2, start=5)
     assert list(shards[1]) == full[5:]
+
+
+def test_slurm_environment_is_exported_like_torchrun(monkeypatch):
+    from engine.distributed import _export_slurm_environment
+
+    exported = (
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    )
+    for key in exported:  # registered with monkeypatch, so removed again after the test
+        monkeypatch.delenv(key, raising=False)
+    slurm = {
+        "SLURM_JOB_ID": "42",
+        "SLURM_NTASKS": "16",
+        "SLURM_PROCID": "9",
+        "SLURM_LOCALID": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SUBMITIT_EXECUTOR": "slurm",
+    }
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    _export_slurm_environment()
+    assert (os.environ["WORLD_SIZE"], os.environ["RANK"], os.environ["LOCAL_RANK"]) == (
+        "16",
+        "9",
+        "1",
+    )
+    assert os.environ["MASTER_ADDR"] == "gpu07"
