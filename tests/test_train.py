@@ -83,3 +83,13 @@ def test_embedded_default_reaches_95_percent(tmp_path):
     results = json.loads((tmp_path / "train" / "default" / "results.json").read_text())
     assert results["val_top1"] >= 95.0
     assert "results: " in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("amp", "update_freq"), [("bf16", 1), ("fp16", 2)])
+def test_mixed_precision_channels_last_and_accumulation(fast_train_cfg, tmp_path, amp, update_freq):
+    fast_train_cfg.trainer.amp = amp
+    fast_train_cfg.trainer.channels_last = True
+    fast_train_cfg.trainer.update_freq = update_freq
+    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert results["updates"] == 8 // update_freq
+    assert 0 <= results["val_top1"] <= 100 and results["train_loss"] < 10
