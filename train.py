@@ -83,6 +83,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
             f"trainer.update_freq={update_freq} exceeds the "
             f"{loaders.steps_per_epoch} batches of an epoch"
         )
+    sigma_schedule = cfg.trainer.sigma_schedule
+    if sigma_schedule.enabled:  # widths set each epoch, not learned
+        for sigma_tensor in dcls.sigma_parameters(model):
+            sigma_tensor.requires_grad_(False)
     # 4. optimizer with DCLS position groups, 5. schedule
     effective_batch = cfg.data.batch_size * dist_info.world_size * update_freq
     optimizer = build_optimizer(model, cfg.optimizer, effective_batch)
@@ -136,14 +140,23 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
 
     # 6. epochs, 7. checkpoints
     start_time, metrics = time.perf_counter(), {}
+    repulsion = cfg.trainer.repulsive_loss
+    state.repulsive_min_distance = repulsion.min_distance
     while state.epoch < cfg.trainer.epochs:
         loaders.train_sampler.set_epoch(state.epoch, state.batch_in_epoch * cfg.data.batch_size)
+        state.repulsive_weight = repulsion.weight if state.epoch >= repulsion.start_epoch else 0.0
+        if sigma_schedule.enabled:
+            progress = state.epoch / max(cfg.trainer.epochs - 1, 1)
+            sigma = sigma_schedule.start + (sigma_schedule.end - sigma_schedule.start) * progress
+            dcls.set_sigma_(model, sigma)
         metrics = train_one_epoch(state, loaders.train, updates_per_epoch, on_update)
         evals = {"": model} | ({"ema_": ema.module} if ema is not None else {})
         for prefix, evaluated in evals.items():
             result = evaluate(evaluated, loaders.val, device, amp_dtype, cfg.trainer.channels_last)
             metrics |= {f"val_{prefix}{k}": v for k, v in result.items() if k != "count"}
         metrics |= dcls.position_statistics(model)
+        if sigma_schedule.enabled:
+            metrics["sigma"] = sigma
         metrics |= {"epoch": state.epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         _logger.info(
             "epoch %d/%d  %s",

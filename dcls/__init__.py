@@ -18,6 +18,9 @@ from dcls.model_tools import (
     freeze,
     is_depthwise,
     position_statistics,
+    repulsive_loss,
+    set_sigma_,
+    sigma_parameters,
 )
 from dcls.param_groups import describe_param_groups, param_groups
 
@@ -37,4 +40,7 @@ __all__ = [
     "is_depthwise",
     "param_groups",
     "position_statistics",
+    "repulsive_loss",
+    "set_sigma_",
+    "sigma_parameters",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 
 from dcls._utils import as_tuple, position_limits
 from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
+from dcls.functional import GAUSS_SIGMA_OFFSET, TRIANGLE_WIDTH_OFFSET
 
 __all__ = [
     "SHARED_POSITIONS_NAME",
@@ -22,6 +23,9 @@ __all__ = [
     "freeze",
     "is_depthwise",
     "position_statistics",
+    "repulsive_loss",
+    "set_sigma_",
+    "sigma_parameters",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -242,3 +246,70 @@ def position_statistics(model: nn.Module) -> dict[str, float]:
         "position_at_border": at_border / total,
         "position_count": float(total),
     }
+
+
+def _position_sets(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None, str]]:
+    """Every (P, SIG, version) owned by a DCLS layer or a shared position set, once each."""
+    sets = []
+    for module in model.modules():
+        if isinstance(module, (_DclsNd, DclsPositions)) and module.P is not None:
+            sets.append((module.P, module.SIG, module.version))
+    return sets
+
+
+def repulsive_loss(model: nn.Module, min_distance: float = 1.0) -> torch.Tensor:
+    """Penalty on kernel elements of the same kernel that sit closer than ``min_distance``.
+
+    For every pair ``(k, k')`` of elements of one (output, input) kernel at Euclidean distance
+    ``d < min_distance`` (in cells), adds ``(min_distance - d) ** 2``; the result is the mean over
+    all pairs of all layers, differentiable in the positions. Two elements on the same cell
+    waste parameters; this pushes them apart.
+
+    Returns:
+        A scalar tensor (0 if the model has no DCLS positions).
+    """
+    total, pairs = None, 0
+    for P, _, _ in _position_sets(model):
+        flat = P.flatten(1, -2)  # (L, B, K)
+        count = flat.shape[-1]
+        if count < 2:
+            continue
+        diff = flat.unsqueeze(-1) - flat.unsqueeze(-2)  # (L, B, K, K)
+        distance = (diff.square().sum(0) + 1e-12).sqrt()
+        upper = torch.triu(torch.ones(count, count, dtype=torch.bool, device=P.device), 1)
+        penalty = (min_distance - distance[:, upper]).clamp_min(0).square().sum()
+        total = penalty if total is None else total + penalty
+        pairs += flat.shape[1] * count * (count - 1) // 2
+    if total is None:
+        return torch.zeros(())
+    return total / pairs
+
+
+@torch.no_grad()
+def set_sigma_(model: nn.Module, value: float) -> int:
+    """Set every interpolation width of ``model`` to ``value`` (for a sigma schedule).
+
+    ``value`` is the effective width: the Gaussian's standard deviation (``|SIG| + 0.27``) or the
+    triangle's half-width (``|SIG| + 1``).
+
+    Returns:
+        The number of ``SIG`` tensors set.
+
+    Raises:
+        ValueError: if ``value`` is below the interpolation's minimum width.
+    """
+    offsets = {"gauss": GAUSS_SIGMA_OFFSET, "triangle": TRIANGLE_WIDTH_OFFSET}
+    count = 0
+    for _, SIG, version in _position_sets(model):
+        if SIG is None:
+            continue
+        if value < offsets[version]:
+            raise ValueError(f"sigma must be >= {offsets[version]} for {version!r}, got {value}")
+        SIG.fill_(value - offsets[version])
+        count += 1
+    return count
+
+
+def sigma_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """The ``SIG`` tensors (Gaussian / triangle widths) of ``model``, each once."""
+    return [SIG for _, SIG, _ in _position_sets(model) if SIG is not None]

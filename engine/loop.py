@@ -47,6 +47,8 @@ class TrainState:
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     channels_last: bool = False
     log_every: int = 50
+    repulsive_weight: float = 0.0  # weight of dcls.repulsive_loss in the loss (0: off)
+    repulsive_min_distance: float = 1.0
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -110,7 +112,7 @@ def train_one_epoch(
     """
     state.model.train()
     total_batches = updates_per_epoch * state.update_freq
-    loss_sum, batches, images_seen, updates = 0.0, 0, 0, 0
+    loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
@@ -123,6 +125,10 @@ def train_one_epoch(
         with state.model.no_sync() if no_sync else contextlib.nullcontext():
             with _autocast(state.device, state.amp_dtype):
                 loss = state.criterion(state.model(images), targets)
+            if state.repulsive_weight > 0:
+                repulsion = dcls.repulsive_loss(state.unwrapped, state.repulsive_min_distance)
+                loss = loss + state.repulsive_weight * repulsion
+                repulsion_sum += repulsion.item()
             scaled = loss / state.update_freq
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
         loss_value = loss.item()  # one host sync per micro-batch, also the finiteness check
@@ -154,11 +160,14 @@ def train_one_epoch(
                     remaining,
                 )
     elapsed = time.perf_counter() - start
-    return {
+    metrics = {
         "train_loss": loss_sum / max(batches, 1),
         "images_per_s": images_seen / max(elapsed, 1e-9),
         "updates": float(updates),
     }
+    if state.repulsive_weight > 0:
+        metrics["repulsive_loss"] = repulsion_sum / max(batches, 1)
+    return metrics
 
 
 @torch.no_grad()

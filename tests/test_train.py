@@ -93,3 +93,18 @@ def test_mixed_precision_channels_last_and_accumulation(fast_train_cfg, tmp_path
     results = train_script.train(fast_train_cfg, run_dir=tmp_path)
     assert results["updates"] == 8 // update_freq
     assert 0 <= results["val_top1"] <= 100 and results["train_loss"] < 10
+
+
+def test_repulsive_loss_and_sigma_schedule_are_applied_and_logged(fast_train_cfg, tmp_path):
+    fast_train_cfg.model.version = "gauss"
+    fast_train_cfg.trainer.repulsive_loss.weight = 0.1
+    fast_train_cfg.trainer.repulsive_loss.start_epoch = 1
+    fast_train_cfg.trainer.sigma_schedule.enabled = True
+    fast_train_cfg.trainer.sigma_schedule.start = 2.0
+    fast_train_cfg.trainer.sigma_schedule.end = 1.0
+    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert results["sigma"] == pytest.approx(1.0)  # the last epoch's value
+    assert results["repulsive_loss"] > 0  # on from epoch 1 (elements start within 1 cell)
+    weights = _final_weights(tmp_path)
+    sigmas = [v for k, v in weights.items() if k.endswith(".SIG")]
+    assert sigmas and all(torch.allclose(s, torch.tensor(1.0 - 0.27)) for s in sigmas)

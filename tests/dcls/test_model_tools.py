@@ -137,3 +137,31 @@ def test_create_conv():
         dcls.create_conv("deform", 4, 4, 3)
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         dcls.create_conv("conv", 4, 4, 4)
+
+
+def test_repulsive_loss_is_zero_when_apart_and_pushes_close_elements_apart():
+    layer = dcls.Dcls2d(1, 1, 3, dilated_kernel_size=9, version="bilinear")
+    with torch.no_grad():
+        layer.P.copy_(torch.tensor([[0.0, 3.0, -3.0], [0.0, 0.0, 0.0]]).view(2, 1, 1, 3))
+    assert dcls.repulsive_loss(layer).item() == 0.0
+    with torch.no_grad():
+        layer.P[0, 0, 0, 1] = 0.4  # element 1 now 0.4 cells from element 0
+    loss = dcls.repulsive_loss(layer)
+    assert loss.item() == pytest.approx((1 - 0.4) ** 2 / 3)  # one close pair out of three
+    loss.backward()
+    assert layer.P.grad[0, 0, 0, 1] < 0 < layer.P.grad[0, 0, 0, 0]  # descent moves them apart
+
+
+def test_set_sigma_and_sigma_parameters():
+    model = dcls.convert(
+        TinyConvNeXt(),
+        kernel_count=3,
+        dilated_kernel_size=9,
+        version="gauss",
+        share_key=lambda name: name.split(".blocks.")[0],
+    )
+    assert len(dcls.sigma_parameters(model)) == 2  # one shared set per stage
+    assert dcls.set_sigma_(model, 2.0) == 2
+    assert all(torch.allclose(s, torch.tensor(2.0 - 0.27)) for s in dcls.sigma_parameters(model))
+    with pytest.raises(ValueError, match=r"sigma must be >= 0.27 for 'gauss', got 0.1"):
+        dcls.set_sigma_(model, 0.1)
