@@ -73,16 +73,12 @@ def test_training_shards_are_equal_and_resume_mid_epoch():
 def test_slurm_environment_is_exported_like_torchrun(monkeypatch):
     from engine.distributed import _export_slurm_environment
 
-    exported = (
-        "WORLD_SIZE",
-        "RANK",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
+    # A private copy of the environment: what the export writes disappears after the test.
+    monkeypatch.setattr(
+        os,
+        "environ",
+        {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")},
     )
-    for key in exported:  # registered with monkeypatch, so removed again after the test
-        monkeypatch.delenv(key, raising=False)
     slurm = {
         "SLURM_JOB_ID": "42",
         "SLURM_NTASKS": "16",
