@@ -18,13 +18,13 @@ _logger = logging.getLogger(__name__)
 
 
 class MetricLogger:
-    """No-op base: the ``logger=none`` choice."""
+    """The ``logger=none`` choice, and the interface of the others."""
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        pass
+        """Record ``metrics`` at optimizer step ``step`` (here: discard them)."""
 
     def finish(self) -> None:
-        pass
+        """Flush and close (here: nothing to close)."""
 
 
 class _Guarded(MetricLogger, abc.ABC):
@@ -53,7 +53,7 @@ class _Guarded(MetricLogger, abc.ABC):
     def _log(self, metrics: dict[str, float], step: int) -> None: ...
 
     def _finish(self) -> None:
-        pass
+        """Close the backend; nothing to do unless a subclass holds one open."""
 
 
 class CsvLogger(_Guarded):

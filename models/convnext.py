@@ -21,6 +21,7 @@ from timm.models.convnext import checkpoint_filter_fn as timm_checkpoint_filter_
 from torch import Tensor, nn
 
 import dcls
+from models._grouping import with_shared_positions
 
 __all__ = [
     "DclsConvNeXt",
@@ -73,11 +74,7 @@ class DclsConvNeXt(ConvNeXt):
     """
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        matcher = super().group_matcher(coarse)
-        if coarse:  # r"^stages\.(\d+)" already covers the stage's positions
-            return matcher
-        positions = (rf"^stages\.(\d+)\.{dcls.SHARED_POSITIONS_NAME}", (0,))
-        return {**matcher, "blocks": [*matcher["blocks"], positions]}
+        return with_shared_positions(super().group_matcher(coarse), r"^stages\.", coarse)
 
 
 def dcls_convnext(

@@ -16,6 +16,7 @@ from timm.models.resnet import Bottleneck, ResNet, _cfg
 from torch import nn
 
 import dcls
+from models._grouping import with_shared_positions
 
 __all__ = ["DclsResNet", "dc_resnet", "dcls_resnet"]
 
@@ -35,11 +36,7 @@ class DclsResNet(ResNet):
     with the stage's first block, for layer-wise lr decay."""
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        matcher = super().group_matcher(coarse)
-        if coarse:  # r"^layer(\d+)" already covers the stage's positions
-            return matcher
-        positions = (rf"^layer(\d+)\.{dcls.SHARED_POSITIONS_NAME}", (0,))
-        return {**matcher, "blocks": [(matcher["blocks"], None), positions]}
+        return with_shared_positions(super().group_matcher(coarse), r"^layer", coarse)
 
 
 def dcls_resnet(

@@ -46,3 +46,17 @@ def test_dilated_control_keeps_shapes(name):
     model = timm.create_model(name, num_classes=3)
     assert model.layer2[0].conv2.dilation == (3, 3)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+def test_layer_decay_gives_shared_positions_their_stage_scale():
+    from timm.optim import param_groups_layer_decay
+
+    model = timm.create_model("test_resnet_dcls", kernel_count=5, share_positions=True)
+    groups = param_groups_layer_decay(model, layer_decay=0.5)
+
+    def scale_of(tensor):
+        return next(g["lr_scale"] for g in groups if any(p is tensor for p in g["params"]))
+
+    for i in range(1, 5):
+        stage = getattr(model, f"layer{i}")
+        assert scale_of(stage.dcls_positions.P) == scale_of(stage[0].conv1.weight) < 1.0
