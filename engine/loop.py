@@ -105,7 +105,8 @@ def train_one_epoch(
         on_update: called after every optimizer update (checkpointing, fault injection).
 
     Returns:
-        ``train_loss`` (mean over this call's micro-batches), ``images_per_s``, ``updates``.
+        ``train_loss`` (mean over this call's micro-batches of all ranks), ``images_per_s`` (all
+        ranks together), ``updates``.
 
     Raises:
         FloatingPointError: if the loss is not finite.
@@ -160,6 +161,11 @@ def train_one_epoch(
                     remaining,
                 )
     elapsed = time.perf_counter() - start
+    # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
+    totals = torch.tensor(
+        [loss_sum, repulsion_sum, batches, images_seen], dtype=torch.float64, device=state.device
+    )
+    loss_sum, repulsion_sum, batches, images_seen = all_reduce_sum(totals).tolist()
     metrics = {
         "train_loss": loss_sum / max(batches, 1),
         "images_per_s": images_seen / max(elapsed, 1e-9),

@@ -52,6 +52,8 @@ def test_two_ranks_match_one_process_over_the_same_global_batch(fast_train_cfg, 
     single_results = json.loads((tmp_path / "single" / "run" / "results.json").read_text())
     ddp_results = json.loads((tmp_path / "ddp" / "run" / "results.json").read_text())
     assert abs(single_results["val_loss"] - ddp_results["val_loss"]) < 1e-4
+    # the training loss is averaged over both ranks' micro-batches
+    assert abs(single_results["train_loss"] - ddp_results["train_loss"]) < 1e-4
 
 
 def test_evaluation_shards_cover_every_sample_once():
