@@ -108,3 +108,12 @@ def test_repulsive_loss_and_sigma_schedule_are_applied_and_logged(fast_train_cfg
     weights = _final_weights(tmp_path)
     sigmas = [v for k, v in weights.items() if k.endswith(".SIG")]
     assert sigmas and all(torch.allclose(s, torch.tensor(1.0 - 0.27)) for s in sigmas)
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(fast_train_cfg, tmp_path):
+    """trainer.compile=true: the (DDP-)model runs through torch.compile's default backend."""
+    fast_train_cfg.trainer.compile = True
+    fast_train_cfg.trainer.epochs = 1
+    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert results["updates"] == 8 and results["train_loss"] < 10
