@@ -84,6 +84,12 @@ def has_sigma(version: str) -> bool:
     return canonical_version(version) in ("gauss", "triangle")
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
+    "meta" device used to count FLOPs)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def _abs_unit_grad(x: Tensor) -> Tensor:
     """``|x|`` whose gradient at ``x == 0`` is ``+1`` rather than ``0``.
 
@@ -255,11 +261,10 @@ def construct_kernel(
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
     learn_sizes = [sizes[d] for d in learn]
     batch = out_channels * in_per_group
-    device_type = weight.device.type
     no_autocast = (
-        torch.autocast(device_type, enabled=False)
-        if torch.amp.is_autocast_available(device_type)
-        else contextlib.nullcontext()  # e.g. "meta", used to count FLOPs without computing
+        torch.autocast(weight.device.type, enabled=False)
+        if _autocast_enabled(weight.device.type)
+        else contextlib.nullcontext()
     )
     with no_autocast:
         weight = weight.to(compute_dtype).reshape(batch, count, -1)
@@ -351,10 +356,7 @@ def _dcls_nd(
 ) -> Tensor:
     sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
     kernel = construct_kernel(weight, P, SIG, sizes, version, learnable_dims)
-    device_type = input.device.type
-    if not (
-        torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    ):
+    if not _autocast_enabled(input.device.type):
         kernel = kernel.to(input.dtype)
         bias = bias.to(input.dtype) if bias is not None else None
     return conv(input, kernel, bias, stride, padding, 1, groups)

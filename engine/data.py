@@ -102,11 +102,10 @@ def _random_shift(max_shift: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return shift
 
 
-def digits_split(val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed, class-stratified split of scikit-learn's 1,797 digits: (train_idx, val_idx)."""
-    from sklearn.datasets import load_digits
-
-    labels = torch.as_tensor(load_digits().target)
+def digits_split(
+    labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed, class-stratified split of the digits' ``labels``: (train_idx, val_idx)."""
     generator = torch.Generator().manual_seed(seed)
     train, val = [], []
     for c in labels.unique():
@@ -126,10 +125,11 @@ def _digits(cfg: Any, split: str) -> Dataset:
     images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=cfg.image_size, mode="bilinear", align_corners=False)
     images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
-    train_idx, val_idx = digits_split(cfg.val_fraction, cfg.split_seed)
+    labels = torch.as_tensor(digits.target)
+    train_idx, val_idx = digits_split(labels, cfg.val_fraction, cfg.split_seed)
     idx = train_idx if split == "train" else val_idx
     shift = _random_shift(cfg.max_shift) if split == "train" and cfg.max_shift > 0 else None
-    return TensorImages(images[idx], torch.as_tensor(digits.target)[idx], shift)
+    return TensorImages(images[idx], labels[idx], shift)
 
 
 def _fake(cfg: Any, split: str) -> Dataset:
