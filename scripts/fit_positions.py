@@ -40,6 +40,7 @@ def fit_positions(
     Returns:
         ``(initial_error, final_error)`` in pixels (max over all kernel elements and axes).
     """
+    torch.manual_seed(seed)  # the layer's own initialisation
     generator = torch.Generator().manual_seed(seed)
     half = size // 2 - 1
     true_p = (torch.rand(2, channels, 1, kernel_count, generator=generator) * 2 - 1) * half
