@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,13 +183,16 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    class_subset: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) and loss over the loader's samples, summed across ranks.
 
     The evaluation sampler does not pad, so every sample counts exactly once however many
-    processes share the set.
+    processes share the set. With ``class_subset`` (e.g. ImageNet-A's 200 of the 1000 classes)
+    only those logits are scored and targets are positions in ``class_subset``.
     """
     model.eval()
+    subset = None if class_subset is None else torch.as_tensor(class_subset, device=device)
     criterion = nn.CrossEntropyLoss(reduction="sum")
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
     for images, targets in loader:
@@ -198,6 +201,8 @@ def evaluate(
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
             logits = model(images)
+        if subset is not None:
+            logits = logits.index_select(1, subset)
         top1, top5 = accuracy(logits.float(), targets, topk=(1, min(5, logits.shape[1])))
         n = len(targets)
         totals += torch.tensor(

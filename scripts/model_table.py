@@ -14,10 +14,9 @@ import logging
 import sys
 
 import timm
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import models  # noqa: F401  (registers the DCLS variants)
+from engine.profiling import params_and_macs as count_params_and_macs
 
 _logger = logging.getLogger("model_table")
 
@@ -40,13 +39,7 @@ PAPER = {
 
 def params_and_macs(name: str, resolution: int = 224, **kwargs: object) -> tuple[int, float]:
     """Parameter count and GMACs of ``timm.create_model(name)`` for one image."""
-    with torch.device("meta"):
-        model = timm.create_model(name, **kwargs).eval()
-        image = torch.empty(1, 3, resolution, resolution)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(image)
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
+    return count_params_and_macs(lambda: timm.create_model(name, **kwargs), resolution)
 
 
 def main(argv: list[str] | None = None) -> int:

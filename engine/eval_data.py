@@ -1,0 +1,215 @@
+"""Evaluation sets in their published folder layouts, labelled in ImageNet-1k's class order.
+
+Every set is read as ``<root>/<class folder>/<image files>``; what differs is how a class folder
+maps to a label and which logits are scored:
+
+==============  =======================================  ==============================
+set             layout                                   labels / logits
+==============  =======================================  ==============================
+``in1k``        ``val/<wnid>/*.JPEG``                    wnid's index among the 1000
+``in_v2``       ``<0..999>/*.jpeg`` (matched-frequency)  the folder's number
+``in_sketch``   ``sketch/<wnid>/*.JPEG``                 wnid's index among the 1000
+``in_a``        ``imagenet-a/<wnid>/*.jpg`` (200 wnids)  logits restricted to the 200
+``in_r``        ``imagenet-r/<wnid>/*.jpg`` (200 wnids)  logits restricted to the 200
+``in_c``        ``<corruption>/<1..5>/<wnid>/*.JPEG``    wnid's index among the 1000
+==============  =======================================  ==============================
+
+Labels come from the folder's *name* (never its position in a sorted listing), so a subset of
+the class folders is labelled correctly and ImageNet-V2's numeric folders are not sorted as text.
+The 200-class masks of ImageNet-A/R are the published index lists shipped with timm.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import ImageNetInfo
+from torch.utils.data import Dataset
+
+__all__ = [
+    "EVAL_SETS",
+    "CorruptImage",
+    "EvalSet",
+    "LabeledImageFolder",
+    "imagenet_subset_indices",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _timm_info_lines(name: str) -> list[str]:
+    data = pkgutil.get_data("timm.data", f"_info/{name}")
+    if data is None:  # pragma: no cover - timm ships these files
+        raise FileNotFoundError(f"timm.data/_info/{name}")
+    return data.decode().split()
+
+
+def imagenet_subset_indices(subset: str) -> list[int]:
+    """ImageNet-1k indices of the 200 classes of ``subset`` (``"imagenet_a"``/``"imagenet_r"``),
+    in increasing order: the published masks applied to a 1000-way classifier's logits."""
+    return [int(index) for index in _timm_info_lines(f"{subset}_indices.txt")]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """How to read one evaluation set.
+
+    Attributes:
+        name: config key (``sets=[...]``, ``roots.<name>``).
+        title: the name tables print.
+        layout: the expected folder layout, quoted in errors.
+        class_subset: ImageNet-1k indices whose logits are scored (``None``: all 1000); labels
+            are positions in this list.
+    """
+
+    name: str
+    title: str
+    layout: str
+    class_subset: tuple[int, ...] | None = None
+
+    def label_of(self) -> Callable[[str], int | None]:
+        """Class folder name -> label (``None`` for a folder that is not a class of this set)."""
+        if self.name == "in_v2":
+            return lambda folder: int(folder) if folder.isdigit() and int(folder) < 1000 else None
+        wnids = ImageNetInfo().label_names()
+        index = {wnid: i for i, wnid in enumerate(wnids)}
+        if self.class_subset is None:
+            return index.get
+        position = {imagenet: i for i, imagenet in enumerate(self.class_subset)}
+        return lambda folder: position.get(index.get(folder, -1))
+
+
+EVAL_SETS: dict[str, EvalSet] = {
+    spec.name: spec
+    for spec in (
+        EvalSet("in1k", "ImageNet-1k", "<root>/<wnid, e.g. n01440764>/<images>"),
+        EvalSet("in_v2", "ImageNet-V2", "<root>/<class number 0..999>/<images>"),
+        EvalSet("in_sketch", "ImageNet-Sketch", "<root>/<wnid>/<images>"),
+        EvalSet(
+            "in_a",
+            "ImageNet-A",
+            "<root>/<one of ImageNet-A's 200 wnids>/<images>",
+            tuple(imagenet_subset_indices("imagenet_a")),
+        ),
+        EvalSet(
+            "in_r",
+            "ImageNet-R",
+            "<root>/<one of ImageNet-R's 200 wnids>/<images>",
+            tuple(imagenet_subset_indices("imagenet_r")),
+        ),
+        EvalSet("in_c", "ImageNet-C", "<root>/<corruption>/<severity 1..5>/<wnid>/<images>"),
+    )
+}
+
+
+class LabeledImageFolder(Dataset):
+    """``root/<class folder>/<image>`` with labels from :meth:`EvalSet.label_of`.
+
+    Files other than images and non-directories at the top level (e.g. ImageNet-A's
+    ``README.txt``) are ignored; a class folder unknown to the set is an error.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing.
+        ValueError: a folder is not a class of the set, or there is no image at all; both
+            messages name the folder and the expected layout.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        spec: EvalSet,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+    ) -> None:
+        self.root, self.spec, self.transform = Path(root), spec, transform
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"{spec.title}: folder {self.root} does not exist; expected {spec.layout}"
+            )
+        label_of = spec.label_of()
+        self.samples: list[tuple[Path, int]] = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            label = label_of(folder.name)
+            if label is None:
+                raise ValueError(
+                    f"{spec.title}: {folder} is not a class folder of this set; expected "
+                    f"{spec.layout}"
+                )
+            self.samples += [
+                (path, label)
+                for path in sorted(folder.iterdir())
+                if path.suffix.lower() in IMAGE_EXTENSIONS
+            ]
+        if not self.samples:
+            raise ValueError(f"{spec.title}: no images under {self.root}; expected {spec.layout}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+
+class CorruptImage:
+    """A transform applying one ImageNet-C corruption with the ``imagecorruptions`` library.
+
+    The corruption's randomness is seeded from ``seed`` and the image content, so a corrupted
+    set is the same in every run and on every rank.
+
+    Args:
+        corruption: one of ``imagecorruptions.get_corruption_names("all")``.
+        severity: 1..5.
+        seed: base seed.
+    """
+
+    def __init__(self, corruption: str, severity: int, seed: int = 0) -> None:
+        try:
+            from imagecorruptions import corrupt, get_corruption_names
+        except ImportError as error:  # pragma: no cover - in the dev and eval extras
+            raise ImportError(
+                "on-the-fly corruptions need imagecorruptions: pip install -e '.[eval]'"
+            ) from error
+        names = get_corruption_names("all")
+        if corruption not in names:
+            raise ValueError(f"corruption must be one of {names}, got {corruption!r}")
+        if severity not in (1, 2, 3, 4, 5):
+            raise ValueError(f"severity must be 1..5, got {severity!r}")
+        self.corruption, self.severity, self.seed, self._corrupt = (
+            corruption,
+            severity,
+            seed,
+            corrupt,
+        )
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        array = np.asarray(image.convert("RGB"))
+        content_seed = int(np.frombuffer(array.tobytes()[:4096], dtype=np.uint8).sum())
+        state = np.random.get_state()
+        np.random.seed((self.seed * 1_000_003 + content_seed * 31 + self.severity) % 2**32)
+        try:
+            corrupted = self._corrupt(
+                array, corruption_name=self.corruption, severity=self.severity
+            )
+        finally:
+            np.random.set_state(state)
+        return Image.fromarray(np.clip(corrupted, 0, 255).astype(np.uint8))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.corruption!r}, severity={self.severity})"
+
+
+def check_sets(names: Sequence[str], allowed: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming any set that is not in ``allowed``."""
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise ValueError(f"sets: unknown {unknown}; allowed: {list(allowed)}")

@@ -1,0 +1,132 @@
+"""Parameters, multiply-accumulates and throughput of a model.
+
+MACs are counted with ``torch.utils.flop_counter`` on the meta device (nothing is computed): a
+DCLS convolution counts as the dense convolution it runs, and the paper's "FLOPs" are
+multiply-accumulates (fvcore's convention), i.e. half of flop_counter's total.
+
+Throughput follows timm's ``benchmark.py``: a fixed random batch, warm-up steps, then timed
+steps with the device synchronised before and after; inference under ``torch.no_grad`` and
+training as forward, cross-entropy, backward and an SGD step. Models measured together are
+interleaved round by round and the median round is kept, so that their ratio is not skewed by
+the machine's load drifting during the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["measure_throughput", "params_and_macs"]
+
+
+def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tuple[int, float]:
+    """Parameter count (shared tensors once) and GMACs of ``build()`` for one image.
+
+    ``build`` is called under ``torch.device("meta")``, so even the largest model costs no
+    memory.
+    """
+    with torch.device("meta"):
+        model = build().eval()
+        image = torch.empty(1, 3, resolution, resolution)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(image)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(
+    device: torch.device, amp_dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def _step_fn(
+    model: nn.Module,
+    images: torch.Tensor,
+    train: bool,
+    amp_dtype: torch.dtype | None,
+) -> Callable[[], None]:
+    device = images.device
+    if not train:
+
+        def infer() -> None:
+            with torch.no_grad(), _autocast(device, amp_dtype):
+                model(images)
+
+        return infer
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    with torch.no_grad(), _autocast(device, amp_dtype):
+        num_classes = model(images[:1]).shape[-1]
+    targets = torch.randint(num_classes, (images.shape[0],), device=device)
+
+    def train_step() -> None:
+        with _autocast(device, amp_dtype):
+            loss = nn.functional.cross_entropy(model(images).float(), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train_step
+
+
+def measure_throughput(
+    named_models: Mapping[str, nn.Module],
+    batch_size: int,
+    resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    warmup: int = 3,
+    steps: int = 10,
+    rounds: int = 3,
+    train: bool = False,
+) -> dict[str, float]:
+    """Images per second of each model (median over ``rounds`` interleaved rounds).
+
+    Args:
+        named_models: the models to measure, e.g. ``{"convnext_tiny": ..., "convnext_tiny_dcls":
+            ...}``; they are moved to ``device`` (and put in train or eval mode).
+        batch_size, resolution: the random input ``(batch_size, 3, resolution, resolution)``.
+        amp_dtype: autocast dtype (``None``: float32).
+        warmup: untimed steps per model before the first round.
+        steps: timed steps per model per round.
+        train: time training steps instead of inference.
+
+    Returns:
+        ``{name: images per second}``.
+    """
+    for name, value in (("batch_size", batch_size), ("steps", steps), ("rounds", rounds)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    step_fns = {}
+    for name, model in named_models.items():
+        model.to(device=device, memory_format=memory_format).train(train)
+        step_fns[name] = _step_fn(model, images, train, amp_dtype)
+        for _ in range(warmup):
+            step_fns[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in named_models}
+    for _ in range(rounds):
+        for name, step in step_fns.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            _synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}

@@ -1,0 +1,218 @@
+"""eval.py on tiny sets in each set's real folder layout, scored by a classifier whose
+predictions are known (tests/eval_helpers.py), against values computed by hand here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import eval as eval_script
+from engine.eval_data import imagenet_subset_indices
+from engine.robustness import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
+from tests.eval_helpers import (
+    WNIDS,
+    LabelReader,
+    colour_of,
+    ranked,
+    save_stub_checkpoint,
+    write_folder,
+)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+ROOT = Path(__file__).resolve().parents[1]
+IMG = 16  # evaluation resolution of the stub sets
+
+
+def compose_eval(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.device = "cpu"
+        cfg.num_workers = 0
+        cfg.transform.img_size = cfg.transform.img_size or IMG
+    return cfg
+
+
+def run_eval(tmp_path: Path, overrides: list[str], run: str = "run") -> dict:
+    cfg = compose_eval(tmp_path, overrides)
+    return eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / run)
+
+
+def expected_accuracy(samples, offset=0, subset=None, label_of=None) -> tuple[float, float]:
+    """Top-1/top-5 in percent, by hand: ``samples`` are ``(folder, code)``."""
+    top1 = top5 = 0
+    for folder, code in samples:
+        label = label_of(folder)
+        predicted = ranked(code, offset, subset)
+        top1 += predicted[0] == label
+        top5 += label in predicted
+    return 100 * top1 / len(samples), 100 * top5 / len(samples)
+
+
+@pytest.fixture
+def stub_checkpoint(tmp_path: Path) -> Path:
+    return save_stub_checkpoint(tmp_path / "stub" / "last.pt", offset=0)
+
+
+def in1k_samples() -> list[tuple[str, int]]:
+    """Correct, top-5-only and wrong predictions; 7 images (odd, for the 2-rank test)."""
+    index = {w: i for i, w in enumerate(WNIDS)}
+    a, b, c = WNIDS[3], WNIDS[500], WNIDS[999]
+    return [
+        (a, index[a]),  # right
+        (a, index[a] - 2),  # label is the 3rd guess
+        (b, index[b]),
+        (b, index[b] + 1),  # label is never ranked (it would be the 1000th)
+        (b, 17),  # wrong
+        (c, index[c] - 4),  # 5th guess
+        (c, index[c] - 5),  # 6th guess: outside the top-5
+    ]
+
+
+def test_imagenet_val_top1_top5_match_hand_computation(tmp_path, stub_checkpoint):
+    samples = in1k_samples()
+    write_folder(tmp_path / "in1k", samples)
+    result = run_eval(
+        tmp_path, [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'in1k'}"]
+    )
+    top1, top5 = expected_accuracy(samples, label_of=WNIDS.index)
+    assert (top1, top5) == (pytest.approx(100 * 2 / 7), pytest.approx(100 * 4 / 7))
+    assert result["sets"]["in1k"]["top1"] == pytest.approx(top1)
+    assert result["sets"]["in1k"]["top5"] == pytest.approx(top5)
+    assert result["sets"]["in1k"]["count"] == 7
+    saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert saved["sets"]["in1k"]["top1"] == pytest.approx(top1)
+    assert saved["weights"] == "model" and saved["name"] == "LabelReader"
+
+
+def test_imagenet_v2_folders_are_class_numbers_not_sorted_text(tmp_path, stub_checkpoint):
+    # sorted as text, "10" < "2" < "999": a positional mapping would mislabel every image
+    samples = [("2", 2), ("10", 10), ("999", 999), ("10", 11)]
+    write_folder(tmp_path / "v2", samples, suffix=".jpeg")
+    result = run_eval(
+        tmp_path,
+        [f"checkpoint={stub_checkpoint}", "sets=[in_v2]", f"roots.in_v2={tmp_path / 'v2'}"],
+    )
+    assert result["sets"]["in_v2"]["top1"] == pytest.approx(75.0)
+    assert result["sets"]["in_v2"]["top5"] == pytest.approx(75.0)  # 10 is never after 11
+
+
+def test_sketch_uses_the_imagenet_layout(tmp_path, stub_checkpoint):
+    samples = in1k_samples()[:4]
+    write_folder(tmp_path / "sketch", samples)
+    result = run_eval(
+        tmp_path,
+        [f"checkpoint={stub_checkpoint}", "sets=[in_sketch]", f"roots.in_sketch={tmp_path}/sketch"],
+    )
+    top1, top5 = expected_accuracy(samples, label_of=WNIDS.index)
+    assert result["sets"]["in_sketch"]["top1"] == pytest.approx(top1)
+    assert result["sets"]["in_sketch"]["top5"] == pytest.approx(top5)
+
+
+@pytest.mark.parametrize("set_name,subset_name", [("in_a", "imagenet_a"), ("in_r", "imagenet_r")])
+def test_200_class_sets_score_only_their_classes(tmp_path, stub_checkpoint, set_name, subset_name):
+    subset = imagenet_subset_indices(subset_name)
+    assert len(subset) == 200 and subset == sorted(subset)
+    first, middle = subset[0], subset[120]
+    outside = next(i for i in range(middle, 1000) if i not in subset)  # not one of the 200
+    samples = [
+        (WNIDS[first], first),  # right
+        (WNIDS[middle], outside),  # predicted class is masked out: the next subset class wins
+        (WNIDS[middle], middle - 1),
+        (WNIDS[first], subset[199] + 1),  # wraps around to the first subset class
+    ]
+    write_folder(tmp_path / set_name, samples, suffix=".jpg")
+    (tmp_path / set_name / "README.txt").write_text("not a class folder")
+    result = run_eval(
+        tmp_path,
+        [
+            f"checkpoint={stub_checkpoint}",
+            f"sets=[{set_name}]",
+            f"roots.{set_name}={tmp_path / set_name}",
+        ],
+    )
+    top1, top5 = expected_accuracy(
+        samples, subset=subset, label_of=lambda w: subset.index(WNIDS.index(w))
+    )
+    # without the mask the 2nd and 4th images would be wrong: the mask is what is tested
+    unmasked_top1, _ = expected_accuracy(samples, label_of=lambda w: WNIDS.index(w))
+    assert unmasked_top1 < top1
+    assert result["sets"][set_name]["top1"] == pytest.approx(top1)
+    assert result["sets"][set_name]["top5"] == pytest.approx(top5)
+
+
+def _corruption_code(index: int, severity: int, image: int, label: int) -> int:
+    """Right for the first ``(index + severity) % 3`` of 2 images, else wrong."""
+    return label if image < (index + severity) % 3 else (label + 7) % 1000
+
+
+def test_imagenet_c_errors_ce_and_mce_match_hand_computation(tmp_path, stub_checkpoint):
+    label = 42
+    names = CORRUPTIONS + EXTRA_CORRUPTIONS
+    for i, corruption in enumerate(names):
+        for severity in range(1, 6):
+            codes = [_corruption_code(i, severity, image, label) for image in range(2)]
+            folder = tmp_path / "in_c" / corruption / str(severity)
+            write_folder(folder, [(WNIDS[label], code) for code in codes])
+    result = run_eval(
+        tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path}/in_c"]
+    )
+
+    def by_hand(corruptions, offset):
+        ce = {}
+        for i, corruption in enumerate(corruptions):
+            errors = [
+                100 * (1 - min((i + offset + s) % 3, 2) / 2) for s in range(1, 6)
+            ]  # error of each severity, in percent
+            ce[corruption] = 100 * sum(errors) / (100 * 5 * ALEXNET_ERRORS[corruption])
+        return ce
+
+    expected = by_hand(CORRUPTIONS, 0)
+    in_c = result["sets"]["in_c"]
+    assert in_c["ce"] == pytest.approx(expected)
+    assert in_c["mce"] == pytest.approx(sum(expected.values()) / 15)
+    extra = result["sets"]["in_c_extra"]
+    assert extra["ce"] == pytest.approx(by_hand(EXTRA_CORRUPTIONS, len(CORRUPTIONS)))
+    assert in_c["errors"]["gaussian_noise"][1] == pytest.approx(50.0)  # (0 + 1) % 3 = 1 of 2
+
+
+def test_on_the_fly_corruption_equals_corrupting_by_hand(tmp_path, stub_checkpoint):
+    from imagecorruptions import corrupt
+
+    samples = in1k_samples()[:4]
+    crop = 32  # imagecorruptions needs at least 32 x 32 pixels
+    write_folder(tmp_path / "val", samples, suffix=".png", size=40)  # lossless: stays solid
+    overrides = [
+        f"checkpoint={stub_checkpoint}",
+        "sets=[corrupt]",
+        f"roots.in1k={tmp_path / 'val'}",
+        "corruptions.names=[brightness,contrast]",
+        "corruptions.extra=[]",
+        "corruptions.severities=[3,5]",
+        f"transform.img_size={crop}",
+    ]
+    result = run_eval(tmp_path, overrides)["sets"]["corrupt"]
+    model = LabelReader()
+    for corruption in ("brightness", "contrast"):
+        for severity in (3, 5):
+            wrong = 0
+            for folder, code in samples:
+                # resize and crop keep a solid image solid: corrupt it at the crop size
+                solid = np.full((crop, crop, 3), colour_of(code), dtype=np.uint8)
+                corrupted = corrupt(solid, corruption_name=corruption, severity=severity)
+                pixels = np.clip(corrupted, 0, 255).astype(np.uint8)
+                tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255
+                logits = model((tensor - model.mean) / model.std)
+                wrong += logits.argmax(1).item() != WNIDS.index(folder)
+            assert result["errors"][corruption][severity] == pytest.approx(100 * wrong / 4)
+    assert result["mce"] is None  # two severities only: no AlexNet normalisation
+    clean_wrong = sum(ranked(code)[0] != WNIDS.index(folder) for folder, code in samples)
+    assert result["errors"]["brightness"][5] != 100 * clean_wrong / 4  # the corruption acted
