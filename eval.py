@@ -78,8 +78,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
     sets: dict[str, Any] = {}
     for name in cfg.sets:
         if name == "in_c":
-            dataset_for = imagenet_c_folder(cfg.roots.in_c, transform)
             c = cfg.corruptions
+            every = [*c.names, *c.extra]
+            dataset_for = imagenet_c_folder(cfg.roots.in_c, transform, every, c.severities)
             sets["in_c"] = evaluate_corruptions(context, c.names, c.severities, dataset_for)
             if c.extra:
                 sets["in_c_extra"] = evaluate_corruptions(

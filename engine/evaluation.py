@@ -161,17 +161,29 @@ def evaluate_corruptions(
     return corruption_summary(errors)
 
 
-def imagenet_c_folder(root: str | Path, transform: Callable) -> Callable[[str, int], Dataset]:
-    """``(corruption, severity) -> LabeledImageFolder(<root>/<corruption>/<severity>)``."""
+def imagenet_c_folder(
+    root: str | Path, transform: Callable, corruptions: Sequence[str], severities: Sequence[int]
+) -> Callable[[str, int], Dataset]:
+    """``(corruption, severity) -> LabeledImageFolder(<root>/<corruption>/<severity>)``.
+
+    Raises:
+        FileNotFoundError: before anything is evaluated, naming every missing folder.
+    """
     spec = EVAL_SETS["in_c"]
+    missing = [
+        str(Path(root) / c / str(s))
+        for c in corruptions
+        for s in severities
+        if not (Path(root) / c / str(s)).is_dir()
+    ]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        raise FileNotFoundError(f"{spec.title}: missing folders {shown}; expected {spec.layout}")
 
     def dataset_for(corruption: str, severity: int) -> Dataset:
-        folder = Path(root) / corruption / str(severity)
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{spec.title}: folder {folder} does not exist; expected {spec.layout}"
-            )
-        return LabeledImageFolder(folder, spec, transform)
+        return LabeledImageFolder(Path(root) / corruption / str(severity), spec, transform)
 
     return dataset_for
 

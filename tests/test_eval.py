@@ -4,10 +4,15 @@ predictions are known (tests/eval_helpers.py), against values computed by hand h
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -15,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 import eval as eval_script
 from engine.eval_data import imagenet_subset_indices
 from engine.robustness import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
+from engine.weights import CheckpointMismatchError
 from tests.eval_helpers import (
     WNIDS,
     LabelReader,
@@ -216,3 +222,126 @@ def test_on_the_fly_corruption_equals_corrupting_by_hand(tmp_path, stub_checkpoi
     assert result["mce"] is None  # two severities only: no AlexNet normalisation
     clean_wrong = sum(ranked(code)[0] != WNIDS.index(folder) for folder, code in samples)
     assert result["errors"]["brightness"][5] != 100 * clean_wrong / 4  # the corruption acted
+
+
+def _eval_command(
+    tmp_path: Path, overrides: list[str], nproc: int = 1, img_size: int = IMG
+) -> list[str]:
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    common = [
+        "device=cpu",
+        "num_workers=0",
+        f"paths.root_dir={tmp_path}",
+        f"transform.img_size={img_size}",
+    ]
+    return [*launcher, str(ROOT / "eval.py"), *common, *overrides]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_two_processes_count_every_image_once(tmp_path, stub_checkpoint):
+    samples = in1k_samples()  # 7 images: shards of 4 and 3, no padding
+    write_folder(tmp_path / "in1k", samples)
+    common = [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'in1k'}", "batch_size=2"]
+    for nproc in (1, 2):
+        _run(_eval_command(tmp_path, [*common, f"hydra.run.dir={tmp_path}/np{nproc}"], nproc))
+    single = json.loads((tmp_path / "np1" / "eval_results.json").read_text())
+    double = json.loads((tmp_path / "np2" / "eval_results.json").read_text())
+    assert double["world_size"] == 2 and single["world_size"] == 1
+    assert double["sets"]["in1k"]["count"] == single["sets"]["in1k"]["count"] == 7
+    top1, top5 = expected_accuracy(samples, label_of=WNIDS.index)
+    for result in (single, double):
+        assert result["sets"]["in1k"]["top1"] == pytest.approx(top1)
+        assert result["sets"]["in1k"]["top5"] == pytest.approx(top5)
+
+
+def test_throughput_command_prints_the_ratio_to_the_baseline(tmp_path):
+    overrides = [
+        "checkpoint=null",
+        "model.name=test_convnext_dcls",
+        "sets=[throughput]",
+        "throughput.batch_size=2",
+        "throughput.warmup=1",
+        "throughput.steps=1",
+        "throughput.rounds=1",
+        f"hydra.run.dir={tmp_path}/throughput",
+    ]
+    result = _run(_eval_command(tmp_path, overrides, img_size=32))  # ConvNeXt's stride is 32
+    output = result.stdout + result.stderr
+    assert "throughput test_convnext_dcls / test_convnext (time per image, same run)" in output
+    assert "inference images/s" in output  # the Markdown table
+    saved = json.loads((tmp_path / "throughput" / "eval_results.json").read_text())
+    throughput = saved["sets"]["throughput"]
+    assert throughput["baseline"] == "test_convnext"
+    for mode in ("inference", "train"):
+        ratio = throughput["baseline_images_per_s"][mode] / throughput["images_per_s"][mode]
+        assert throughput["ratio"][mode] == pytest.approx(ratio)
+    assert saved["params"] == sum(
+        p.numel() for p in timm.create_model("test_convnext_dcls").parameters()
+    )
+
+
+def test_missing_folder_names_the_path_and_the_layout(tmp_path, stub_checkpoint):
+    with pytest.raises(FileNotFoundError, match=r"ImageNet-A: folder .*nowhere does not exist"):
+        run_eval(
+            tmp_path,
+            [f"checkpoint={stub_checkpoint}", "sets=[in_a]", f"roots.in_a={tmp_path}/nowhere"],
+        )
+
+
+def test_a_folder_that_is_not_a_class_names_it_and_the_layout(tmp_path, stub_checkpoint):
+    write_folder(tmp_path / "val", [("cats", 1)])
+    with pytest.raises(ValueError, match=r"val/cats is not a class folder .*<root>/<wnid"):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'val'}"])
+    imagenet_c = tmp_path / "in_c" / "gaussian_noise" / "1"
+    write_folder(imagenet_c, [(WNIDS[0], 0)])
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"missing folders .*gaussian_noise/2, .*shot_noise/1, .* \(94 in all\); expected",
+    ):
+        run_eval(
+            tmp_path,
+            [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path / 'in_c'}"],
+        )
+
+
+def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
+    with pytest.raises(ValueError, match=r"sets: unknown \['imagenet'\]; allowed: \['in1k'"):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[imagenet]"])
+    with pytest.raises(ValueError, match="amp must be one of"):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "amp=fp8"])
+
+
+def test_a_checkpoint_of_another_architecture_lists_the_keys(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match=r"missing \(\d+\): .*unexpected \(\d+\): "):
+        run_eval(tmp_path, [f"checkpoint={path}", "model.name=test_convnext_dcls"])
+
+
+def test_checkpoint_without_config_asks_for_a_model_name(tmp_path):
+    path = tmp_path / "bare.pth"
+    torch.save(timm.create_model("test_convnext").state_dict(), path)
+    with pytest.raises(ValueError, match=r"carries no model config .*model\.name=<timm model"):
+        run_eval(tmp_path, [f"checkpoint={path}"])
+
+
+def test_checkpoint_is_required(tmp_path):
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match="checkpoint"):
+        run_eval(tmp_path, [])
+
+
+def test_log_lines_name_each_set(tmp_path, stub_checkpoint, caplog):
+    write_folder(tmp_path / "in1k", in1k_samples())
+    with caplog.at_level(logging.INFO):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'in1k'}"])
+    assert "| ImageNet-1k | top-1 / top-5 | 28.57 / 57.14 |" in caplog.text
