@@ -13,12 +13,62 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torch import nn
 
+import eval as eval_script
+
 NUM_CLASSES = 1000
 WNIDS = ImageNetInfo().label_names()
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = str(ROOT / "configs")
+IMG = 16  # evaluation resolution of the stub sets
+
+
+def compose_eval(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.device = "cpu"
+        cfg.num_workers = 0
+        cfg.transform.img_size = cfg.transform.img_size or IMG
+    return cfg
+
+
+def run_eval(tmp_path: Path, overrides: list[str], run: str = "run") -> dict:
+    cfg = compose_eval(tmp_path, overrides)
+    return eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / run)
+
+
+def expected_accuracy(samples, offset=0, subset=None, label_of=None) -> tuple[float, float]:
+    """Top-1/top-5 in percent, by hand: ``samples`` are ``(folder, code)``."""
+    top1 = top5 = 0
+    for folder, code in samples:
+        label = label_of(folder)
+        predicted = ranked(code, offset, subset)
+        top1 += predicted[0] == label
+        top5 += label in predicted
+    return 100 * top1 / len(samples), 100 * top5 / len(samples)
+
+
+def in1k_samples() -> list[tuple[str, int]]:
+    """Correct, top-5-only and wrong predictions; 7 images (odd, for the 2-rank test)."""
+    index = {w: i for i, w in enumerate(WNIDS)}
+    a, b, c = WNIDS[3], WNIDS[500], WNIDS[999]
+    return [
+        (a, index[a]),  # right
+        (a, index[a] - 2),  # label is the 3rd guess
+        (b, index[b]),
+        (b, index[b] + 1),  # label is never ranked (it would be the 1000th)
+        (b, 17),  # wrong
+        (c, index[c] - 4),  # 5th guess
+        (c, index[c] - 5),  # 6th guess: outside the top-5
+    ]
 
 
 def colour_of(code: int) -> tuple[int, int, int]:

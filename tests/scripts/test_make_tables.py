@@ -1,0 +1,108 @@
+"""scripts/make_tables.py on result files written by real eval.py runs."""
+
+import csv
+import importlib.util
+import json
+
+import pytest
+
+from engine.eval_data import imagenet_subset_indices
+from tests.eval_helpers import (
+    ROOT,
+    WNIDS,
+    expected_accuracy,
+    in1k_samples,
+    run_eval,
+    save_stub_checkpoint,
+    write_folder,
+)
+
+spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
+make_tables = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_tables)
+
+
+@pytest.fixture
+def result_folder(tmp_path):
+    """Two rows evaluated on ImageNet-1k and ImageNet-A: ``stub`` and ``stub_dcls`` (whose first
+    guess is one class later), plus an unpaired row with ImageNet-1k only."""
+    subset = imagenet_subset_indices("imagenet_a")
+    a_samples = [(WNIDS[subset[0]], subset[0]), (WNIDS[subset[5]], subset[5] - 1)]
+    write_folder(tmp_path / "in1k", in1k_samples())
+    write_folder(tmp_path / "in_a", a_samples, suffix=".jpg")
+    roots = [f"roots.in1k={tmp_path / 'in1k'}", f"roots.in_a={tmp_path / 'in_a'}"]
+    for name, offset, sets in [("stub", 0, "[in1k,in_a]"), ("stub_dcls", 1, "[in1k,in_a]")]:
+        checkpoint = save_stub_checkpoint(tmp_path / name / "last.pt", offset)
+        overrides = [f"checkpoint={checkpoint}", f"name={name}", f"sets={sets}", *roots]
+        run_eval(tmp_path, overrides, run=f"results/{name}")
+    checkpoint = save_stub_checkpoint(tmp_path / "other" / "last.pt", 2)
+    run_eval(tmp_path, [f"checkpoint={checkpoint}", "name=other", roots[0]], run="results/other")
+    by_hand = {
+        name: (
+            expected_accuracy(in1k_samples(), offset, label_of=WNIDS.index)[0],
+            expected_accuracy(
+                a_samples, offset, subset, label_of=lambda w: subset.index(WNIDS.index(w))
+            )[0],
+        )
+        for name, offset in (("stub", 0), ("stub_dcls", 1), ("other", 2))
+    }
+    return tmp_path / "results", by_hand
+
+
+def test_tables_put_each_variant_after_its_baseline_with_deltas(result_folder, tmp_path, capsys):
+    folder, by_hand = result_folder
+    assert make_tables.main([str(folder), "--csv", str(tmp_path / "csv")]) == 0
+    output = capsys.readouterr().out
+    (in1k, in_a), (in1k_dcls, in_a_dcls) = by_hand["stub"], by_hand["stub_dcls"]
+    assert in1k != in1k_dcls and in_a != in_a_dcls  # the deltas are not trivially zero
+    expected_imagenet = "\n".join(
+        [
+            "| model | params (M) | GMACs | top-1 | Δ top-1 |",
+            "|---|---|---|---|---|",
+            f"| other | 0.0 | 0.00 | {by_hand['other'][0]:.2f} |  |",
+            f"| stub | 0.0 | 0.00 | {in1k:.2f} |  |",
+            f"| stub_dcls | 0.0 | 0.00 | {in1k_dcls:.2f} | {in1k_dcls - in1k:+.2f} |",
+        ]
+    )
+    expected_robustness = "\n".join(
+        [
+            "| model | IN-A | Δ IN-A |",
+            "|---|---|---|",
+            "| other | - |  |",
+            f"| stub | {in_a:.2f} |  |",
+            f"| stub_dcls | {in_a_dcls:.2f} | {in_a_dcls - in_a:+.2f} |",
+        ]
+    )
+    assert expected_imagenet in output
+    assert expected_robustness in output
+    rows = list(csv.reader((tmp_path / "csv" / "imagenet.csv").open()))
+    assert rows[0] == ["model", "params (M)", "GMACs", "top-1", "Δ top-1"]
+    assert rows[3] == ["stub_dcls", "0.0", "0.00", f"{in1k_dcls:.2f}", f"{in1k_dcls - in1k:+.2f}"]
+
+
+def test_throughput_and_mce_columns_appear_when_measured(tmp_path, capsys):
+    base = {"params": 2e6, "gmacs": 1.0, "sets": {"in1k": {"top1": 70.0}}}
+    results = {
+        "net": base | {"name": "net", "sets": base["sets"] | {"in_c": {"mce": 60.0}}},
+        "net_dcls": base
+        | {
+            "name": "net_dcls",
+            "sets": {
+                "in1k": {"top1": 71.5},
+                "in_c": {"mce": 57.5},
+                "throughput": {"images_per_s": {"inference": 90.0}, "ratio": {"inference": 1.1}},
+            },
+        },
+    }
+    for name, result in results.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval_results.json").write_text(json.dumps(result))
+    make_tables.main([str(tmp_path)])
+    output = capsys.readouterr().out
+    assert "| net_dcls | 2.0 | 1.00 | 90.0 | 1.10 | 71.50 | +1.50 |" in output
+    assert "| net_dcls | 57.50 | -2.50 |" in output
+
+
+def test_no_results_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no eval_results\.json under"):
+        make_tables.main([str(tmp_path)])
