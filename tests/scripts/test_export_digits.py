@@ -29,5 +29,5 @@ def test_val_folder_holds_the_default_split_under_the_first_ten_wnids(tmp_path):
         index = int(path.stem)
         image, label = dataset[index]
         assert path.parent.name == WNIDS[label]
-        pixels = torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1) / 255
+        pixels = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1) / 255
         torch.testing.assert_close(pixels, image * 0.5 + 0.5, atol=1 / 255, rtol=0)
