@@ -67,7 +67,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
     model = loaded.model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    transform, data_config = eval_transform(model, cfg.transform)
+    # preprocessing: eval overrides > the checkpoint's training data config > pretrained cfg
+    overrides = {k: v for k, v in cfg.transform.items() if v is not None}
+    transform, data_config = eval_transform(model, loaded.data_config | overrides)
     resolution = data_config["input_size"][-1]
     params, gmacs = params_and_macs(
         lambda: hydra.utils.instantiate(OmegaConf.create(loaded.model_config)), resolution
@@ -96,14 +98,21 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
             }
         elif name == "throughput":
             throughput_cfg = OmegaConf.to_container(cfg.throughput, resolve=True)
+            amp = throughput_cfg["amp"]
+            if amp == "auto":  # timm's benchmark: mixed precision where a GPU is present
+                amp = "bf16" if device.type == "cuda" else None
+            if amp not in AMP_DTYPES:
+                raise ValueError(
+                    f"throughput.amp must be one of auto, null, 'bf16', 'fp16', got {amp!r}"
+                )
             sets["throughput"] = evaluate_throughput(
                 model,
                 loaded.name,
                 throughput_cfg,
                 throughput_cfg["img_size"] or resolution,
                 device,
-                amp_dtype,
-                cfg.channels_last,
+                AMP_DTYPES[amp],
+                throughput_cfg["channels_last"],
             )
         else:
             sets[name] = evaluate_folder(context, name, cfg.roots[name], transform)

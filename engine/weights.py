@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,13 @@ from torch import nn
 
 import models  # noqa: F401  (registers the DCLS variants)
 
-__all__ = ["CheckpointMismatchError", "LoadedModel", "load_model", "load_state_dict_checked"]
+__all__ = [
+    "CheckpointMismatchError",
+    "LoadedModel",
+    "load_model",
+    "load_state_dict_checked",
+    "training_data_config",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,12 +57,24 @@ class LoadedModel:
         name: the timm model name (or the class name of a custom ``_target_``).
         model_config: what rebuilds the model: ``{"_target_": ..., ...}`` for ``instantiate``.
         weights: which weights were loaded: ``"ema"``, ``"model"`` or ``"none"``.
+        data_config: the evaluation preprocessing the model was trained with (``img_size``,
+            ``crop_pct``, ``interpolation``, ``mean``, ``std``; those its training config
+            named), empty for checkpoints without a config.
     """
 
     model: nn.Module
     name: str
     model_config: dict[str, Any]
     weights: str
+    data_config: dict[str, Any] = field(default_factory=dict)
+
+
+def training_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The eval-transform keys found in a training config's ``data`` group."""
+    data = config.get("data") or {}
+    renamed = {"image_size": "img_size"}
+    keys = ("image_size", "crop_pct", "interpolation", "mean", "std")
+    return {renamed.get(k, k): data[k] for k in keys if data.get(k) is not None}
 
 
 def _select_state_dict(checkpoint: Mapping[str, Any], weights: str) -> tuple[dict, str]:
@@ -180,4 +198,5 @@ def load_model(
     name = config.get("model_name") or type(model).__name__
     load_state_dict_checked(model, state_dict, name)
     _logger.info("loaded %s weights of %s from %s", which, name, path)
-    return LoadedModel(model.eval(), name, config, which)
+    data_config = training_data_config(checkpoint.get("config") or {})
+    return LoadedModel(model.eval(), name, config, which, data_config)

@@ -15,6 +15,7 @@ import pytest
 import timm
 import torch
 
+import eval as eval_script
 from engine.eval_data import imagenet_subset_indices
 from engine.robustness import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
 from engine.weights import CheckpointMismatchError
@@ -24,6 +25,7 @@ from tests.eval_helpers import (
     WNIDS,
     LabelReader,
     colour_of,
+    compose_eval,
     expected_accuracy,
     in1k_samples,
     ranked,
@@ -300,3 +302,20 @@ def test_log_lines_name_each_set(tmp_path, stub_checkpoint, caplog):
     with caplog.at_level(logging.INFO):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'in1k'}"])
     assert "| ImageNet-1k | top-1 / top-5 | 28.57 / 57.14 |" in caplog.text
+
+
+def test_preprocessing_follows_the_training_config_unless_overridden(tmp_path):
+    checkpoint = save_stub_checkpoint(tmp_path / "stub" / "last.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["config"]["data"] = {"image_size": 24, "crop_pct": 1.0, "interpolation": "bilinear"}
+    torch.save(saved, checkpoint)
+    write_folder(tmp_path / "in1k", in1k_samples())
+    overrides = [f"checkpoint={checkpoint}", f"roots.in1k={tmp_path / 'in1k'}"]
+    cfg = compose_eval(tmp_path, overrides)
+    cfg.transform.img_size = None  # compose_eval's default for the stub sets
+    used = eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / "a")["data_config"]
+    assert used["input_size"] == [3, 24, 24] and used["crop_pct"] == 1.0
+    assert used["interpolation"] == "bilinear"
+    cfg.transform.crop_pct = 0.5
+    used = eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / "b")["data_config"]
+    assert used["input_size"] == [3, 24, 24] and used["crop_pct"] == 0.5
