@@ -7,6 +7,7 @@ across ranks, so ``torchrun`` gives the numbers of one process.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -222,10 +223,12 @@ def evaluate_throughput(
 ) -> dict:
     """Images/s of ``model`` and of its baseline measured in the same run, and their ratios.
 
+    A copy of ``model`` is timed, so its weights and batch-norm statistics are left as they were.
+
     ``cfg`` holds ``baseline`` (``auto``, a timm name or null), ``batch_size``, ``warmup``,
     ``steps``, ``rounds``, ``train`` (also time training steps).
     """
-    named = {model_name: model}
+    named = {model_name: copy.deepcopy(model)}  # training steps must not touch the weights
     baseline = baseline_name(model_name, cfg["baseline"])
     if baseline is not None:
         if not timm.is_model(baseline):
@@ -244,7 +247,6 @@ def evaluate_throughput(
     }
     modes = ("inference", "train") if cfg["train"] else ("inference",)
     measured = {mode: measure_throughput(named, **timing, train=mode == "train") for mode in modes}
-    model.eval()
     result: dict[str, Any] = {
         "batch_size": cfg["batch_size"],
         "resolution": resolution,

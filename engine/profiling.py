@@ -68,8 +68,10 @@ def _step_fn(
 
         return infer
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    model.eval()
     with torch.no_grad(), _autocast(device, amp_dtype):
         num_classes = model(images[:1]).shape[-1]
+    model.train()
     targets = torch.randint(num_classes, (images.shape[0],), device=device)
 
     def train_step() -> None:

@@ -319,3 +319,14 @@ def test_preprocessing_follows_the_training_config_unless_overridden(tmp_path):
     cfg.transform.crop_pct = 0.5
     used = eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / "b")["data_config"]
     assert used["input_size"] == [3, 24, 24] and used["crop_pct"] == 0.5
+
+
+def test_throughput_leaves_the_evaluated_weights_alone(tmp_path):
+    from engine.evaluation import evaluate_throughput
+
+    model = timm.create_model("test_resnet").eval()  # batch norm: training steps would move it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = {"baseline": None, "batch_size": 2, "warmup": 1, "steps": 1, "rounds": 1, "train": True}
+    result = evaluate_throughput(model, "test_resnet", cfg, 32, torch.device("cpu"), None, False)
+    assert result["images_per_s"]["train"] > 0 and result["baseline"] is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
