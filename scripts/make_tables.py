@@ -5,7 +5,8 @@
 Two tables: ImageNet-1k (params, GMACs, inference throughput, top-1) and robustness (ImageNet-C
 mCE, ImageNet-A, -R, -Sketch, and -V2 when measured). Each DCLS (``_dcls``) or dilated (``_dc``)
 row follows its baseline (the same name without the suffix) with the difference to it; the
-throughput ratio is the one measured in the same run by ``eval.py sets=[throughput]``. A
+throughput ratio, and the baseline's images/s next to it, are the ones measured in the same run
+by ``eval.py sets=[throughput]`` (images/s of different runs are not comparable). A
 result's row name is its ``name`` (``eval.py name=...``, default the model name).
 """
 
@@ -45,6 +46,12 @@ IMAGENET_COLUMNS: list[Column] = [
     ("params (M)", lambda r: r["params"] / 1e6, 1, False),
     ("GMACs", _get("gmacs"), 2, False),
     ("inference img/s", _get("sets", "throughput", "images_per_s", "inference"), 1, False),
+    (
+        "baseline img/s (same run)",
+        _get("sets", "throughput", "baseline_images_per_s", "inference"),
+        1,
+        False,
+    ),
     ("time vs baseline", _get("sets", "throughput", "ratio", "inference"), 2, False),
     ("top-1", _get("sets", "in1k", "top1"), 2, True),
 ]
@@ -107,13 +114,18 @@ def table(results: dict[str, dict], columns: list[Column]) -> list[list[str]]:
         row = [name]
         for _, getter, digits, delta in used:
             value = getter(results[name])
-            row.append("-" if value is None else f"{value:.{digits}f}")
+            row.append("-" if value is None else _number(value, digits))
             if delta:
                 reference = getter(results[baseline]) if baseline else None
                 missing = value is None or reference is None
                 row.append("" if missing else f"{value - reference:+.{digits}f}")
         rows.append(row)
     return rows
+
+
+def _number(value: float, digits: int) -> str:
+    """``digits`` decimals, or 3 significant digits for small values (a tiny model's GMACs)."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.{digits}f}"
 
 
 def markdown(rows: list[list[str]]) -> str:

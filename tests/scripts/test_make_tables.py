@@ -59,9 +59,9 @@ def test_tables_put_each_variant_after_its_baseline_with_deltas(result_folder, t
         [
             "| model | params (M) | GMACs | top-1 | Δ top-1 |",
             "|---|---|---|---|---|",
-            f"| other | 0.0 | 0.00 | {by_hand['other'][0]:.2f} |  |",
-            f"| stub | 0.0 | 0.00 | {in1k:.2f} |  |",
-            f"| stub_dcls | 0.0 | 0.00 | {in1k_dcls:.2f} | {in1k_dcls - in1k:+.2f} |",
+            f"| other | 1e-06 | 0.00 | {by_hand['other'][0]:.2f} |  |",
+            f"| stub | 1e-06 | 0.00 | {in1k:.2f} |  |",
+            f"| stub_dcls | 1e-06 | 0.00 | {in1k_dcls:.2f} | {in1k_dcls - in1k:+.2f} |",
         ]
     )
     expected_robustness = "\n".join(
@@ -77,7 +77,7 @@ def test_tables_put_each_variant_after_its_baseline_with_deltas(result_folder, t
     assert expected_robustness in output
     rows = list(csv.reader((tmp_path / "csv" / "imagenet.csv").open()))
     assert rows[0] == ["model", "params (M)", "GMACs", "top-1", "Δ top-1"]
-    assert rows[3] == ["stub_dcls", "0.0", "0.00", f"{in1k_dcls:.2f}", f"{in1k_dcls - in1k:+.2f}"]
+    assert rows[3] == ["stub_dcls", "1e-06", "0.00", f"{in1k_dcls:.2f}", f"{in1k_dcls - in1k:+.2f}"]
 
 
 def test_throughput_and_mce_columns_appear_when_measured(tmp_path, capsys):
