@@ -133,7 +133,7 @@ def load_model_state(
     ]
     problems = [
         f"{len(keys)} {kind} ({_listed(keys)})"
-        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", shapes))
         if keys
     ]
     if problems:
