@@ -5,7 +5,7 @@ variables, for the fault tests that kill, signal or break real processes:
 - ``FAULT_FSYNC_DELAY_S``: sleep in ``os.fsync`` of a regular file, i.e. while a checkpoint's
   temp file is on disk but not yet renamed (a kill then lands mid-write);
 - ``FAULT_EXIT_AFTER_STEP`` with ``FAULT_EXIT_RANK``: that rank's process dies (``os._exit(1)``)
-  after that update, without any cleanup;
+  after that update, without any cleanup (``FAULT_EXIT_RANK=all``: every rank);
 - ``FAULT_HANG_AFTER_STEP`` with ``FAULT_EXIT_RANK``: that rank sleeps forever instead.
 """
 
@@ -24,7 +24,8 @@ TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 def _inject() -> None:
     step_delay = float(os.environ.get("FAULT_STEP_DELAY_S", "0"))
     fsync_delay = float(os.environ.get("FAULT_FSYNC_DELAY_S", "0"))
-    rank_hit = os.environ.get("RANK", "0") == os.environ.get("FAULT_EXIT_RANK", "0")
+    target = os.environ.get("FAULT_EXIT_RANK", "0")
+    rank_hit = target in ("all", os.environ.get("RANK", "0"))
     exit_after = int(os.environ.get("FAULT_EXIT_AFTER_STEP", "0")) if rank_hit else 0
     hang_after = int(os.environ.get("FAULT_HANG_AFTER_STEP", "0")) if rank_hit else 0
     update = engine.loop._optimizer_update
