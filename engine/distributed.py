@@ -135,16 +135,17 @@ def roll_call(wait_s: float = ROLL_CALL_S) -> list[int] | None:
 
 
 def describe_fault(error: BaseException, timeout_s: float | None) -> str:
-    """One line for a failed collective: this rank, the ranks that stopped answering, the cause."""
+    """One line for an error under DDP: this rank, the ranks that stopped answering, the cause."""
     rank, world = dist.get_rank(), dist.get_world_size()
     missing = roll_call()
-    if missing is None:
-        who = "rank 0 (the rendezvous host) is unreachable"
-    elif missing:
-        who = f"rank(s) {', '.join(map(str, missing))} died or hung"
-    else:
-        who = "every rank answers (the failure is not a dead peer)"
     cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if missing == []:
+        return f"rank {rank} of {world}: every rank answers the roll call (no peer died): {cause}"
+    who = (
+        "rank 0 (the rendezvous host) is unreachable"
+        if missing is None
+        else f"rank(s) {', '.join(map(str, missing))} died or hung"
+    )
     return (
         f"rank {rank} of {world}: a collective failed; {who} "
         f"(trainer.dist_timeout_s={timeout_s}): {cause}"
