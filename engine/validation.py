@@ -104,6 +104,8 @@ def _check_data(cfg: Any) -> None:
         _fail("data.label_smoothing", smoothing, "expected a number in [0, 1)")
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         _fail("data.batch_size", cfg.batch_size, "Mixup/CutMix need an even batch per process")
+    if cfg.kind == "digits" and not 0 < cfg.val_fraction < 1:
+        _fail("data.val_fraction", cfg.val_fraction, "expected a number in (0, 1)")
     if cfg.kind == "folder":
         _one_of(cfg, "data", "on_bad_image", BAD_IMAGE_POLICIES)
         root = Path(str(cfg.root))
@@ -128,6 +130,16 @@ def _check_trainer(cfg: Any) -> None:
     decay = cfg.ema.decay
     if not _is_number(decay) or not 0 <= decay <= 1:
         _fail("trainer.ema.decay", decay, "expected a number in [0, 1]")
+    repulsion, sigmas = cfg.repulsive_loss, cfg.sigma_schedule
+    _number_at_least(repulsion, "trainer.repulsive_loss", "weight", 0)
+    _int_at_least(repulsion, "trainer.repulsive_loss", "start_epoch", 0)
+    for group, key, value in (
+        ("repulsive_loss", "min_distance", repulsion.min_distance),
+        ("sigma_schedule", "start", sigmas.start),
+        ("sigma_schedule", "end", sigmas.end),
+    ):
+        if not _is_number(value) or value <= 0:
+            _fail(f"trainer.{group}.{key}", value, "expected a number > 0")
     preemption = cfg.preemption
     for name in preemption.signals:
         if not str(name).startswith("SIG") or not hasattr(signal, str(name)):
@@ -138,6 +150,13 @@ def _check_trainer(cfg: Any) -> None:
 
 
 def _check_optimizer(cfg: Any) -> None:
+    from timm.optim import list_optimizers
+
+    known = list_optimizers()
+    name = str(cfg.get("opt")).lower()
+    if name.removeprefix("lookahead_") not in known:
+        close = difflib.get_close_matches(name, known, n=CLOSE_MATCHES)
+        _fail("optimizer.opt", cfg.get("opt"), f"not a timm optimizer; close matches: {close}")
     for key in ("lr", "weight_decay"):
         _number_at_least(cfg, "optimizer", key, 0)
     _number_at_least(cfg, "optimizer", "base_batch_size", 1)

@@ -37,6 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
         (["trainer.amp=fp8"], r"trainer\.amp='fp8' is invalid: expected one of None, 'bf16'"),
         (["trainer.max_bad_steps=0"], r"trainer\.max_bad_steps=0 is invalid"),
         (["trainer.preemption.signals=[SIGFOO]"], r"trainer\.preemption\.signals='SIGFOO'"),
+        (
+            ["optimizer.opt=adamww"],
+            r"optimizer\.opt='adamww' is invalid: not a timm optim.*'adamw'",
+        ),
+        (["trainer.repulsive_loss.min_distance=0"], r"repulsive_loss\.min_distance=0 is invalid"),
+        (["data.val_fraction=1.0"], r"data\.val_fraction=1\.0 is invalid: expected a number in"),
         (["resume=/nope.pt"], r"resume='/nope\.pt' is invalid: expected 'auto', 'never' or"),
     ],
 )
