@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -27,11 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 import dcls
 import models  # noqa: F401  (registers the DCLS variants with timm)
 from engine import checkpoint as ckpt
+from engine import preemption
 from engine.data import build_loaders
-from engine.distributed import cleanup, init_distributed
+from engine.distributed import DistributedFaultError, cleanup, describe_fault, init_distributed
 from engine.loggers import build_logger
 from engine.loop import TrainState, evaluate, train_one_epoch
 from engine.optim import build_optimizer
+from engine.validation import ConfigError, validate_config
 
 _logger = logging.getLogger("train")
 
@@ -60,12 +63,9 @@ def _mixup(data_cfg: DictConfig) -> Mixup | None:
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``results.json``)."""
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    if cfg.trainer.amp not in AMP_DTYPES:
-        raise ValueError(
-            f"trainer.amp must be one of null, 'bf16', 'fp16', got {cfg.trainer.amp!r}"
-        )
+    validate_config(cfg)  # every user-facing value, before anything is built
     # 1. seeding and distributed setup
-    dist_info = init_distributed(cfg.trainer.device)
+    dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
     device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.trainer.amp]
     torch.use_deterministic_algorithms(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -79,8 +79,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     update_freq = cfg.trainer.update_freq
     updates_per_epoch = loaders.steps_per_epoch // update_freq
     if updates_per_epoch < 1:
-        raise ValueError(
-            f"trainer.update_freq={update_freq} exceeds the "
+        raise ConfigError(
+            f"trainer.update_freq={update_freq} is invalid: it exceeds the "
             f"{loaders.steps_per_epoch} batches of an epoch"
         )
     sigma_schedule = cfg.trainer.sigma_schedule
@@ -117,11 +117,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         mixup=mixup,
         channels_last=cfg.trainer.channels_last,
         log_every=cfg.trainer.log_every,
+        max_bad_steps=cfg.trainer.max_bad_steps,
     )
     checkpoint_dir = run_dir / "checkpoints"
     resume_from = ckpt.resolve_resume(cfg.resume, checkpoint_dir)
     if resume_from is not None:
-        ckpt.restore_training(state, model, ckpt.load_checkpoint(resume_from))
+        checkpoint = ckpt.load_checkpoint(resume_from)
+        ckpt.restore_training(state, model, checkpoint, cfg.data.batch_size, dist_info.world_size)
         _logger.info("resumed from %s at epoch %d, step %d", resume_from, state.epoch, state.step)
     logger = build_logger(
         cfg.logger if dist_info.is_main else None,
@@ -133,10 +135,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         if dist_info.is_main:
             ckpt.save_checkpoint(ckpt.training_state(state, model, cfg), checkpoint_dir)
 
-    def on_update(state: TrainState) -> None:
+    def on_update(state: TrainState, saved: bool = False) -> None:
         every = cfg.trainer.checkpoint_every
-        if every and state.step % every == 0:
+        if every and state.step % every == 0 and not saved:
             save(state)
+            saved = True
+        if preemption.stop_requested(device):  # a signal: checkpoint this step, then exit
+            if not saved:
+                save(state)
+            raise preemption.preempted(state.step)
 
     # 6. epochs, 7. checkpoints
     start_time, metrics = time.perf_counter(), {}
@@ -167,6 +174,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         logger.log(metrics, state.step)
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         save(state)
+        on_update(state, saved=True)
     # 8. results
     results = {
         **metrics,
@@ -190,8 +198,27 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Entry point; returns validation top-1 for Hydra sweepers."""
-    return train(cfg)["val_top1"]
+    """Entry point; returns validation top-1 for Hydra sweepers.
+
+    Exit status: 2 on an invalid config (one log line), ``trainer.preemption.exit_code`` (75)
+    after a preemption signal and its checkpoint, 1 on other errors; a failed collective names
+    the ranks that stopped answering (``DistributedFaultError``).
+    """
+    handling = cfg.trainer.preemption
+    signals = handling.signals if handling.enabled else []
+    try:
+        validate_config(cfg)  # before the handlers: they read trainer.preemption
+        with preemption.PreemptionHandler(signals, handling.exit_code):
+            return train(cfg)["val_top1"]
+    except ConfigError as error:
+        _logger.error("config error: %s", error)
+        sys.exit(2)
+    except preemption.Preempted as preempted:
+        preempted.exit()
+    except RuntimeError as error:
+        if isinstance(error, DistributedFaultError) or not torch.distributed.is_initialized():
+            raise
+        raise DistributedFaultError(describe_fault(error, cfg.trainer.dist_timeout_s)) from error
 
 
 if __name__ == "__main__":

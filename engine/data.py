@@ -149,16 +149,19 @@ def _fake(cfg: Any, split: str) -> Dataset:
 
 
 def _folder(cfg: Any, split: str) -> Dataset:
-    """An ImageNet-style folder (``root/<split>/<class>/*.JPEG``) with timm's transforms."""
-    from timm.data import create_dataset, create_transform
+    """An ImageNet-style folder (``root/<split>/<class>/*.JPEG``) with timm's transforms; unreadable
+    images are skipped or fail the run (``cfg.on_bad_image``)."""
+    from timm.data import create_transform
+
+    from engine.image_folder import CheckedImageFolder, check_image_folder
 
     root = Path(cfg.root)
     split_dir = root / (cfg.train_split if split == "train" else cfg.val_split)
-    if not split_dir.is_dir() or not any(split_dir.iterdir()):
-        raise ValueError(
-            f"data.root: {split_dir} is missing or empty; expected an ImageNet-style folder "
-            f"{root}/{{{cfg.train_split},{cfg.val_split}}}/<class name>/<image files>"
-        )
+    check_image_folder(
+        split_dir,
+        f"an ImageNet-style folder {root}/{{{cfg.train_split},{cfg.val_split}}}/<class name>/"
+        "<image files>",
+    )
     transform = create_transform(
         cfg.image_size,
         is_training=split == "train",
@@ -169,7 +172,7 @@ def _folder(cfg: Any, split: str) -> Dataset:
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
     )
-    return create_dataset("", root=str(root), split=split_dir.name, transform=transform)
+    return CheckedImageFolder(str(split_dir), cfg.on_bad_image, transform=transform)
 
 
 DATASETS: dict[str, Callable[[Any, str], Dataset]] = {

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed"]
+__all__ = [
+    "DistInfo",
+    "DistributedFaultError",
+    "all_reduce_sum",
+    "barrier",
+    "cleanup",
+    "describe_fault",
+    "init_distributed",
+    "roll_call",
+]
+
+ROLL_CALL_S = 5.0  # after a failed collective: how long survivors wait for each other's answer
 
 _logger = logging.getLogger(__name__)
 
@@ -32,12 +45,20 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto", backend: str | None = None) -> DistInfo:
+class DistributedFaultError(RuntimeError):
+    """A collective failed: a rank died or did not answer within ``trainer.dist_timeout_s``."""
+
+
+def init_distributed(
+    device: str = "auto", backend: str | None = None, timeout_s: float | None = None
+) -> DistInfo:
     """Join the process group that ``torchrun`` (or Slurm via submitit) describes, if any.
 
     Args:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         backend: process-group backend; default NCCL on CUDA, Gloo on CPU.
+        timeout_s: a collective waiting longer fails (``trainer.dist_timeout_s``) instead of
+            hanging; ``None``: torch's default.
 
     Raises:
         ValueError: on an unknown device, or ``"cuda"`` without a GPU.
@@ -55,7 +76,8 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
         torch.cuda.set_device(local_rank)
     torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s is not None else None
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), timeout=timeout)
         _logger.info("rank %d/%d joined the process group on %s", rank, world_size, torch_device)
     return DistInfo(rank, world_size, local_rank, torch_device)
 
@@ -89,3 +111,42 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def roll_call(wait_s: float = ROLL_CALL_S) -> list[int] | None:
+    """Ranks that do not answer through the rendezvous store within ``wait_s`` seconds.
+
+    Every surviving rank writes its key after a failure and waits for the others'; the missing
+    ones are dead or stuck. ``None`` if the store itself is gone (rank 0 hosts it: rank 0 died).
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"dcls_fault/alive/{rank}", "1")
+        keys = {r: f"dcls_fault/alive/{r}" for r in range(world)}
+        deadline = time.monotonic() + wait_s
+        while True:
+            missing = [r for r, key in keys.items() if not store.check([key])]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.1)
+    except Exception:  # the store lives in rank 0's process: unreachable when it died
+        return None
+
+
+def describe_fault(error: BaseException, timeout_s: float | None) -> str:
+    """One line for an error under DDP: this rank, the ranks that stopped answering, the cause."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    missing = roll_call()
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if missing == []:
+        return f"rank {rank} of {world}: every rank answers the roll call (no peer died): {cause}"
+    who = (
+        "rank 0 (the rendezvous host) is unreachable"
+        if missing is None
+        else f"rank(s) {', '.join(map(str, missing))} died or hung"
+    )
+    return (
+        f"rank {rank} of {world}: a collective failed; {who} "
+        f"(trainer.dist_timeout_s={timeout_s}): {cause}"
+    )

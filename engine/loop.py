@@ -3,6 +3,12 @@
 Order of one optimizer update (after ``update_freq`` micro-batches): unscale (fp16), clip, step,
 zero the gradients, **clamp the DCLS positions**, then update the EMA — so the EMA averages
 positions that are inside their kernels (the authors' loop updates the EMA before clamping).
+
+A non-finite loss in any micro-batch of an update, or non-finite gradients (fp32/bf16), *skips*
+the update: gradients are zeroed, the optimizer, clamp and EMA do not run, but ``step`` and the
+schedule advance, exactly as when fp16's GradScaler skips an overflowing step (whose overflows are
+the scaler's business and are not counted). ``max_bad_steps`` consecutive skipped updates stop the
+run with a ``FloatingPointError``. Under DDP the decision is taken on all ranks together.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from timm.utils import accuracy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -49,6 +56,8 @@ class TrainState:
     log_every: int = 50
     repulsive_weight: float = 0.0  # weight of dcls.repulsive_loss in the loss (0: off)
     repulsive_min_distance: float = 1.0
+    max_bad_steps: int = 1  # consecutive skipped (non-finite) updates that stop the run
+    bad_steps: int = 0  # current run of consecutive skipped updates
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -71,22 +80,61 @@ def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -
     return images, targets.to(state.device, non_blocking=True)
 
 
-def _optimizer_update(state: TrainState) -> None:
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` or'ed over all ranks (itself in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
+def _optimizer_update(state: TrainState, bad_loss: bool = False) -> bool:
+    """One optimizer update from the accumulated gradients; returns False if it was skipped.
+
+    Raises:
+        FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
+    """
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
-    if state.clip_grad:
-        nn.utils.clip_grad_norm_(state.model.parameters(), state.clip_grad)
-    if state.scaler is not None:
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
+    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+    norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    bad_grads = state.scaler is None and not math.isfinite(norm.item())
+    skip = _any_rank(bad_loss or bad_grads, state.device)
+    if skip:
+        if state.scaler is not None:
+            state.scaler.update()  # closes the unscale_ above; lowers the scale on an overflow
+        state.bad_steps += 1
+        _logger.warning(
+            "skipped update at epoch %d, step %d: non-finite %s (%d in a row, limit %d)",
+            state.epoch,
+            state.step,
+            "loss" if bad_loss else "gradients" if bad_grads else "loss on another rank",
+            state.bad_steps,
+            state.max_bad_steps,
+        )
+        if state.bad_steps >= state.max_bad_steps:
+            raise FloatingPointError(
+                f"{state.bad_steps} consecutive updates had a non-finite loss or gradients "
+                f"(trainer.max_bad_steps={state.max_bad_steps}), last at epoch {state.epoch}, "
+                f"step {state.step}: lower the learning rate, set trainer.clip_grad, or check the "
+                "data; the last checkpoint holds the last finite weights"
+            )
     else:
-        state.optimizer.step()
+        state.bad_steps = 0
+        if state.clip_grad:
+            nn.utils.clip_grads_with_norm_(state.model.parameters(), state.clip_grad, norm)
+        if state.scaler is not None:
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+        else:
+            state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    dcls.clamp_(state.unwrapped)
-    if state.ema is not None:
-        state.ema.update(state.unwrapped, step=state.step)
-    state.step += 1
+    if not skip:
+        dcls.clamp_(state.unwrapped)
+        if state.ema is not None:
+            state.ema.update(state.unwrapped, step=state.step)
+    state.step += 1  # a skipped update still uses its slot of the schedule, as GradScaler's do
     state.scheduler.step_update(state.step)
+    return not skip
 
 
 def train_one_epoch(
@@ -105,15 +153,16 @@ def train_one_epoch(
         on_update: called after every optimizer update (checkpointing, fault injection).
 
     Returns:
-        ``train_loss`` (mean over this call's micro-batches of all ranks), ``images_per_s`` (all
-        ranks together), ``updates``.
+        ``train_loss`` (mean over this call's finite micro-batch losses of all ranks),
+        ``images_per_s`` (all ranks together), ``updates`` and ``skipped_updates`` (non-finite).
 
     Raises:
-        FloatingPointError: if the loss is not finite.
+        FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
     """
     state.model.train()
     total_batches = updates_per_epoch * state.update_freq
     loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
+    skipped, bad_loss, first_index = 0, False, state.batch_in_epoch
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
@@ -133,29 +182,26 @@ def train_one_epoch(
             scaled = loss / state.update_freq
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
         loss_value = loss.item()  # one host sync per micro-batch, also the finiteness check
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"loss is {loss_value} at epoch {state.epoch}, step {state.step}"
-            )
-        loss_sum, batches, images_seen = (
-            loss_sum + loss_value,
-            batches + 1,
-            images_seen + len(images),
-        )
+        if math.isfinite(loss_value):
+            loss_sum, batches = loss_sum + loss_value, batches + 1
+        else:
+            bad_loss = True
+        images_seen += len(images)
         state.batch_in_epoch = index + 1
         if boundary:
-            _optimizer_update(state)
-            updates += 1
+            skipped += not _optimizer_update(state, bad_loss)
+            updates, bad_loss = updates + 1, False
             if on_update is not None:
                 on_update(state)
             if state.step % state.log_every == 0:
                 elapsed = time.perf_counter() - start
-                remaining = (total_batches - index - 1) * elapsed / max(batches, 1)
+                done = index + 1 - first_index
+                remaining = (total_batches - index - 1) * elapsed / done
                 _logger.info(
                     "epoch %d step %d  loss %.4f  lr %.3g  %.1f img/s  epoch ETA %.0fs",
                     state.epoch,
                     state.step,
-                    loss_sum / batches,
+                    loss_sum / max(batches, 1),
                     state.optimizer.param_groups[0]["lr"],
                     images_seen / elapsed,
                     remaining,
@@ -170,6 +216,7 @@ def train_one_epoch(
         "train_loss": loss_sum / max(batches, 1),
         "images_per_s": images_seen / max(elapsed, 1e-9),
         "updates": float(updates),
+        "skipped_updates": float(skipped),
     }
     if state.repulsive_weight > 0:
         metrics["repulsive_loss"] = repulsion_sum / max(batches, 1)

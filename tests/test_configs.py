@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+import models  # noqa: F401  (registers the DCLS variants: the test must not rely on test order)
 from engine.data import build_loaders
 from engine.distributed import DistInfo
 from engine.optim import build_optimizer

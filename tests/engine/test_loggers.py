@@ -47,3 +47,52 @@ def test_none_logger_is_a_no_op(tmp_path):
     assert type(logger) is MetricLogger
     logger.log({"loss": 1.0}, step=1)
     assert not list(tmp_path.iterdir())
+
+
+def test_full_disk_csv_warns_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    logger = CsvLogger(tmp_path)
+    logger.log({"loss": 1.0}, step=1)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", disk_full)
+    with caplog.at_level(logging.WARNING):
+        logger.log({"loss": 0.5}, step=2)
+        logger.log({"loss": 0.25}, step=3)
+        logger.finish()
+    warnings = [r for r in caplog.records if "No space left on device" in r.message]
+    assert len(warnings) == 1 and logger.failed
+    monkeypatch.undo()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [r["loss"] for r in csv.DictReader(f)] == ["1.0"]  # the good history survives
+
+
+def test_wandb_init_failure_warns_once_and_logging_is_a_no_op(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def no_network(*args, **kwargs):
+        raise wandb.errors.CommError("Network error: could not reach api.wandb.ai")
+
+    monkeypatch.setattr(wandb, "init", no_network)
+    cfg = OmegaConf.create({"kind": "wandb", "project": "test", "mode": "online"})
+    with caplog.at_level(logging.WARNING):
+        logger = build_logger(cfg, tmp_path, {})
+        logger.log({"loss": 1.0}, step=1)
+        logger.finish()
+    assert logger.failed and logger.run is None
+    assert len([r for r in caplog.records if "could not reach" in r.message]) == 1
+
+
+def test_requeued_job_resumes_the_same_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "my_run"
+    cfg = OmegaConf.create({"kind": "wandb", "project": "test", "mode": "offline"})
+    ids = []
+    for step in (1, 2):  # the first job, then the requeued one in the same folder
+        logger = build_logger(cfg, run_dir, {})
+        ids.append(logger.run.id)
+        logger.log({"loss": 1.0 / step}, step=step)
+        logger.finish()
+    assert ids == ["my_run", "my_run"]
+    assert list((run_dir / "wandb").glob("offline-run-*-my_run"))  # synced as one run id

@@ -1,0 +1,121 @@
+"""Preemption: turn SIGTERM/SIGUSR1/SIGUSR2 into "checkpoint after this step, then exit".
+
+Slurm warns a job before its time limit (``--signal=USR1@120`` for a plain ``sbatch``; submitit,
+which hydra-submitit-launcher uses, asks for ``USR2``) and sends SIGTERM on preemption.
+``train.py``'s entry point installs a :class:`PreemptionHandler` (``trainer.preemption``) that only
+records the signal. ``train`` asks :func:`stop_requested` after each optimizer update and after
+each epoch (all ranks agree through one all-reduce), saves a checkpoint and raises
+:class:`Preempted`; the entry point then calls :meth:`Preempted.exit`, which
+
+1. calls the handler that was installed before ours, if it is a Python function: under submitit
+   that is ``SignalHandler.checkpoint_and_try_requeue`` (USR2), which runs ``scontrol requeue``
+   and exits; the requeued job runs the same Hydra job again, i.e. the same ``run_name``, folder
+   and W&B run id, and ``resume=auto`` continues from the checkpoint just written;
+2. otherwise exits with ``exit_code`` (75, ``EX_TEMPFAIL``: "temporary failure, try again"), the
+   status a wrapper script, torchrun's restarts or Slurm's ``RequeueExit`` can requeue on.
+
+Chaining to submitit's own handler (instead of exiting with a code and hoping something requeues)
+is what makes the requeue correct under hydra-submitit-launcher: submitit requeues from its signal
+handler only; an exit status alone does not requeue a Slurm job.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import torch
+
+from engine.distributed import all_reduce_sum
+
+__all__ = ["Preempted", "PreemptionHandler", "preempted", "stop_requested"]
+
+_logger = logging.getLogger(__name__)
+
+Handler = Callable[[int, Any], Any] | int | None
+_active: PreemptionHandler | None = None  # the installed handler (one per process)
+
+
+class Preempted(Exception):  # noqa: N818  (an event, not an error)
+    """Raised by the loop once the checkpoint after a preemption signal is on disk."""
+
+    def __init__(self, signum: int, step: int, previous: Handler, exit_code: int) -> None:
+        super().__init__(f"preempted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.previous, self.exit_code = signum, step, previous, exit_code
+
+    def exit(self) -> NoReturn:
+        """Hand over to the previous handler (submitit requeues), else exit with the code."""
+        if callable(self.previous):
+            self.previous(self.signum, None)
+        sys.exit(self.exit_code)
+
+
+class PreemptionHandler:
+    """Records the configured signals; the loop polls :meth:`stop_requested` between steps.
+
+    Args:
+        signals: signal names, e.g. ``["SIGTERM", "SIGUSR1", "SIGUSR2"]``.
+        exit_code: status of the process after the checkpoint (when no previous handler exits).
+
+    Use as a context manager: the previous handlers come back on exit.
+    """
+
+    def __init__(self, signals: Sequence[str], exit_code: int) -> None:
+        self.signums = [signal.Signals[name].value for name in signals]
+        self.exit_code = exit_code
+        self.received: int | None = None
+        self.previous: dict[int, Handler] = {}
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.received = signum  # only a flag: logging or I/O are unsafe in a signal handler
+
+    def __enter__(self) -> PreemptionHandler:
+        global _active
+        if threading.current_thread() is not threading.main_thread():
+            _logger.warning("not the main thread: preemption signals are not handled")
+            return self
+        for signum in self.signums:
+            self.previous[signum] = signal.signal(signum, self._record)
+        _active = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _active
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self.previous, _active = {}, None
+
+    def stop_requested(self, device: torch.device) -> bool:
+        """True on every rank as soon as any rank received a signal (one all-reduce per call)."""
+        flag = torch.tensor([float(self.received is not None)], device=device)
+        return bool(all_reduce_sum(flag).item() > 0)
+
+    def preempted(self, step: int) -> Preempted:
+        """The exception to raise once the checkpoint of ``step`` is written."""
+        signum = self.received if self.received is not None else signal.SIGTERM
+        name = signal.Signals(signum).name
+        if self.received is None:
+            _logger.warning("another rank was signalled: stopping at step %d", step)
+        else:
+            _logger.warning("%s received: checkpoint at step %d written, exiting", name, step)
+        return Preempted(signum, step, self.previous.get(signum), self.exit_code)
+
+
+def stop_requested(device: torch.device) -> bool:
+    """Whether the installed handler (if any) asks to stop; collective when distributed."""
+    return _active is not None and _active.stop_requested(device)
+
+
+def preempted(step: int) -> Preempted:
+    """The installed handler's :class:`Preempted` for ``step``.
+
+    Raises:
+        RuntimeError: if no handler is installed.
+    """
+    if _active is None:
+        raise RuntimeError("no PreemptionHandler is installed")
+    return _active.preempted(step)

@@ -1,0 +1,88 @@
+"""Checkpoints under faults: failed writes, NaN weights, pickled code, another architecture,
+another world size."""
+
+import pickle
+
+import pytest
+import timm
+import torch
+
+import engine.checkpoint as ckpt
+import models  # noqa: F401  (registers the DCLS variants)
+from engine.validation import ConfigError
+
+
+def _state(value: float) -> dict:
+    return {"model": {"w": torch.full((3,), value)}, "ema": None, "step": 1}
+
+
+def test_failed_write_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(_state(1.0), tmp_path)
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 2)  # half of the bytes are on disk, then the disk is "full"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_checkpoint(_state(2.0), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.equal(ckpt.load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_never_replace_a_good_checkpoint(tmp_path, bad):
+    ckpt.save_checkpoint(_state(1.0), tmp_path)
+    with pytest.raises(FloatingPointError, match=r"1 weight tensors hold NaN/inf \(model\.w\)"):
+        ckpt.save_checkpoint(_state(bad), tmp_path)
+    assert torch.equal(ckpt.load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling would create the marker file
+
+
+def test_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _RunsCode(str(marker))}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load .*evil\.pt"):
+        ckpt.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_architecture_lists_the_keys():
+    source = timm.create_model("test_convnext_dcls", num_classes=10)
+    target = timm.create_model("test_convnext_dcls", num_classes=10, kernel_count=3)
+    with pytest.raises(ckpt.CheckpointMismatchError) as raised:
+        ckpt.load_model_state(target, source.state_dict())
+    message = str(raised.value)
+    assert message.startswith("checkpoint does not fit DclsConvNeXt: 13 reshaped (")
+    assert "stages.0.blocks.0.conv_dw.weight (24, 1, 26) vs model (24, 1, 3)" in message
+    assert "\n" not in message
+    other = timm.create_model("resnet18", num_classes=10)
+    with pytest.raises(ckpt.CheckpointMismatchError, match=r"122 missing \(conv1.*; 105 unexp"):
+        ckpt.load_model_state(other, source.state_dict())
+
+
+def _checkpoint(batch_size: int, world_size: int, update_freq: int, batch_in_epoch: int) -> dict:
+    return {
+        "config": {"data": {"batch_size": batch_size}, "trainer": {"update_freq": update_freq}},
+        "world_size": world_size,
+        "batch_in_epoch": batch_in_epoch,
+    }
+
+
+def test_other_world_size_resumes_at_the_same_image_when_the_effective_batch_is_kept():
+    # 2 ranks x 8 x 1, 3 updates done = 48 images; 1 process x 8 x update_freq 2: 6 micro-batches
+    assert ckpt._resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 2) == 6
+    assert ckpt._resume_position(_checkpoint(8, 1, 2, 6), 8, 2, 1) == 3
+    with pytest.raises(ConfigError, match=r"effective batch is 16 .*set trainer\.update_freq=2"):
+        ckpt._resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 1)

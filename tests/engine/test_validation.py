@@ -1,0 +1,85 @@
+"""Config validation: one-line messages naming key, value and what is allowed; exit status 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.validation import ConfigError, validate_config
+from tests.conftest import compose_train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.model_name=convnext_tiny_dlcs"],
+            r"model\.model_name='convnext_tiny_dlcs' is invalid: not a registered timm model; "
+            r"close matches: convnext_tiny_dcls",
+        ),
+        (["model.kernel_count=0"], r"model\.kernel_count=0 is invalid: expected null .* or >= 1"),
+        (["model.dilated_kernel_size=0"], r"model\.dilated_kernel_size=0 is invalid"),
+        (
+            ["model.kernel_count=26", "model.dilated_kernel_size=5"],
+            r"model\.dilated_kernel_size=5 is invalid: its 25 cells cannot hold "
+            r"model\.kernel_count=26 elements",
+        ),
+        (["optimizer.lr=-0.1"], r"optimizer\.lr=-0\.1 is invalid: expected a number >= 0"),
+        (["data.batch_size=0"], r"data\.batch_size=0 is invalid: expected an integer >= 1"),
+        (
+            ["data.batch_size=7", "data.mixup=0.8"],
+            r"data\.batch_size=7 is invalid: Mixup/CutMix need an even batch",
+        ),
+        (["trainer.update_freq=0"], r"trainer\.update_freq=0 is invalid"),
+        (["trainer.amp=fp8"], r"trainer\.amp='fp8' is invalid: expected one of None, 'bf16'"),
+        (["trainer.max_bad_steps=0"], r"trainer\.max_bad_steps=0 is invalid"),
+        (["trainer.preemption.signals=[SIGFOO]"], r"trainer\.preemption\.signals='SIGFOO'"),
+        (
+            ["optimizer.opt=adamww"],
+            r"optimizer\.opt='adamww' is invalid: not a timm optim.*'adamw'",
+        ),
+        (["trainer.repulsive_loss.min_distance=0"], r"repulsive_loss\.min_distance=0 is invalid"),
+        (["data.val_fraction=1.0"], r"data\.val_fraction=1\.0 is invalid: expected a number in"),
+        (["resume=/nope.pt"], r"resume='/nope\.pt' is invalid: expected 'auto', 'never' or"),
+    ],
+)
+def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, overrides, message):
+    cfg = compose_train(tmp_path, overrides)
+    with pytest.raises(ConfigError, match=message) as raised:
+        validate_config(cfg)
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_dataset_folder_is_a_config_error(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
+    with pytest.raises(ConfigError, match=r"data\.root='.*imagenet' is invalid: no such folder"):
+        validate_config(cfg)
+
+
+def test_default_and_every_experiment_validate(tmp_path):
+    validate_config(compose_train(tmp_path))
+    validate_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
+
+
+def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "model.kernel_count=0",
+            f"paths.log_dir={tmp_path}",
+            "logger=none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "model.kernel_count=0 is invalid" in line]
+    assert len(errors) == 1 and "[ERROR]" in errors[0]
