@@ -28,6 +28,7 @@ from timm.models import clean_state_dict
 from torch import nn
 
 import models  # noqa: F401  (registers the DCLS variants)
+from engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_model_state
 
 __all__ = [
     "CheckpointMismatchError",
@@ -42,10 +43,6 @@ _logger = logging.getLogger(__name__)
 EMA_KEYS = ("ema", "model_ema", "state_dict_ema")
 MODEL_KEYS = ("model", "state_dict")
 WEIGHTS = ("auto", "ema", "model")
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys or shapes do not fit the model."""
 
 
 @dataclass
@@ -97,27 +94,6 @@ def _select_state_dict(checkpoint: Mapping[str, Any], weights: str) -> tuple[dic
     return clean_state_dict(plain), "model"
 
 
-def _describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state_dict))
-        if state_dict[k].shape != expected[k].shape
-    ]
-
-    def head(items: list[str]) -> str:
-        return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-
-    parts = [
-        f"{label} ({len(items)}): {head(items)}"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if items
-    ]
-    return "; ".join(parts)
-
-
 def _family_filter(model_name: str) -> Any:
     """The ``checkpoint_filter_fn`` of the module that registered ``model_name``, if any."""
     if not timm.is_model(model_name):
@@ -147,12 +123,7 @@ def load_state_dict_checked(
                 converted = None
             if converted is not None and set(converted) == set(expected):
                 state_dict = converted
-    problems = _describe_mismatch(model, state_dict)
-    if problems:
-        raise CheckpointMismatchError(
-            f"checkpoint does not fit {model_name or type(model).__name__}: {problems}"
-        )
-    model.load_state_dict(state_dict)
+    load_model_state(model, state_dict, f"checkpoint of {model_name or type(model).__name__}")
 
 
 def load_model(
@@ -179,7 +150,7 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no file at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"checkpoint {path}: expected a dict, got {type(checkpoint).__name__}")
     stored = (checkpoint.get("config") or {}).get("model")

@@ -1,5 +1,7 @@
 """Checkpoints in each format a user brings to eval.py: ours, timm's, the authors' released."""
 
+import pickle
+
 import pytest
 import timm
 import torch
@@ -65,7 +67,9 @@ def test_the_authors_released_layout_loads_through_the_family_filter(tmp_path):
 def test_shape_mismatch_is_listed(tmp_path):
     path = tmp_path / "ten_classes.pth"
     torch.save(timm.create_model("test_convnext", num_classes=10).state_dict(), path)
-    with pytest.raises(CheckpointMismatchError, match=r"shape \(2\): head\.fc\.bias: checkpoint"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"2 reshaped \(head\.fc\.weight \(10, \d+\) vs model \(1000,"
+    ):
         load_model(path, "test_convnext")
 
 
@@ -76,7 +80,7 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"model": Evil()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load .*could run code"):
         load_model(path, "test_convnext")
 
 
