@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from engine.distributed import cleanup, init_distributed
-from engine.eval_data import EVAL_SETS, check_sets
+from engine.eval_data import EVAL_SETS
 from engine.evaluation import (
     EvalContext,
     corrupted_folder,
@@ -33,6 +34,7 @@ from engine.evaluation import (
     results_markdown,
 )
 from engine.profiling import params_and_macs
+from engine.validation import ConfigError
 from engine.weights import LoadedModel, load_model
 
 _logger = logging.getLogger("eval")
@@ -47,7 +49,7 @@ def _model(cfg: DictConfig) -> LoadedModel:
     if cfg.checkpoint is not None:
         return load_model(cfg.checkpoint, cfg.model.name, kwargs, cfg.weights)
     if list(cfg.sets) != ["throughput"] or cfg.model.name is None:
-        raise ValueError(
+        raise ConfigError(
             "checkpoint=null is allowed only with sets=[throughput] and model.name=<timm name>"
         )
     model = timm.create_model(cfg.model.name, **kwargs).eval()
@@ -58,9 +60,11 @@ def _model(cfg: DictConfig) -> LoadedModel:
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate as ``cfg`` says; returns the results (also written to ``eval_results.json``)."""
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    check_sets(list(cfg.sets), SETS)
+    unknown = [name for name in cfg.sets if name not in SETS]
+    if unknown:
+        raise ConfigError(f"sets: unknown {unknown}; allowed: {list(SETS)}")
     if cfg.amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of null, 'bf16', 'fp16', got {cfg.amp!r}")
+        raise ConfigError(f"amp must be one of null, 'bf16', 'fp16', got {cfg.amp!r}")
     dist_info = init_distributed(cfg.device)
     device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.amp]
     loaded = _model(cfg)
@@ -102,7 +106,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
             if amp == "auto":  # timm's benchmark: mixed precision where a GPU is present
                 amp = "bf16" if device.type == "cuda" else None
             if amp not in AMP_DTYPES:
-                raise ValueError(
+                raise ConfigError(
                     f"throughput.amp must be one of auto, null, 'bf16', 'fp16', got {amp!r}"
                 )
             sets["throughput"] = evaluate_throughput(
@@ -137,7 +141,12 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate_checkpoint(cfg)
+    """Entry point; exit status 2 with one log line on an invalid config value."""
+    try:
+        evaluate_checkpoint(cfg)
+    except ConfigError as error:
+        _logger.error("config error: %s", error)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ The 200-class masks of ImageNet-A/R are the published index lists shipped with t
 from __future__ import annotations
 
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,10 +206,3 @@ class CorruptImage:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.corruption!r}, severity={self.severity})"
-
-
-def check_sets(names: Sequence[str], allowed: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming any set that is not in ``allowed``."""
-    unknown = [name for name in names if name not in allowed]
-    if unknown:
-        raise ValueError(f"sets: unknown {unknown}; allowed: {list(allowed)}")

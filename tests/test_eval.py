@@ -330,3 +330,15 @@ def test_throughput_leaves_the_evaluated_weights_alone(tmp_path):
     result = evaluate_throughput(model, "test_resnet", cfg, 32, torch.device("cpu"), None, False)
     assert result["images_per_s"]["train"] > 0 and result["baseline"] is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):
+    command = _eval_command(
+        tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[imagenet]", f"hydra.run.dir={tmp_path}"]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 2
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "sets: unknown ['imagenet']" in errors[0]
+    assert "Traceback" not in result.stderr
