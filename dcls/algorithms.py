@@ -1,10 +1,13 @@
-"""How a DCLS layer applies its constructed dense kernel: ``direct``, ``fft`` or ``auto``.
+"""How a DCLS layer applies its constructed dense kernel: direct, channels_last, fft or auto.
 
 * ``"direct"``: ``F.conv{1,2,3}d`` (PyTorch's own algorithm choice: mkldnn/cuDNN/naive).
 * ``"fft"``: a cross-correlation through ``torch.fft``. Its cost does not grow with the kernel
   area, which makes it much faster than the direct depthwise kernels for the large dilated
   kernels of DCLS (17x17 in ConvNeXt-dcls). Stride 1 only; zero padding (ints, ``"same"``,
   ``"valid"``); other padding modes are applied by the layer before the convolution.
+* ``"channels_last"``: ``F.conv{2,3}d`` on the input converted to channels-last memory format
+  (the output stays channels-last; values are those of ``"direct"``). PyTorch's NHWC depthwise
+  kernels are much faster than its NCHW ones on CPU. Same as ``"direct"`` for 1-D.
 * ``"auto"``: a one-time timed trial of the candidates per problem key (device, dtypes, autocast,
   shapes, memory format, padding, groups, whether gradients are needed), cached for the process,
   like ``torch.backends.cudnn.benchmark``. The trial runs on random tensors of the same shapes,
@@ -42,7 +45,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-CONV_ALGORITHMS = ("direct", "fft", "auto")
+CONV_ALGORITHMS = ("direct", "channels_last", "fft", "auto")
+_CANDIDATES = ("direct", "channels_last", "fft")
 DEFAULT_CONV_ALGORITHM = "direct"
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
 _CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -172,10 +176,16 @@ def _direct(input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding,
     return _CONVS[kernel.dim() - 2](input, kernel, bias, stride, padding, 1, groups)
 
 
-def _run(algorithm: str, input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding,
-         groups: int) -> Tensor:  # fmt: skip
+def _run(
+    algorithm: str, input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups: int
+) -> Tensor:
     if algorithm == "fft":
         return fft_conv(input, kernel, bias, padding, groups)
+    if algorithm == "channels_last":
+        fmt = _channels_last(kernel.dim())
+        if fmt is not None:
+            input = input.contiguous(memory_format=fmt)
+            kernel = kernel.contiguous(memory_format=fmt)
     return _direct(input, kernel, bias, stride, padding, groups)
 
 
@@ -184,10 +194,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_candidates(key: tuple, make_run: Callable[[str], Callable[[], None]],
-                     device: torch.device) -> dict[str, float]:  # fmt: skip
+def _time_candidates(
+    key: tuple, make_run: Callable[[str], Callable[[], None]], device: torch.device
+) -> dict[str, float]:
     """Median seconds of each candidate, interleaved, after one warm-up run each."""
-    runs = {name: make_run(name) for name in ("direct", "fft")}
+    runs = {name: make_run(name) for name in _candidates(key[0][0])}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():
         run()
@@ -202,8 +213,15 @@ def _time_candidates(key: tuple, make_run: Callable[[str], Callable[[], None]],
 
 
 @torch.compiler.disable
-def _select(key: tuple, input_meta: tuple, kernel_meta: tuple, bias_meta: tuple | None,
-            padding, groups: int, need_grad: bool) -> str:  # fmt: skip
+def _select(
+    key: tuple,
+    input_meta: tuple,
+    kernel_meta: tuple,
+    bias_meta: tuple | None,
+    padding,
+    groups: int,
+    need_grad: bool,
+) -> str:
     """The cached choice for ``key``, trialled once on random tensors of the same shapes."""
     choice = _AUTO_CACHE.get(key)
     if choice is not None:
@@ -244,6 +262,13 @@ def _select(key: tuple, input_meta: tuple, kernel_meta: tuple, bias_meta: tuple 
         ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in times.items()),
     )
     return choice
+
+
+def _candidates(input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """Algorithms worth a trial: channels-last only where it differs from direct (4-D/5-D)."""
+    if _channels_last(len(input_shape)) is None:
+        return tuple(c for c in _CANDIDATES if c != "channels_last")
+    return _CANDIDATES
 
 
 def _channels_last(dim: int) -> torch.memory_format | None:

@@ -376,9 +376,9 @@ _ARGS_DOC = """
         position_init_std: std of the normal initialisation of ``P``. Default: 0.5.
         sigma_init: initial ``SIG`` (default 0.23 for gauss, 0 for triangle).
         conv_algorithm: how the constructed kernel is applied: ``"direct"`` (``F.conv``),
-            ``"fft"`` (stride 1 only; fastest for large depthwise kernels) or ``"auto"`` (a
-            cached one-time timed trial per input shape); see :mod:`dcls.algorithms`. Default:
-            ``"direct"``.
+            ``"channels_last"`` (``F.conv`` in NHWC), ``"fft"`` (stride 1 only; fast for large
+            depthwise kernels) or ``"auto"`` (a cached one-time timed trial per input shape); see
+            :mod:`dcls.algorithms`. Default: ``"direct"``.
 
     Attributes:
         weight: ``(out_channels, in_channels // groups, kernel_count, *dense_sizes)``,

@@ -103,8 +103,8 @@ def convert(
             ``None`` for a layer with its own. The owner is a :class:`dcls.DclsPositions`
             registered at ``<path>.dcls_positions``.
         position_init_std, sigma_init: initialisation of the positions and widths.
-        conv_algorithm: how the new layers apply their kernels (``"direct"``, ``"fft"``,
-            ``"auto"``); ``"fft"`` on a strided convolution raises.
+        conv_algorithm: how the new layers apply their kernels (see
+            :data:`dcls.CONV_ALGORITHMS`); ``"fft"`` on a strided convolution raises.
 
     Returns:
         ``model`` (or the new layer if ``model`` itself matched).

@@ -93,8 +93,9 @@ def dcls_convnext(
         dilated_kernel_size: size of the dilated kernel (17 in the paper, padding 8).
         version: interpolation ("bilinear"; the released checkpoints use "v0").
         share_positions: one set of positions per stage (the paper) or one per block.
-        conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``, ``"fft"`` or
-            ``"auto"`` (see :mod:`dcls.algorithms`); the configs use ``"auto"``.
+        conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``,
+            ``"channels_last"``, ``"fft"`` or ``"auto"`` (see :mod:`dcls.algorithms`); the
+            configs use ``"auto"``.
         **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
     if kernel_count is None:

@@ -49,8 +49,8 @@ def dcls_resnet(
 ) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
 
-    ``conv_algorithm`` ("direct", "fft", "auto"; see :mod:`dcls.algorithms`) applies to the
-    stride-1 layers; "auto" keeps the strided ones direct, "fft" is refused for them.
+    ``conv_algorithm`` (see :mod:`dcls.algorithms`) applies to the stride-1 layers; "auto" keeps
+    the strided ones direct, "fft" is refused for them.
     """
     return dcls.convert(
         DclsResNet(**kwargs),

@@ -73,6 +73,22 @@ def test_fft_matches_direct_outputs_and_gradients(case):
         assert _max_relative_error(g_f[name], g_d[name]) < RELATIVE_TOLERANCE, name
 
 
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7]], ids=["2d", "2d-reflect", "3d"])
+def test_channels_last_matches_direct(case):
+    direct, other = _pair(case)
+    other.conv_algorithm = "channels_last"
+    x = torch.randn(case[-1])
+    out = other(x)
+    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    assert out.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out, direct(x))
+
+
+def test_auto_candidates_include_channels_last_where_it_exists():
+    assert algorithms._candidates((2, 4, 8, 8)) == ("direct", "channels_last", "fft")
+    assert algorithms._candidates((2, 4, 8)) == ("direct", "fft")
+
+
 def test_fft_unbatched_input():
     direct, fft = _pair(CASES[0])
     x = torch.randn(6, 12, 9)
@@ -96,9 +112,17 @@ def test_fft_gradcheck_float64(version):
     def f(x, weight, P, *rest):
         SIG, bias = (rest[0], rest[1]) if version == "gauss" else (None, rest[0])
         return dcls.functional.dcls2d(
-            x, weight, P, SIG, bias, padding=(2, 1), dilated_kernel_size=(5, 4), groups=2,
-            version=version, conv_algorithm="fft",
-        )  # fmt: skip
+            x,
+            weight,
+            P,
+            SIG,
+            bias,
+            padding=(2, 1),
+            dilated_kernel_size=(5, 4),
+            groups=2,
+            version=version,
+            conv_algorithm="fft",
+        )
 
     inputs = (x, weight, P, *((SIG,) if SIG is not None else ()), bias)
     assert torch.autograd.gradcheck(f, inputs, fast_mode=True)
@@ -172,7 +196,7 @@ def test_auto_real_trial_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     layer(x)
     assert torch.equal(torch.get_rng_state(), state)
-    assert set(algorithms.auto_cache().values()) <= {"direct", "fft"}
+    assert set(algorithms.auto_cache().values()) <= {"direct", "channels_last", "fft"}
     assert len(algorithms.auto_cache()) == 1
 
 
