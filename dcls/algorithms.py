@@ -35,6 +35,7 @@ from torch import Tensor
 __all__ = [
     "CONV_ALGORITHMS",
     "DEFAULT_CONV_ALGORITHM",
+    "TRIAL_DROP_FACTOR",
     "TRIAL_REPEATS",
     "auto_cache",
     "check_conv_algorithm",
@@ -49,6 +50,7 @@ CONV_ALGORITHMS = ("direct", "channels_last", "fft", "auto")
 _CANDIDATES = ("direct", "channels_last", "fft")
 DEFAULT_CONV_ALGORITHM = "direct"
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
+TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
 _CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AUTO_CACHE: dict[tuple, str] = {}
 
@@ -197,11 +199,22 @@ def _sync(device: torch.device) -> None:
 def _time_candidates(
     key: tuple, make_run: Callable[[str], Callable[[], None]], device: torch.device
 ) -> dict[str, float]:
-    """Median seconds of each candidate, interleaved, after one warm-up run each."""
+    """Median seconds of each candidate, interleaved, after one warm-up run each.
+
+    A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
+    dropped (its warm-up time is reported): a slow candidate is not run again and again.
+    """
     runs = {name: make_run(name) for name in _candidates(key[0][0])}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for run in runs.values():
+    warm: dict[str, float] = {}
+    for name, run in runs.items():
+        _sync(device)
+        start = time.perf_counter()
         run()
+        _sync(device)
+        warm[name] = time.perf_counter() - start
+    fastest = min(warm.values())
+    runs = {k: r for k, r in runs.items() if warm[k] <= TRIAL_DROP_FACTOR * fastest}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(TRIAL_REPEATS):
         for name, run in runs.items():
             _sync(device)
@@ -209,7 +222,7 @@ def _time_candidates(
             run()
             _sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return warm | {name: statistics.median(values) for name, values in times.items()}
 
 
 @torch.compiler.disable

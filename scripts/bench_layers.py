@@ -153,7 +153,7 @@ def bench_row(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=17, help="dilated kernel size")
@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help="our Dcls2d"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     _logger.setLevel(logging.INFO)

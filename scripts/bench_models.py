@@ -135,7 +135,7 @@ def bench_pair(
     }
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_PAIRS, choices=list(PAIRS))
     parser.add_argument("--batch", type=int, default=16)
@@ -154,11 +154,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = build_parser().parse_args(argv)
     # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     _logger.setLevel(logging.INFO)

@@ -1,6 +1,8 @@
-"""scripts/bench_models.py on the tiny test ConvNeXt pair: the table and its ratio columns."""
+"""scripts/bench_models.py on the tiny test ConvNeXt pair, and scripts/gpu_check.sh's CPU checks."""
 
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,9 @@ def bench_models(monkeypatch):
     return bench_models
 
 
+@pytest.mark.slow
 def test_prints_the_ratio_table_for_the_pair(bench_models, capsys):
-    argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "64", "--repeats", "1"]
+    argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "32", "--repeats", "1"]
     assert bench_models.main([*argv, "--conv-algorithm", "fft"]) == 0
     out = capsys.readouterr().out
     assert "| DCLS/baseline |" in out and "| DCLS/authors |" in out
@@ -48,3 +51,20 @@ def test_authors_layers_are_swapped_in(bench_models):
     assert not any(isinstance(m, dcls.Dcls2d) for m in model.modules())
     assert sum(isinstance(m, authors_cls) for m in model.modules()) == count
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
+    script = SCRIPTS / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    import bench_layers
+
+    text = script.read_text()
+    variables = dict(re.findall(r'^(LAYERS|MODELS)="([^"]+)"', text, flags=re.MULTILINE))
+    steps = re.findall(r"^step \$(LAYERS|MODELS)(.*)$", text, flags=re.MULTILINE)
+    assert len(steps) >= 4
+    parsers = {"bench_layers.py": bench_layers, "bench_models.py": bench_models}
+    for name, extra in steps:
+        path, *args = shlex.split(variables[name].replace("$BATCH", "64") + extra)
+        parsed = parsers[Path(path).name].build_parser().parse_args(args)  # exits on a bad flag
+        assert parsed.device == "cuda"
+    assert any("--amp" in extra and "--channels-last" in extra for _, extra in steps)

@@ -200,6 +200,26 @@ def test_auto_real_trial_leaves_the_global_rng_alone():
     assert len(algorithms.auto_cache()) == 1
 
 
+def test_trial_drops_candidates_far_slower_than_the_best_warm_up(monkeypatch):
+    calls = {"direct": 0, "channels_last": 0, "fft": 0}
+    clock = {"now": 0.0}
+    cost = {"direct": 10.0, "channels_last": 1.0, "fft": 2.0}
+
+    def make_run(name):
+        def run():
+            calls[name] += 1
+            clock["now"] += cost[name]
+
+        return run
+
+    monkeypatch.setattr(algorithms.time, "perf_counter", lambda: clock["now"])
+    key = (((2, 4, 8, 8), torch.float32),)  # (input shape, dtype), ...
+    times = algorithms._time_candidates(key, make_run, torch.device("cpu"))
+    assert times == cost
+    repeats = algorithms.TRIAL_REPEATS
+    assert calls == {"direct": 1, "channels_last": 1 + repeats, "fft": 1 + repeats}
+
+
 def test_auto_without_trial_on_meta_and_strided(monkeypatch):
     algorithms.clear_auto_cache()
     monkeypatch.setattr(algorithms, "_time_candidates", lambda *a: pytest.fail("no trial here"))
