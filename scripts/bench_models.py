@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     _logger.setLevel(logging.INFO)
+    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)  # what "auto" picked
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
