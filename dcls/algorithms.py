@@ -11,8 +11,9 @@
 * ``"auto"``: a one-time timed trial of the candidates per problem key (device, dtypes, autocast,
   shapes, memory format, padding, groups, whether gradients are needed), cached for the process,
   like ``torch.backends.cudnn.benchmark``. The trial runs on random tensors of the same shapes,
-  never on the caller's data. Meta tensors and strided convolutions go to ``"direct"`` without a
-  trial (so FLOP counting on the meta device counts the dense convolution).
+  never on the caller's data. Meta tensors, strided convolutions and code traced by
+  ``torch.compile`` go to ``"direct"`` without a trial (so FLOP counting on the meta device
+  counts the dense convolution; name ``"fft"`` explicitly to compile the FFT path).
 
 Both algorithms give the same outputs and gradients up to float rounding (about 1e-6 relative in
 float32). Under DDP each process runs its own trial; processes that choose differently compute
@@ -225,7 +226,6 @@ def _time_candidates(
     return warm | {name: statistics.median(values) for name, values in times.items()}
 
 
-@torch.compiler.disable
 def _select(
     key: tuple,
     input_meta: tuple,
@@ -331,7 +331,13 @@ def convolve(
     strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
     check_conv_algorithm(algorithm, strides)
     if algorithm == "auto":
-        if input.device.type == "meta" or any(s != 1 for s in strides):
+        # No trial on meta tensors, for strided convolutions, or inside torch.compile (a trial
+        # there breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).
+        if (
+            input.device.type == "meta"
+            or any(s != 1 for s in strides)
+            or torch.compiler.is_compiling()
+        ):
             algorithm = "direct"
         else:
             need_grad = torch.is_grad_enabled() and (
