@@ -8,6 +8,7 @@ kernel. This package has no dependency beyond PyTorch.
 ...                     version="bilinear")
 """
 
+from dcls.algorithms import CONV_ALGORITHMS
 from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
 from dcls.create import create_conv
 from dcls.functional import VERSIONS, construct_kernel
@@ -25,6 +26,7 @@ from dcls.model_tools import (
 from dcls.param_groups import describe_param_groups, param_groups
 
 __all__ = [
+    "CONV_ALGORITHMS",
     "SHARED_POSITIONS_NAME",
     "VERSIONS",
     "Dcls1d",

@@ -22,6 +22,7 @@ from torch.nn import init
 
 from dcls import functional as DF
 from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
+from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
 
 __all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions"]
 
@@ -81,6 +82,7 @@ class DclsPositions(nn.Module):
         version: str = "gauss",
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
+        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -139,6 +141,7 @@ class _DclsNd(nn.Module):
         positions: DclsPositions | None,
         position_init_std: float,
         sigma_init: float | None,
+        conv_algorithm: str,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
@@ -174,6 +177,7 @@ class _DclsNd(nn.Module):
                 raise ValueError(f"padding entries must be >= 0, got {padding!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.conv_algorithm = check_conv_algorithm(conv_algorithm, self.stride)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -308,6 +312,7 @@ class _DclsNd(nn.Module):
             self.groups,
             self.version,
             self.learnable_dims,
+            self.conv_algorithm,
         )
 
     def _load_from_state_dict(
@@ -344,6 +349,8 @@ class _DclsNd(nn.Module):
             s += f", learnable_dims={self.learnable_dims}"
         if self._shared_positions:
             s += ", positions=shared"
+        if self.conv_algorithm != DEFAULT_CONV_ALGORITHM:
+            s += f", conv_algorithm={self.conv_algorithm}"
         return s
 
 
@@ -368,6 +375,10 @@ _ARGS_DOC = """
         positions: a :class:`DclsPositions` to use instead of owning ``P``/``SIG``.
         position_init_std: std of the normal initialisation of ``P``. Default: 0.5.
         sigma_init: initial ``SIG`` (default 0.23 for gauss, 0 for triangle).
+        conv_algorithm: how the constructed kernel is applied: ``"direct"`` (``F.conv``),
+            ``"channels_last"`` (``F.conv`` in NHWC), ``"fft"`` (stride 1 only; fast for large
+            depthwise kernels) or ``"auto"`` (a cached one-time timed trial per input shape); see
+            :mod:`dcls.algorithms`. Default: ``"direct"``.
 
     Attributes:
         weight: ``(out_channels, in_channels // groups, kernel_count, *dense_sizes)``,
@@ -413,6 +424,7 @@ class Dcls1d(_DclsNd):
         positions: DclsPositions | None = None,
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
+        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -432,6 +444,7 @@ class Dcls1d(_DclsNd):
             positions,
             position_init_std,
             sigma_init,
+            conv_algorithm,
             device,
             dtype,
         )
@@ -479,6 +492,7 @@ class Dcls2d(_DclsNd):
         positions: DclsPositions | None = None,
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
+        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -498,6 +512,7 @@ class Dcls2d(_DclsNd):
             positions,
             position_init_std,
             sigma_init,
+            conv_algorithm,
             device,
             dtype,
         )
@@ -545,6 +560,7 @@ class Dcls3d(_DclsNd):
         positions: DclsPositions | None = None,
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
+        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -564,6 +580,7 @@ class Dcls3d(_DclsNd):
             positions,
             position_init_std,
             sigma_init,
+            conv_algorithm,
             device,
             dtype,
         )

@@ -20,20 +20,21 @@ Conventions (shared by every interpolation and every N):
   element's interpolation weights by their sum over the grid (plus ``1e-7``).
 
 Over 400 lines: two construction paths (factor product, bilinear scatter) and the public 1/2/3-D
-wrappers with their shape docstrings belong together.
+wrappers with their shape docstrings belong together. How the kernel is then applied (direct, FFT,
+auto) lives in :mod:`dcls.algorithms`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
+from dcls.algorithms import DEFAULT_CONV_ALGORITHM, convolve
 
 __all__ = [
     "GAUSS_SIGMA_OFFSET",
@@ -340,7 +341,6 @@ def clamp_positions_(P: Tensor, sizes: Sequence[int]) -> Tensor:
 
 
 def _dcls_nd(
-    conv: Callable[..., Tensor],
     n: int,
     input: Tensor,
     weight: Tensor,
@@ -353,13 +353,14 @@ def _dcls_nd(
     groups: int,
     version: str,
     learnable_dims: Sequence[int] | None,
+    conv_algorithm: str,
 ) -> Tensor:
     sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
     kernel = construct_kernel(weight, P, SIG, sizes, version, learnable_dims)
     if not _autocast_enabled(input.device.type):
         kernel = kernel.to(input.dtype)
         bias = bias.to(input.dtype) if bias is not None else None
-    return conv(input, kernel, bias, stride, padding, 1, groups)
+    return convolve(input, kernel, bias, stride, padding, groups, conv_algorithm)
 
 
 def dcls1d(
@@ -374,15 +375,18 @@ def dcls1d(
     groups: int = 1,
     version: str = "gauss",
     learnable_dims: Sequence[int] | None = None,
+    conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
 ) -> Tensor:
     """1-D DCLS convolution. See :class:`dcls.Dcls1d` for the arguments and shapes.
+
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``), ``"fft"``
+    or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, L)``; weight ``(C_out, C_in/groups, K)``; P and SIG
         ``(1, C_out, C_in/groups, K)``; bias ``(C_out,)``; output ``(B, C_out, L_out)``.
     """
     return _dcls_nd(
-        F.conv1d,
         1,
         input,
         weight,
@@ -395,6 +399,7 @@ def dcls1d(
         groups,
         version,
         learnable_dims,
+        conv_algorithm,
     )
 
 
@@ -410,15 +415,18 @@ def dcls2d(
     groups: int = 1,
     version: str = "gauss",
     learnable_dims: Sequence[int] | None = None,
+    conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
 ) -> Tensor:
     """2-D DCLS convolution. See :class:`dcls.Dcls2d` for the arguments and shapes.
+
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``), ``"fft"``
+    or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
         ``(2, C_out, C_in/groups, K)``; bias ``(C_out,)``; output ``(B, C_out, H_out, W_out)``.
     """
     return _dcls_nd(
-        F.conv2d,
         2,
         input,
         weight,
@@ -431,6 +439,7 @@ def dcls2d(
         groups,
         version,
         learnable_dims,
+        conv_algorithm,
     )
 
 
@@ -446,8 +455,12 @@ def dcls3d(
     groups: int = 1,
     version: str = "gauss",
     learnable_dims: Sequence[int] | None = None,
+    conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
 ) -> Tensor:
     """3-D DCLS convolution. See :class:`dcls.Dcls3d` for the arguments and shapes.
+
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``), ``"fft"``
+    or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, D, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -455,7 +468,6 @@ def dcls3d(
         W_out)``.
     """
     return _dcls_nd(
-        F.conv3d,
         3,
         input,
         weight,
@@ -468,4 +480,5 @@ def dcls3d(
         groups,
         version,
         learnable_dims,
+        conv_algorithm,
     )

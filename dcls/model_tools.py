@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dcls._utils import as_tuple, position_limits
+from dcls.algorithms import DEFAULT_CONV_ALGORITHM
 from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
 from dcls.functional import GAUSS_SIGMA_OFFSET, TRIANGLE_WIDTH_OFFSET
 
@@ -82,6 +83,7 @@ def convert(
     share_key: Callable[[str], str | None] | None = None,
     position_init_std: float = DEFAULT_POSITION_INIT_STD,
     sigma_init: float | None = None,
+    conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
 ) -> nn.Module:
     """Replace matching ``nn.Conv{1,2,3}d`` of ``model`` by DCLS layers, in place.
 
@@ -101,6 +103,8 @@ def convert(
             ``None`` for a layer with its own. The owner is a :class:`dcls.DclsPositions`
             registered at ``<path>.dcls_positions``.
         position_init_std, sigma_init: initialisation of the positions and widths.
+        conv_algorithm: how the new layers apply their kernels (see
+            :data:`dcls.CONV_ALGORITHMS`); ``"fft"`` on a strided convolution raises.
 
     Returns:
         ``model`` (or the new layer if ``model`` itself matched).
@@ -149,6 +153,7 @@ def convert(
             positions=positions,
             position_init_std=position_init_std,
             sigma_init=sigma_init,
+            conv_algorithm=conv_algorithm,
             **factory_kwargs,
         )
         if not name:

@@ -82,6 +82,7 @@ def dcls_convnext(
     dilated_kernel_size: int = 17,
     version: str = "bilinear",
     share_positions: bool = True,
+    conv_algorithm: str = dcls.algorithms.DEFAULT_CONV_ALGORITHM,
     **kwargs: Any,
 ) -> ConvNeXt:
     """timm's ``ConvNeXt(**kwargs)`` with every block's depthwise conv replaced by a DCLS layer.
@@ -92,6 +93,9 @@ def dcls_convnext(
         dilated_kernel_size: size of the dilated kernel (17 in the paper, padding 8).
         version: interpolation ("bilinear"; the released checkpoints use "v0").
         share_positions: one set of positions per stage (the paper) or one per block.
+        conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``,
+            ``"channels_last"``, ``"fft"`` or ``"auto"`` (see :mod:`dcls.algorithms`); the
+            configs use ``"auto"``.
         **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
     if kernel_count is None:
@@ -105,6 +109,7 @@ def dcls_convnext(
         version,
         filter_fn=_is_block_dwconv,
         share_key=_stage_of if share_positions else None,
+        conv_algorithm=conv_algorithm,
     )
 
 

@@ -44,9 +44,14 @@ def dcls_resnet(
     dilated_kernel_size: int = 7,
     version: str = "bilinear",
     share_positions: bool = False,
+    conv_algorithm: str = dcls.algorithms.DEFAULT_CONV_ALGORITHM,
     **kwargs: Any,
 ) -> ResNet:
-    """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer."""
+    """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
+
+    ``conv_algorithm`` (see :mod:`dcls.algorithms`) applies to the stride-1 layers; "auto" keeps
+    the strided ones direct, "fft" is refused for them.
+    """
     return dcls.convert(
         DclsResNet(**kwargs),
         kernel_count,
@@ -54,6 +59,7 @@ def dcls_resnet(
         version,
         filter_fn=_is_bottleneck_conv2,
         share_key=_stage_of if share_positions else None,
+        conv_algorithm=conv_algorithm,
     )
 
 

@@ -8,11 +8,16 @@ A/B interleaved, medians. Prints a Markdown table with the ratios ours/authors a
 and the largest single allocation of each construction.
 
     python scripts/bench_layers.py --batch 16 --repeats 5
+    python scripts/bench_layers.py --device cuda --amp --channels-last --versions bilinear
+
+Our layer uses ``--conv-algorithm`` (default ``auto``, as the ConvNeXt-dcls configs; its one-time
+trial runs in the warm-up); the dense column is ``nn.Conv2d`` (PyTorch's direct algorithm).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
@@ -38,6 +43,7 @@ CONVNEXT_SHAPES = [
     for stage, dim in enumerate(dims)
 ]
 CONSTRUCT_MIN_REPEATS = 30
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTHORS_VERSION = {
     "bilinear": "v1",
     "bilinear_unnormalized": "v0",
@@ -46,7 +52,7 @@ AUTHORS_VERSION = {
 }
 
 
-def _load_authors() -> type | None:
+def load_authors() -> type | None:
     try:
         from DCLS.construct.modules import Dcls2d as AuthorsDcls2d
     except ImportError:
@@ -54,22 +60,42 @@ def _load_authors() -> type | None:
     return AuthorsDcls2d
 
 
-def _fwd_bwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+def _fwd_bwd(
+    fn: Callable[[], torch.Tensor], amp_dtype: torch.dtype | None = None, device_type: str = "cpu"
+) -> Callable[[], None]:
     def run() -> None:
-        out = fn()
+        with (
+            torch.autocast(device_type, dtype=amp_dtype)
+            if amp_dtype is not None
+            else contextlib.nullcontext()
+        ):
+            out = fn()
         out.backward(torch.ones_like(out))
 
     return run
 
 
-def _interleaved_medians(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    for run in runs.values():  # warm-up
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(
+    runs: dict[str, Callable[[], None]], repeats: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """Median milliseconds of each run: one warm-up each, then ``repeats`` rounds A, B, A, B...
+
+    On CUDA the device is synchronised before and after each timed run.
+    """
+    for run in runs.values():  # warm-up (and the "auto" trials)
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            _sync(device)
             start = time.perf_counter()
             run()
+            _sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
@@ -86,59 +112,86 @@ def bench_row(
     spatial: int,
     count: int,
     version: str,
-    batch: int,
-    size: int,
-    repeats: int,
+    args: argparse.Namespace,
 ) -> dict[str, float]:
-    """Time one shape; returns milliseconds (and MB) keyed by measurement name."""
+    """Time one shape; returns milliseconds (and MB on CPU) keyed by measurement name."""
+    device = torch.device(args.device)
+    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    size = args.size
     shape = {"padding": size // 2, "dilated_kernel_size": size, "groups": channels}
-    ours = dcls.Dcls2d(channels, channels, count, version=version, **shape)
+    ours = dcls.Dcls2d(
+        channels, channels, count, version=version, conv_algorithm=args.conv_algorithm, **shape
+    ).to(device)
     dense = nn.Conv2d(channels, channels, size, padding=size // 2, groups=channels)
-    x = torch.randn(batch, channels, spatial, spatial, requires_grad=True)
+    dense = dense.to(device, memory_format=fmt)
+    x = torch.randn(args.batch, channels, spatial, spatial, device=device)
+    x = x.contiguous(memory_format=fmt).requires_grad_()
+    amp = {"amp_dtype": amp_dtype, "device_type": device.type}
     construct = {"ours": _fwd_bwd(ours.construct_kernel)}
-    layer = {"ours": _fwd_bwd(lambda: ours(x)), "dense": _fwd_bwd(lambda: dense(x))}
+    layer = {"ours": _fwd_bwd(lambda: ours(x), **amp), "dense": _fwd_bwd(lambda: dense(x), **amp)}
     if authors_cls is not None:
         theirs = authors_cls(
             channels,
             channels,
             count,
             version=AUTHORS_VERSION[version],
-            use_implicit_gemm=False,
+            use_implicit_gemm=device.type == "cuda",
             **shape,
-        )
+        ).to(device)
         construct["authors"] = _fwd_bwd(lambda: theirs.DCK(theirs.weight, theirs.P, theirs.SIG))
-        layer["authors"] = _fwd_bwd(lambda: theirs(x))
+        layer["authors"] = _fwd_bwd(lambda: theirs(x), **amp)
     # Construction takes milliseconds: more repeats for a stable median.
-    construct_repeats = max(repeats, CONSTRUCT_MIN_REPEATS)
+    construct_repeats = max(args.repeats, CONSTRUCT_MIN_REPEATS)
     result = {
-        f"construct_{k}": v for k, v in _interleaved_medians(construct, construct_repeats).items()
+        f"construct_{k}": v
+        for k, v in interleaved_medians(construct, construct_repeats, device).items()
     }
-    result |= {f"layer_{k}": v for k, v in _interleaved_medians(layer, repeats).items()}
-    result |= {f"mem_{k}": _largest_allocation_mb(run) for k, run in construct.items()}
+    result |= {f"layer_{k}": v for k, v in interleaved_medians(layer, args.repeats, device).items()}
+    if device.type == "cpu":
+        result |= {f"mem_{k}": _largest_allocation_mb(run) for k, run in construct.items()}
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=17, help="dilated kernel size")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
     parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
+    parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=range(4))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", action="store_true", help="autocast (see --amp-dtype)")
+    parser.add_argument("--amp-dtype", default="bfloat16", choices=list(AMP_DTYPES))
+    parser.add_argument("--channels-last", action="store_true", help="NHWC input")
+    parser.add_argument(
+        "--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help="our Dcls2d"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     _logger.setLevel(logging.INFO)
+    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)  # what "auto" picked
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    authors_cls = _load_authors()
+    authors_cls = load_authors()
     if authors_cls is None:
         _logger.info("authors' package not installed (pip install dcls): their columns are empty")
     lines = [
-        f"batch {args.batch}, dilated kernel {args.size}x{args.size}, depthwise, fwd+bwd, "
-        f"median of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"device {args.device}, batch {args.batch}, dilated kernel {args.size}x{args.size}, "
+        f"depthwise, fwd+bwd, {f'AMP {args.amp_dtype}' if args.amp else 'fp32'}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, our conv_algorithm "
+        f"{args.conv_algorithm}, median of {args.repeats}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
         "",
         "| model | stage | C | HxW | K | version | construct ours ms | construct authors ms "
         "| construct authors/ours | largest alloc ours/authors MB | layer ours ms "
@@ -146,18 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, stage, channels, spatial, count in CONVNEXT_SHAPES:
-        if model not in args.models:
+        if model not in args.models or stage not in args.stages:
             continue
         for version in args.versions:
-            r = bench_row(
-                authors_cls, channels, spatial, count, version, args.batch, args.size, args.repeats
-            )
+            r = bench_row(authors_cls, channels, spatial, count, version, args)
             nan = float("nan")
             c_auth, l_auth = r.get("construct_authors", nan), r.get("layer_authors", nan)
             lines.append(
                 f"| {model} | {stage} | {channels} | {spatial}x{spatial} | {count} | {version} "
                 f"| {r['construct_ours']:.2f} | {c_auth:.2f} | {c_auth / r['construct_ours']:.1f}x "
-                f"| {r['mem_ours']:.1f} / {r.get('mem_authors', nan):.1f} "
+                f"| {r.get('mem_ours', nan):.1f} / {r.get('mem_authors', nan):.1f} "
                 f"| {r['layer_ours']:.1f} | {l_auth:.1f} | {r['layer_dense']:.1f} "
                 f"| {r['layer_ours'] / l_auth:.2f} | {r['layer_ours'] / r['layer_dense']:.2f} |"
             )

@@ -1,0 +1,360 @@
+"""How a DCLS layer applies its constructed dense kernel: direct, channels_last, fft or auto.
+
+* ``"direct"``: ``F.conv{1,2,3}d`` (PyTorch's own algorithm choice: mkldnn/cuDNN/naive).
+* ``"fft"``: a cross-correlation through ``torch.fft``. Its cost does not grow with the kernel
+  area, which makes it much faster than the direct depthwise kernels for the large dilated
+  kernels of DCLS (17x17 in ConvNeXt-dcls). Stride 1 only; zero padding (ints, ``"same"``,
+  ``"valid"``); other padding modes are applied by the layer before the convolution.
+* ``"channels_last"``: ``F.conv{2,3}d`` on the input converted to channels-last memory format
+  (the output stays channels-last; values are those of ``"direct"``). PyTorch's NHWC depthwise
+  kernels are much faster than its NCHW ones on CPU. Same as ``"direct"`` for 1-D.
+* ``"auto"``: a one-time timed trial of the candidates per problem key (device, dtypes, autocast,
+  shapes, memory format, padding, groups, whether gradients are needed), cached for the process,
+  like ``torch.backends.cudnn.benchmark``. The trial runs on random tensors of the same shapes,
+  never on the caller's data. Meta tensors, strided convolutions and code traced by
+  ``torch.compile`` go to ``"direct"`` without a trial (so FLOP counting on the meta device
+  counts the dense convolution; name ``"fft"`` explicitly to compile the FFT path).
+
+Both algorithms give the same outputs and gradients up to float rounding (about 1e-6 relative in
+float32). Under DDP each process runs its own trial; processes that choose differently compute
+gradients that differ at that rounding level before they are averaged, which keeps replicas in
+sync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CONV_ALGORITHMS",
+    "DEFAULT_CONV_ALGORITHM",
+    "TRIAL_DROP_FACTOR",
+    "TRIAL_REPEATS",
+    "auto_cache",
+    "check_conv_algorithm",
+    "clear_auto_cache",
+    "convolve",
+    "fft_conv",
+]
+
+_logger = logging.getLogger(__name__)
+
+CONV_ALGORITHMS = ("direct", "channels_last", "fft", "auto")
+_CANDIDATES = ("direct", "channels_last", "fft")
+DEFAULT_CONV_ALGORITHM = "direct"
+TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
+TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
+_CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_AUTO_CACHE: dict[tuple, str] = {}
+
+
+def check_conv_algorithm(algorithm: str, stride: Sequence[int] | None = None) -> str:
+    """Validate a ``conv_algorithm`` argument.
+
+    Args:
+        algorithm: one of :data:`CONV_ALGORITHMS`.
+        stride: the layer's stride, if known; ``"fft"`` needs all ones.
+
+    Raises:
+        ValueError: on an unknown name, or ``"fft"`` with a stride other than 1.
+    """
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"conv_algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "fft" and stride is not None and any(s != 1 for s in stride):
+        raise ValueError(
+            f"conv_algorithm='fft' needs stride 1, got stride={tuple(stride)}; use 'direct' or "
+            f"'auto' (which uses 'direct' for strided convolutions)"
+        )
+    return algorithm
+
+
+def _fast_size(n: int) -> int:
+    """Smallest ``m >= n`` whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    m = n
+    while True:
+        rest = m
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return m
+        m += 1
+
+
+def _pad_pairs(padding: str | Sequence[int], kernel_sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(before, after) zero padding per spatial axis, as ``F.conv`` applies it."""
+    if padding == "valid":
+        return [(0, 0)] * len(kernel_sizes)
+    if padding == "same":
+        return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_sizes]
+    return [(p, p) for p in padding]
+
+
+def fft_conv(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    padding: str | int | Sequence[int],
+    groups: int,
+) -> Tensor:
+    """Cross-correlation of ``input`` with ``kernel`` (what ``F.conv{N}d`` computes) via FFT.
+
+    Stride and dilation 1. Runs in float32 at least; under autocast the result is cast to the
+    autocast dtype, like the convolution it replaces.
+
+    Args:
+        input: ``(B, C_in, *S)`` or unbatched ``(C_in, *S)``.
+        kernel: ``(C_out, C_in / groups, *k)``.
+        bias: ``(C_out,)`` or ``None``.
+        padding: ``"same"``, ``"valid"``, an int or ``N`` ints (zeros on both sides).
+        groups: blocked connections, as in ``F.conv{N}d``.
+
+    Returns:
+        ``(B, C_out, *O)`` with ``O_d = S_d + 2 * padding_d - k_d + 1`` (unbatched if the input
+        was).
+
+    Raises:
+        ValueError: if padding is an unknown string or a wrong-length sequence.
+    """
+    n = kernel.dim() - 2
+    unbatched = input.dim() == n + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+    if isinstance(padding, int):
+        padding = (padding,) * n
+    if not isinstance(padding, str) and len(padding) != n:
+        raise ValueError(f"padding must have {n} entries, got {padding!r}")
+    device_type = input.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
+        device_type
+    )
+    out_dtype = torch.get_autocast_dtype(device_type) if autocast else input.dtype
+    compute_dtype = torch.promote_types(
+        torch.promote_types(input.dtype, kernel.dtype), torch.float32
+    )
+    pairs = _pad_pairs(padding, kernel.shape[2:])
+    no_autocast = (
+        torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext()
+    )
+    with no_autocast:
+        x = input.to(compute_dtype)
+        w = kernel.to(compute_dtype)
+        padded = [s + a + b for s, (a, b) in zip(x.shape[2:], pairs, strict=True)]
+        out_sizes = [p - k + 1 for p, k in zip(padded, w.shape[2:], strict=True)]
+        # Correlation of the padded input with the kernel, circular over `fft_sizes >= padded`:
+        # output index i reads input i..i+k-1 <= padded-1, so nothing wraps around.
+        fft_sizes = [_fast_size(p) for p in padded]
+        dims = tuple(range(-n, 0))
+        x = F.pad(x, [v for a, b in reversed(pairs) for v in (a, b)])
+        x_f = torch.fft.rfftn(x, s=fft_sizes, dim=dims)
+        w_f = torch.fft.rfftn(w, s=fft_sizes, dim=dims).conj()
+        batch = x.shape[0]
+        c_out, in_per_group = w.shape[:2]
+        spectrum = x_f.shape[2:]
+        if in_per_group == 1 and c_out == groups:  # depthwise: one product per channel
+            y_f = x_f * w_f.squeeze(1)
+        else:
+            x_f = x_f.reshape(batch, groups, in_per_group, *spectrum)
+            w_f = w_f.reshape(groups, c_out // groups, in_per_group, *spectrum)
+            y_f = torch.einsum("bgi...,goi...->bgo...", x_f, w_f).reshape(batch, c_out, *spectrum)
+        y = torch.fft.irfftn(y_f, s=fft_sizes, dim=dims)
+        y = y[(..., *(slice(0, o) for o in out_sizes))]
+        if bias is not None:
+            y = y + bias.to(compute_dtype).view(-1, *(1,) * n)
+    y = y.to(out_dtype)
+    return y.squeeze(0) if unbatched else y
+
+
+def _direct(input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups) -> Tensor:
+    return _CONVS[kernel.dim() - 2](input, kernel, bias, stride, padding, 1, groups)
+
+
+def _run(
+    algorithm: str, input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups: int
+) -> Tensor:
+    if algorithm == "fft":
+        return fft_conv(input, kernel, bias, padding, groups)
+    if algorithm == "channels_last":
+        fmt = _channels_last(kernel.dim())
+        if fmt is not None:
+            input = input.contiguous(memory_format=fmt)
+            kernel = kernel.contiguous(memory_format=fmt)
+    return _direct(input, kernel, bias, stride, padding, groups)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_candidates(
+    key: tuple, make_run: Callable[[str], Callable[[], None]], device: torch.device
+) -> dict[str, float]:
+    """Median seconds of each candidate, interleaved, after one warm-up run each.
+
+    A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
+    dropped (its warm-up time is reported): a slow candidate is not run again and again.
+    """
+    runs = {name: make_run(name) for name in _candidates(key[0][0])}
+    warm: dict[str, float] = {}
+    for name, run in runs.items():
+        _sync(device)
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        warm[name] = time.perf_counter() - start
+    fastest = min(warm.values())
+    runs = {k: r for k, r in runs.items() if warm[k] <= TRIAL_DROP_FACTOR * fastest}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(TRIAL_REPEATS):
+        for name, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return warm | {name: statistics.median(values) for name, values in times.items()}
+
+
+def _select(
+    key: tuple,
+    input_meta: tuple,
+    kernel_meta: tuple,
+    bias_meta: tuple | None,
+    padding,
+    groups: int,
+    need_grad: bool,
+) -> str:
+    """The cached choice for ``key``, trialled once on random tensors of the same shapes."""
+    choice = _AUTO_CACHE.get(key)
+    if choice is not None:
+        return choice
+
+    # A private generator: a trial must not move the global RNG (training stays reproducible
+    # whether or not this call ran a trial).
+    generator = torch.Generator(device=input_meta[2]).manual_seed(0)
+
+    def make(meta: tuple, grad: bool) -> Tensor:
+        shape, dtype, device, channels_last = meta
+        t = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        if channels_last:
+            t = t.contiguous(memory_format=_channels_last(len(shape)))
+        return t.requires_grad_(grad)
+
+    device = input_meta[2]
+    x = make(input_meta, need_grad)
+    w = make(kernel_meta, need_grad)
+    b = make(bias_meta, need_grad) if bias_meta is not None else None
+
+    def make_run(name: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.set_grad_enabled(need_grad):
+                out = _run(name, x, w, b, 1, padding, groups)
+                if need_grad:
+                    out.backward(torch.ones_like(out))
+
+        return run
+
+    times = _time_candidates(key, make_run, device)
+    choice = min(times, key=times.get)
+    _AUTO_CACHE[key] = choice
+    _logger.info(
+        "conv_algorithm='auto': %s for %s (%s)",
+        choice,
+        key,
+        ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in times.items()),
+    )
+    return choice
+
+
+def _candidates(input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """Algorithms worth a trial: channels-last only where it differs from direct (4-D/5-D)."""
+    if _channels_last(len(input_shape)) is None:
+        return tuple(c for c in _CANDIDATES if c != "channels_last")
+    return _CANDIDATES
+
+
+def _channels_last(dim: int) -> torch.memory_format | None:
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dim)
+
+
+def _meta(t: Tensor) -> tuple:
+    fmt = _channels_last(t.dim())
+    channels_last = (
+        fmt is not None
+        and t.dim() > 0
+        and t.is_contiguous(memory_format=fmt)
+        and (not t.is_contiguous())
+    )
+    return tuple(t.shape), t.dtype, t.device, channels_last
+
+
+def auto_cache() -> dict[tuple, str]:
+    """A copy of the ``"auto"`` choices made so far, keyed by problem."""
+    return dict(_AUTO_CACHE)
+
+
+def clear_auto_cache() -> None:
+    """Forget every ``"auto"`` choice (the next call of each problem runs a new trial)."""
+    _AUTO_CACHE.clear()
+
+
+def convolve(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    groups: int,
+    algorithm: str = DEFAULT_CONV_ALGORITHM,
+) -> Tensor:
+    """Apply a dense kernel with the chosen algorithm (``F.conv{N}d`` semantics, dilation 1).
+
+    Shape:
+        input ``(B, C_in, *S)`` or ``(C_in, *S)``; kernel ``(C_out, C_in / groups, *k)``; bias
+        ``(C_out,)``; output as ``F.conv{N}d``'s.
+
+    Raises:
+        ValueError: on an unknown ``algorithm``, or ``"fft"`` with a stride other than 1.
+    """
+    n = kernel.dim() - 2
+    strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
+    check_conv_algorithm(algorithm, strides)
+    if algorithm == "auto":
+        # No trial on meta tensors, for strided convolutions, or inside torch.compile (a trial
+        # there breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).
+        if (
+            input.device.type == "meta"
+            or any(s != 1 for s in strides)
+            or torch.compiler.is_compiling()
+        ):
+            algorithm = "direct"
+        else:
+            need_grad = torch.is_grad_enabled() and (
+                input.requires_grad
+                or kernel.requires_grad
+                or (bias is not None and bias.requires_grad)
+            )
+            device_type = input.device.type
+            autocast_dtype = (
+                torch.get_autocast_dtype(device_type)
+                if torch.amp.is_autocast_available(device_type)
+                and torch.is_autocast_enabled(device_type)
+                else None
+            )
+            input_meta, kernel_meta = _meta(input), _meta(kernel)
+            bias_meta = _meta(bias) if bias is not None else None
+            pad_key = padding if isinstance(padding, str | int) else tuple(padding)
+            key = (input_meta, kernel_meta, bias_meta, autocast_dtype, pad_key, groups, need_grad)
+            algorithm = _select(key, input_meta, kernel_meta, bias_meta, padding, groups, need_grad)
+    return _run(algorithm, input, kernel, bias, strides, padding, groups)

@@ -1,0 +1,284 @@
+"""Convolution algorithms of the DCLS layers: fft against direct, the auto trial's cache, errors."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+import dcls
+import models  # noqa: F401  (registers the DCLS models)
+from dcls import algorithms
+
+LAYERS = {1: dcls.Dcls1d, 2: dcls.Dcls2d, 3: dcls.Dcls3d}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+RELATIVE_TOLERANCE = 1e-5
+
+# (n, in, out, groups, K, dilated size, padding, padding_mode, version, input shape)
+CASES = [
+    (2, 6, 6, 6, 5, 7, 3, "zeros", "gauss", (1, 6, 12, 9)),  # depthwise, odd, batch 1, non-square
+    (2, 4, 6, 2, 3, (4, 6), "same", "zeros", "bilinear", (2, 4, 9, 11)),  # even kernel, groups
+    (2, 3, 5, 1, 4, 5, "valid", "zeros", "triangle", (2, 3, 10, 8)),  # dense channels, valid
+    (2, 4, 4, 4, 3, 5, 2, "reflect", "bilinear_unnormalized", (2, 4, 8, 7)),
+    (2, 4, 4, 4, 3, 6, "same", "circular", "gauss", (1, 4, 9, 10)),
+    (2, 4, 4, 2, 3, 5, 1, "replicate", "bilinear", (2, 4, 7, 9)),
+    (1, 4, 8, 4, 3, 9, 4, "zeros", "gauss", (3, 4, 20)),
+    (3, 2, 4, 2, 3, (5, 3, 4), "same", "zeros", "bilinear", (1, 2, 6, 7, 5)),
+]
+
+
+def _max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+def _pair(case, dtype=torch.float32):
+    n, cin, cout, groups, count, size, padding, mode, version, _ = case
+    direct = LAYERS[n](
+        cin,
+        cout,
+        count,
+        padding=padding,
+        dilated_kernel_size=size,
+        groups=groups,
+        padding_mode=mode,
+        version=version,
+        dtype=dtype,
+    )
+    fft = copy.deepcopy(direct)
+    fft.conv_algorithm = "fft"
+    return direct, fft
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[7]}-{c[8]}-{c[6]}")
+def test_fft_matches_direct_outputs_and_gradients(case):
+    torch.manual_seed(0)
+    direct, fft = _pair(case)
+    x = torch.randn(case[-1])
+    results = []
+    for layer in (direct, fft):
+        xi = x.clone().requires_grad_()
+        out = layer(xi)
+        out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
+        grads = {name: p.grad for name, p in layer.named_parameters()}
+        results.append((out, xi.grad, grads))
+    (out_d, gx_d, g_d), (out_f, gx_f, g_f) = results
+    assert out_f.shape == out_d.shape
+    assert _max_relative_error(out_f, out_d) < RELATIVE_TOLERANCE
+    assert _max_relative_error(gx_f, gx_d) < RELATIVE_TOLERANCE
+    assert set(g_f) == set(g_d) >= {"weight", "P", "bias"}
+    for name in g_d:
+        assert _max_relative_error(g_f[name], g_d[name]) < RELATIVE_TOLERANCE, name
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7]], ids=["2d", "2d-reflect", "3d"])
+def test_channels_last_matches_direct(case):
+    direct, other = _pair(case)
+    other.conv_algorithm = "channels_last"
+    x = torch.randn(case[-1])
+    out = other(x)
+    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    assert out.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out, direct(x))
+
+
+def test_auto_candidates_include_channels_last_where_it_exists():
+    assert algorithms._candidates((2, 4, 8, 8)) == ("direct", "channels_last", "fft")
+    assert algorithms._candidates((2, 4, 8)) == ("direct", "fft")
+
+
+def test_fft_unbatched_input():
+    direct, fft = _pair(CASES[0])
+    x = torch.randn(6, 12, 9)
+    assert _max_relative_error(fft(x), direct(x)) < RELATIVE_TOLERANCE
+    assert fft(x).shape == (6, 12, 9)
+
+
+@pytest.mark.parametrize("version", ["gauss", "bilinear"])
+def test_fft_gradcheck_float64(version):
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 1, 3, dtype=torch.float64, requires_grad=True)
+    P = (torch.rand(2, 4, 1, 3, dtype=torch.float64) * 3 - 1.5).requires_grad_()
+    SIG = (
+        torch.rand(2, 4, 1, 3, dtype=torch.float64, requires_grad=True)
+        if version == "gauss"
+        else None
+    )
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, weight, P, *rest):
+        SIG, bias = (rest[0], rest[1]) if version == "gauss" else (None, rest[0])
+        return dcls.functional.dcls2d(
+            x,
+            weight,
+            P,
+            SIG,
+            bias,
+            padding=(2, 1),
+            dilated_kernel_size=(5, 4),
+            groups=2,
+            version=version,
+            conv_algorithm="fft",
+        )
+
+    inputs = (x, weight, P, *((SIG,) if SIG is not None else ()), bias)
+    assert torch.autograd.gradcheck(f, inputs, fast_mode=True)
+
+
+def test_fft_under_bf16_autocast_follows_the_convolution_dtype():
+    direct, fft = _pair(CASES[0])
+    x = torch.randn(2, 6, 12, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_d, out_f = direct(x), fft(x)
+    assert out_f.dtype == out_d.dtype == torch.bfloat16
+    assert _max_relative_error(out_f.float(), out_d.float()) < 2e-2
+
+
+def test_fft_compiles_without_graph_breaks():
+    _, fft = _pair(CASES[1])
+    x = torch.randn(2, 4, 9, 11)
+    compiled = torch.compile(fft, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), fft(x))
+
+
+def _fake_timer(times_by_shape, calls):
+    def fake(key, make_run, device):
+        calls.append(key)
+        return times_by_shape[key[0][0]]
+
+    return fake
+
+
+def test_auto_trials_once_per_problem_and_caches(monkeypatch):
+    algorithms.clear_auto_cache()
+    calls = []
+    times = {(2, 4, 12, 12): {"direct": 2.0, "fft": 1.0}, (2, 4, 6, 6): {"direct": 1.0, "fft": 3.0}}
+    monkeypatch.setattr(algorithms, "_time_candidates", _fake_timer(times, calls))
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, padding=2, groups=4, conv_algorithm="auto")
+    big, small = torch.randn(2, 4, 12, 12), torch.randn(2, 4, 6, 6)
+    layer(big)
+    layer(big)
+    assert len(calls) == 1
+    assert list(algorithms.auto_cache().values()) == ["fft"]
+    layer(small)
+    assert len(calls) == 2
+    assert sorted(algorithms.auto_cache().values()) == ["direct", "fft"]
+    with torch.no_grad():  # inference is a different problem: forward only
+        layer(big)
+    assert len(calls) == 3 and calls[-1][-1] is False and calls[0][-1] is True
+    other = copy.deepcopy(layer)  # the cache is per problem, not per layer
+    other(small)
+    assert len(calls) == 3
+    algorithms.clear_auto_cache()
+    layer(big)
+    assert len(calls) == 4
+
+
+def test_auto_runs_the_choice_it_cached(monkeypatch):
+    algorithms.clear_auto_cache()
+    times = {(1, 4, 8, 8): {"direct": 2.0, "fft": 1.0}}
+    monkeypatch.setattr(algorithms, "_time_candidates", _fake_timer(times, []))
+    used = []
+    original = algorithms.fft_conv
+    monkeypatch.setattr(algorithms, "fft_conv", lambda *a: used.append(1) or original(*a))
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, padding=2, groups=4, conv_algorithm="auto")
+    layer(torch.randn(1, 4, 8, 8))
+    assert used == [1]
+
+
+def test_auto_real_trial_leaves_the_global_rng_alone():
+    algorithms.clear_auto_cache()
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, padding=2, groups=4, conv_algorithm="auto")
+    x = torch.randn(1, 4, 8, 8)
+    state = torch.get_rng_state()
+    layer(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert set(algorithms.auto_cache().values()) <= {"direct", "channels_last", "fft"}
+    assert len(algorithms.auto_cache()) == 1
+
+
+def test_trial_drops_candidates_far_slower_than_the_best_warm_up(monkeypatch):
+    calls = {"direct": 0, "channels_last": 0, "fft": 0}
+    clock = {"now": 0.0}
+    cost = {"direct": 10.0, "channels_last": 1.0, "fft": 2.0}
+
+    def make_run(name):
+        def run():
+            calls[name] += 1
+            clock["now"] += cost[name]
+
+        return run
+
+    monkeypatch.setattr(algorithms.time, "perf_counter", lambda: clock["now"])
+    key = (((2, 4, 8, 8), torch.float32),)  # (input shape, dtype), ...
+    times = algorithms._time_candidates(key, make_run, torch.device("cpu"))
+    assert times == cost
+    repeats = algorithms.TRIAL_REPEATS
+    assert calls == {"direct": 1, "channels_last": 1 + repeats, "fft": 1 + repeats}
+
+
+def test_auto_without_trial_on_meta_and_strided(monkeypatch):
+    algorithms.clear_auto_cache()
+    monkeypatch.setattr(algorithms, "_time_candidates", lambda *a: pytest.fail("no trial here"))
+    strided = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, stride=2, conv_algorithm="auto")
+    assert strided(torch.randn(1, 4, 9, 9)).shape == (1, 4, 3, 3)
+    with torch.device("meta"):
+        layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, padding=2, conv_algorithm="auto")
+        x = torch.empty(1, 4, 8, 8)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        layer(x)
+    dense_conv_flops = 2 * 1 * 4 * 4 * 8 * 8 * 5 * 5
+    assert counter.get_flop_counts()["Global"][torch.ops.aten.convolution] == dense_conv_flops
+    assert algorithms.auto_cache() == {}
+
+
+def test_auto_compiles_to_direct_without_a_trial(monkeypatch):
+    algorithms.clear_auto_cache()
+    monkeypatch.setattr(algorithms, "_time_candidates", lambda *a: pytest.fail("no trial here"))
+    direct, auto = _pair(CASES[1])
+    auto.conv_algorithm = "auto"
+    x = torch.randn(1, 4, 9, 11)
+    compiled = torch.compile(auto, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), direct(x))
+    assert algorithms.auto_cache() == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"conv_algorithm": "winograd"}, r"conv_algorithm must be one of .*got 'winograd'"),
+        ({"conv_algorithm": "fft", "stride": 2}, r"conv_algorithm='fft' needs stride 1"),
+    ],
+)
+def test_bad_conv_algorithm_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, **kwargs)
+
+
+def test_functional_fft_with_stride_raises():
+    with pytest.raises(ValueError, match=r"needs stride 1, got stride=\(2, 2\)"):
+        algorithms.convolve(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3), None, 2, 1, 2, "fft")
+
+
+def test_extra_repr_and_model_plumbing():
+    assert "conv_algorithm" not in repr(dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5))
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, conv_algorithm="fft")
+    assert repr(layer).endswith(", conv_algorithm=fft)")
+    model = timm.create_model("test_convnext_dcls", conv_algorithm="fft")
+    layers = [m for m in model.modules() if isinstance(m, dcls.Dcls2d)]
+    assert layers and {m.conv_algorithm for m in layers} == {"fft"}
+    with pytest.raises(ValueError, match="needs stride 1"):
+        timm.create_model("test_resnet_dcls", conv_algorithm="fft")  # strided conv2 layers
+
+
+# Every DCLS model config but the aliases (which only name another config in `defaults`).
+DCLS_CONFIGS = [p for p in sorted(CONFIGS.glob("*_dcls.yaml")) if "defaults" not in p.read_text()]
+
+
+@pytest.mark.parametrize("path", DCLS_CONFIGS, ids=lambda p: p.stem)
+def test_dcls_model_configs_choose_auto(path):
+    assert OmegaConf.load(path).conv_algorithm == "auto"
