@@ -30,7 +30,7 @@ def plot_kernels(
     dpi: float = 100,
 ) -> list[Path]:
     """Write ``out/kernels_<set>.png`` for every 2-D position set of the checkpoint's model."""
-    from engine import plots
+    from engine import plots  # first: a missing matplotlib is reported before any work
 
     model, _ = model_from_checkpoint(checkpoint, ema=ema)
     paths = []
