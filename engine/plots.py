@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.positions import PositionHistory, SetPicture, grid_coordinates
+from engine.positions import PositionHistory, SetPicture, dense_kernel_size, grid_coordinates
 
 INSTALL_HINT = (
     'matplotlib is needed for pictures; install it with: pip install -e ".[viz]" '
@@ -56,6 +56,8 @@ RUN_PANELS: dict[str, list[tuple[str, str]]] = {
     "positions": [("position_abs_mean", "-"), ("position_at_border", "--")],
 }
 _LOG_SCALE_PANELS = ("learning rate",)
+_TICK_EVERY = 4  # grid cells between axis ticks
+_TITLE_TOP = 0.92  # fraction of an animation's height left to the panels below its title
 _OUTLINE = {"fill": False, "linestyle": "--", "linewidth": 1.2}
 _COUNT_GAMMA = 0.5  # square-root colour scale: far elements stay visible beside a dense centre
 
@@ -101,6 +103,11 @@ def _outline(ax, sizes: tuple[int, int], dense_size: int | None, color: str) -> 
     ax.add_patch(Rectangle((corner[1], corner[0]), dense_size, dense_size, color=color, **_OUTLINE))
 
 
+def _grid_ticks(ax, sizes: tuple[int, int]) -> None:
+    ax.set_yticks(range(0, sizes[0], _TICK_EVERY))
+    ax.set_xticks(range(0, sizes[1], _TICK_EVERY))
+
+
 def kernel_figure(
     picture: SetPicture, size: Sequence[float] = (12.0, 5.0), dpi: float = 100
 ) -> Figure:
@@ -127,6 +134,7 @@ def kernel_figure(
     _outline(ax, picture.sizes, picture.dense_size, "white")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="elements per cell")
     ax.set_title(f"{len(picture.points)} positions, {picture.sizes[0]}x{picture.sizes[1]} grid")
+    _grid_ticks(ax, picture.sizes)
     ax.set_xlabel("column")
     ax.set_ylabel("row")
     dense = (
@@ -194,10 +202,12 @@ def save_animation(
         ax.set_xlim(-0.5, sizes[1] - 0.5)
         ax.set_ylim(sizes[0] - 0.5, -0.5)  # rows downwards, as in the kernel pictures
         ax.set_aspect("equal")
+        _outline(ax, sizes, dense_kernel_size(history.layers[name][0]), "black")
+        _grid_ticks(ax, sizes)
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)
-    title = fig.suptitle("")
-    fig.tight_layout()
+    title = fig.suptitle(f"epoch {history.epochs[0]}")
+    fig.tight_layout(rect=(0, 0, 1, _TITLE_TOP))
     path.parent.mkdir(parents=True, exist_ok=True)
     with writer.saving(fig, str(path), dpi):
         for t, epoch in enumerate(history.epochs):

@@ -181,7 +181,7 @@ def save_snapshot(
     if max_out_channels is not None and max_out_channels < 1:
         raise ValueError(f"max_out_channels must be >= 1 or null, got {max_out_channels}")
     sets = {
-        s.name: {"P": s.P[:, :max_out_channels].clone(), "sizes": list(s.sizes)}
+        s.name: {"P": s.P[:, :max_out_channels].clone(), "sizes": list(s.sizes), "layers": s.layers}
         for s in position_sets(model)
     }
     state = {"epoch": epoch, "sets": sets}
@@ -196,11 +196,13 @@ class PositionHistory:
         epochs: the snapshot epochs, ascending (0 = the initialisation).
         P: per set, positions stacked over snapshots, ``(T, L, out_channels, in/groups, K)``.
         sizes: per set, the grid size of each learnable axis.
+        layers: per set, the DCLS layers using it.
     """
 
     epochs: list[int]
     P: dict[str, torch.Tensor]
     sizes: dict[str, tuple[int, ...]]
+    layers: dict[str, list[str]]
 
 
 def load_history(run_dir: Path) -> PositionHistory:
@@ -225,4 +227,5 @@ def load_history(run_dir: Path) -> PositionHistory:
         epochs=[epoch for epoch, _ in files],
         P={n: torch.stack([s["sets"][n]["P"] for s in snapshots]) for n in names},
         sizes={n: tuple(snapshots[0]["sets"][n]["sizes"]) for n in names},
+        layers={n: list(snapshots[0]["sets"][n].get("layers", [n])) for n in names},
     )
