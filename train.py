@@ -33,6 +33,7 @@ from engine.data import build_loaders
 from engine.distributed import DistributedFaultError, cleanup, describe_fault, init_distributed
 from engine.loggers import build_logger
 from engine.loop import TrainState, evaluate, train_one_epoch
+from engine.media import EpochMedia, positions_lr
 from engine.optim import build_optimizer
 from engine.validation import ConfigError, validate_config
 
@@ -130,6 +131,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         run_dir,
         OmegaConf.to_container(cfg, resolve=True),
     )
+    media = EpochMedia(cfg, run_dir, logger, enabled=dist_info.is_main)  # snapshots, W&B media
 
     def save(state: TrainState) -> None:
         if dist_info.is_main:
@@ -149,6 +151,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     start_time, metrics = time.perf_counter(), {}
     repulsion = cfg.trainer.repulsive_loss
     state.repulsive_min_distance = repulsion.min_distance
+    media.start(model, state.epoch)
     while state.epoch < cfg.trainer.epochs:
         loaders.train_sampler.set_epoch(state.epoch, state.batch_in_epoch * cfg.data.batch_size)
         state.repulsive_weight = repulsion.weight if state.epoch >= repulsion.start_epoch else 0.0
@@ -165,6 +168,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         if sigma_schedule.enabled:
             metrics["sigma"] = sigma
         metrics |= {"epoch": state.epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= positions_lr(optimizer)
         _logger.info(
             "epoch %d/%d  %s",
             state.epoch + 1,
@@ -172,6 +176,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
             "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch"),
         )
         logger.log(metrics, state.step)
+        media.end(model, state.epoch + 1, state.step)
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         save(state)
         on_update(state, saved=True)

@@ -1,0 +1,231 @@
+"""What a DCLS model learned, as plain arrays: position sets, sampled kernels, position history.
+
+No matplotlib here: training imports this module for its per-epoch position history, and the
+plotting code (:mod:`engine.plots`, the ``viz`` extra) draws what these functions return.
+
+A *position set* is one ``P`` tensor: a stage's shared :class:`dcls.DclsPositions` (ConvNeXt-dcls)
+or the own ``P`` of one DCLS layer (unshared models such as ResNet-50-dcls). Pictures are made per
+set. Coordinates are given on the dilated grid: position ``p`` along an axis of size ``S`` sits at
+grid coordinate ``p + S // 2`` (``0`` to ``S - 1``), as in :func:`dcls._utils.position_limits`.
+
+History: every ``trainer.position_history.every`` epochs, the training loop writes one small
+file per snapshot, ``<run_dir>/positions/epoch_NNNN.pt`` (epoch 0 = the initialisation). One file
+per snapshot is append-only (no rewrite of a growing file each epoch), each written atomically, a
+resumed run only rewrites the epochs it repeats, and ``checkpoints/last.pt`` is left as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import dcls
+from engine.checkpoint import save_checkpoint
+
+__all__ = [
+    "HISTORY_DIR",
+    "PositionHistory",
+    "PositionSet",
+    "SetPicture",
+    "dense_kernel_size",
+    "grid_coordinates",
+    "load_history",
+    "position_sets",
+    "save_snapshot",
+    "set_pictures",
+]
+
+HISTORY_DIR = "positions"
+_SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
+_DCLS_LAYERS = (dcls.Dcls1d, dcls.Dcls2d, dcls.Dcls3d)
+# The dense kernel a DCLS layer replaced, by the name of the layer in its block: ConvNeXt's
+# depthwise 7x7 (``conv_dw``) and ResNet's Bottleneck 3x3 (``conv2``).
+_DENSE_KERNEL_SIZES = {"conv_dw": 7, "conv2": 3}
+
+
+@dataclass
+class PositionSet:
+    """One ``P`` tensor of a model and the DCLS layers that use it.
+
+    Attributes:
+        name: the owner's module name (``stages.0.dcls_positions`` or ``layer1.0.conv2``).
+        P: positions, shape ``(L, out_channels, in_channels // groups, kernel_count)``, relative
+            to the kernel centre, on the CPU.
+        sizes: grid size of each of the ``L`` learnable axes.
+        layers: names of the DCLS layers using ``P``, in model order.
+    """
+
+    name: str
+    P: torch.Tensor
+    sizes: tuple[int, ...]
+    layers: list[str] = field(default_factory=list)
+
+
+def position_sets(model: nn.Module) -> list[PositionSet]:
+    """Every position set of ``model``, in model order (empty if it has no DCLS layer)."""
+    sets: dict[int, PositionSet] = {}
+    owners = {  # shared owners first: a stage registers its positions after its blocks
+        id(m.P): name for name, m in model.named_modules() if isinstance(m, dcls.DclsPositions)
+    }
+    for name, module in model.named_modules():
+        if isinstance(module, _DCLS_LAYERS):
+            P = module.positions[0]
+            owner = owners.get(id(P), name)
+            entry = sets.setdefault(id(P), PositionSet(owner, P, module.learnable_sizes))
+            entry.layers.append(name)
+    return [
+        PositionSet(s.name, s.P.detach().float().cpu(), tuple(s.sizes), s.layers)
+        for s in sets.values()
+    ]
+
+
+def grid_coordinates(P: torch.Tensor, sizes: tuple[int, ...]) -> np.ndarray:
+    """Positions as points on the dilated grid.
+
+    Shape:
+        ``P``: ``(L, ...)``; returns ``(N, L)`` with ``N`` the number of elements of ``P[0]``.
+    """
+    centres = torch.tensor([s // 2 for s in sizes], dtype=torch.float32)
+    return (P.detach().float().cpu().reshape(len(sizes), -1).T + centres).numpy()
+
+
+def dense_kernel_size(layer_name: str) -> int | None:
+    """Size of the dense kernel the layer ``layer_name`` replaced (7 for ConvNeXt's ``conv_dw``,
+    3 for ResNet's ``conv2``), or ``None`` when the model is not one of ours."""
+    return _DENSE_KERNEL_SIZES.get(layer_name.rsplit(".", 1)[-1])
+
+
+@dataclass
+class SetPicture:
+    """The arrays one picture of a 2-D position set shows.
+
+    Attributes:
+        name: the set's name.
+        layer: the layer whose kernels are shown (the first one using the set).
+        channels: the output channels shown, shape ``(n,)``.
+        kernels: constructed kernels ``layer.construct_kernel()[channels, 0]``, ``(n, S0, S1)``.
+        points: every position of the set on the grid, ``(N, 2)`` as (row, column).
+        sizes: the dilated grid ``(S0, S1)``.
+        dense_size: the dense kernel size to outline, or ``None``.
+    """
+
+    name: str
+    layer: str
+    channels: np.ndarray
+    kernels: np.ndarray
+    points: np.ndarray
+    sizes: tuple[int, int]
+    dense_size: int | None
+
+
+def _sample_channels(count: int, available: int) -> np.ndarray:
+    """``count`` evenly spaced channel indices out of ``available`` (all if fewer)."""
+    return np.unique(np.linspace(0, available - 1, min(count, available)).round().astype(int))
+
+
+@torch.no_grad()
+def set_pictures(
+    model: nn.Module, channels: int = 8, dense_size: int | None = None
+) -> list[SetPicture]:
+    """The arrays to draw for every 2-D position set of ``model``.
+
+    Args:
+        model: a model with 2-D DCLS layers.
+        channels: output channels whose kernels are shown, evenly spaced over the layer.
+        dense_size: dense kernel size to outline; ``None`` to infer it from the layer name.
+
+    Raises:
+        ValueError: if ``channels < 1`` or the model has no DCLS layer with 2 learnable axes.
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    modules = dict(model.named_modules())
+    pictures = []
+    for pset in position_sets(model):
+        if len(pset.sizes) != 2 or not pset.layers:
+            continue
+        layer = modules[pset.layers[0]]
+        chosen = _sample_channels(channels, layer.out_channels)
+        outline = dense_size if dense_size is not None else dense_kernel_size(pset.layers[0])
+        kernels = layer.construct_kernel()[torch.as_tensor(chosen), 0]
+        pictures.append(
+            SetPicture(
+                name=pset.name,
+                layer=pset.layers[0],
+                channels=chosen,
+                kernels=kernels.float().cpu().numpy(),
+                points=grid_coordinates(pset.P, pset.sizes),
+                sizes=(pset.sizes[0], pset.sizes[1]),
+                dense_size=outline,
+            )
+        )
+    if not pictures:
+        raise ValueError("the model has no DCLS layer with 2 learnable axes to draw")
+    return pictures
+
+
+def save_snapshot(
+    model: nn.Module, run_dir: Path, epoch: int, max_out_channels: int | None = None
+) -> Path:
+    """Write the positions of every set of ``model`` to ``run_dir/positions/epoch_NNNN.pt``.
+
+    Args:
+        max_out_channels: keep only the first output channels of each set (bounds the size of
+            unshared models' sets); ``None`` keeps all.
+    """
+    if max_out_channels is not None and max_out_channels < 1:
+        raise ValueError(f"max_out_channels must be >= 1 or null, got {max_out_channels}")
+    sets = {
+        s.name: {"P": s.P[:, :max_out_channels].clone(), "sizes": list(s.sizes), "layers": s.layers}
+        for s in position_sets(model)
+    }
+    state = {"epoch": epoch, "sets": sets}
+    return save_checkpoint(state, Path(run_dir) / HISTORY_DIR, f"epoch_{epoch:04d}.pt")
+
+
+@dataclass
+class PositionHistory:
+    """Positions of a run over time.
+
+    Attributes:
+        epochs: the snapshot epochs, ascending (0 = the initialisation).
+        P: per set, positions stacked over snapshots, ``(T, L, out_channels, in/groups, K)``.
+        sizes: per set, the grid size of each learnable axis.
+        layers: per set, the DCLS layers using it.
+    """
+
+    epochs: list[int]
+    P: dict[str, torch.Tensor]
+    sizes: dict[str, tuple[int, ...]]
+    layers: dict[str, list[str]]
+
+
+def load_history(run_dir: Path) -> PositionHistory:
+    """Read the snapshots :func:`save_snapshot` wrote for the run in ``run_dir``.
+
+    Raises:
+        FileNotFoundError: if the run has no snapshot (``trainer.position_history.every=0``).
+    """
+    folder = Path(run_dir) / HISTORY_DIR
+    files = sorted(
+        (int(m.group(1)), p)
+        for p in (folder.iterdir() if folder.is_dir() else [])
+        if (m := _SNAPSHOT.fullmatch(p.name))
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"no position snapshots in {folder}: train with trainer.position_history.every >= 1"
+        )
+    snapshots = [torch.load(p, map_location="cpu", weights_only=True) for _, p in files]
+    names = list(snapshots[0]["sets"])
+    return PositionHistory(
+        epochs=[epoch for epoch, _ in files],
+        P={n: torch.stack([s["sets"][n]["P"] for s in snapshots]) for n in names},
+        sizes={n: tuple(snapshots[0]["sets"][n]["sizes"]) for n in names},
+        layers={n: list(snapshots[0]["sets"][n].get("layers", [n])) for n in names},
+    )

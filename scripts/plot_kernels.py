@@ -1,0 +1,72 @@
+"""Pictures of a trained DCLS model: one PNG per position set (a stage for ConvNeXt-dcls, a layer
+for unshared models such as ResNet-50-dcls) with the constructed kernels of a sample of channels
+and a 2-D histogram of all the set's positions over the dilated grid, the dense kernel outlined.
+
+    python scripts/plot_kernels.py logs/train/RUN/checkpoints/last.pt --out pictures --channels 8
+
+Needs matplotlib: pip install -e ".[viz]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from engine.positions import set_pictures
+from engine.rebuild import model_from_checkpoint
+
+_logger = logging.getLogger("plot_kernels")
+
+
+def plot_kernels(
+    checkpoint: Path,
+    out: Path,
+    channels: int = 8,
+    ema: bool = False,
+    dense_size: int | None = None,
+    size: tuple[float, float] = (12.0, 5.0),
+    dpi: float = 100,
+) -> list[Path]:
+    """Write ``out/kernels_<set>.png`` for every 2-D position set of the checkpoint's model."""
+    from engine import plots  # first: a missing matplotlib is reported before any work
+
+    model, _ = model_from_checkpoint(checkpoint, ema=ema)
+    paths = []
+    for picture in set_pictures(model, channels, dense_size):
+        fig = plots.kernel_figure(picture, size, dpi)
+        paths.append(plots.save_figure(fig, Path(out) / f"kernels_{picture.name}.png"))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint (last.pt)")
+    parser.add_argument("--out", type=Path, help="folder (default: <run folder>/pictures)")
+    parser.add_argument("--channels", type=int, default=8, help="kernels drawn per set")
+    parser.add_argument("--ema", action="store_true", help="draw the EMA weights")
+    parser.add_argument(
+        "--dense-size",
+        type=int,
+        help="dense kernel to outline (default: 7 for ConvNeXt, 3 for ResNet)",
+    )
+    parser.add_argument("--size", type=float, nargs=2, default=(12.0, 5.0), help="inches")
+    parser.add_argument("--dpi", type=float, default=100)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = args.out or args.checkpoint.resolve().parent.parent / "pictures"
+    try:
+        paths = plot_kernels(
+            args.checkpoint, out, args.channels, args.ema, args.dense_size, args.size, args.dpi
+        )
+    except ImportError as error:
+        print(error, file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
