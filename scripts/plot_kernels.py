@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from engine.positions import set_pictures
-from engine.rebuild import model_from_checkpoint
+from engine.weights import load_model
 
 _logger = logging.getLogger("plot_kernels")
 
@@ -32,7 +32,7 @@ def plot_kernels(
     """Write ``out/kernels_<set>.png`` for every 2-D position set of the checkpoint's model."""
     from engine import plots  # first: a missing matplotlib is reported before any work
 
-    model, _ = model_from_checkpoint(checkpoint, ema=ema)
+    model = load_model(checkpoint, weights="ema" if ema else "model").model
     paths = []
     for picture in set_pictures(model, channels, dense_size):
         fig = plots.kernel_figure(picture, size, dpi)

@@ -31,7 +31,7 @@ from engine.checkpoint import load_checkpoint
 from engine.loggers import build_logger
 from engine.media import EpochMedia
 from engine.positions import grid_coordinates, load_history, position_sets, set_pictures
-from engine.rebuild import model_from_checkpoint
+from engine.weights import load_model
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def test_plot_kernels_writes_a_png_per_stage_of_the_checkpoint(run_dir, checkpoi
     for path in files:
         assert Image.open(path).size == (12 * DPI, 5 * DPI) and path.stat().st_size > 1000
 
-    model, _ = model_from_checkpoint(run_dir / "checkpoints" / "last.pt", ema=ema)
+    model = load_model(run_dir / "checkpoints" / "last.pt", weights="ema" if ema else "model").model
     pictures = set_pictures(model, channels=3)
     assert [p.name for p in pictures] == list(saved)
     for picture in pictures:
@@ -205,7 +205,7 @@ def test_wandb_media_land_in_the_offline_run_folder(run_dir, tmp_path, monkeypat
     )
     logger = build_logger(cfg.logger, tmp_path, {})
     media = EpochMedia(cfg, tmp_path, logger)
-    model, _ = model_from_checkpoint(run_dir / "checkpoints" / "last.pt")
+    model = load_model(run_dir / "checkpoints" / "last.pt", weights="model").model
     for epoch in range(1, EPOCHS + 1):
         logger.log({"loss": 1.0}, step=epoch)
         media.end(model, epoch, step=epoch)
@@ -252,7 +252,7 @@ def test_media_without_matplotlib_warn_and_training_goes_on(run_dir, monkeypatch
             logged.append(metrics)
 
     media = EpochMedia(cfg, run_dir / "unused", Recorder())
-    model, _ = model_from_checkpoint(run_dir / "checkpoints" / "last.pt")
+    model = load_model(run_dir / "checkpoints" / "last.pt", weights="model").model
     warnings = []  # recorded at the source: independent of how other tests configured logging
     monkeypatch.setattr(engine.media._logger, "warning", lambda msg, *a: warnings.append(msg % a))
     media.end(model, epoch=1, step=1)
