@@ -33,13 +33,13 @@ from engine.evaluation import (
     imagenet_c_folder,
     results_markdown,
 )
+from engine.loop import AMP_DTYPES
 from engine.profiling import params_and_macs
 from engine.validation import ConfigError
 from engine.weights import LoadedModel, load_model
 
 _logger = logging.getLogger("eval")
 
-AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SETS = (*EVAL_SETS, "corrupt", "throughput")
 RESULTS_FILE = "eval_results.json"
 

@@ -32,14 +32,12 @@ from engine import preemption
 from engine.data import build_loaders
 from engine.distributed import DistributedFaultError, cleanup, describe_fault, init_distributed
 from engine.loggers import build_logger
-from engine.loop import TrainState, evaluate, train_one_epoch
+from engine.loop import AMP_DTYPES, TrainState, evaluate, train_one_epoch
 from engine.media import EpochMedia, positions_lr
 from engine.optim import build_optimizer
 from engine.validation import ConfigError, validate_config
 
 _logger = logging.getLogger("train")
-
-AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _criterion(data_cfg: DictConfig, mixup: Mixup | None) -> nn.Module:

@@ -31,9 +31,12 @@ from torch.utils.data import DataLoader
 import dcls
 from engine.distributed import all_reduce_sum
 
-__all__ = ["TrainState", "evaluate", "train_one_epoch"]
+__all__ = ["AMP_DTYPES", "TrainState", "autocast_context", "evaluate", "train_one_epoch"]
 
 _logger = logging.getLogger(__name__)
+
+# the values of the ``amp`` config keys
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -67,7 +70,10 @@ class TrainState:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is ``None``."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -173,7 +179,7 @@ def train_one_epoch(
         boundary = (index + 1) % state.update_freq == 0
         no_sync = isinstance(state.model, DistributedDataParallel) and not boundary
         with state.model.no_sync() if no_sync else contextlib.nullcontext():
-            with _autocast(state.device, state.amp_dtype):
+            with autocast_context(state.device, state.amp_dtype):
                 loss = state.criterion(state.model(images), targets)
             if state.repulsive_weight > 0:
                 repulsion = dcls.repulsive_loss(state.unwrapped, state.repulsive_min_distance)
@@ -246,7 +252,7 @@ def evaluate(
         images, targets = images.to(device), targets.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
+        with autocast_context(device, amp_dtype):
             logits = model(images)
         if subset is not None:
             logits = logits.index_select(1, subset)

@@ -13,7 +13,6 @@ the machine's load drifting during the run.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from engine.loop import autocast_context
 
 __all__ = ["measure_throughput", "params_and_macs"]
 
@@ -45,14 +46,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(
-    device: torch.device, amp_dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
-
-
 def _step_fn(
     model: nn.Module,
     images: torch.Tensor,
@@ -63,19 +56,19 @@ def _step_fn(
     if not train:
 
         def infer() -> None:
-            with torch.no_grad(), _autocast(device, amp_dtype):
+            with torch.no_grad(), autocast_context(device, amp_dtype):
                 model(images)
 
         return infer
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     model.eval()
-    with torch.no_grad(), _autocast(device, amp_dtype):
+    with torch.no_grad(), autocast_context(device, amp_dtype):
         num_classes = model(images[:1]).shape[-1]
     model.train()
     targets = torch.randint(num_classes, (images.shape[0],), device=device)
 
     def train_step() -> None:
-        with _autocast(device, amp_dtype):
+        with autocast_context(device, amp_dtype):
             loss = nn.functional.cross_entropy(model(images).float(), targets)
         loss.backward()
         optimizer.step()

@@ -11,9 +11,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from engine.loop import AMP_DTYPES
+
 __all__ = ["AMP_CHOICES", "ConfigError", "validate_config"]
 
-AMP_CHOICES = (None, "bf16", "fp16")
+AMP_CHOICES = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
 DATA_KINDS = ("digits", "fake", "folder")
 BAD_IMAGE_POLICIES = ("skip", "fail")
