@@ -30,11 +30,13 @@ from engine.robustness import corruption_summary
 __all__ = [
     "EvalContext",
     "baseline_name",
+    "corrupted_folder",
     "corrupted_transform",
     "eval_transform",
     "evaluate_corruptions",
     "evaluate_folder",
     "evaluate_throughput",
+    "imagenet_c_folder",
     "results_markdown",
 ]
 
