@@ -1,4 +1,4 @@
-"""How a DCLS layer applies its constructed dense kernel: direct, channels_last, fft or auto.
+"""How a DCLS layer applies its constructed dense kernel: direct, channels_last, fft, split, auto.
 
 * ``"direct"``: ``F.conv{1,2,3}d`` (PyTorch's own algorithm choice: mkldnn/cuDNN/naive).
 * ``"fft"``: a cross-correlation through ``torch.fft``. Its cost does not grow with the kernel
@@ -8,6 +8,12 @@
 * ``"channels_last"``: ``F.conv{2,3}d`` on the input converted to channels-last memory format
   (the output stays channels-last; values are those of ``"direct"``). PyTorch's NHWC depthwise
   kernels are much faster than its NCHW ones on CPU. Same as ``"direct"`` for 1-D.
+* ``"split"``: forward as ``"direct"``; the backward pass as two more *forward* convolutions,
+  which PyTorch runs much faster than its own depthwise convolution backward on CPU: the input
+  gradient is the output gradient convolved with the flipped kernel, and the kernel gradient a
+  depthwise convolution of the padded input by the output gradient with the batch folded into
+  the channels (``B * C`` groups), summed over the batch. Stride 1 and ``in_channels == groups``
+  (depthwise, any channel multiplier) only; zero padding. Twice differentiable.
 * ``"auto"``: a one-time timed trial of the candidates per problem key (device, dtypes, autocast,
   shapes, memory format, padding, groups, whether gradients are needed), cached for the process,
   like ``torch.backends.cudnn.benchmark``. The trial runs on random tensors of the same shapes,
@@ -15,7 +21,7 @@
   ``torch.compile`` go to ``"direct"`` without a trial (so FLOP counting on the meta device
   counts the dense convolution; name ``"fft"`` explicitly to compile the FFT path).
 
-Both algorithms give the same outputs and gradients up to float rounding (about 1e-6 relative in
+All algorithms give the same outputs and gradients up to float rounding (about 1e-6 relative in
 float32). Under DDP each process runs its own trial; processes that choose differently compute
 gradients that differ at that rounding level before they are averaged, which keeps replicas in
 sync.
@@ -43,12 +49,13 @@ __all__ = [
     "clear_auto_cache",
     "convolve",
     "fft_conv",
+    "split_conv",
 ]
 
 _logger = logging.getLogger(__name__)
 
-CONV_ALGORITHMS = ("direct", "channels_last", "fft", "auto")
-_CANDIDATES = ("direct", "channels_last", "fft")
+CONV_ALGORITHMS = ("direct", "channels_last", "fft", "split", "auto")
+_CANDIDATES = ("direct", "channels_last", "fft", "split")
 DEFAULT_CONV_ALGORITHM = "direct"
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
 TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
@@ -56,22 +63,32 @@ _CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3
 _AUTO_CACHE: dict[tuple, str] = {}
 
 
-def check_conv_algorithm(algorithm: str, stride: Sequence[int] | None = None) -> str:
+def check_conv_algorithm(
+    algorithm: str,
+    stride: Sequence[int] | None = None,
+    in_channels_per_group: int | None = None,
+) -> str:
     """Validate a ``conv_algorithm`` argument.
 
     Args:
         algorithm: one of :data:`CONV_ALGORITHMS`.
-        stride: the layer's stride, if known; ``"fft"`` needs all ones.
+        stride: the layer's stride, if known; ``"fft"`` and ``"split"`` need all ones.
+        in_channels_per_group: ``in_channels // groups``, if known; ``"split"`` needs 1.
 
     Raises:
-        ValueError: on an unknown name, or ``"fft"`` with a stride other than 1.
+        ValueError: on an unknown name, or an algorithm the layer's shape does not allow.
     """
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"conv_algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "fft" and stride is not None and any(s != 1 for s in stride):
+    if algorithm in ("fft", "split") and stride is not None and any(s != 1 for s in stride):
         raise ValueError(
-            f"conv_algorithm='fft' needs stride 1, got stride={tuple(stride)}; use 'direct' or "
-            f"'auto' (which uses 'direct' for strided convolutions)"
+            f"conv_algorithm={algorithm!r} needs stride 1, got stride={tuple(stride)}; use "
+            f"'direct' or 'auto' (which uses 'direct' for strided convolutions)"
+        )
+    if algorithm == "split" and in_channels_per_group not in (None, 1):
+        raise ValueError(
+            f"conv_algorithm='split' needs in_channels == groups (a depthwise convolution), got "
+            f"in_channels // groups = {in_channels_per_group}; use 'direct', 'fft' or 'auto'"
         )
     return algorithm
 
@@ -179,11 +196,112 @@ def _direct(input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding,
     return _CONVS[kernel.dim() - 2](input, kernel, bias, stride, padding, 1, groups)
 
 
+def _conv_padded(
+    input: Tensor, kernel: Tensor, bias: Tensor | None, pairs: Sequence[tuple[int, int]], groups: int
+) -> Tensor:
+    """Stride-1 ``F.conv`` with (before, after) zero padding per axis; negative entries crop."""
+    if all(a == b >= 0 for a, b in pairs):
+        return _direct(input, kernel, bias, 1, [a for a, _ in pairs], groups)
+    input = F.pad(input, [v for a, b in reversed(pairs) for v in (a, b)])
+    return _direct(input, kernel, bias, 1, 0, groups)
+
+
+class _SplitConv(torch.autograd.Function):
+    """Depthwise (``in_channels == groups``) stride-1 convolution whose backward pass is made of
+    forward convolutions (see ``"split"`` in the module docstring).
+
+    Shapes: input ``(B, C, *S)``; kernel ``(C * m, 1, *k)``; bias ``(C * m,)`` or ``None``; pairs
+    the (before, after) zero padding per axis; output ``(B, C * m, *O)``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        input: Tensor,
+        kernel: Tensor,
+        bias: Tensor | None,
+        pairs: tuple[tuple[int, int], ...],
+    ) -> Tensor:
+        ctx.save_for_backward(input, kernel)
+        ctx.pairs = pairs
+        return _conv_padded(input, kernel, bias, pairs, groups=input.shape[1])
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):
+        input, kernel = ctx.saved_tensors
+        pairs = ctx.pairs
+        batch, channels = input.shape[:2]
+        out_channels, sizes = kernel.shape[0], kernel.shape[2:]
+        multiplier = out_channels // channels
+        n = len(sizes)
+        grad_input = grad_kernel = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # Input channel c collects output channels c*m .. c*m+m-1 through the flipped kernel.
+            flipped = kernel.flip(tuple(range(2, 2 + n))).reshape(channels, multiplier, *sizes)
+            full = tuple((k - 1 - a, k - 1 - b) for k, (a, b) in zip(sizes, pairs, strict=True))
+            grad_input = _conv_padded(grad_output, flipped, None, full, groups=channels)
+        if ctx.needs_input_grad[1]:
+            # Each (sample, channel) plane of the padded input correlated with its m output
+            # gradients: one depthwise convolution over B * C groups, then summed over B.
+            padded = F.pad(input, [v for a, b in reversed(pairs) for v in (a, b)])
+            planes = padded.contiguous().reshape(1, batch * channels, *padded.shape[2:])
+            kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *grad_output.shape[2:])
+            per_sample = _direct(planes, kernels, None, 1, 0, batch * channels)
+            per_sample = per_sample.reshape(batch, out_channels, 1, *sizes)
+            grad_kernel = per_sample.sum(0, dtype=torch.promote_types(kernel.dtype, torch.float32))
+            grad_kernel = grad_kernel.to(kernel.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_output.sum((0, *range(2, 2 + n)))
+        return grad_input, grad_kernel, grad_bias, None
+
+
+def split_conv(
+    input: Tensor, kernel: Tensor, bias: Tensor | None, padding: str | int | Sequence[int]
+) -> Tensor:
+    """Depthwise stride-1 convolution with the ``"split"`` backward pass (``F.conv`` semantics).
+
+    Under autocast the operands are cast to the autocast dtype, as ``F.conv`` would be.
+
+    Shape:
+        input ``(B, C, *S)`` or ``(C, *S)``; kernel ``(C * m, 1, *k)``; bias ``(C * m,)``;
+        output ``(B, C * m, *O)`` (unbatched if the input was).
+
+    Raises:
+        ValueError: if the kernel is not depthwise for this input (``kernel.shape[1] != 1`` or
+            ``C * m`` output channels not a multiple of the input's ``C``).
+    """
+    n = kernel.dim() - 2
+    unbatched = input.dim() == n + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    channels = input.shape[1]
+    if kernel.shape[1] != 1 or kernel.shape[0] % channels:
+        raise ValueError(
+            f"conv_algorithm='split' needs a depthwise kernel (C * m, 1, *k) for {channels} input "
+            f"channels, got kernel shape {tuple(kernel.shape)}"
+        )
+    if isinstance(padding, int):
+        padding = (padding,) * n
+    pairs = tuple(_pad_pairs(padding, kernel.shape[2:]))
+    device_type = input.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        input, kernel = input.to(dtype), kernel.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(device_type, enabled=False):
+            out = _SplitConv.apply(input, kernel, bias, pairs)
+    else:
+        out = _SplitConv.apply(input, kernel, bias, pairs)
+    return out.squeeze(0) if unbatched else out
+
+
 def _run(
     algorithm: str, input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups: int
 ) -> Tensor:
     if algorithm == "fft":
         return fft_conv(input, kernel, bias, padding, groups)
+    if algorithm == "split":
+        return split_conv(input, kernel, bias, padding)
     if algorithm == "channels_last":
         fmt = _channels_last(kernel.dim())
         if fmt is not None:
@@ -205,7 +323,7 @@ def _time_candidates(
     A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
     dropped (its warm-up time is reported): a slow candidate is not run again and again.
     """
-    runs = {name: make_run(name) for name in _candidates(key[0][0])}
+    runs = {name: make_run(name) for name in _candidates(key)}
     warm: dict[str, float] = {}
     for name, run in runs.items():
         _sync(device)
@@ -277,11 +395,20 @@ def _select(
     return choice
 
 
-def _candidates(input_shape: tuple[int, ...]) -> tuple[str, ...]:
-    """Algorithms worth a trial: channels-last only where it differs from direct (4-D/5-D)."""
-    if _channels_last(len(input_shape)) is None:
-        return tuple(c for c in _CANDIDATES if c != "channels_last")
-    return _CANDIDATES
+def _candidates(key: tuple) -> tuple[str, ...]:
+    """Algorithms worth a trial for a problem key: channels-last only where it differs from
+    direct (4-D/5-D); split only for depthwise kernels with gradients (its forward is direct's).
+    """
+    (input_shape, *_), (kernel_shape, *_), *_, groups, need_grad = key
+    n = len(kernel_shape) - 2
+    channels = input_shape[-n - 1]
+    depthwise = kernel_shape[1] == 1 and channels == groups
+    return tuple(
+        c
+        for c in _CANDIDATES
+        if (c != "channels_last" or _channels_last(len(input_shape)) is not None)
+        and (c != "split" or (depthwise and need_grad))
+    )
 
 
 def _channels_last(dim: int) -> torch.memory_format | None:
@@ -325,11 +452,12 @@ def convolve(
         ``(C_out,)``; output as ``F.conv{N}d``'s.
 
     Raises:
-        ValueError: on an unknown ``algorithm``, or ``"fft"`` with a stride other than 1.
+        ValueError: on an unknown ``algorithm``, or one the problem does not allow (see
+            :func:`check_conv_algorithm`).
     """
     n = kernel.dim() - 2
     strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
-    check_conv_algorithm(algorithm, strides)
+    check_conv_algorithm(algorithm, strides, kernel.shape[1])
     if algorithm == "auto":
         # No trial on meta tensors, for strided convolutions, or inside torch.compile (a trial
         # there breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).

@@ -177,8 +177,10 @@ class _DclsNd(nn.Module):
                 raise ValueError(f"padding entries must be >= 0, got {padding!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        self.conv_algorithm = check_conv_algorithm(conv_algorithm, self.stride)
 
+        self.conv_algorithm = check_conv_algorithm(
+            conv_algorithm, self.stride, in_channels // groups
+        )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_count = kernel_count
@@ -377,8 +379,9 @@ _ARGS_DOC = """
         sigma_init: initial ``SIG`` (default 0.23 for gauss, 0 for triangle).
         conv_algorithm: how the constructed kernel is applied: ``"direct"`` (``F.conv``),
             ``"channels_last"`` (``F.conv`` in NHWC), ``"fft"`` (stride 1 only; fast for large
-            depthwise kernels) or ``"auto"`` (a cached one-time timed trial per input shape); see
-            :mod:`dcls.algorithms`. Default: ``"direct"``.
+            depthwise kernels), ``"split"`` (depthwise, stride 1: a backward pass made of forward
+            convolutions, fast on CPU) or ``"auto"`` (a cached one-time timed trial per input
+            shape); see :mod:`dcls.algorithms`. Default: ``"direct"``.
 
     Attributes:
         weight: ``(out_channels, in_channels // groups, kernel_count, *dense_sizes)``,

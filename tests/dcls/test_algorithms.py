@@ -52,13 +52,25 @@ def _pair(case, dtype=torch.float32):
     return direct, fft
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[7]}-{c[8]}-{c[6]}")
-def test_fft_matches_direct_outputs_and_gradients(case):
+def _is_depthwise(case) -> bool:
+    return case[1] == case[3]  # in_channels == groups
+
+
+ALGORITHM_CASES = [("fft", c) for c in CASES] + [("split", c) for c in CASES if _is_depthwise(c)]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "case"),
+    ALGORITHM_CASES,
+    ids=lambda v: v if isinstance(v, str) else f"{v[0]}d-{v[7]}-{v[8]}-{v[6]}",
+)
+def test_algorithm_matches_direct_outputs_and_gradients(algorithm, case):
     torch.manual_seed(0)
-    direct, fft = _pair(case)
+    direct, other = _pair(case)
+    other.conv_algorithm = algorithm
     x = torch.randn(case[-1])
     results = []
-    for layer in (direct, fft):
+    for layer in (direct, other):
         xi = x.clone().requires_grad_()
         out = layer(xi)
         out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
@@ -73,6 +85,56 @@ def test_fft_matches_direct_outputs_and_gradients(case):
         assert _max_relative_error(g_f[name], g_d[name]) < RELATIVE_TOLERANCE, name
 
 
+def test_split_cases_cover_multipliers_odd_and_even_kernels_and_every_dimension():
+    split_cases = [c for a, c in ALGORITHM_CASES if a == "split"]
+    assert {c[0] for c in split_cases} == {1, 2, 3}
+    assert any(c[2] > c[1] for c in split_cases)  # channel multiplier > 1
+    assert any(c[6] == "same" for c in split_cases)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel_shape", "padding"),
+    [
+        ((2, 3, 7, 6), (6, 1, 4, 3), "same"),  # multiplier 2, even kernel: asymmetric padding
+        ((2, 2, 5, 4), (2, 1, 3, 3), (4, 0)),  # padding beyond the kernel (k - 1 - p < 0)
+        ((2, 2, 9), (2, 1, 4), "valid"),
+    ],
+)
+def test_split_gradcheck_and_gradgradcheck_float64(shape, kernel_shape, padding):
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(kernel_shape, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(kernel_shape[0], dtype=torch.float64, requires_grad=True)
+
+    def f(x, kernel, bias):
+        return algorithms.convolve(x, kernel, bias, 1, padding, shape[1], "split")
+
+    expected = algorithms.convolve(x, kernel, bias, 1, padding, shape[1], "direct")
+    torch.testing.assert_close(f(x, kernel, bias), expected)
+    assert torch.autograd.gradcheck(f, (x, kernel, bias))
+    assert torch.autograd.gradgradcheck(f, (x, kernel, bias))
+
+
+def test_split_under_bf16_autocast_follows_the_convolution_dtype():
+    direct, split = _pair(CASES[0])
+    split.conv_algorithm = "split"
+    x = torch.randn(2, 6, 12, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_d, out_s = direct(x), split(x)
+    assert out_s.dtype == out_d.dtype == torch.bfloat16
+    assert _max_relative_error(out_s.float(), out_d.float()) < 2e-2
+    out_s.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and split.P.grad.dtype == torch.float32
+
+
+def test_split_unbatched_input():
+    direct, split = _pair(CASES[0])
+    split.conv_algorithm = "split"
+    x = torch.randn(6, 12, 9)
+    assert split(x).shape == (6, 12, 9)
+    assert _max_relative_error(split(x), direct(x)) < RELATIVE_TOLERANCE
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7]], ids=["2d", "2d-reflect", "3d"])
 def test_channels_last_matches_direct(case):
     direct, other = _pair(case)
@@ -84,9 +146,25 @@ def test_channels_last_matches_direct(case):
     torch.testing.assert_close(out, direct(x))
 
 
-def test_auto_candidates_include_channels_last_where_it_exists():
-    assert algorithms._candidates((2, 4, 8, 8)) == ("direct", "channels_last", "fft")
-    assert algorithms._candidates((2, 4, 8)) == ("direct", "fft")
+def _key(input_shape, kernel_shape, groups, need_grad):
+    def meta(shape):
+        return shape, torch.float32, torch.device("cpu"), False
+
+    return (meta(input_shape), meta(kernel_shape), None, None, 1, groups, need_grad)
+
+
+def test_auto_candidates_include_each_algorithm_only_where_it_applies():
+    depthwise = ((2, 4, 8, 8), (4, 1, 3, 3), 4)
+    assert algorithms._candidates(_key(*depthwise, True)) == (
+        "direct",
+        "channels_last",
+        "fft",
+        "split",
+    )
+    assert algorithms._candidates(_key(*depthwise, False)) == ("direct", "channels_last", "fft")
+    assert algorithms._candidates(_key((2, 4, 8), (8, 1, 3), 4, True)) == ("direct", "fft", "split")
+    grouped = ((2, 4, 8, 8), (4, 2, 3, 3), 2)
+    assert algorithms._candidates(_key(*grouped, True)) == ("direct", "channels_last", "fft")
 
 
 def test_fft_unbatched_input():
@@ -213,7 +291,7 @@ def test_trial_drops_candidates_far_slower_than_the_best_warm_up(monkeypatch):
         return run
 
     monkeypatch.setattr(algorithms.time, "perf_counter", lambda: clock["now"])
-    key = (((2, 4, 8, 8), torch.float32),)  # (input shape, dtype), ...
+    key = _key((2, 4, 8, 8), (4, 2, 3, 3), 2, True)  # grouped: split is not a candidate
     times = algorithms._time_candidates(key, make_run, torch.device("cpu"))
     assert times == cost
     repeats = algorithms.TRIAL_REPEATS
@@ -252,6 +330,11 @@ def test_auto_compiles_to_direct_without_a_trial(monkeypatch):
     [
         ({"conv_algorithm": "winograd"}, r"conv_algorithm must be one of .*got 'winograd'"),
         ({"conv_algorithm": "fft", "stride": 2}, r"conv_algorithm='fft' needs stride 1"),
+        ({"conv_algorithm": "split", "stride": 2}, r"conv_algorithm='split' needs stride 1"),
+        (
+            {"conv_algorithm": "split", "groups": 2},
+            r"'split' needs in_channels == groups .* got in_channels // groups = 2",
+        ),
     ],
 )
 def test_bad_conv_algorithm_raises(kwargs, message):
