@@ -197,7 +197,11 @@ def _direct(input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding,
 
 
 def _conv_padded(
-    input: Tensor, kernel: Tensor, bias: Tensor | None, pairs: Sequence[tuple[int, int]], groups: int
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    pairs: Sequence[tuple[int, int]],
+    groups: int,
 ) -> Tensor:
     """Stride-1 ``F.conv`` with (before, after) zero padding per axis; negative entries crop."""
     if all(a == b >= 0 for a, b in pairs):
@@ -245,7 +249,8 @@ class _SplitConv(torch.autograd.Function):
             # gradients: one depthwise convolution over B * C groups, then summed over B.
             padded = F.pad(input, [v for a, b in reversed(pairs) for v in (a, b)])
             planes = padded.contiguous().reshape(1, batch * channels, *padded.shape[2:])
-            kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *grad_output.shape[2:])
+            out_sizes = grad_output.shape[2:]
+            kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *out_sizes)
             per_sample = _direct(planes, kernels, None, 1, 0, batch * channels)
             per_sample = per_sample.reshape(batch, out_channels, 1, *sizes)
             grad_kernel = per_sample.sum(0, dtype=torch.promote_types(kernel.dtype, torch.float32))
