@@ -246,9 +246,12 @@ class _SplitConv(torch.autograd.Function):
             grad_input = _conv_padded(grad_output, flipped, None, full, groups=channels)
         if ctx.needs_input_grad[1]:
             # Each (sample, channel) plane of the padded input correlated with its m output
-            # gradients: one depthwise convolution over B * C groups, then summed over B.
-            padded = F.pad(input, [v for a, b in reversed(pairs) for v in (a, b)])
-            planes = padded.contiguous().reshape(1, batch * channels, *padded.shape[2:])
+            # gradients: one depthwise convolution over B * C groups, then summed over B. The
+            # input is made contiguous before it is padded (a channels-last input costs one
+            # transpose of the unpadded tensor), and padded explicitly: measured on CPU, the
+            # convolution's own padding argument sends this problem to a 4x slower kernel.
+            planes = input.contiguous().reshape(1, batch * channels, *input.shape[2:])
+            planes = F.pad(planes, [v for a, b in reversed(pairs) for v in (a, b)])
             out_sizes = grad_output.shape[2:]
             kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *out_sizes)
             per_sample = _direct(planes, kernels, None, 1, 0, batch * channels)
