@@ -148,6 +148,34 @@ def _fake(cfg: Any, split: str) -> Dataset:
     )
 
 
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's ``posterize`` for every Pillow: 0 bits gives the black image older Pillows returned.
+
+    RandAugment's ``PosterizeIncreasing`` asks for ``4 - int(magnitude / 10 * 4)`` bits, i.e. 0 at
+    magnitude 10, which ``rand-m9-mstd0.5-inc1`` samples; Pillow 13's ``ImageOps.posterize``
+    raises ``ValueError`` for 0 bits, which would stop an ImageNet run in its first epoch.
+    """
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def use_compatible_posterize() -> None:
+    """Make timm's RandAugment/AutoAugment posterize ops accept 0 bits (see :func:`_posterize`).
+
+    timm binds an op's function from ``NAME_TO_OP`` when the op is built, so this runs before the
+    transforms are created.
+    """
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize
+
+
 def _folder(cfg: Any, split: str) -> Dataset:
     """An ImageNet-style folder (``root/<split>/<class>/*.JPEG``) with timm's transforms; unreadable
     images are skipped or fail the run (``cfg.on_bad_image``)."""
@@ -162,6 +190,7 @@ def _folder(cfg: Any, split: str) -> Dataset:
         f"an ImageNet-style folder {root}/{{{cfg.train_split},{cfg.val_split}}}/<class name>/"
         "<image files>",
     )
+    use_compatible_posterize()
     transform = create_transform(
         cfg.image_size,
         is_training=split == "train",

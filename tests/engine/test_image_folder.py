@@ -30,7 +30,7 @@ def _cfg(tmp_path: Path, policy: str):
     cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
     cfg.data.root, cfg.data.on_bad_image = str(tmp_path / "imagenet"), policy
     cfg.data.batch_size, cfg.data.image_size = 2, 32
-    cfg.data.auto_augment = None  # about files, not augmentation (RandAugment: see the report)
+    cfg.data.auto_augment = None  # about files, not augmentation
     return cfg
 
 

@@ -1,0 +1,42 @@
+"""engine.data: timm's RandAugment in the ImageNet recipe survives Pillow 13's posterize check."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data.auto_augment import AugmentOp, RandAugment
+
+from engine.data import build_loaders, use_compatible_posterize
+from engine.distributed import DistInfo
+from tests.conftest import compose_train
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+def _photo() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(1, 256, (24, 20, 3), dtype=np.uint8))
+
+
+def test_posterize_increasing_at_magnitude_10_keeps_0_bits_a_black_image():
+    use_compatible_posterize()
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)  # 4 - int(10 / 10 * 4) bits
+    assert not np.asarray(op(_photo())).any()
+    kept = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)(_photo())  # 2 bits kept
+    assert np.array_equal(np.asarray(kept), np.asarray(_photo()) & 0b11000000)
+
+
+def test_the_imagenet_recipe_transform_uses_it(tmp_path: Path):
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            _photo().save(root / split / c / "0.png")
+    cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
+    assert "inc1" in cfg.data.auto_augment  # the recipe's RandAugment asks for up to 0 bits
+    cfg.data.root, cfg.data.batch_size, cfg.data.image_size = str(root), 2, 32
+    transform = build_loaders(cfg.data, CPU, 0).train.dataset.transform
+    rand_augment = next(t for t in transform.transforms if isinstance(t, RandAugment))
+    posterize = next(op for op in rand_augment.ops if op.name == "PosterizeIncreasing")
+    posterize.prob, posterize.magnitude, posterize.magnitude_std = 1.0, 10, 0
+    assert not np.asarray(posterize(_photo())).any()
