@@ -32,12 +32,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dcls.timing import time_interleaved
 
 __all__ = [
     "CONV_ALGORITHMS",
@@ -115,6 +116,11 @@ def _pad_pairs(padding: str | Sequence[int], kernel_sizes: Sequence[int]) -> lis
     return [(p, p) for p in padding]
 
 
+def _pad_argument(pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """``F.pad``'s argument (last axis first) for (before, after) pairs in axis order."""
+    return [v for a, b in reversed(pairs) for v in (a, b)]
+
+
 def fft_conv(
     input: Tensor,
     kernel: Tensor,
@@ -172,7 +178,7 @@ def fft_conv(
         # output index i reads input i..i+k-1 <= padded-1, so nothing wraps around.
         fft_sizes = [_fast_size(p) for p in padded]
         dims = tuple(range(-n, 0))
-        x = F.pad(x, [v for a, b in reversed(pairs) for v in (a, b)])
+        x = F.pad(x, _pad_argument(pairs))
         x_f = torch.fft.rfftn(x, s=fft_sizes, dim=dims)
         w_f = torch.fft.rfftn(w, s=fft_sizes, dim=dims).conj()
         batch = x.shape[0]
@@ -206,7 +212,7 @@ def _conv_padded(
     """Stride-1 ``F.conv`` with (before, after) zero padding per axis; negative entries crop."""
     if all(a == b >= 0 for a, b in pairs):
         return _direct(input, kernel, bias, 1, [a for a, _ in pairs], groups)
-    input = F.pad(input, [v for a, b in reversed(pairs) for v in (a, b)])
+    input = F.pad(input, _pad_argument(pairs))
     return _direct(input, kernel, bias, 1, 0, groups)
 
 
@@ -251,7 +257,7 @@ class _SplitConv(torch.autograd.Function):
             # transpose of the unpadded tensor), and padded explicitly: measured on CPU, the
             # convolution's own padding argument sends this problem to a 4x slower kernel.
             planes = input.contiguous().reshape(1, batch * channels, *input.shape[2:])
-            planes = F.pad(planes, [v for a, b in reversed(pairs) for v in (a, b)])
+            planes = F.pad(planes, _pad_argument(pairs))
             out_sizes = grad_output.shape[2:]
             kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *out_sizes)
             per_sample = _direct(planes, kernels, None, 1, 0, batch * channels)
@@ -318,37 +324,19 @@ def _run(
     return _direct(input, kernel, bias, stride, padding, groups)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_candidates(
     key: tuple, make_run: Callable[[str], Callable[[], None]], device: torch.device
 ) -> dict[str, float]:
-    """Median seconds of each candidate, interleaved, after one warm-up run each.
+    """Median seconds of each candidate, interleaved, after one timed warm-up run each.
 
     A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
     dropped (its warm-up time is reported): a slow candidate is not run again and again.
     """
     runs = {name: make_run(name) for name in _candidates(key)}
-    warm: dict[str, float] = {}
-    for name, run in runs.items():
-        _sync(device)
-        start = time.perf_counter()
-        run()
-        _sync(device)
-        warm[name] = time.perf_counter() - start
+    warm = {name: times[0] for name, times in time_interleaved(runs, 1, device).items()}
     fastest = min(warm.values())
     runs = {k: r for k, r in runs.items() if warm[k] <= TRIAL_DROP_FACTOR * fastest}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(TRIAL_REPEATS):
-        for name, run in runs.items():
-            _sync(device)
-            start = time.perf_counter()
-            run()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(runs, TRIAL_REPEATS, device)
     return warm | {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -14,13 +14,13 @@ the machine's load drifting during the run.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dcls.timing import time_interleaved
 from engine.loop import autocast_context
 
 __all__ = ["measure_throughput", "params_and_macs"]
@@ -39,11 +39,6 @@ def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tu
     with counter, torch.no_grad():
         model(image)
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _step_fn(
@@ -115,13 +110,5 @@ def measure_throughput(
         step_fns[name] = _step_fn(model, images, train, amp_dtype)
         for _ in range(warmup):
             step_fns[name]()
-    seconds: dict[str, list[float]] = {name: [] for name in named_models}
-    for _ in range(rounds):
-        for name, step in step_fns.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            _synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
+    seconds = time_interleaved(step_fns, rounds, device, calls=steps)
     return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}

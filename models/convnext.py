@@ -94,8 +94,8 @@ def dcls_convnext(
         version: interpolation ("bilinear"; the released checkpoints use "v0").
         share_positions: one set of positions per stage (the paper) or one per block.
         conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``,
-            ``"channels_last"``, ``"fft"`` or ``"auto"`` (see :mod:`dcls.algorithms`); the
-            configs use ``"auto"``.
+            ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"`` (see
+            :mod:`dcls.algorithms`); the configs use ``"auto"``.
         **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
     if kernel_count is None:

@@ -50,7 +50,7 @@ def dcls_resnet(
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
 
     ``conv_algorithm`` (see :mod:`dcls.algorithms`) applies to the stride-1 layers; "auto" keeps
-    the strided ones direct, "fft" is refused for them.
+    the strided ones direct, "fft" is refused for them, and "split" (depthwise only) for all.
     """
     return dcls.convert(
         DclsResNet(**kwargs),

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import dcls
+from dcls.timing import time_interleaved
 
 _logger = logging.getLogger("bench_layers")
 
@@ -75,11 +75,6 @@ def _fwd_bwd(
     return run
 
 
-def _sync(device: torch.device | None) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def interleaved_medians(
     runs: dict[str, Callable[[], None]], repeats: int, device: torch.device | None = None
 ) -> dict[str, float]:
@@ -89,14 +84,7 @@ def interleaved_medians(
     """
     for run in runs.values():  # warm-up (and the "auto" trials)
         run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            _sync(device)
-            start = time.perf_counter()
-            run()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(runs, repeats, device)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dcls
 import models  # noqa: F401  (registers the DCLS models)
-from dcls import algorithms
+from dcls import algorithms, timing
 
 LAYERS = {1: dcls.Dcls1d, 2: dcls.Dcls2d, 3: dcls.Dcls3d}
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
@@ -290,7 +290,7 @@ def test_trial_drops_candidates_far_slower_than_the_best_warm_up(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(algorithms.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["now"])
     key = _key((2, 4, 8, 8), (4, 2, 3, 3), 2, True)  # grouped: split is not a candidate
     times = algorithms._time_candidates(key, make_run, torch.device("cpu"))
     assert times == cost
