@@ -8,7 +8,7 @@
 * ``"channels_last"``: ``F.conv{2,3}d`` on the input converted to channels-last memory format
   (the output stays channels-last; values are those of ``"direct"``). PyTorch's NHWC depthwise
   kernels are much faster than its NCHW ones on CPU. Same as ``"direct"`` for 1-D.
-* ``"split"``: forward as ``"direct"``; the backward pass as two more *forward* convolutions,
+* ``"split"``: forward as ``"channels_last"``; the backward pass as two more *forward* convolutions,
   which PyTorch runs much faster than its own depthwise convolution backward on CPU: the input
   gradient is the output gradient convolved with the flipped kernel, and the kernel gradient a
   depthwise convolution of the padded input by the output gradient with the batch folded into
@@ -114,6 +114,12 @@ def _pad_pairs(padding: str | Sequence[int], kernel_sizes: Sequence[int]) -> lis
     if padding == "same":
         return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_sizes]
     return [(p, p) for p in padding]
+
+
+def _to_channels_last(t: Tensor) -> Tensor:
+    """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged."""
+    fmt = _channels_last(t.dim())
+    return t.contiguous(memory_format=fmt) if fmt is not None else t
 
 
 def _pad_argument(pairs: Sequence[tuple[int, int]]) -> list[int]:
@@ -232,9 +238,9 @@ class _SplitConv(torch.autograd.Function):
         bias: Tensor | None,
         pairs: tuple[tuple[int, int], ...],
     ) -> Tensor:
-        ctx.save_for_backward(input, kernel)
+        ctx.save_for_backward(input, kernel)  # as given: double backward needs the inputs
         ctx.pairs = pairs
-        return _conv_padded(input, kernel, bias, pairs, groups=input.shape[1])
+        return _conv_padded(_to_channels_last(input), kernel, bias, pairs, groups=input.shape[1])
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):
@@ -249,7 +255,9 @@ class _SplitConv(torch.autograd.Function):
             # Input channel c collects output channels c*m .. c*m+m-1 through the flipped kernel.
             flipped = kernel.flip(tuple(range(2, 2 + n))).reshape(channels, multiplier, *sizes)
             full = tuple((k - 1 - a, k - 1 - b) for k, (a, b) in zip(sizes, pairs, strict=True))
-            grad_input = _conv_padded(grad_output, flipped, None, full, groups=channels)
+            grad_input = _conv_padded(
+                _to_channels_last(grad_output), flipped, None, full, groups=channels
+            )
         if ctx.needs_input_grad[1]:
             # Each (sample, channel) plane of the padded input correlated with its m output
             # gradients: one depthwise convolution over B * C groups, then summed over B. The
@@ -317,10 +325,7 @@ def _run(
     if algorithm == "split":
         return split_conv(input, kernel, bias, padding)
     if algorithm == "channels_last":
-        fmt = _channels_last(kernel.dim())
-        if fmt is not None:
-            input = input.contiguous(memory_format=fmt)
-            kernel = kernel.contiguous(memory_format=fmt)
+        input, kernel = _to_channels_last(input), _to_channels_last(kernel)
     return _direct(input, kernel, bias, stride, padding, groups)
 
 
