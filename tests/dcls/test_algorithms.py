@@ -215,11 +215,16 @@ def test_fft_under_bf16_autocast_follows_the_convolution_dtype():
     assert _max_relative_error(out_f.float(), out_d.float()) < 2e-2
 
 
-def test_fft_compiles_without_graph_breaks():
-    _, fft = _pair(CASES[1])
-    x = torch.randn(2, 4, 9, 11)
-    compiled = torch.compile(fft, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x), fft(x))
+@pytest.mark.parametrize(("algorithm", "case"), [("fft", CASES[1]), ("split", CASES[0])])
+def test_compiles_without_graph_breaks(algorithm, case):
+    direct, other = _pair(case)
+    other.conv_algorithm = algorithm
+    x = torch.randn((2, *case[-1][1:]), requires_grad=True)
+    compiled = torch.compile(other, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, direct(x))
+    out.sum().backward()
+    assert x.grad is not None and other.P.grad is not None
 
 
 def _fake_timer(times_by_shape, calls):
