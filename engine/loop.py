@@ -160,7 +160,8 @@ def train_one_epoch(
 
     Returns:
         ``train_loss`` (mean over this call's finite micro-batch losses of all ranks),
-        ``images_per_s`` (all ranks together), ``updates`` and ``skipped_updates`` (non-finite).
+        ``train_top1`` (percent of this call's images whose arg-max logit is their label, before
+        Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks together), ``updates`` and ``skipped_updates`` (non-finite).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
@@ -169,18 +170,22 @@ def train_one_epoch(
     total_batches = updates_per_epoch * state.update_freq
     loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
     skipped, bad_loss, first_index = 0, False, state.batch_in_epoch
+    correct = torch.zeros((), dtype=torch.float64, device=state.device)  # no host sync per batch
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
             break
         images, targets = _to_device(images, targets, state)
+        labels = targets  # train top-1 is scored against the labels before Mixup/CutMix
         if state.mixup is not None:
             images, targets = state.mixup(images, targets)
         boundary = (index + 1) % state.update_freq == 0
         no_sync = isinstance(state.model, DistributedDataParallel) and not boundary
         with state.model.no_sync() if no_sync else contextlib.nullcontext():
             with autocast_context(state.device, state.amp_dtype):
-                loss = state.criterion(state.model(images), targets)
+                logits = state.model(images)
+                loss = state.criterion(logits, targets)
+            correct += (logits.detach().argmax(1) == labels).sum()
             if state.repulsive_weight > 0:
                 repulsion = dcls.repulsive_loss(state.unwrapped, state.repulsive_min_distance)
                 loss = loss + state.repulsive_weight * repulsion
@@ -217,9 +222,11 @@ def train_one_epoch(
     totals = torch.tensor(
         [loss_sum, repulsion_sum, batches, images_seen], dtype=torch.float64, device=state.device
     )
-    loss_sum, repulsion_sum, batches, images_seen = all_reduce_sum(totals).tolist()
+    totals = torch.cat([totals, correct.view(1)])
+    loss_sum, repulsion_sum, batches, images_seen, correct_sum = all_reduce_sum(totals).tolist()
     metrics = {
         "train_loss": loss_sum / max(batches, 1),
+        "train_top1": 100 * correct_sum / max(images_seen, 1),
         "images_per_s": images_seen / max(elapsed, 1e-9),
         "updates": float(updates),
         "skipped_updates": float(skipped),

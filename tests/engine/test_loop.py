@@ -1,0 +1,55 @@
+"""engine.loop.train_one_epoch: the training top-1 it reports, computed by hand."""
+
+import pytest
+import torch
+from timm.data import Mixup
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from engine.loop import TrainState, train_one_epoch
+
+BATCHES, BATCH = 4, 4
+
+
+def _state(model: nn.Module, **kwargs) -> TrainState:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays as built
+    return TrainState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=CosineLRScheduler(optimizer, t_initial=BATCHES, t_in_epochs=False),
+        criterion=nn.CrossEntropyLoss(),
+        device=torch.device("cpu"),
+        log_every=100,
+        **kwargs,
+    )
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(BATCHES * BATCH, 3, generator=generator)
+    labels = torch.randint(0, 3, (BATCHES * BATCH,), generator=generator)
+    return images, labels
+
+
+def test_train_top1_is_the_share_of_arg_max_predictions_equal_to_the_label():
+    images, labels = _data()
+    model = nn.Linear(3, 3)
+    expected = 100 * (model(images).argmax(1) == labels).double().mean().item()
+    assert 0 < expected < 100  # neither bound: a wrong count could not pass by accident
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
+    metrics = train_one_epoch(_state(model), loader, BATCHES)
+    assert metrics["train_top1"] == pytest.approx(expected)
+
+
+def test_train_top1_with_mixup_scores_the_labels_before_mixing():
+    images, labels = _data()
+    model = nn.Linear(3, 3)
+    with torch.no_grad():  # always predicts class 1, whatever the (mixed) image
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    expected = 100 * (labels == 1).double().mean().item()
+    mixup = Mixup(mixup_alpha=1.0, label_smoothing=0.0, num_classes=3)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
+    metrics = train_one_epoch(_state(model, mixup=mixup), loader, BATCHES)
+    assert metrics["train_top1"] == pytest.approx(expected)
