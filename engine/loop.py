@@ -161,7 +161,8 @@ def train_one_epoch(
     Returns:
         ``train_loss`` (mean over this call's finite micro-batch losses of all ranks),
         ``train_top1`` (percent of this call's images whose arg-max logit is their label, before
-        Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks together), ``updates`` and ``skipped_updates`` (non-finite).
+        Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks
+        together), ``updates`` and ``skipped_updates`` (non-finite).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
