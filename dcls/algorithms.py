@@ -180,13 +180,18 @@ def fft_conv(
         w = kernel.to(compute_dtype)
         padded = [s + a + b for s, (a, b) in zip(x.shape[2:], pairs, strict=True)]
         out_sizes = [p - k + 1 for p, k in zip(padded, w.shape[2:], strict=True)]
-        # Correlation of the padded input with the kernel, circular over `fft_sizes >= padded`:
-        # output index i reads input i..i+k-1 <= padded-1, so nothing wraps around.
+        # Circular correlation over `fft_sizes >= padded`, the input zero-filled at the end by
+        # rfftn itself (no padded copy) and the kernel rolled back by the leading padding:
+        # output i reads input i - before .. i - before + k - 1, whose indices below 0 wrap to
+        # N - before >= S + after and those from S up stay below N, all zeros: no aliasing.
         fft_sizes = [_fast_size(p) for p in padded]
         dims = tuple(range(-n, 0))
-        x = F.pad(x, _pad_argument(pairs))
-        x_f = torch.fft.rfftn(x, s=fft_sizes, dim=dims)
-        w_f = torch.fft.rfftn(w, s=fft_sizes, dim=dims).conj()
+        # Contiguous first: on a channels-last input rfftn's zero-filling is measured 2x slower.
+        x_f = torch.fft.rfftn(x.contiguous(), s=fft_sizes, dim=dims)
+        tails = [(0, f - k) for f, k in zip(fft_sizes, w.shape[2:], strict=True)]
+        w = F.pad(w, _pad_argument(tails))
+        w = torch.roll(w, shifts=[-a for a, _ in pairs], dims=dims)
+        w_f = torch.fft.rfftn(w, dim=dims).conj()
         batch = x.shape[0]
         c_out, in_per_group = w.shape[:2]
         spectrum = x_f.shape[2:]
