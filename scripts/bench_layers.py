@@ -141,6 +141,30 @@ def bench_row(
     return result
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, ours: str, channels_last: str) -> None:
+    """The flags both benchmark scripts share: device, precision, memory format, threads, and the
+    ``conv_algorithm`` of ``ours`` (the help text naming what it applies to)."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", action="store_true", help="autocast (see --amp-dtype)")
+    parser.add_argument("--amp-dtype", default="bfloat16", choices=list(AMP_DTYPES))
+    parser.add_argument("--channels-last", action="store_true", help=channels_last)
+    parser.add_argument("--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help=ours)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+
+
+def set_up_run(args: argparse.Namespace, seed: int, logger: logging.Logger) -> None:
+    """Logging (``logger`` and what ``auto`` picked), threads, cuDNN autotuning on CUDA, seed."""
+    # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -149,28 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
     parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
     parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=range(4))
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", action="store_true", help="autocast (see --amp-dtype)")
-    parser.add_argument("--amp-dtype", default="bfloat16", choices=list(AMP_DTYPES))
-    parser.add_argument("--channels-last", action="store_true", help="NHWC input")
-    parser.add_argument(
-        "--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help="our Dcls2d"
-    )
+    add_run_arguments(parser, ours="our Dcls2d", channels_last="NHWC input")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    _logger.setLevel(logging.INFO)
-    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)  # what "auto" picked
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
+    set_up_run(args, seed=0, logger=_logger)
     authors_cls = load_authors()
     if authors_cls is None:
         _logger.info("authors' package not installed (pip install dcls): their columns are empty")

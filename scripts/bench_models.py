@@ -20,7 +20,14 @@ from collections.abc import Callable
 
 import timm
 import torch
-from bench_layers import AUTHORS_VERSION, interleaved_medians, load_authors
+from bench_layers import (
+    AMP_DTYPES,
+    AUTHORS_VERSION,
+    add_run_arguments,
+    interleaved_medians,
+    load_authors,
+    set_up_run,
+)
 from torch import nn
 
 import dcls
@@ -38,7 +45,6 @@ PAIRS = {
 }
 DEFAULT_PAIRS = [name for name in PAIRS if not name.startswith("test_")]
 NUM_CLASSES = 1000
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def swap_in_authors_layers(model: nn.Module, authors_cls: type, use_implicit_gemm: bool) -> int:
@@ -141,33 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per model (median)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", action="store_true", help="autocast (see --amp-dtype)")
-    parser.add_argument("--amp-dtype", default="bfloat16", choices=list(AMP_DTYPES))
-    parser.add_argument("--channels-last", action="store_true", help="models and input NHWC")
-    parser.add_argument(
-        "--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help="our DCLS layers"
-    )
+    add_run_arguments(parser, ours="our DCLS layers", channels_last="models and input NHWC")
     parser.add_argument(
         "--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"]
     )
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    _logger.setLevel(logging.INFO)
-    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)  # what "auto" picked
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
+    set_up_run(args, seed=args.seed, logger=_logger)
     authors_cls = None if args.no_authors else load_authors()
     if authors_cls is None and not args.no_authors:
         _logger.info("authors' package not installed (pip install dcls): their column is empty")
