@@ -1,0 +1,778 @@
+"""Depthwise stride-1 convolution for large kernels in Triton: forward, input and kernel gradient.
+
+:func:`triton_depthwise_conv` computes what ``F.conv{1,2,3}d(input, kernel, bias, 1, padding,
+1, groups=C)`` computes for a depthwise kernel ``(C * m, 1, *k)``: zero padding (ints, ``"same"``
+with the extra zero after for even kernels, ``"valid"``), any kernel size (sizes are
+compile-time constants: each new size compiles new kernels), float32/bfloat16/float16 with
+float32 accumulation (float64 accumulates in float64, for ``gradcheck``), NCHW or channels-last,
+batched or unbatched. The three kernels are ``torch.library`` custom ops (``dcls::triton_dw_conv``,
+``dcls::triton_dw_conv_input_grad``, ``dcls::triton_dw_conv_kernel_grad``) with fake kernels and
+autograd, so ``torch.compile(fullgraph=True)`` traces them without a graph break.
+
+Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what to measure):
+
+* Every problem is viewed as 3-D, ``(B, C, D, H, W)``, 1-D and 2-D ones through unit axes, with
+  generic strides: NCHW and NHWC tensors (and expanded output gradients) are read in place.
+* Forward (``_conv_kernel``): one program computes an output tile of ``BLOCK_H x BLOCK_W``
+  positions (one depth slice) by ``BLOCK_C`` channels in a float32 accumulator. It loops over
+  the taps, ``kd``/``kh`` as ``scf.for`` loops and ``kw`` unrolled (``tl.static_range``, so a
+  31x31 kernel does not unroll 961 bodies), and per tap does one masked load of the shifted input
+  tile (the mask is the zero padding), one load of the tap's ``BLOCK_C`` weights (the kernel is
+  passed transposed, ``(taps, C)``, so that load is contiguous) and one FMA. The halo is re-read
+  from L1/L2 per tap: Triton has no register shifts, so the tile's inputs are not reused in
+  registers. Tile orientation follows the layout: channels-last configs take wide ``BLOCK_C``
+  (contiguous along C), NCHW configs take wide ``BLOCK_W`` (contiguous along W); Triton's
+  coalescing pass orders each access by the contiguity it proves (strides equal to 1 are
+  specialised). Programs on one channel block walk the spatial tiles of one image in order, so
+  neighbouring tiles share their halo in L2.
+* Input gradient: the same kernel on the output gradient with the flipped kernel and the
+  complementary padding ``(k - 1 - before, k - 1 - after)`` (negative entries crop). With a
+  channel multiplier ``m`` the kernel sums, per input channel, its ``m`` output channels
+  (constexpr ``R = m``; the forward has ``M = m``, input channel ``= weight channel // M``).
+* Kernel gradient (``_kernel_grad_kernel``): ``dW[c, t] = sum_(b, d, h, w) x_pad[b, c, .. + t] *
+  dy[b, c, d, h, w]``. Programs over ``(channel block, tap block, chunk of the flattened
+  (b, d, h, w) reduction)``; each keeps a ``[BLOCK_T, BLOCK_P, BLOCK_C]`` accumulator (the output
+  gradient tile is loaded once and reused by the ``BLOCK_T`` taps), reduces it over ``P`` once at
+  the end and writes float32 partial sums to a ``[chunks, C, taps]`` buffer that torch sums
+  afterwards: deterministic, no atomics. The chunk count aims at about four programs per SM.
+  The bias gradient is ``dy.sum`` in torch.
+* Sparse taps: with ``skip_zero_taps=True`` the forward and input-gradient loops visit, per
+  channel block, only the taps that are non-zero in at least one of its channels (a sorted tap
+  table and its lengths, built by torch per call; the loop is then dynamic). ``kernel_grad_mask``
+  restricts the kernel gradient to the taps a caller needs (for DCLS: the taps the interpolation
+  reads) and returns zeros elsewhere; tap blocks are then taken from per-channel-block tap tables.
+  The tables need one ``BLOCK_C`` per mode, so those modes autotune the spatial blocks only.
+  Skipping zero taps also skips ``0 * inf``: a non-finite input under a zero tap gives a finite
+  output where ``F.conv2d`` gives NaN.
+* Block sizes: ``triton.autotune`` on CUDA over the small per-layout tables below (keyed by
+  shapes, kernel size and layout); under the interpreter one fixed config
+  (:data:`INTERPRETER_BLOCKS`).
+
+Interpreter: the kernels are plain functions wrapped on first use, for the mode in force at that
+moment (``triton.knobs.runtime.interpret``, i.e. ``TRITON_INTERPRET=1``): compiled for CUDA
+tensors, interpreted on CPU tensors. Importing this module before or after setting the variable
+makes no difference. Without Triton the module imports; :func:`triton_available` is then False.
+
+The file is longer than 400 lines because the two kernels, their launchers, the three custom
+ops and the public function belong together (it becomes ``dcls/algorithms/triton.py``).
+"""
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only torch builds (e.g. macOS) ship without triton
+    triton = None
+    tl = None
+
+__all__ = [
+    "INTERPRETER_BLOCKS",
+    "triton_available",
+    "triton_depthwise_conv",
+]
+
+_logger = logging.getLogger(__name__)
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# One config per kernel under the interpreter (big blocks: fewer interpreted programs and loop
+# steps). Tests may patch these to exercise tile and block edges.
+INTERPRETER_BLOCKS: dict[str, dict[str, int]] = {
+    "conv": {"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 4},
+    "kernel_grad": {"BLOCK_T": 64, "BLOCK_P": 64, "BLOCK_C": 4},
+}
+
+# CUDA autotune tables: (BLOCK_H, BLOCK_W, BLOCK_C, num_warps, num_stages) per layout.
+_CONV_CONFIGS = {
+    True: [  # channels-last: contiguous along C
+        (4, 8, 64, 4, 1),
+        (8, 8, 32, 4, 1),
+        (8, 8, 64, 8, 1),
+        (4, 16, 32, 4, 2),
+        (8, 16, 32, 8, 1),
+        (2, 8, 128, 8, 1),
+    ],
+    False: [  # NCHW: contiguous along W
+        (4, 32, 8, 4, 1),
+        (8, 32, 4, 4, 1),
+        (2, 64, 8, 4, 1),
+        (8, 16, 8, 4, 1),
+        (4, 64, 8, 8, 2),
+    ],
+}
+# (BLOCK_T, BLOCK_P, BLOCK_C, num_warps, num_stages) per layout.
+_KERNEL_GRAD_CONFIGS = {
+    True: [
+        (16, 16, 32, 4, 1),
+        (32, 8, 32, 4, 1),
+        (16, 32, 16, 4, 1),
+        (16, 16, 64, 8, 1),
+        (32, 16, 32, 8, 1),
+    ],
+    False: [
+        (16, 64, 4, 4, 1),
+        (8, 64, 8, 4, 1),
+        (32, 32, 8, 8, 1),
+        (16, 128, 4, 8, 1),
+    ],
+}
+# The channel block of the tap tables (skip_zero_taps, kernel_grad_mask) per layout on CUDA.
+_TAP_BLOCK_C = {True: 32, False: 8}
+_CHUNK_NOMINAL = (32, 32)  # (BLOCK_C, BLOCK_T) assumed when sizing the reduction chunks
+_MIN_CHUNK = 1024  # positions per kernel-gradient program, at least (CUDA)
+
+
+def _interpreting() -> bool:
+    """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def triton_available(device: torch.device | str) -> bool:
+    """Whether :func:`triton_depthwise_conv` can run on ``device``.
+
+    True on a CUDA device when Triton imports, and on the CPU only while Triton's interpreter is
+    on (``TRITON_INTERPRET=1``).
+    """
+    if triton is None:
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and _interpreting()
+
+
+if triton is not None:
+
+    def _conv_kernel(
+        x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr, count_ptr,
+        C_OUT, D_IN, H_IN, W_IN, D_OUT, H_OUT, W_OUT, W_STRIDE,
+        sxb, sxc, sxd, sxh, sxw,
+        syb, syc, syd, syh, syw,
+        PAD_D, PAD_H, PAD_W,
+        KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+        M: tl.constexpr, R: tl.constexpr,
+        HAS_BIAS: tl.constexpr, TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+        ACC: tl.constexpr,
+        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """y[b, co, o] = sum over r < R and the taps of x[b, (co * R + r) // M, o - pad + tap] *
+        w[tap, co * R + r] (+ bias[co]). ``w`` is ``(taps, W_STRIDE)``; CHANNELS_LAST only keys
+        the autotuner."""
+        pid = tl.program_id(0)
+        cb = tl.program_id(1)
+        tiles_w = tl.cdiv(W_OUT, BLOCK_W)
+        tiles_h = tl.cdiv(H_OUT, BLOCK_H)
+        tw = pid % tiles_w
+        rest = pid // tiles_w
+        th = rest % tiles_h
+        rest = rest // tiles_h
+        od = rest % D_OUT
+        b = (rest // D_OUT).to(tl.int64)
+        idx = tl.arange(0, BLOCK_H * BLOCK_W)
+        oh = th * BLOCK_H + idx // BLOCK_W
+        ow = tw * BLOCK_W + idx % BLOCK_W
+        co = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = co < C_OUT
+        x_b = x_ptr + b * sxb
+        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=ACC)
+        if TAP_LIST:
+            # Only this channel block's listed taps (sorted tap indices, `count` of them).
+            count = tl.load(count_ptr + cb)
+            for t in range(0, count):
+                lin = tl.load(tap_ptr + cb * (KD * KH * KW) + t)
+                kd = lin // (KH * KW)
+                kh = (lin // KW) % KH
+                kw = lin % KW
+                i_d = od - PAD_D + kd
+                ih = oh - PAD_H + kh
+                iw = ow - PAD_W + kw
+                ok = (i_d >= 0) & (i_d < D_IN) & (ih >= 0) & (ih < H_IN) & (iw >= 0) & (iw < W_IN)
+                pos = i_d * sxd + ih * sxh + iw * sxw
+                for r in tl.static_range(R):
+                    wc = co * R + r
+                    xv = tl.load(
+                        x_b + pos[:, None] + ((wc // M) * sxc)[None, :],
+                        mask=ok[:, None] & c_ok[None, :],
+                        other=0.0,
+                    )
+                    wv = tl.load(w_ptr + lin * W_STRIDE + wc, mask=c_ok, other=0.0)
+                    acc += xv.to(ACC) * wv.to(ACC)[None, :]
+        else:
+            # Per row of taps: the row's pointer and mask tiles; per tap a scalar shift of both.
+            for r in tl.static_range(R):
+                wc = co * R + r
+                x_c = x_b + ((wc // M) * sxc)[None, :]
+                for kd in range(KD):
+                    i_d = od - PAD_D + kd
+                    d_ok = (i_d >= 0) & (i_d < D_IN)
+                    for kh in range(KH):
+                        ih = oh - PAD_H + kh
+                        row_ok = (d_ok & (ih >= 0) & (ih < H_IN))[:, None] & c_ok[None, :]
+                        row = x_c + (i_d * sxd + ih * sxh + (ow - PAD_W) * sxw)[:, None]
+                        w_row = w_ptr + (kd * KH + kh) * KW * W_STRIDE + wc
+                        for kw in tl.static_range(KW):
+                            ok = row_ok & ((ow >= PAD_W - kw) & (ow < W_IN + PAD_W - kw))[:, None]
+                            xv = tl.load(row + kw * sxw, mask=ok, other=0.0)
+                            wv = tl.load(w_row + kw * W_STRIDE, mask=c_ok, other=0.0)
+                            acc += xv.to(ACC) * wv.to(ACC)[None, :]
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + co, mask=c_ok, other=0.0).to(ACC)[None, :]
+        out_ok = (oh < H_OUT) & (ow < W_OUT)
+        y_off = b * syb + od * syd + oh * syh + ow * syw
+        tl.store(
+            y_ptr + y_off[:, None] + (co * syc)[None, :],
+            acc.to(y_ptr.dtype.element_ty),
+            mask=out_ok[:, None] & c_ok[None, :],
+        )
+
+    def _kernel_grad_kernel(
+        x_ptr, dy_ptr, part_ptr, tap_ptr, count_ptr,
+        C_OUT, D_IN, H_IN, W_IN, D_OUT, H_OUT, W_OUT, N_POS, CHUNK,
+        sxb, sxc, sxd, sxh, sxw,
+        syb, syc, syd, syh, syw,
+        PAD_D, PAD_H, PAD_W,
+        KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
+        TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """part[chunk, co, t] = sum over this chunk's output positions p of
+        x[b, co // M, p - pad + t] * dy[b, co, p]."""
+        cb = tl.program_id(0)
+        tb = tl.program_id(1)
+        chunk = tl.program_id(2)
+        co = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = co < C_OUT
+        t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
+        start = chunk * CHUNK
+        end = tl.minimum(start + CHUNK, N_POS)
+        if TAP_LIST:
+            count = tl.load(count_ptr + cb)
+            t_ok = t < count
+            lin = tl.load(tap_ptr + cb * (KD * KH * KW) + t, mask=t_ok, other=0)
+            end = tl.where(tb * BLOCK_T < count, end, start)  # an empty tap block: no work
+        else:
+            t_ok = t < KD * KH * KW
+            lin = t
+        kd = lin // (KH * KW)
+        kh = (lin // KW) % KH
+        kw = lin % KW
+        x_c = (co // M) * sxc
+        y_c = co * syc
+        acc = tl.zeros([BLOCK_T, BLOCK_P, BLOCK_C], dtype=ACC)
+        for p0 in range(start, end, BLOCK_P):
+            p = p0 + tl.arange(0, BLOCK_P)
+            p_ok = p < end
+            ow = p % W_OUT
+            q = p // W_OUT
+            oh = q % H_OUT
+            q = q // H_OUT
+            od = q % D_OUT
+            b = (q // D_OUT).to(tl.int64)
+            dy = tl.load(
+                dy_ptr + (b * syb + od * syd + oh * syh + ow * syw)[:, None] + y_c[None, :],
+                mask=p_ok[:, None] & c_ok[None, :],
+                other=0.0,
+            )
+            i_d = od[None, :] + (kd - PAD_D)[:, None]
+            ih = oh[None, :] + (kh - PAD_H)[:, None]
+            iw = ow[None, :] + (kw - PAD_W)[:, None]
+            ok = t_ok[:, None] & p_ok[None, :]
+            ok = ok & (i_d >= 0) & (i_d < D_IN) & (ih >= 0) & (ih < H_IN) & (iw >= 0) & (iw < W_IN)
+            off = b[None, :] * sxb + i_d * sxd + ih * sxh + iw * sxw
+            xv = tl.load(
+                x_ptr + off[:, :, None] + x_c[None, None, :],
+                mask=ok[:, :, None] & c_ok[None, None, :],
+                other=0.0,
+            )
+            acc += xv.to(ACC) * dy.to(ACC)[None, :, :]
+        res = tl.sum(acc, axis=1)
+        tl.store(
+            part_ptr + (chunk * C_OUT + co)[None, :] * (KD * KH * KW) + lin[:, None],
+            res,
+            mask=t_ok[:, None] & c_ok[None, :],
+        )
+
+
+def _autotuned(fn, configs: list[tuple[int, ...]], names: tuple[str, ...], key: list[str]):
+    """``fn`` compiled and autotuned over ``configs`` (block sizes, then warps and stages)."""
+    return triton.autotune(
+        configs=[
+            triton.Config(dict(zip(names, c[:3], strict=True)), num_warps=c[3], num_stages=c[4])
+            for c in configs
+        ],
+        key=key,
+    )(triton.runtime.jit.JITFunction(fn))
+
+
+@functools.cache
+def _kernels(interpret: bool) -> dict[tuple, object]:
+    """The launchable kernels for one mode, built on first use (see the module docstring)."""
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return {
+            "conv": InterpretedFunction(_conv_kernel),
+            "kernel_grad": InterpretedFunction(_kernel_grad_kernel),
+        }
+    conv_key = ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "KD", "KH", "KW", "M", "R", "CHANNELS_LAST"]
+    grad_key = ["C_OUT", "N_POS", "KD", "KH", "KW", "M", "CHANNELS_LAST"]
+    kernels: dict[tuple, object] = {}
+    for channels_last in (True, False):
+        for tap_list in (False, True):
+            conv = _CONV_CONFIGS[channels_last]
+            grad = _KERNEL_GRAD_CONFIGS[channels_last]
+            if tap_list:  # the tap tables fix BLOCK_C
+                block = _TAP_BLOCK_C[channels_last]
+                conv = [(*c[:2], block, *c[3:]) for c in conv]
+                grad = [(*c[:2], block, *c[3:]) for c in grad]
+                conv, grad = list(dict.fromkeys(conv)), list(dict.fromkeys(grad))
+            kernels["conv", channels_last, tap_list] = _autotuned(
+                _conv_kernel, conv, ("BLOCK_H", "BLOCK_W", "BLOCK_C"), conv_key
+            )
+            kernels["kernel_grad", channels_last, tap_list] = _autotuned(
+                _kernel_grad_kernel, grad, ("BLOCK_T", "BLOCK_P", "BLOCK_C"), grad_key
+            )
+    return kernels
+
+
+def _kernel_for(name: str, channels_last: bool, tap_list: bool, device: torch.device):
+    """(kernel, explicit block sizes or None when autotuned, tap-table channel block)."""
+    if _interpreting():
+        blocks = INTERPRETER_BLOCKS[name]
+        return _kernels(True)[name], blocks, blocks["BLOCK_C"]
+    if device.type != "cuda":
+        raise ValueError(
+            f"the Triton depthwise convolution runs on CUDA, or on the CPU under Triton's "
+            f"interpreter (TRITON_INTERPRET=1), got a tensor on {device}"
+        )
+    return _kernels(False)[name, channels_last, tap_list], None, _TAP_BLOCK_C[channels_last]
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _as_3d(t: Tensor, n: int) -> Tensor:
+    """``(B, C, *S)`` with ``n`` spatial axes as a ``(B, C, D, H, W)`` view (unit axes first)."""
+    for _ in range(3 - n):
+        t = t.unsqueeze(2)
+    return t
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is laid out channels-last (the memory format ``F.conv`` keeps)."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
+
+
+def _empty(shape: Sequence[int], like: Tensor, channels_last: bool) -> Tensor:
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(shape))
+    fmt = fmt if channels_last and fmt is not None else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def _tap_table(mask: Tensor, block_c: int) -> tuple[Tensor, Tensor]:
+    """Per block of ``block_c`` channels, the sorted taps set in any of its channels.
+
+    Shape:
+        mask ``(C, taps)`` bool; returns the table ``(ceil(C / block_c), taps)`` int32 (valid up
+        to each block's count, padded with ``taps``) and the counts ``(ceil(C / block_c),)`` int32.
+    """
+    channels, taps = mask.shape
+    blocks = -(-channels // block_c)
+    padded = torch.zeros(blocks * block_c, taps, dtype=torch.bool, device=mask.device)
+    padded[:channels] = mask
+    used = padded.view(blocks, block_c, taps).any(1)
+    index = torch.arange(taps, device=mask.device, dtype=torch.int32).expand(blocks, taps)
+    table = torch.where(used, index, taps).sort(dim=1).values.to(torch.int32).contiguous()
+    return table, used.sum(1, dtype=torch.int32)
+
+
+def _launch_conv(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    y: Tensor,
+    pad_before: Sequence[int],
+    kernel_size: Sequence[int],
+    multiplier: int,
+    reduce: int,
+    skip_zero_taps: bool,
+    channels_last: bool,
+) -> None:
+    """Run ``_conv_kernel`` on 3-D views: ``x (B, C_x, D, H, W)``, ``weight (C_w, taps)``,
+    ``y (B, C_w / reduce, D', H', W')`` (written in place)."""
+    c_out = y.shape[1]
+    taps = math.prod(kernel_size)
+    tap_list = skip_zero_taps
+    kernel, blocks, tap_block = _kernel_for("conv", channels_last, tap_list, x.device)
+    w_t = weight.t().contiguous()  # (taps, C_w): one contiguous load of BLOCK_C weights per tap
+    table = counts = w_t
+    if tap_list:
+        used = (weight != 0).reshape(c_out, reduce, taps).any(1)
+        table, counts = _tap_table(used, tap_block)
+    batch, _, d_out, h_out, w_out = y.shape
+
+    def grid(meta: dict) -> tuple[int, int]:
+        tiles = triton.cdiv(h_out, meta["BLOCK_H"]) * triton.cdiv(w_out, meta["BLOCK_W"])
+        return batch * d_out * tiles, triton.cdiv(c_out, meta["BLOCK_C"])
+
+    kernel[grid](
+        x, w_t, bias if bias is not None else w_t, y, table, counts,
+        c_out, *x.shape[2:], d_out, h_out, w_out, w_t.shape[1],
+        *x.stride(), *y.stride(), *pad_before,
+        KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
+        HAS_BIAS=bias is not None, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
+        ACC=_acc_dtype(y.dtype), **(blocks or {}),
+    )  # fmt: skip
+
+
+def _chunks(positions: int, tiles: int, interpret: bool, device: torch.device) -> int:
+    """How many chunks the kernel gradient's reduction is cut into (about 4 programs per SM)."""
+    if interpret:
+        target, min_chunk = 2 * tiles, INTERPRETER_BLOCKS["kernel_grad"]["BLOCK_P"]
+    else:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        target, min_chunk = 4 * sms, _MIN_CHUNK
+    return max(1, min(-(-target // tiles), positions // min_chunk))
+
+
+def _launch_kernel_grad(
+    x: Tensor,
+    dy: Tensor,
+    pad_before: Sequence[int],
+    kernel_size: Sequence[int],
+    multiplier: int,
+    mask: Tensor | None,
+    channels_last: bool,
+) -> Tensor:
+    """Float32 (float64 for float64 inputs) kernel gradient ``(C_w, taps)`` from 3-D views."""
+    c_out = dy.shape[1]
+    taps = math.prod(kernel_size)
+    batch, _, d_out, h_out, w_out = dy.shape
+    positions = batch * d_out * h_out * w_out
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    tap_list = mask is not None
+    kernel, blocks, tap_block = _kernel_for("kernel_grad", channels_last, tap_list, x.device)
+    nominal_c, nominal_t = (blocks["BLOCK_C"], blocks["BLOCK_T"]) if blocks else _CHUNK_NOMINAL
+    tiles = -(-c_out // nominal_c) * -(-taps // nominal_t)
+    chunks = _chunks(positions, tiles, blocks is not None, x.device)
+    chunk = -(-positions // chunks)
+    table = counts = dy
+    if tap_list:
+        table, counts = _tap_table(mask.reshape(c_out, taps), tap_block)
+        partial = torch.zeros(chunks, c_out, taps, dtype=acc_dtype, device=x.device)
+    else:
+        partial = torch.empty(chunks, c_out, taps, dtype=acc_dtype, device=x.device)
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return (triton.cdiv(c_out, meta["BLOCK_C"]), triton.cdiv(taps, meta["BLOCK_T"]), chunks)
+
+    kernel[grid](
+        x, dy, partial, table, counts,
+        c_out, *x.shape[2:], d_out, h_out, w_out, positions, chunk,
+        *x.stride(), *dy.stride(), *pad_before,
+        KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier,
+        TAP_LIST=tap_list, CHANNELS_LAST=channels_last, ACC=_acc_dtype(x.dtype),
+        **(blocks or {}),
+    )  # fmt: skip
+    return partial.sum(0)
+
+
+def _padded_3d(padding: Sequence[int], n: int) -> list[int]:
+    """``(before_0, after_0, ...)`` over ``n`` axes to the 3-D before-paddings."""
+    return [0] * (3 - n) + list(padding[::2])
+
+
+def _out_sizes(sizes: Sequence[int], kernel_size: Sequence[int], padding: Sequence[int]) -> list:
+    return [
+        s + padding[2 * i] + padding[2 * i + 1] - k + 1
+        for i, (s, k) in enumerate(zip(sizes, kernel_size, strict=True))
+    ]
+
+
+# ---- custom ops ---------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("dcls::triton_dw_conv", mutates_args=())
+def _conv_op(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    padding: list[int],
+    skip_zero_taps: bool,
+    kernel_grad_mask: Tensor | None,
+) -> Tensor:
+    """Batched depthwise convolution; ``padding`` is ``(before, after)`` per axis, flattened.
+    ``kernel_grad_mask`` only matters to the backward pass."""
+    n = kernel.dim() - 2
+    channels_last = _is_channels_last(input)
+    out_sizes = _out_sizes(input.shape[2:], kernel.shape[2:], padding)
+    out = _empty((input.shape[0], kernel.shape[0], *out_sizes), input, channels_last)
+    if out.numel():
+        ks = [1] * (3 - n) + list(kernel.shape[2:])
+        _launch_conv(
+            _as_3d(input, n), kernel.reshape(kernel.shape[0], -1), bias, _as_3d(out, n),
+            _padded_3d(padding, n), ks, kernel.shape[0] // input.shape[1], 1, skip_zero_taps,
+            channels_last,
+        )  # fmt: skip
+    return out
+
+
+@_conv_op.register_fake
+def _(input, kernel, bias, padding, skip_zero_taps, kernel_grad_mask):
+    out_sizes = _out_sizes(input.shape[2:], kernel.shape[2:], padding)
+    return _empty((input.shape[0], kernel.shape[0], *out_sizes), input, _is_channels_last(input))
+
+
+@torch.library.custom_op("dcls::triton_dw_conv_input_grad", mutates_args=())
+def _input_grad_op(
+    grad_output: Tensor,
+    kernel: Tensor,
+    input_size: list[int],
+    padding: list[int],
+    channels_last: bool,
+    skip_zero_taps: bool,
+) -> Tensor:
+    """Gradient of the convolution with respect to its input ``(B, C, *S)``: the output gradient
+    convolved with the flipped kernel, padded ``(k - 1 - before, k - 1 - after)``."""
+    n = kernel.dim() - 2
+    out = _empty(input_size, grad_output, channels_last)
+    if out.numel():
+        sizes = kernel.shape[2:]
+        full = [k - 1 - p for i, k in enumerate(sizes) for p in padding[2 * i : 2 * i + 2]]
+        flipped = kernel.flip(tuple(range(2, 2 + n))).reshape(kernel.shape[0], -1)
+        _launch_conv(
+            _as_3d(grad_output, n), flipped, None, _as_3d(out, n), _padded_3d(full, n),
+            [1] * (3 - n) + list(sizes), 1, kernel.shape[0] // input_size[1], skip_zero_taps,
+            channels_last,
+        )  # fmt: skip
+    return out
+
+
+@_input_grad_op.register_fake
+def _(grad_output, kernel, input_size, padding, channels_last, skip_zero_taps):
+    return _empty(input_size, grad_output, channels_last)
+
+
+@torch.library.custom_op("dcls::triton_dw_conv_kernel_grad", mutates_args=())
+def _kernel_grad_op(
+    input: Tensor,
+    grad_output: Tensor,
+    kernel_size: list[int],
+    padding: list[int],
+    kernel_grad_mask: Tensor | None,
+) -> Tensor:
+    """Gradient of the convolution with respect to its kernel ``(C * m, 1, *k)``, in the input's
+    dtype (accumulated in float32); zero where ``kernel_grad_mask`` is False."""
+    n = len(kernel_size)
+    c_out = grad_output.shape[1]
+    if grad_output.numel() == 0:
+        return input.new_zeros((c_out, 1, *kernel_size))
+    grad = _launch_kernel_grad(
+        _as_3d(input, n), _as_3d(grad_output, n), _padded_3d(padding, n),
+        [1] * (3 - n) + list(kernel_size), c_out // input.shape[1], kernel_grad_mask,
+        _is_channels_last(input),
+    )  # fmt: skip
+    grad = grad.reshape(c_out, 1, *kernel_size)
+    if kernel_grad_mask is not None:
+        grad = grad.masked_fill(~kernel_grad_mask.reshape(grad.shape), 0)
+    return grad.to(input.dtype)
+
+
+@_kernel_grad_op.register_fake
+def _(input, grad_output, kernel_size, padding, kernel_grad_mask):
+    return input.new_empty((grad_output.shape[1], 1, *kernel_size))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    input, kernel, bias, padding, skip_zero_taps, kernel_grad_mask = inputs
+    ctx.save_for_backward(input, kernel, kernel_grad_mask)
+    ctx.padding = padding
+    ctx.skip_zero_taps = skip_zero_taps
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _backward(ctx, grad_output: Tensor):
+    input, kernel, kernel_grad_mask = ctx.saved_tensors
+    grad_input = grad_kernel = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _input_grad_op(
+            grad_output, kernel, list(input.shape), ctx.padding, _is_channels_last(input),
+            ctx.skip_zero_taps,
+        )  # fmt: skip
+    if ctx.needs_input_grad[1]:
+        grad_kernel = _kernel_grad_op(
+            input, grad_output, list(kernel.shape[2:]), ctx.padding, kernel_grad_mask
+        )
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        dims = (0, *range(2, grad_output.dim()))
+        acc = torch.promote_types(grad_output.dtype, torch.float32)
+        grad_bias = grad_output.sum(dims, dtype=acc).to(ctx.bias_dtype)
+    return grad_input, grad_kernel, grad_bias, None, None, None
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "the Triton depthwise convolution is not twice differentiable (a double backward went "
+        "through its gradient kernels); use conv_algorithm='split' or 'direct' for that"
+    )
+
+
+_conv_op.register_autograd(_backward, setup_context=_setup_context)
+_input_grad_op.register_autograd(_no_double_backward)
+_kernel_grad_op.register_autograd(_no_double_backward)
+
+
+# ---- public function ----------------------------------------------------------------------------
+
+
+def _normalize_padding(padding: str | int | Sequence[int], kernel_size: Sequence[int]) -> list:
+    """``F.conv``'s padding argument as ``(before, after)`` per axis, flattened."""
+    n = len(kernel_size)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0] * (2 * n)
+        if padding == "same":
+            return [v for k in kernel_size for v in ((k - 1) // 2, k - 1 - (k - 1) // 2)]
+        raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+    values = (padding,) * n if isinstance(padding, int) else tuple(padding)
+    if len(values) != n or not all(
+        isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values
+    ):
+        raise ValueError(
+            f"padding must be 'same', 'valid', an int >= 0 or {n} ints >= 0, got {padding!r}"
+        )
+    return [v for p in values for v in (p, p)]
+
+
+def _check(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: int | Sequence[int],
+    kernel_grad_mask: Tensor | None,
+) -> None:
+    if kernel.dim() not in (3, 4, 5):
+        raise ValueError(
+            f"kernel must be (C * m, 1, *k) with 1 to 3 spatial axes, got shape "
+            f"{tuple(kernel.shape)}"
+        )
+    n = kernel.dim() - 2
+    if input.dim() not in (n + 1, n + 2):
+        raise ValueError(
+            f"input must be (B, C, *S) or (C, *S) with {n} spatial axes for a {n}-D kernel, got "
+            f"shape {tuple(input.shape)}"
+        )
+    channels = input.shape[-n - 1]
+    if kernel.shape[1] != 1 or kernel.shape[0] % channels:
+        raise ValueError(
+            f"the Triton convolution is depthwise: kernel must be (C * m, 1, *k) for C = "
+            f"{channels} input channels, got kernel shape {tuple(kernel.shape)}"
+        )
+    strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
+    if any(s != 1 for s in strides):
+        raise ValueError(f"the Triton convolution needs stride 1, got stride={stride!r}")
+    if bias is not None and tuple(bias.shape) != (kernel.shape[0],):
+        raise ValueError(
+            f"bias must be ({kernel.shape[0]},) (one per output channel), got shape "
+            f"{tuple(bias.shape)}"
+        )
+    if kernel_grad_mask is not None and (
+        kernel_grad_mask.dtype != torch.bool or kernel_grad_mask.shape != kernel.shape
+    ):
+        raise ValueError(
+            f"kernel_grad_mask must be a bool tensor of the kernel's shape {tuple(kernel.shape)}, "
+            f"got {kernel_grad_mask.dtype} {tuple(kernel_grad_mask.shape)}"
+        )
+    device = input.device
+    if device.type != "meta" and not torch.compiler.is_compiling() and not triton_available(device):
+        raise ValueError(
+            f"the Triton convolution runs on CUDA, or on the CPU under Triton's interpreter "
+            f"(TRITON_INTERPRET=1 with triton installed), got a tensor on {device} (triton "
+            f"{'not ' if triton is None else ''}importable)"
+        )
+    for name, t in (("kernel", kernel), ("bias", bias)):
+        if t is not None and t.device != device:
+            raise ValueError(f"{name} must be on the input's device {device}, got {t.device}")
+
+
+def triton_depthwise_conv(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None = None,
+    padding: str | int | Sequence[int] = 0,
+    *,
+    stride: int | Sequence[int] = 1,
+    skip_zero_taps: bool = False,
+    kernel_grad_mask: Tensor | None = None,
+) -> Tensor:
+    """Depthwise stride-1 convolution (``F.conv{1,2,3}d`` semantics, groups = channels) in Triton.
+
+    Under autocast the operands are cast to the autocast dtype, as ``F.conv`` would cast them;
+    otherwise input, kernel and bias must share one floating dtype. The output is channels-last
+    when the input is. Differentiable once (a double backward raises).
+
+    Args:
+        input: the signal, batched or not.
+        kernel: the depthwise kernel (``m`` output channels per input channel).
+        bias: one value per output channel, or ``None``.
+        padding: ``"same"`` (the extra zero after, for even kernels), ``"valid"``, an int or one
+            int per spatial axis (zeros on both sides).
+        stride: must be 1 (accepted for ``F.conv``-like calls).
+        skip_zero_taps: forward and input gradient visit, per channel block, only the taps that
+            are non-zero in one of its channels (exact for finite inputs; see the module
+            docstring). Pays only for sparse kernels.
+        kernel_grad_mask: where the kernel gradient is needed (True); elsewhere it is returned
+            as zero and mostly not computed. For DCLS: the taps the interpolation reads.
+
+    Returns:
+        The cross-correlation of ``input`` and ``kernel`` plus ``bias``.
+
+    Shape:
+        input ``(B, C, *S)`` or ``(C, *S)``; kernel ``(C * m, 1, *k)``; bias ``(C * m,)``;
+        kernel_grad_mask as kernel; output ``(B, C * m, *O)`` (unbatched if the input was) with
+        ``O_d = S_d + before_d + after_d - k_d + 1``.
+
+    Raises:
+        ValueError: for a kernel that is not depthwise ``(C * m, 1, *k)``, a stride other than
+            1, an unknown padding, mismatched shapes, devices or dtypes, an empty output, or a
+            device Triton cannot run on (see :func:`triton_available`).
+    """
+    _check(input, kernel, bias, stride, kernel_grad_mask)
+    n = kernel.dim() - 2
+    pads = _normalize_padding(padding, kernel.shape[2:])
+    unbatched = input.dim() == n + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    out_sizes = _out_sizes(input.shape[2:], kernel.shape[2:], pads)
+    if any(o < 1 for o in out_sizes):
+        raise ValueError(
+            f"padding {padding!r} leaves no output for input sizes {tuple(input.shape[2:])} and "
+            f"kernel sizes {tuple(kernel.shape[2:])} (output sizes {tuple(out_sizes)})"
+        )
+    device_type = input.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        input, kernel = input.to(dtype), kernel.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    dtypes = {input.dtype, kernel.dtype} | ({bias.dtype} if bias is not None else set())
+    if len(dtypes) > 1 or input.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"input, kernel and bias must share one dtype among {_FLOAT_DTYPES}, got input "
+            f"{input.dtype}, kernel {kernel.dtype}, bias {bias.dtype if bias is not None else None}"
+        )
+    out = _conv_op(input, kernel, bias, pads, skip_zero_taps, kernel_grad_mask)
+    return out.squeeze(0) if unbatched else out
