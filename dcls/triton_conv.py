@@ -124,8 +124,18 @@ _KERNEL_GRAD_CONFIGS = {
         (16, 128, 4, 8, 1),
     ],
 }
-# The channel block of the tap tables (skip_zero_taps, kernel_grad_mask) per layout on CUDA.
-_TAP_BLOCK_C = {True: 32, False: 8}
+# Tap-table modes (skip_zero_taps, kernel_grad_mask): the tables fix BLOCK_C per layout, so only
+# the other sizes are tuned. NCHW takes one channel per program: per-channel tap lists, the only
+# granularity at which trained DCLS kernels stay sparse (docs/triton_plan.md).
+_TAP_CONV_CONFIGS = {
+    True: [(4, 8, 32, 4, 1), (8, 8, 32, 4, 1), (4, 16, 32, 4, 1), (8, 16, 32, 8, 1)],
+    False: [(8, 32, 1, 4, 1), (4, 64, 1, 4, 1), (16, 32, 1, 4, 1), (8, 64, 1, 8, 1)],
+}
+_TAP_KERNEL_GRAD_CONFIGS = {
+    True: [(16, 16, 32, 4, 1), (32, 8, 32, 4, 1), (32, 16, 32, 8, 1)],
+    False: [(16, 128, 1, 4, 1), (32, 64, 1, 4, 1), (16, 256, 1, 8, 1), (32, 128, 1, 8, 1)],
+}
+_TAP_BLOCK_C = {True: 32, False: 1}
 _CHUNK_NOMINAL = (32, 32)  # (BLOCK_C, BLOCK_T) assumed when sizing the reduction chunks
 _MIN_CHUNK = 1024  # positions per kernel-gradient program, at least (CUDA)
 
@@ -153,6 +163,11 @@ def triton_available(device: torch.device | str) -> bool:
 
 
 if triton is not None:
+    # The kernels call only Triton builtins (no `tl.sum`, `tl.zeros`, `tl.cdiv`): Triton's
+    # library functions are themselves `@triton.jit` functions, compiled or interpreted depending
+    # on TRITON_INTERPRET when triton was imported, and the wrong kind fails in the other mode.
+    # `tl.reduce` with Triton's own sum combiner runs as `np.sum` under the interpreter.
+    _sum_combine = tl.standard._sum_combine
 
     def _conv_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr, count_ptr,
@@ -171,8 +186,8 @@ if triton is not None:
         the autotuner."""
         pid = tl.program_id(0)
         cb = tl.program_id(1)
-        tiles_w = tl.cdiv(W_OUT, BLOCK_W)
-        tiles_h = tl.cdiv(H_OUT, BLOCK_H)
+        tiles_w = (W_OUT + BLOCK_W - 1) // BLOCK_W
+        tiles_h = (H_OUT + BLOCK_H - 1) // BLOCK_H
         tw = pid % tiles_w
         rest = pid // tiles_w
         th = rest % tiles_h
@@ -185,7 +200,7 @@ if triton is not None:
         co = cb * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = co < C_OUT
         x_b = x_ptr + b * sxb
-        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=ACC)
+        acc = tl.full([BLOCK_H * BLOCK_W, BLOCK_C], 0.0, dtype=ACC)
         if TAP_LIST:
             # Only this channel block's listed taps (sorted tap indices, `count` of them).
             count = tl.load(count_ptr + cb)
@@ -269,7 +284,7 @@ if triton is not None:
         kw = lin % KW
         x_c = (co // M) * sxc
         y_c = co * syc
-        acc = tl.zeros([BLOCK_T, BLOCK_P, BLOCK_C], dtype=ACC)
+        acc = tl.full([BLOCK_T, BLOCK_P, BLOCK_C], 0.0, dtype=ACC)
         for p0 in range(start, end, BLOCK_P):
             p = p0 + tl.arange(0, BLOCK_P)
             p_ok = p < end
@@ -296,7 +311,7 @@ if triton is not None:
                 other=0.0,
             )
             acc += xv.to(ACC) * dy.to(ACC)[None, :, :]
-        res = tl.sum(acc, axis=1)
+        res = tl.reduce(acc, 1, _sum_combine)
         tl.store(
             part_ptr + (chunk * C_OUT + co)[None, :] * (KD * KH * KW) + lin[:, None],
             res,
@@ -330,13 +345,8 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
     kernels: dict[tuple, object] = {}
     for channels_last in (True, False):
         for tap_list in (False, True):
-            conv = _CONV_CONFIGS[channels_last]
-            grad = _KERNEL_GRAD_CONFIGS[channels_last]
-            if tap_list:  # the tap tables fix BLOCK_C
-                block = _TAP_BLOCK_C[channels_last]
-                conv = [(*c[:2], block, *c[3:]) for c in conv]
-                grad = [(*c[:2], block, *c[3:]) for c in grad]
-                conv, grad = list(dict.fromkeys(conv)), list(dict.fromkeys(grad))
+            conv = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
+            grad = (_TAP_KERNEL_GRAD_CONFIGS if tap_list else _KERNEL_GRAD_CONFIGS)[channels_last]
             kernels["conv", channels_last, tap_list] = _autotuned(
                 _conv_kernel, conv, ("BLOCK_H", "BLOCK_W", "BLOCK_C"), conv_key
             )
@@ -423,19 +433,26 @@ def _launch_conv(
         used = (weight != 0).reshape(c_out, reduce, taps).any(1)
         table, counts = _tap_table(used, tap_block)
     batch, _, d_out, h_out, w_out = y.shape
+    # The interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest even: there
+    # the kernel writes float32 and torch rounds.
+    out = y
+    if blocks is not None and y.dtype == torch.bfloat16:
+        out = torch.empty_like(y, dtype=torch.float32)
 
     def grid(meta: dict) -> tuple[int, int]:
         tiles = triton.cdiv(h_out, meta["BLOCK_H"]) * triton.cdiv(w_out, meta["BLOCK_W"])
         return batch * d_out * tiles, triton.cdiv(c_out, meta["BLOCK_C"])
 
     kernel[grid](
-        x, w_t, bias if bias is not None else w_t, y, table, counts,
+        x, w_t, bias if bias is not None else w_t, out, table, counts,
         c_out, *x.shape[2:], d_out, h_out, w_out, w_t.shape[1],
-        *x.stride(), *y.stride(), *pad_before,
+        *x.stride(), *out.stride(), *pad_before,
         KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
         HAS_BIAS=bias is not None, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
         ACC=_acc_dtype(y.dtype), **(blocks or {}),
     )  # fmt: skip
+    if out is not y:
+        y.copy_(out)
 
 
 def _chunks(positions: int, tiles: int, interpret: bool, device: torch.device) -> int:
@@ -648,7 +665,8 @@ def _normalize_padding(padding: str | int | Sequence[int], kernel_size: Sequence
         if padding == "same":
             return [v for k in kernel_size for v in ((k - 1) // 2, k - 1 - (k - 1) // 2)]
         raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
-    values = (padding,) * n if isinstance(padding, int) else tuple(padding)
+    values = (padding,) * n if isinstance(padding, int) else padding
+    values = tuple(values) if isinstance(values, Sequence) else ()
     if len(values) != n or not all(
         isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values
     ):
@@ -697,16 +715,9 @@ def _check(
             f"kernel_grad_mask must be a bool tensor of the kernel's shape {tuple(kernel.shape)}, "
             f"got {kernel_grad_mask.dtype} {tuple(kernel_grad_mask.shape)}"
         )
-    device = input.device
-    if device.type != "meta" and not torch.compiler.is_compiling() and not triton_available(device):
-        raise ValueError(
-            f"the Triton convolution runs on CUDA, or on the CPU under Triton's interpreter "
-            f"(TRITON_INTERPRET=1 with triton installed), got a tensor on {device} (triton "
-            f"{'not ' if triton is None else ''}importable)"
-        )
-    for name, t in (("kernel", kernel), ("bias", bias)):
-        if t is not None and t.device != device:
-            raise ValueError(f"{name} must be on the input's device {device}, got {t.device}")
+    for name, t in (("kernel", kernel), ("bias", bias), ("kernel_grad_mask", kernel_grad_mask)):
+        if t is not None and t.device != input.device:
+            raise ValueError(f"{name} must be on the input's device {input.device}, got {t.device}")
 
 
 def triton_depthwise_conv(
@@ -773,6 +784,13 @@ def triton_depthwise_conv(
         raise ValueError(
             f"input, kernel and bias must share one dtype among {_FLOAT_DTYPES}, got input "
             f"{input.dtype}, kernel {kernel.dtype}, bias {bias.dtype if bias is not None else None}"
+        )
+    device = input.device
+    if device.type != "meta" and not torch.compiler.is_compiling() and not triton_available(device):
+        raise ValueError(
+            f"the Triton convolution runs on CUDA, or on the CPU under Triton's interpreter "
+            f"(TRITON_INTERPRET=1 with triton installed), got a tensor on {device} (triton "
+            f"{'not ' if triton is None else ''}importable)"
         )
     out = _conv_op(input, kernel, bias, pads, skip_zero_taps, kernel_grad_mask)
     return out.squeeze(0) if unbatched else out

@@ -1,0 +1,402 @@
+"""The Triton depthwise convolution against ``F.conv{1,2,3}d`` and its autograd.
+
+Without CUDA the kernels run in Triton's CPU interpreter: a module fixture turns it on
+(``TRITON_INTERPRET=1``) for these tests only. The kernels are wrapped on first use, so it does not
+matter whether ``dcls`` was imported before. Shapes are tiny: the interpreter runs each program in
+Python.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcls import triton_conv
+from dcls.triton_conv import INTERPRETER_BLOCKS, triton_available, triton_depthwise_conv
+
+CUDA = torch.cuda.is_available()
+CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+pytestmark = [
+    pytest.mark.skipif(triton_conv.triton is None, reason="triton is not installed"),
+    # F.conv's own warning, from the reference computations.
+    pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _interpreter():
+    """Triton's interpreter on for this module when there is no GPU, off again afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not CUDA:
+            mp.setenv("TRITON_INTERPRET", "1")
+        yield
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device("cuda" if CUDA else "cpu")
+
+
+def _make(shape, n, channels_last, dtype, device, requires_grad=True):
+    t = torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
+    if channels_last:
+        t = t.contiguous(memory_format=FORMATS[n + 2])
+    return t.requires_grad_(requires_grad)
+
+
+def _run(fn, x, w, b, gen_grad=None):
+    """Output and gradients (input, kernel, bias) of ``fn(x, w, b)`` for a fixed output gradient."""
+    out = fn(x, w, b)
+    grad = gen_grad if gen_grad is not None else torch.cos(torch.arange(out.numel()) * 0.7)
+    grad = grad.to(out).view_as(out)
+    inputs = [t for t in (x, w, b) if t is not None]
+    return out, torch.autograd.grad(out, inputs, grad), grad
+
+
+def _reference(x, w, b, padding, grad):
+    """F.conv in float64 on the same (rounded) operands."""
+    xd = x.detach().double().requires_grad_()
+    wd = w.detach().double().requires_grad_()
+    bd = b.detach().double().requires_grad_() if b is not None else None
+    n = w.dim() - 2
+    out = CONVS[n](xd, wd, bd, 1, padding, 1, x.shape[-n - 1])
+    inputs = [t for t in (xd, wd, bd) if t is not None]
+    return out, torch.autograd.grad(out, inputs, grad.double())
+
+
+def _assert_close(actual, expected, rtol):
+    """Max error relative to the reference's largest magnitude."""
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = ((actual.double() - expected).abs().max() / scale).item()
+    assert err <= rtol, f"relative error {err:.2e} > {rtol:.0e}"
+
+
+# (n, channels, multiplier, kernel size, padding, input shape after (B,) C, channels-last, bias)
+CASES = [
+    (2, 3, 1, (1, 1), 0, (9, 9), False, True),
+    (2, 3, 1, (3, 3), 1, (9, 9), False, True),
+    (2, 3, 1, (3, 3), 1, (9, 9), True, False),
+    (2, 3, 1, (4, 4), "same", (9, 9), False, True),  # even: the extra zero after
+    (2, 3, 1, (4, 4), "same", (9, 8), True, True),
+    (2, 3, 1, (4, 4), "valid", (9, 9), False, False),
+    (2, 3, 1, (7, 7), 5, (8, 9), True, True),  # padding above half the kernel
+    (2, 3, 1, (3, 5), (2, 0), (7, 9), False, True),  # per-axis ints, non-square
+    (2, 3, 1, (7, 7), "same", (9, 9), True, True),
+    (2, 3, 1, (17, 17), "same", (9, 9), True, True),
+    (2, 3, 2, (3, 3), 1, (8, 9), False, True),  # channel multiplier
+    (2, 3, 2, (4, 3), "same", (8, 7), True, False),
+    (1, 3, 1, (1,), 0, (12,), False, True),
+    (1, 3, 1, (4,), "same", (12,), False, True),
+    (1, 3, 1, (5,), 7, (12,), False, False),  # padding above the kernel size
+    (1, 3, 1, (31,), "same", (40,), False, True),
+    (1, 2, 3, (6,), "valid", (12,), False, True),
+    (3, 2, 1, (3, 3, 3), 1, (5, 6, 5), True, True),
+    (3, 2, 1, (2, 3, 4), "same", (5, 6, 7), False, True),
+]
+
+
+def _case_id(case) -> str:
+    n, _, m, k, padding, _, channels_last, bias = case
+    ks = "x".join(map(str, k))
+    layout = "-cl" if channels_last else ""
+    return f"{n}d-k{ks}-m{m}-pad{padding}{layout}{'-bias' if bias else ''}".replace(" ", "")
+
+
+def _batches(case) -> list[int | None]:
+    """Batch 2 for every case; batch 1 and unbatched for the small kernels (unbatched inputs have
+    no channels-last format: those run contiguous)."""
+    return [2] if max(case[3]) > 7 else [2, 1, None]
+
+
+@pytest.mark.parametrize(
+    ("case", "batch"),
+    [(case, batch) for case in CASES for batch in _batches(case)],
+    ids=lambda v: _case_id(v) if isinstance(v, tuple) else f"batch{v}" if v else "unbatched",
+)
+def test_matches_conv_and_its_gradients(case, batch, device):
+    n, c, m, k, padding, sizes, channels_last, with_bias = case
+    shape = ((batch,) if batch else ()) + (c, *sizes)
+    channels_last = channels_last and batch is not None
+    x = _make(shape, n, channels_last, torch.float32, device)
+    w = _make((c * m, 1, *k), n, False, torch.float32, device)
+    b = _make((c * m,), n, False, torch.float32, device) if with_bias else None
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, padding), x, w, b)
+    ref, ref_grads = _reference(x, w, b, padding, grad)
+    _assert_close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_close(g, r, 1e-5)
+    assert out.dtype == torch.float32
+    if channels_last:
+        assert out.is_contiguous(memory_format=FORMATS[n + 2])
+        assert grads[0].is_contiguous(memory_format=FORMATS[n + 2])
+    else:
+        assert out.is_contiguous()
+
+
+def _assert_rounded_once(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype):
+    """``actual`` is ``expected`` rounded once to ``dtype`` (up to float32 accumulation error):
+    what a float32 accumulator gives, and several roundings per element of a half one do not."""
+    assert actual.dtype == dtype
+    half_ulp = torch.finfo(dtype).eps / 2 * expected.abs()
+    slack = 1e-5 * expected.abs().max()
+    excess = (actual.double() - expected).abs() - half_ulp * 1.001 - slack
+    assert excess.max() <= 0, f"worse than one rounding to {dtype} by {excess.max().item():.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_half_precision_rounds_once_from_a_float32_accumulator(dtype, channels_last, device):
+    x = _make((2, 3, 9, 9), 2, channels_last, dtype, device)
+    w = _make((3, 1, 11, 11), 2, False, dtype, device)
+    b = _make((3,), 2, False, dtype, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, b)
+    ref, ref_grads = _reference(x, w, b, "same", grad.to(dtype))
+    _assert_rounded_once(out, ref, dtype)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_rounded_once(g, r, dtype)
+
+
+def test_kernel_31_in_2d(device):
+    x = _make((1, 2, 6, 7), 2, True, torch.float32, device)
+    w = _make((2, 1, 31, 31), 2, False, torch.float32, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, None)
+    ref, ref_grads = _reference(x, w, None, "same", grad)
+    _assert_close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_close(g, r, 1e-5)
+
+
+@pytest.mark.skipif(CUDA, reason="interpreter block sizes")
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_tile_channel_tap_and_chunk_edges(channels_last, monkeypatch, device):
+    # Small blocks: several spatial tiles (ragged), channel blocks (ragged), tap blocks and
+    # reduction chunks, with a channel multiplier on top.
+    monkeypatch.setitem(INTERPRETER_BLOCKS, "conv", {"BLOCK_H": 4, "BLOCK_W": 4, "BLOCK_C": 4})
+    monkeypatch.setitem(
+        INTERPRETER_BLOCKS, "kernel_grad", {"BLOCK_T": 8, "BLOCK_P": 16, "BLOCK_C": 4}
+    )
+    x = _make((2, 3, 7, 6), 2, channels_last, torch.float32, device)
+    w = _make((6, 1, 4, 3), 2, False, torch.float32, device)
+    b = _make((6,), 2, False, torch.float32, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, (3, 1)), x, w, b)
+    ref, ref_grads = _reference(x, w, b, (3, 1), grad)
+    _assert_close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_close(g, r, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "m", "padding"),
+    [(2, (3, 4), 2, "same"), (1, (5,), 1, 6), (3, (2, 3, 2), 1, 1)],
+    ids=["2d-m2", "1d", "3d"],
+)
+def test_gradcheck_float64(n, k, m, padding, device):
+    sizes = {1: (7,), 2: (5, 6), 3: (3, 4, 4)}[n]
+    x = _make((2, 2, *sizes), n, False, torch.float64, device)
+    w = _make((2 * m, 1, *k), n, False, torch.float64, device)
+    b = _make((2 * m,), n, False, torch.float64, device)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: triton_depthwise_conv(x, w, b, padding), (x, w, b), fast_mode=True
+    )
+
+
+def _sparse_kernel(shape, device):
+    """A kernel whose channels use a few taps each; channel 1 uses none."""
+    w = torch.randn(shape, dtype=torch.float64)
+    w = w * (torch.rand(shape, dtype=torch.float64) < 0.25)
+    w[1] = 0
+    return w.float().to(device).requires_grad_()
+
+
+@pytest.mark.parametrize("block_c", [1, 4], ids=["per-channel", "block4"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_skip_zero_taps_and_kernel_grad_mask(block_c, channels_last, monkeypatch, device):
+    if not CUDA:
+        monkeypatch.setitem(
+            INTERPRETER_BLOCKS, "conv", {**INTERPRETER_BLOCKS["conv"], "BLOCK_C": block_c}
+        )
+        monkeypatch.setitem(
+            INTERPRETER_BLOCKS,
+            "kernel_grad",
+            {**INTERPRETER_BLOCKS["kernel_grad"], "BLOCK_C": block_c},
+        )
+    x = _make((2, 3, 9, 8), 2, channels_last, torch.float32, device)
+    w = _sparse_kernel((6, 1, 7, 5), device)
+    mask = torch.rand(w.shape, device=device) < 0.4
+    b = _make((6,), 2, False, torch.float32, device)
+
+    def fn(x, w, b):
+        return triton_depthwise_conv(x, w, b, (2, 3), skip_zero_taps=True, kernel_grad_mask=mask)
+
+    out, (gx, gw, gb), grad = _run(fn, x, w, b)
+    ref, (rx, rw, rb) = _reference(x, w, b, (2, 3), grad)
+    _assert_close(out, ref, 1e-5)
+    _assert_close(gx, rx, 1e-5)
+    _assert_close(gb, rb, 1e-5)
+    _assert_close(gw, rw * mask, 1e-5)
+    assert (gw[~mask] == 0).all()
+
+
+def test_tap_table_lists_the_used_taps_of_each_block():
+    mask = torch.tensor(
+        [[0, 1, 0, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+        dtype=torch.bool,
+    )
+    table, counts = triton_conv._tap_table(mask, 2)
+    assert counts.tolist() == [3, 1, 0]
+    assert table[0, :3].tolist() == [1, 3, 4] and table[1, :1].tolist() == [0]
+
+
+def test_custom_ops_pass_opcheck(device):
+    x = _make((2, 3, 6, 5), 2, True, torch.float32, device, requires_grad=False)
+    w = _make((6, 1, 3, 4), 2, False, torch.float32, device, requires_grad=False)
+    b = _make((6,), 2, False, torch.float32, device, requires_grad=False)
+    g = _make((2, 6, 6, 5), 2, True, torch.float32, device, requires_grad=False)
+    pads = [1, 1, 1, 2]
+    ops = torch.ops.dcls
+    samples = [
+        (
+            ops.triton_dw_conv.default,
+            (x.requires_grad_(), w.requires_grad_(), b, pads, False, None),
+        ),
+        (ops.triton_dw_conv_input_grad.default, (g, w.detach(), [2, 3, 6, 5], pads, True, False)),
+        (ops.triton_dw_conv_kernel_grad.default, (x.detach(), g, [3, 4], pads, None)),
+    ]
+    for op, args in samples:
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_meta_tensors_give_shapes_and_formats_without_running(channels_last):
+    x = torch.empty(2, 3, 9, 8, device="meta")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.empty(6, 1, 4, 3, device="meta", requires_grad=True)
+    out = triton_depthwise_conv(x.requires_grad_(), w, None, "same")
+    assert out.shape == (2, 6, 9, 8) and out.device.type == "meta"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=fmt)
+    gx, gw = torch.autograd.grad(out, (x, w), torch.empty_like(out))
+    assert gx.shape == x.shape and gx.is_contiguous(memory_format=fmt)
+    assert gw.shape == w.shape
+
+
+def test_compile_fullgraph_traces_forward_and_backward(device):
+    x = _make((2, 3, 8, 7), 2, True, torch.float32, device)
+    w = _make((3, 1, 5, 5), 2, False, torch.float32, device)
+    b = _make((3,), 2, False, torch.float32, device)
+
+    def fn(x, w, b):
+        return torch.relu(triton_depthwise_conv(x, w, b, "same")) * 2
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out, grads, _ = _run(compiled, x, w, b)
+    ref, ref_grads, _ = _run(fn, x, w, b)
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_autocast_casts_like_conv2d(device):
+    x = _make((2, 3, 8, 7), 2, True, torch.float32, device)
+    w = _make((3, 1, 5, 5), 2, False, torch.float32, device)
+    b = _make((3,), 2, False, torch.float32, device)
+    dtype = torch.bfloat16
+    with torch.autocast(device.type, dtype=dtype):
+        out = triton_depthwise_conv(x, w, b, 2)
+        expected = F.conv2d(x, w, b, 1, 2, 1, 3)
+    assert out.dtype == expected.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(out.float().sum(), (x, w, b))
+    assert [g.dtype for g in grads] == [torch.float32] * 3
+    # The reference: the same computation on the operands rounded to bfloat16, in float64.
+    ref, _ = _reference(x.to(dtype), w.to(dtype), b.to(dtype), 2, torch.ones_like(out))
+    _assert_close(out, ref, 1e-2)
+
+
+def test_double_backward_raises(device):
+    x = _make((1, 2, 5, 5), 2, False, torch.float32, device)
+    w = _make((2, 1, 3, 3), 2, False, torch.float32, device)
+    out = triton_depthwise_conv(x, w, None, 1)
+    (gx,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="not twice differentiable"):
+        gx.sum().backward()
+
+
+def test_triton_available_follows_the_interpreter(monkeypatch):
+    assert not triton_available("meta")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_available("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not triton_available("cpu")
+    assert triton_available("cuda") == CUDA
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kernel": torch.randn(3, 2, 3, 3)}, "depthwise"),
+        ({"kernel": torch.randn(4, 1, 3, 3)}, "depthwise"),
+        ({"kernel": torch.randn(3, 3, 3)}, "spatial axes"),
+        ({"kernel": torch.randn(3, 1, 1, 3, 3, 3)}, "1 to 3 spatial axes"),
+        ({"stride": 2}, "stride 1"),
+        ({"stride": (1, 2)}, "stride 1"),
+        ({"padding": "full"}, "padding"),
+        ({"padding": -1}, "padding"),
+        ({"padding": (1, 1, 1)}, "padding"),
+        ({"padding": 1.5}, "padding"),
+        ({"padding": "valid", "kernel": torch.randn(3, 1, 9, 3)}, "no output"),
+        ({"bias": torch.randn(4)}, "bias"),
+        ({"kernel": torch.randn(3, 1, 3, 3, dtype=torch.float64)}, "dtype"),
+        (
+            {
+                "input": torch.randint(0, 3, (2, 3, 7, 7)),
+                "kernel": torch.ones(3, 1, 3, 3, dtype=torch.long),
+            },
+            "dtype",
+        ),
+        ({"kernel_grad_mask": torch.ones(3, 1, 3, 3)}, "kernel_grad_mask"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, match, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors are valid, on a GPU machine too
+    args = {
+        "input": torch.randn(2, 3, 7, 7),
+        "kernel": torch.randn(3, 1, 3, 3),
+        "bias": None,
+        "padding": 1,
+    } | kwargs
+    with pytest.raises(ValueError, match=match):
+        triton_depthwise_conv(**args)
+
+
+def test_a_device_without_triton_raises_value_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        triton_depthwise_conv(torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3), None, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize(("channels", "size"), [(96, 56), (192, 28), (384, 14), (768, 7)])
+def test_convnext_t_stage_shapes_on_gpu_in_bfloat16(channels, size):
+    assert "TRITON_INTERPRET" not in os.environ or os.environ["TRITON_INTERPRET"] in ("", "0")
+    device = torch.device("cuda")
+    x = _make((8, channels, size, size), 2, True, torch.bfloat16, device)
+    w = _make((channels, 1, 17, 17), 2, False, torch.bfloat16, device)
+    b = _make((channels,), 2, False, torch.bfloat16, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, b)
+    dense, dense_grads, _ = _run(
+        lambda x, w, b: F.conv2d(x, w, b, 1, "same", 1, channels), x, w, b, grad
+    )
+    ref, ref_grads = _reference(x, w, b, "same", grad)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # As close to the float64 reference as cuDNN's own bfloat16 convolution, or within 1e-2.
+    for actual, cudnn, r in zip(
+        (out, *grads), (dense, *dense_grads), (ref, *ref_grads), strict=True
+    ):
+        cudnn_err = ((cudnn.double() - r).abs().max() / r.abs().max()).item()
+        _assert_close(actual, r, max(1e-2, 2 * cudnn_err))
