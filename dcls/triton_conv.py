@@ -166,7 +166,8 @@ if triton is not None:
     # The kernels call only Triton builtins (no `tl.sum`, `tl.zeros`, `tl.cdiv`): Triton's
     # library functions are themselves `@triton.jit` functions, compiled or interpreted depending
     # on TRITON_INTERPRET when triton was imported, and the wrong kind fails in the other mode.
-    # `tl.reduce` with Triton's own sum combiner runs as `np.sum` under the interpreter.
+    # The kernel-gradient reduction uses Triton's own `a + b` combiner, which the interpreter
+    # recognises (it sums with numpy); `_kernels(False)` makes it compilable if need be.
     _sum_combine = tl.standard._sum_combine
 
     def _conv_kernel(
@@ -340,6 +341,10 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
             "conv": InterpretedFunction(_conv_kernel),
             "kernel_grad": InterpretedFunction(_kernel_grad_kernel),
         }
+    global _sum_combine
+    if not isinstance(_sum_combine, triton.runtime.jit.JITFunction):
+        # triton was imported under TRITON_INTERPRET=1: its combiner is an interpreted one.
+        _sum_combine = triton.runtime.jit.JITFunction(_sum_combine.fn)
     conv_key = ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "KD", "KH", "KW", "M", "R", "CHANNELS_LAST"]
     grad_key = ["C_OUT", "N_POS", "KD", "KH", "KW", "M", "CHANNELS_LAST"]
     kernels: dict[tuple, object] = {}

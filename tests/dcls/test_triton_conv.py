@@ -400,3 +400,55 @@ def test_convnext_t_stage_shapes_on_gpu_in_bfloat16(channels, size):
     ):
         cudnn_err = ((cudnn.double() - r).abs().max() / r.abs().max()).item()
         _assert_close(actual, r, max(1e-2, 2 * cudnn_err))
+
+
+def _compile_for_hopper(fn, constexprs: dict, dtype: str):
+    """``fn`` compiled to a cubin for sm_90 with Triton's bundled ptxas: no GPU needed. Pointers
+    and strides are marked 16-divisible, as the JIT marks them for ConvNeXt's shapes."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    signature, attrs = {}, {}
+    for i, name in enumerate(inspect.signature(fn).parameters):
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        pointer = {"tap_ptr": "*i32", "count_ptr": "*i32", "part_ptr": "*fp32"}
+        signature[name] = pointer.get(name, f"*{dtype}") if name.endswith("_ptr") else "i32"
+        if name.endswith("_ptr") or name.startswith("s") or name == "W_STRIDE":
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(JITFunction(fn), signature, constexprs, attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+@pytest.mark.parametrize("tap_list", [False, True], ids=["dense", "taps"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_kernels_compile_for_hopper_without_a_gpu(channels_last, tap_list):
+    # The interpreter runs the kernels as Python: this catches what only the compiler rejects.
+    triton_conv._kernels(False)  # (makes the reduction's combiner compilable if need be)
+    tl = triton_conv.tl
+    unit = {"sxc": 1, "syc": 1} if channels_last else {"sxw": 1, "syw": 1}
+    shared = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "TAP_LIST": tap_list}
+    shared |= {"CHANNELS_LAST": channels_last, "ACC": tl.float32, **unit}
+    conv_blocks = triton_conv._TAP_CONV_CONFIGS if tap_list else triton_conv._CONV_CONFIGS
+    grad_blocks = (
+        triton_conv._TAP_KERNEL_GRAD_CONFIGS if tap_list else triton_conv._KERNEL_GRAD_CONFIGS
+    )
+    h, w, c = conv_blocks[channels_last][0][:3]
+    conv = _compile_for_hopper(
+        triton_conv._conv_kernel,
+        shared | {"R": 1, "HAS_BIAS": True, "BLOCK_H": h, "BLOCK_W": w, "BLOCK_C": c},
+        "bf16",
+    )
+    t, p, c = grad_blocks[channels_last][0][:3]
+    grad = _compile_for_hopper(
+        triton_conv._kernel_grad_kernel,
+        shared | {"BLOCK_T": t, "BLOCK_P": p, "BLOCK_C": c},
+        "bf16",
+    )
+    for kernel in (conv, grad):
+        assert kernel.asm["cubin"]
