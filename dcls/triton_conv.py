@@ -5,9 +5,10 @@
 with the extra zero after for even kernels, ``"valid"``), any kernel size (sizes are
 compile-time constants: each new size compiles new kernels), float32/bfloat16/float16 with
 float32 accumulation (float64 accumulates in float64, for ``gradcheck``), NCHW or channels-last,
-batched or unbatched. The three kernels are ``torch.library`` custom ops (``dcls::triton_dw_conv``,
-``dcls::triton_dw_conv_input_grad``, ``dcls::triton_dw_conv_kernel_grad``) with fake kernels and
-autograd, so ``torch.compile(fullgraph=True)`` traces them without a graph break.
+batched or unbatched, any channel multiplier ``m``, bias optional. The three kernels are
+``torch.library`` custom ops (``dcls::triton_dw_conv``, ``dcls::triton_dw_conv_input_grad``,
+``dcls::triton_dw_conv_kernel_grad``) with fake kernels and autograd, so
+``torch.compile(fullgraph=True)`` traces them without a graph break.
 
 Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what to measure):
 
@@ -38,20 +39,26 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   The bias gradient is ``dy.sum`` in torch.
 * Sparse taps: with ``skip_zero_taps=True`` the forward and input-gradient loops visit, per
   channel block, only the taps that are non-zero in at least one of its channels (a sorted tap
-  table and its lengths, built by torch per call; the loop is then dynamic). ``kernel_grad_mask``
-  restricts the kernel gradient to the taps a caller needs (for DCLS: the taps the interpolation
-  reads) and returns zeros elsewhere; tap blocks are then taken from per-channel-block tap tables.
-  The tables need one ``BLOCK_C`` per mode, so those modes autotune the spatial blocks only.
-  Skipping zero taps also skips ``0 * inf``: a non-finite input under a zero tap gives a finite
-  output where ``F.conv2d`` gives NaN.
+  table and its lengths, built by torch per call; the loop over them is dynamic).
+  ``kernel_grad_mask`` restricts the kernel gradient to the taps a caller needs (for DCLS: the
+  taps the interpolation reads) and returns zeros elsewhere; tap blocks then come from the same
+  kind of per-channel-block tables. The tables fix ``BLOCK_C``: 32 for channels-last, 1 (one
+  channel per program, per-channel tap lists) for NCHW. Measured on ConvNeXt-T-dcls kernels, a
+  block of 16 or more channels covers almost every tap once positions spread out; only
+  per-channel lists keep DCLS's sparsity (``docs/triton_plan.md``). Skipping zero taps also skips
+  ``0 * inf``: a non-finite input under a zero tap gives a finite output where ``F.conv`` gives
+  NaN.
 * Block sizes: ``triton.autotune`` on CUDA over the small per-layout tables below (keyed by
   shapes, kernel size and layout); under the interpreter one fixed config
   (:data:`INTERPRETER_BLOCKS`).
 
-Interpreter: the kernels are plain functions wrapped on first use, for the mode in force at that
-moment (``triton.knobs.runtime.interpret``, i.e. ``TRITON_INTERPRET=1``): compiled for CUDA
-tensors, interpreted on CPU tensors. Importing this module before or after setting the variable
-makes no difference. Without Triton the module imports; :func:`triton_available` is then False.
+Interpreter: the kernels are plain functions wrapped on first use, for the mode in force at each
+call (``triton.knobs.runtime.interpret``, i.e. ``TRITON_INTERPRET=1``): interpreted then (CPU
+tensors), compiled otherwise (CUDA tensors). Importing this module, or triton, before or after
+setting the variable makes no difference: the kernels call Triton builtins only. Under the
+interpreter a bfloat16 result is written in float32 and rounded by torch, because the interpreter
+truncates float32 to bfloat16 where the GPU rounds to nearest. Without Triton the module imports
+and :func:`triton_available` is False.
 
 The file is longer than 400 lines because the two kernels, their launchers, the three custom
 ops and the public function belong together (it becomes ``dcls/algorithms/triton.py``).
@@ -334,6 +341,7 @@ def _autotuned(fn, configs: list[tuple[int, ...]], names: tuple[str, ...], key: 
 @functools.cache
 def _kernels(interpret: bool) -> dict[tuple, object]:
     """The launchable kernels for one mode, built on first use (see the module docstring)."""
+    _logger.debug("building the Triton depthwise kernels (interpreter: %s)", interpret)
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
 
@@ -725,6 +733,10 @@ def _check(
             raise ValueError(f"{name} must be on the input's device {input.device}, got {t.device}")
 
 
+def _autocast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+
 def triton_depthwise_conv(
     input: Tensor,
     kernel: Tensor,
@@ -781,9 +793,10 @@ def triton_depthwise_conv(
         )
     device_type = input.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        # As autocast casts F.conv's operands: floating ones except float64.
         dtype = torch.get_autocast_dtype(device_type)
-        input, kernel = input.to(dtype), kernel.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+        input, kernel = _autocast(input, dtype), _autocast(kernel, dtype)
+        bias = _autocast(bias, dtype) if bias is not None else None
     dtypes = {input.dtype, kernel.dtype} | ({bias.dtype} if bias is not None else set())
     if len(dtypes) > 1 or input.dtype not in _FLOAT_DTYPES:
         raise ValueError(
