@@ -7,6 +7,10 @@ Python.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,11 +173,11 @@ def test_kernel_31_in_2d(device):
         _assert_close(g, r, 1e-5)
 
 
-@pytest.mark.skipif(CUDA, reason="interpreter block sizes")
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_tile_channel_tap_and_chunk_edges(channels_last, monkeypatch, device):
-    # Small blocks: several spatial tiles (ragged), channel blocks (ragged), tap blocks and
-    # reduction chunks, with a channel multiplier on top.
+    # Small interpreter blocks (CUDA autotunes its own): ragged spatial tiles (10x6 outputs in
+    # 4x4), channel blocks (6 in 4) and tap blocks (12 in 8), two reduction chunks, and a
+    # channel multiplier on top.
     monkeypatch.setitem(INTERPRETER_BLOCKS, "conv", {"BLOCK_H": 4, "BLOCK_W": 4, "BLOCK_C": 4})
     monkeypatch.setitem(
         INTERPRETER_BLOCKS, "kernel_grad", {"BLOCK_T": 8, "BLOCK_P": 16, "BLOCK_C": 4}
@@ -324,6 +328,39 @@ def test_double_backward_raises(device):
     (gx,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="not twice differentiable"):
         gx.sum().backward()
+
+
+def test_interpreter_set_before_triton_is_imported(tmp_path):
+    # The other import order than this module's (triton is imported before the fixture sets the
+    # variable): Triton's own library functions are then interpreted ones.
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            os.environ["TRITON_INTERPRET"] = "1"
+            import torch, torch.nn.functional as F
+            from dcls.triton_conv import triton_depthwise_conv
+            x = torch.randn(2, 3, 6, 5, requires_grad=True)
+            w = torch.randn(3, 1, 3, 4, requires_grad=True)
+            ours = triton_depthwise_conv(x, w, None, "same")
+            for out in (ours, F.conv2d(x, w, None, 1, "same", 1, 3)):
+                grad = torch.autograd.grad(out.square().sum(), w)[0]
+                print(out.sum().item(), *grad.flatten()[:3].tolist())
+            """
+        )
+    )
+    root = Path(triton_conv.__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    ours, expected = (list(map(float, line.split())) for line in result.stdout.splitlines())
+    assert ours == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
 def test_triton_available_follows_the_interpreter(monkeypatch):
