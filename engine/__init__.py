@@ -1,3 +1,30 @@
-"""Training machinery: data, optimizer, loop, checkpoints, distributed setup and loggers."""
+"""Everything around the DCLS layers that trains and evaluates an ImageNet classifier.
 
-__all__ = ["checkpoint", "data", "distributed", "loggers", "loop", "optim"]
+By job:
+
+- :mod:`engine.training`: the loop, optimizer, DCLS schedules, loggers, preemption;
+- :mod:`engine.evaluation`: accuracy, ImageNet-C, throughput, result files;
+- :mod:`engine.pictures`: position sets as arrays, their history, plots, W&B media.
+
+Shared by the three:
+
+- :mod:`engine.data`: datasets, samplers, the evaluation sets' folder layouts;
+- :mod:`engine.checkpoint`: checkpoint files, training state, models rebuilt from checkpoints;
+- :mod:`engine.config`: config checks and the one-line errors of every entry point;
+- :mod:`engine.amp`: mixed-precision names and the autocast context;
+- :mod:`engine.distributed`: process groups, collectives, fault reports.
+
+Imports run down that list: ``train.py``, ``eval.py`` and ``scripts/`` use the job packages,
+which use the shared modules, which use ``models`` and ``dcls``.
+"""
+
+__all__ = [
+    "amp",
+    "checkpoint",
+    "config",
+    "data",
+    "distributed",
+    "evaluation",
+    "pictures",
+    "training",
+]

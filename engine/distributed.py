@@ -1,4 +1,5 @@
-"""Process-group setup from torchrun's environment, and the few collectives the loop needs."""
+"""Process-group setup from torchrun's environment, the few collectives the loop needs, and the
+process-wide determinism switch."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ __all__ = [
     "DistInfo",
     "DistributedFaultError",
     "all_reduce_sum",
-    "barrier",
     "cleanup",
     "describe_fault",
     "init_distributed",
     "roll_call",
+    "set_determinism",
 ]
 
 ROLL_CALL_S = 5.0  # after a failed collective: how long survivors wait for each other's answer
@@ -96,16 +97,18 @@ def _export_slurm_environment() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def set_determinism(deterministic: bool) -> None:
+    """Deterministic kernels (bitwise-reproducible runs), or cuDNN's autotuner, which picks the
+    fastest convolution algorithm per shape (the shapes of a training run are fixed)."""
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def cleanup() -> None:

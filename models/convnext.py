@@ -207,7 +207,7 @@ TEST_SIZE = dict(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), norm_eps=1e-5, act_
 
 default_cfgs = generate_default_cfgs(
     {f"convnext_{size}_dcls.untrained": _cfg() for size in SIZES}
-    | {f"convnext_{size}_dc.untrained": _cfg() for size in ("tiny", "small", "base")}
+    | {f"convnext_{size}_dc.untrained": _cfg() for size in ("atto", "tiny", "small", "base")}
     | {"test_convnext_dcls.untrained": _cfg(input_size=(3, 160, 160), pool_size=(5, 5))}
 )
 
@@ -258,6 +258,11 @@ def convnext_base_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
 @register_model
 def convnext_large_dcls(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
     return _dcls("large", pretrained, kwargs)
+
+
+@register_model
+def convnext_atto_dc(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    return _dc("atto", pretrained, kwargs)
 
 
 @register_model

@@ -14,7 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.positions import load_history
+from engine.config import run_entry_point
+from engine.pictures.positions import load_history
 
 _logger = logging.getLogger("animate_positions")
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from engine import plots
+        from engine.pictures import plots
     except ImportError as error:
         print(error, file=sys.stderr)
         return 2
@@ -42,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 from timm.data import ImageNetInfo
 
-from engine.data import DATASETS
-from engine.eval_data import CorruptImage
-from engine.robustness import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
+from engine.config import run_entry_point
+from engine.data.datasets import DATASETS
+from engine.evaluation.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, CorruptImage
 
 _logger = logging.getLogger("export_digits")
 
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

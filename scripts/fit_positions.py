@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import dcls
 from dcls.functional import construct_kernel
+from engine.config import run_entry_point
 
 _logger = logging.getLogger("fit_positions")
 
@@ -122,4 +123,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

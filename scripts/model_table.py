@@ -16,25 +16,19 @@ import sys
 import timm
 
 import models  # noqa: F401  (registers the DCLS variants)
-from engine.profiling import params_and_macs as count_params_and_macs
+from engine.config import run_entry_point
+from engine.evaluation.paper import paper_value
+from engine.evaluation.throughput import params_and_macs as count_params_and_macs
 
 _logger = logging.getLogger("model_table")
 
-# (baseline, variants, paper's params (M) and GMACs per name, from the authors' README)
+# (baseline, variants); the paper's params (M) and GMACs: engine.evaluation.paper
 FAMILIES = [
     ("convnext_tiny", ["convnext_tiny_dcls", "convnext_tiny_dc"]),
     ("convnext_small", ["convnext_small_dcls", "convnext_small_dc"]),
     ("convnext_base", ["convnext_base_dcls", "convnext_base_dc"]),
     ("resnet50", ["resnet50_dcls", "resnet50_dc"]),
 ]
-PAPER = {
-    "convnext_tiny": (28, 4.5),
-    "convnext_tiny_dcls": (28, 5.0),
-    "convnext_small": (50, 8.7),
-    "convnext_small_dcls": (50, 9.5),
-    "convnext_base": (89, 15.4),
-    "convnext_base_dcls": (89, 16.5),
-}
 
 
 def params_and_macs(name: str, resolution: int = 224, **kwargs: object) -> tuple[int, float]:
@@ -56,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         base_params, base_macs = params_and_macs(baseline, args.resolution)
         for name in [baseline, *variants]:
             params, macs = params_and_macs(name, args.resolution)
-            paper_params, paper_macs = PAPER.get(name, ("-", "-"))
+            paper_params, paper_macs = (
+                paper_value(name, metric) or "-" for metric in ("params_m", "gmacs")
+            )
             lines.append(
                 f"| {name} | {params / 1e6:.2f} | {macs:.2f} | {paper_params} | {paper_macs} "
                 f"| {params / base_params - 1:+.2%} | {macs / base_macs - 1:+.1%} |"
@@ -66,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

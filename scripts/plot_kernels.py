@@ -14,8 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.positions import set_pictures
-from engine.weights import load_model
+from engine.checkpoint.models import load_model
+from engine.config import run_entry_point
+from engine.pictures.positions import set_pictures
 
 _logger = logging.getLogger("plot_kernels")
 
@@ -30,7 +31,7 @@ def plot_kernels(
     dpi: float = 100,
 ) -> list[Path]:
     """Write ``out/kernels_<set>.png`` for every 2-D position set of the checkpoint's model."""
-    from engine import plots  # first: a missing matplotlib is reported before any work
+    from engine.pictures import plots  # first: a missing matplotlib is reported before any work
 
     model = load_model(checkpoint, weights="ema" if ema else "model").model
     paths = []
@@ -69,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

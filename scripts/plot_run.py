@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.config import run_entry_point
+
 _logger = logging.getLogger("plot_run")
 
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from engine import plots
+        from engine.pictures import plots
     except ImportError as error:
         print(error, file=sys.stderr)
         return 2
@@ -39,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

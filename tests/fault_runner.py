@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import engine.loop
+import engine.training.loop
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 
@@ -28,7 +28,7 @@ def _inject() -> None:
     rank_hit = target in ("all", os.environ.get("RANK", "0"))
     exit_after = int(os.environ.get("FAULT_EXIT_AFTER_STEP", "0")) if rank_hit else 0
     hang_after = int(os.environ.get("FAULT_HANG_AFTER_STEP", "0")) if rank_hit else 0
-    update = engine.loop._optimizer_update
+    update = engine.training.loop._optimizer_update
 
     def faulty_update(state, *args, **kwargs):
         applied = update(state, *args, **kwargs)
@@ -39,7 +39,7 @@ def _inject() -> None:
         time.sleep(step_delay)
         return applied
 
-    engine.loop._optimizer_update = faulty_update
+    engine.training.loop._optimizer_update = faulty_update
     if fsync_delay:
         fsync = os.fsync
 

@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 import models  # noqa: F401  (registers the DCLS variants: the test must not rely on test order)
-from engine.data import build_loaders
+from engine.data.datasets import build_loaders
 from engine.distributed import DistInfo
-from engine.optim import build_optimizer
+from engine.training.optim import build_optimizer
 from tests.conftest import CONFIG_DIR, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

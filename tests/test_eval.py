@@ -16,9 +16,10 @@ import timm
 import torch
 
 import eval as eval_script
-from engine.eval_data import imagenet_subset_indices
-from engine.robustness import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
-from engine.weights import CheckpointMismatchError
+from engine.checkpoint.models import CheckpointMismatchError
+from engine.config import ConfigError
+from engine.data.eval_sets import imagenet_subset_indices
+from engine.evaluation.corruptions import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
 from tests.eval_helpers import (
     IMG,
     ROOT,
@@ -270,9 +271,11 @@ def test_a_folder_that_is_not_a_class_names_it_and_the_layout(tmp_path, stub_che
 
 
 def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
-    with pytest.raises(ValueError, match=r"sets: unknown \['imagenet'\]; allowed: \['in1k'"):
+    with pytest.raises(
+        ConfigError, match=r"sets='imagenet' is invalid: expected names from \['in1k'"
+    ):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[imagenet]"])
-    with pytest.raises(ValueError, match="amp must be one of"):
+    with pytest.raises(ConfigError, match="amp='fp8' is invalid: expected one of null"):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "amp=fp8"])
 
 
@@ -291,9 +294,7 @@ def test_checkpoint_without_config_asks_for_a_model_name(tmp_path):
 
 
 def test_checkpoint_is_required(tmp_path):
-    from omegaconf.errors import MissingMandatoryValue
-
-    with pytest.raises(MissingMandatoryValue, match="checkpoint"):
+    with pytest.raises(ConfigError, match=r"checkpoint='\?\?\?' is invalid: required"):
         run_eval(tmp_path, [])
 
 
@@ -322,7 +323,7 @@ def test_preprocessing_follows_the_training_config_unless_overridden(tmp_path):
 
 
 def test_throughput_leaves_the_evaluated_weights_alone(tmp_path):
-    from engine.evaluation import evaluate_throughput
+    from engine.evaluation.throughput import evaluate_throughput
 
     model = timm.create_model("test_resnet").eval()  # batch norm: training steps would move it
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -340,5 +341,5 @@ def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert result.returncode == 2
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "sets: unknown ['imagenet']" in errors[0]
+    assert len(errors) == 1 and "sets='imagenet' is invalid" in errors[0]
     assert "Traceback" not in result.stderr

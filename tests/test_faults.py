@@ -61,7 +61,7 @@ def _logged_step(run_dir: Path, offset: int) -> int:
     """The last optimizer step that train.log reports after byte ``offset`` (0 if none)."""
     log = run_dir / "train.log"
     text = log.read_text()[offset:] if log.is_file() else ""
-    steps = re.findall(r"epoch \d+ step (\d+)  loss", text)
+    steps = re.findall(r"epoch \d+/\d+ step (\d+)  loss", text)
     return int(steps[-1]) if steps else 0
 
 
@@ -141,18 +141,38 @@ def test_sigkill_mid_epoch_and_mid_checkpoint_write_then_resume_bitwise(tmp_path
 def test_preemption_signals_checkpoint_the_step_and_exit_for_requeue(tmp_path, reference):
     run_dir = tmp_path / "train" / "run"
     never = ["trainer.checkpoint_every=0"]  # only the epoch ends and the signals checkpoint
-    for signum, signal_at in ((signal.SIGTERM, 3), (signal.SIGUSR1, UPDATES_PER_EPOCH + 3)):
+    signals = (
+        (signal.SIGTERM, 3, 75),  # EX_TEMPFAIL: requeue me
+        (signal.SIGINT, 5, 130),  # Ctrl-C: checkpoint, then the shell's status for Ctrl-C
+        (signal.SIGUSR1, UPDATES_PER_EPOCH + 3, 75),
+    )
+    for signum, signal_at, status in signals:
         offset = _log_size(run_dir)
         process = _start(tmp_path, never, step_delay_s=0.1)
         _wait_for(lambda: _logged_step(run_dir, offset) >= signal_at, process, f"step {signal_at}")  # noqa: B023
         seen = _logged_step(run_dir, offset)
         process.send_signal(signum)
-        assert process.wait(timeout=DEADLINE_S) == 75  # EX_TEMPFAIL: requeue me
+        assert process.wait(timeout=DEADLINE_S) == status
         output = process.stdout.read().decode()
         saved = _checkpoint(run_dir)
         # the checkpoint holds the step that was running when the signal came, mid-epoch
         assert saved["step"] in (seen, seen + 1) and saved["batch_in_epoch"] % UPDATES_PER_EPOCH
         assert f"{signum.name} received: checkpoint at step {saved['step']} written" in output
+        assert "Traceback" not in output
     process = _start(tmp_path, never)
     assert process.wait(timeout=DEADLINE_S) == 0, process.stdout.read()[-3000:]
     _assert_bitwise_equal(reference, _checkpoint(run_dir))
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+    run_dir = tmp_path / "train" / "run"
+    process = _start(tmp_path, ["trainer.checkpoint_every=0"], step_delay_s=1.0)
+    _wait_for(lambda: _logged_step(run_dir, 0) >= 2, process, "step 2")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.1)  # mid-step: the first Ctrl-C waits for the step's end, the second does not
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=DEADLINE_S) == 130
+    output = process.stdout.read().decode()
+    assert "interrupted (Ctrl-C)" in output and "Traceback" not in output
+    assert "checkpoint at step" not in output

@@ -68,21 +68,56 @@ def test_positions_and_their_ema_stay_in_bounds_with_a_huge_position_lr(fast_tra
         assert any(p.abs().max() == 8 for p in positions)
 
 
-@pytest.mark.slow
-def test_embedded_default_reaches_95_percent(tmp_path):
-    """`python train.py` with no arguments: digits, ConvNeXt-atto-dcls, CPU."""
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, str(root / "train.py"), f"paths.log_dir={tmp_path}", "run_name=default"],
+def _run(root: Path, script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(root / script), *args],
         capture_output=True,
         text=True,
         timeout=900,
-        cwd=tmp_path,
+        cwd=cwd,
     )
+
+
+@pytest.mark.slow
+def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
+    """A new user's path: ``python train.py`` with no arguments (digits, ConvNeXt-atto-dcls,
+    CPU), then ``eval.py`` on the checkpoint, on its own validation split and on the digits
+    exported as ImageNet-style folders: every command prints the same top-1."""
+    root = Path(__file__).resolve().parents[1]
+    result = _run(root, "train.py", [f"paths.log_dir={tmp_path}", "run_name=default"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "train" / "default" / "results.json").read_text())
-    assert results["val_top1"] >= 95.0
-    assert "results: " in result.stderr + result.stdout
+    run_dir = tmp_path / "train" / "default"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["val_top1"] >= 95.0 and results["top1"] == results["val_top1"]
+    assert results["best_val_top1"] >= results["top1"] and 1 <= results["best_epoch"] <= 15
+    log = result.stderr + result.stdout
+    assert "finished 15 epochs" in log and "epoch 15/15" in log and "ETA epoch" in log
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    assert f"python eval.py checkpoint={checkpoint} sets=[val]" in log
+
+    # eval.py on the checkpoint's own validation split: the same images, the same number
+    evals = tmp_path / "eval"
+    common = [f"checkpoint={checkpoint}", f"paths.log_dir={evals}", "num_workers=0"]
+    result = _run(root, "eval.py", [*common, "sets=[val]", "run_name=val"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    val = json.loads((evals / "eval" / "val" / "eval_results.json").read_text())["sets"]["val"]
+    assert val["top1"] == pytest.approx(results["top1"], abs=1e-9) and val["count"] == 359
+
+    # without a dataset folder: one line saying what to do, exit status 2
+    result = _run(root, "eval.py", [*common, "run_name=none"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "sets=[val]" in errors[0] and "export_digits.py" in errors[0]
+
+    # the digits written as PNG folders, scored with the preprocessing the checkpoint stores
+    folders = tmp_path / "digits"
+    assert _run(root, "scripts/export_digits.py", [str(folders)], tmp_path).returncode == 0
+    in1k = [f"roots.in1k={folders / 'val'}", "run_name=in1k"]
+    result = _run(root, "eval.py", [*common, *in1k], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((evals / "eval" / "in1k" / "eval_results.json").read_text())
+    assert saved["data_config"]["crop_pct"] == 1.0 and saved["data_config"]["mean"] == [0.5] * 3
+    assert saved["sets"]["in1k"]["top1"] == pytest.approx(results["top1"], abs=1e-9)
 
 
 @pytest.mark.parametrize(("amp", "update_freq"), [("bf16", 1), ("fp16", 2)])

@@ -9,7 +9,8 @@ import torch
 
 import engine.checkpoint as ckpt
 import models  # noqa: F401  (registers the DCLS variants)
-from engine.validation import ConfigError
+from engine.checkpoint.training import _resume_position
+from engine.config import ConfigError
 
 
 def _state(value: float) -> dict:
@@ -82,7 +83,65 @@ def _checkpoint(batch_size: int, world_size: int, update_freq: int, batch_in_epo
 
 def test_other_world_size_resumes_at_the_same_image_when_the_effective_batch_is_kept():
     # 2 ranks x 8 x 1, 3 updates done = 48 images; 1 process x 8 x update_freq 2: 6 micro-batches
-    assert ckpt._resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 2) == 6
-    assert ckpt._resume_position(_checkpoint(8, 1, 2, 6), 8, 2, 1) == 3
+    assert _resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 2) == 6
+    assert _resume_position(_checkpoint(8, 1, 2, 6), 8, 2, 1) == 3
     with pytest.raises(ConfigError, match=r"effective batch is 16 .*set trainer\.update_freq=2"):
-        ckpt._resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 1)
+        _resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 1)
+
+
+def _training_state(value: float) -> dict:
+    return {
+        "model": {"w": torch.full((3,), value)},
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": int(value),
+        "step": int(value),
+        "rng": {},
+    }
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 3],  # a truncated copy
+        lambda data: data[:100] + bytes(b ^ 0xFF for b in data[100:300]) + data[300:],  # bit rot
+        lambda data: b"",  # an empty file
+    ],
+)
+def test_resume_falls_back_to_the_previous_checkpoint_with_a_warning(tmp_path, caplog, damage):
+    for value in (1.0, 2.0):
+        ckpt.save_checkpoint(_training_state(value), tmp_path, keep_previous=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.previous.pt", "last.pt"]
+    last = tmp_path / "last.pt"
+    last.write_bytes(damage(last.read_bytes()))
+    with caplog.at_level("WARNING"):
+        checkpoint, path = ckpt.load_resumable(ckpt.latest_checkpoint(tmp_path))
+    assert path == tmp_path / "last.previous.pt" and checkpoint["step"] == 1
+    assert f"checkpoint {last} cannot be read" in caplog.text and "resuming from" in caplog.text
+
+
+def test_neither_checkpoint_readable_is_one_error_naming_both(tmp_path):
+    for value in (1.0, 2.0):
+        ckpt.save_checkpoint(_training_state(value), tmp_path, keep_previous=True)
+    for name in ("last.pt", "last.previous.pt"):
+        (tmp_path / name).write_bytes(b"garbage")
+    with pytest.raises(
+        ckpt.CheckpointReadError, match=r"last\.pt .*last\.previous\.pt .*resume=never"
+    ):
+        ckpt.load_resumable(tmp_path / "last.pt")
+
+
+def test_a_crash_between_the_two_renames_resumes_from_the_previous_one(tmp_path):
+    ckpt.save_checkpoint(_training_state(1.0), tmp_path, keep_previous=True)
+    (tmp_path / "last.pt").rename(tmp_path / "last.previous.pt")  # the first rename only
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "last.previous.pt"
+
+
+def test_the_authors_training_checkpoint_with_argparse_args_loads(tmp_path):
+    import argparse
+
+    path = tmp_path / "checkpoint-best.pth"
+    args = argparse.Namespace(model="convnext_tiny_dcls", lr=4e-3, drop_path=0.1)
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 299, "args": args}, path)
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["args"].model == "convnext_tiny_dcls" and loaded["epoch"] == 299

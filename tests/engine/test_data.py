@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from timm.data.auto_augment import AugmentOp, RandAugment
 
-from engine.data import build_loaders, use_compatible_posterize
+from engine.data.datasets import build_loaders, use_compatible_posterize
 from engine.distributed import DistInfo
 from tests.conftest import compose_train
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.data import build_loaders
+from engine.data.datasets import build_loaders
+from engine.data.image_folder import BadImageError
 from engine.distributed import DistInfo
-from engine.image_folder import BadImageError
 from tests.conftest import compose_train
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))

@@ -5,7 +5,15 @@ import logging
 
 from omegaconf import OmegaConf
 
-from engine.loggers import CsvLogger, MetricLogger, build_logger
+from engine.training.loggers import (
+    CsvLogger,
+    LoggerGroup,
+    MetricLogger,
+    WandbLogger,
+    build_logger,
+    wandb_run_id,
+)
+from tests.conftest import compose_train
 
 
 def test_csv_logger_appends_and_keeps_history_on_resume(tmp_path):
@@ -34,7 +42,7 @@ def test_failing_logger_warns_once_and_goes_on(tmp_path, caplog):
 
 def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = OmegaConf.create({"kind": "wandb", "project": "test", "mode": "offline"})
+    cfg = OmegaConf.create({"wandb": {"project": "test", "mode": "offline"}})
     logger = build_logger(cfg, tmp_path, {"model": "x"})
     logger.log({"loss": 1.0}, step=1)
     logger.finish()
@@ -43,7 +51,7 @@ def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):
 
 
 def test_none_logger_is_a_no_op(tmp_path):
-    logger = build_logger(OmegaConf.create({"kind": "none"}), tmp_path, {})
+    logger = build_logger(OmegaConf.create({"csv": None, "wandb": None}), tmp_path, {})
     assert type(logger) is MetricLogger
     logger.log({"loss": 1.0}, step=1)
     assert not list(tmp_path.iterdir())
@@ -75,7 +83,7 @@ def test_wandb_init_failure_warns_once_and_logging_is_a_no_op(tmp_path, monkeypa
         raise wandb.errors.CommError("Network error: could not reach api.wandb.ai")
 
     monkeypatch.setattr(wandb, "init", no_network)
-    cfg = OmegaConf.create({"kind": "wandb", "project": "test", "mode": "online"})
+    cfg = OmegaConf.create({"wandb": {"project": "test", "mode": "online"}})
     with caplog.at_level(logging.WARNING):
         logger = build_logger(cfg, tmp_path, {})
         logger.log({"loss": 1.0}, step=1)
@@ -87,7 +95,7 @@ def test_wandb_init_failure_warns_once_and_logging_is_a_no_op(tmp_path, monkeypa
 def test_requeued_job_resumes_the_same_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "my_run"
-    cfg = OmegaConf.create({"kind": "wandb", "project": "test", "mode": "offline"})
+    cfg = OmegaConf.create({"wandb": {"project": "test", "mode": "offline"}})
     ids = []
     for step in (1, 2):  # the first job, then the requeued one in the same folder
         logger = build_logger(cfg, run_dir, {})
@@ -96,3 +104,25 @@ def test_requeued_job_resumes_the_same_wandb_run(tmp_path, monkeypatch):
         logger.finish()
     assert ids == ["my_run", "my_run"]
     assert list((run_dir / "wandb").glob("offline-run-*-my_run"))  # synced as one run id
+
+
+def test_logger_wandb_writes_the_csv_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_train(tmp_path, ["logger=wandb"])
+    logger = build_logger(cfg.logger, tmp_path, {})
+    assert isinstance(logger, LoggerGroup)
+    assert [type(x) for x in logger.loggers] == [CsvLogger, WandbLogger]
+    logger.log({"loss": 1.0}, step=1)
+    logger.finish()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [r["loss"] for r in csv.DictReader(f)] == ["1.0"]  # plot_run.py can draw it
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_run_ids_from_sweep_folder_names():
+    assert wandb_run_id("my_run") == "my_run"
+    swept = "experiment=convnext_tiny_dcls_in1k,seed=0"
+    assert wandb_run_id(swept) == swept
+    assert wandb_run_id("a/b:c#d") == "a-b-c-d"
+    long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
+    assert len(wandb_run_id(long_a)) == 64 and wandb_run_id(long_a) != wandb_run_id(long_b)

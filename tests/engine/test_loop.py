@@ -1,4 +1,4 @@
-"""engine.loop.train_one_epoch: the training top-1 it reports, computed by hand."""
+"""engine.training.loop.train_one_epoch: the training top-1 it reports, computed by hand."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine.loop import TrainState, train_one_epoch
+from engine.training.loop import TrainState, train_one_epoch
 
 BATCHES, BATCH = 4, 4
 

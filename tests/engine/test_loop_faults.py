@@ -8,7 +8,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine.loop import TrainState, train_one_epoch
+from engine.training.loop import TrainState, train_one_epoch
 
 BATCHES = 6
 

@@ -7,7 +7,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 import models  # noqa: F401
-from engine.optim import build_optimizer, scaled_lr
+from engine.training.optim import build_optimizer, scaled_lr
 from tests.conftest import compose_train
 
 

@@ -9,7 +9,7 @@ import torch
 from submitit.core.job_environment import SignalHandler
 from submitit.core.utils import DelayedSubmission
 
-from engine import preemption
+from engine.training import preemption
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.robustness import (
+from engine.evaluation.corruptions import (
     ALEXNET_ERRORS,
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.validation import ConfigError, validate_config
+from engine.config import ConfigError, validate_train_config
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
             r"data\.batch_size=7 is invalid: Mixup/CutMix need an even batch",
         ),
         (["trainer.update_freq=0"], r"trainer\.update_freq=0 is invalid"),
-        (["trainer.amp=fp8"], r"trainer\.amp='fp8' is invalid: expected one of None, 'bf16'"),
+        (
+            ["trainer.amp=fp8"],
+            r"trainer\.amp='fp8' is invalid: expected one of null \(float32\), 'bf16'",
+        ),
         (["trainer.max_bad_steps=0"], r"trainer\.max_bad_steps=0 is invalid"),
         (["trainer.preemption.signals=[SIGFOO]"], r"trainer\.preemption\.signals='SIGFOO'"),
         (
@@ -49,19 +52,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, overrides, message):
     cfg = compose_train(tmp_path, overrides)
     with pytest.raises(ConfigError, match=message) as raised:
-        validate_config(cfg)
+        validate_train_config(cfg)
     assert "\n" not in str(raised.value)
 
 
 def test_missing_dataset_folder_is_a_config_error(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
     with pytest.raises(ConfigError, match=r"data\.root='.*imagenet' is invalid: no such folder"):
-        validate_config(cfg)
+        validate_train_config(cfg)
 
 
 def test_default_and_every_experiment_validate(tmp_path):
-    validate_config(compose_train(tmp_path))
-    validate_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
+    validate_train_config(compose_train(tmp_path))
+    validate_train_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
 
 
 def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 import dcls
-from engine.weights import CheckpointMismatchError, load_model
+from engine.checkpoint.models import CheckpointMismatchError, load_model
 from tests.models.test_convnext import SIZES_TEST_DEPTHS, _to_authors_layout
 
 

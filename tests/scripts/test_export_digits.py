@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.data import DATASETS
+from engine.data.datasets import DATASETS
 from tests.eval_helpers import ROOT, WNIDS
 
 spec = importlib.util.spec_from_file_location(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.eval_data import imagenet_subset_indices
+from engine.data.eval_sets import imagenet_subset_indices
 from tests.eval_helpers import (
     ROOT,
     WNIDS,
@@ -106,3 +106,48 @@ def test_throughput_and_mce_columns_appear_when_measured(tmp_path, capsys):
 def test_no_results_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no eval_results\.json under"):
         make_tables.main([str(tmp_path)])
+
+
+def _write(path, result):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+
+def test_results_of_one_model_merge_and_the_newest_set_wins(tmp_path, capsys, caplog):
+    """An in1k+in_c evaluation, then an in1k-only one of the same model: both sets stay, the
+    newer in1k wins and the replacement is logged."""
+    base = {"name": "net", "params": 1e6, "gmacs": 1.0}
+    _write(
+        tmp_path / "a" / "eval_results.json",
+        base | {"created": 1.0, "sets": {"in1k": {"top1": 70.0}, "in_c": {"mce": 60.0}}},
+    )
+    _write(
+        tmp_path / "b" / "eval_results.json",
+        base | {"created": 2.0, "sets": {"in1k": {"top1": 71.0}}},
+    )
+    with caplog.at_level("INFO"):
+        make_tables.main([str(tmp_path)])
+    output = capsys.readouterr().out
+    assert "| net | 1.0 | 1.00 | 71.00 |" in output  # the newer in1k
+    assert "| net | 60.00 |" in output  # the robustness table is still there
+    assert "in1k of " in caplog.text and "b/eval_results.json replaces the one of" in caplog.text
+
+
+def test_seeds_aggregate_and_rows_stand_next_to_the_paper(tmp_path, capsys):
+    for seed, (base_top1, dcls_top1) in enumerate([(82.0, 82.6), (82.2, 82.4), (82.1, 82.5)]):
+        for model, top1 in (("convnext_tiny", base_top1), ("convnext_tiny_dcls", dcls_top1)):
+            result = {"name": model, "model": model, "seed": seed, "params": 28.6e6, "gmacs": 4.5}
+            _write(
+                tmp_path / f"{model}_{seed}" / "eval_results.json",
+                result | {"sets": {"val": {"top1": top1}}},
+            )
+    make_tables.main([str(tmp_path)])
+    output = capsys.readouterr().out
+    header = "| model | params (M) | paper params | GMACs | paper GMACs | top-1 | Δ top-1 |"
+    assert header + " paper top-1 |" in output
+    # mean 82.10 ± 0.10 vs 82.50 ± 0.10 (sample std), the paper's 82.1 and 82.5 beside them
+    assert "| convnext_tiny | 28.6 | 28.0 | 4.50 | 4.50 | 82.10 ± 0.10 (n=3) |  | 82.10 |" in output
+    assert (
+        "| convnext_tiny_dcls | 28.6 | 28.0 | 4.50 | 5.00 | 82.50 ± 0.10 (n=3) | +0.40 | 82.50 |"
+        in output
+    )

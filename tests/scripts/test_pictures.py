@@ -23,15 +23,15 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import dcls
-import engine
-import engine.media
+import engine.pictures
+import engine.pictures.media
 import train as train_script
-from engine import plots
 from engine.checkpoint import load_checkpoint
-from engine.loggers import build_logger
-from engine.media import EpochMedia
-from engine.positions import grid_coordinates, load_history, position_sets, set_pictures
-from engine.weights import load_model
+from engine.checkpoint.models import load_model
+from engine.pictures import plots
+from engine.pictures.media import EpochMedia
+from engine.pictures.positions import grid_coordinates, load_history, position_sets, set_pictures
+from engine.training.loggers import build_logger
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,11 +195,12 @@ def test_wandb_media_land_in_the_offline_run_folder(run_dir, tmp_path, monkeypat
         {
             "trainer": {"epochs": EPOCHS},
             "logger": {
-                "kind": "wandb",
-                "project": "test",
-                "mode": "offline",
-                "media_every": 1,
-                "media_channels": 2,
+                "wandb": {
+                    "project": "test",
+                    "mode": "offline",
+                    "media_every": 1,
+                    "media_channels": 2,
+                }
             },
         }
     )
@@ -230,8 +231,8 @@ def test_wandb_media_land_in_the_offline_run_folder(run_dir, tmp_path, monkeypat
 @pytest.mark.parametrize("script", ["plot_kernels", "animate_positions", "plot_run"])
 def test_scripts_say_how_to_install_matplotlib(run_dir, tmp_path, monkeypatch, capsys, script):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
-    monkeypatch.delitem(sys.modules, "engine.plots")
-    monkeypatch.delattr(engine, "plots")
+    monkeypatch.delitem(sys.modules, "engine.pictures.plots")
+    monkeypatch.delattr(engine.pictures, "plots")
     target = run_dir / "checkpoints" / "last.pt" if script == "plot_kernels" else run_dir
     assert _script(script).main([str(target), "--out", str(tmp_path / "x.gif")]) == 2
     assert 'pip install -e ".[viz]"' in capsys.readouterr().err
@@ -240,11 +241,9 @@ def test_scripts_say_how_to_install_matplotlib(run_dir, tmp_path, monkeypatch, c
 
 def test_media_without_matplotlib_warn_and_training_goes_on(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.delitem(sys.modules, "engine.plots")
-    monkeypatch.delattr(engine, "plots")
-    cfg = OmegaConf.create(
-        {"trainer": {"epochs": 1}, "logger": {"kind": "wandb", "media_every": 1}}
-    )
+    monkeypatch.delitem(sys.modules, "engine.pictures.plots")
+    monkeypatch.delattr(engine.pictures, "plots")
+    cfg = OmegaConf.create({"trainer": {"epochs": 1}, "logger": {"wandb": {"media_every": 1}}})
     logged = []
 
     class Recorder:
@@ -254,7 +253,9 @@ def test_media_without_matplotlib_warn_and_training_goes_on(run_dir, monkeypatch
     media = EpochMedia(cfg, run_dir / "unused", Recorder())
     model = load_model(run_dir / "checkpoints" / "last.pt", weights="model").model
     warnings = []  # recorded at the source: independent of how other tests configured logging
-    monkeypatch.setattr(engine.media._logger, "warning", lambda msg, *a: warnings.append(msg % a))
+    monkeypatch.setattr(
+        engine.pictures.media._logger, "warning", lambda msg, *a: warnings.append(msg % a)
+    )
     media.end(model, epoch=1, step=1)
     media.end(model, epoch=1, step=1)
     assert not logged and media.media_every == 0

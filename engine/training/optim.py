@@ -17,7 +17,7 @@ from torch import nn
 
 import dcls
 
-__all__ = ["build_optimizer", "scaled_lr"]
+__all__ = ["build_optimizer", "positions_lr", "scaled_lr"]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,3 +71,16 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
         )
     _logger.debug("parameter groups:\n%s", dcls.describe_param_groups(model, groups))
     return optimizer
+
+
+_POSITIONS_GROUP_SUFFIX = "_positions"  # dcls.param_groups names position groups "<base>_positions"
+
+
+def positions_lr(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``{"lr_positions": lr}``: the largest lr of the DCLS position groups, or ``{}``."""
+    lrs = [
+        g["lr"]
+        for g in optimizer.param_groups
+        if str(g.get("name", "")).endswith(_POSITIONS_GROUP_SUFFIX)
+    ]
+    return {"lr_positions": max(lrs)} if lrs else {}

@@ -1,6 +1,7 @@
-"""Metric loggers selected by the ``logger`` config group: CSV, Weights & Biases, or none.
+"""Metric loggers selected by the ``logger`` config group: CSV, Weights & Biases (with the CSV
+too), or none.
 
-Each takes ``log(metrics, step)`` and ``finish()``; only rank 0 builds one. A logger that fails
+Each takes ``log(metrics, step)`` and ``finish()``; only rank 0 builds them. A logger that fails
 (no network for W&B, a full disk for CSV) warns once and is switched off: it never stops training.
 """
 
@@ -8,11 +9,20 @@ from __future__ import annotations
 
 import abc
 import csv
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CsvLogger", "MetricLogger", "WandbLogger", "build_logger"]
+__all__ = [
+    "CsvLogger",
+    "LoggerGroup",
+    "MetricLogger",
+    "WandbLogger",
+    "build_logger",
+    "wandb_run_id",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -114,7 +124,7 @@ class WandbLogger(_Guarded):
             dir=str(run_dir),
             config=config,
             name=name,
-            id=run_id or Path(run_dir).name,
+            id=run_id or wandb_run_id(Path(run_dir).name),
             resume="allow",
             **kwargs,
         )
@@ -128,15 +138,44 @@ class WandbLogger(_Guarded):
             self.run.finish()
 
 
+WANDB_ID_LENGTH = 64  # W&B's limit on a run id
+
+
+def wandb_run_id(name: str) -> str:
+    """A W&B run id from a run folder's name (a sweep's is its overrides, ``seed=0,model=x``):
+    characters W&B refuses become ``-``, and a long name is cut and made unique by a hash."""
+    clean = re.sub(r"[^A-Za-z0-9_.=,+-]", "-", name)
+    if len(clean) <= WANDB_ID_LENGTH:
+        return clean
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{clean[: WANDB_ID_LENGTH - 9]}-{digest}"
+
+
+class LoggerGroup(MetricLogger):
+    """Several loggers as one (``logger=wandb``: the CSV file and W&B)."""
+
+    def __init__(self, loggers: list[MetricLogger]) -> None:
+        self.loggers = loggers
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(metrics, step)
+
+    def finish(self) -> None:
+        for logger in self.loggers:
+            logger.finish()
+
+
 def build_logger(cfg: Any, run_dir: Path, config: dict[str, Any]) -> MetricLogger:
-    """The logger named by ``cfg.kind`` ("none", "csv", "wandb")."""
-    kind = cfg.kind if cfg is not None else "none"
-    if kind == "none":
-        return MetricLogger()
-    if kind == "csv":
-        return CsvLogger(run_dir)
-    if kind == "wandb":
-        return WandbLogger(
-            run_dir, config, cfg.project, cfg.mode, cfg.get("name"), cfg.get("run_id")
+    """The loggers the ``logger`` group names: ``csv`` and/or ``wandb`` (``None``: none)."""
+    loggers: list[MetricLogger] = []
+    if cfg is not None and cfg.get("csv") is not None:
+        loggers.append(CsvLogger(run_dir, cfg.csv.get("filename", "metrics.csv")))
+    if cfg is not None and cfg.get("wandb") is not None:
+        w = cfg.wandb
+        loggers.append(
+            WandbLogger(run_dir, config, w.project, w.mode, w.get("name"), w.get("run_id"))
         )
-    raise ValueError(f"logger.kind must be one of 'none', 'csv', 'wandb', got {kind!r}")
+    if not loggers:
+        return MetricLogger()
+    return loggers[0] if len(loggers) == 1 else LoggerGroup(loggers)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import dcls
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint.io import save_checkpoint
 
 __all__ = [
     "HISTORY_DIR",

@@ -8,68 +8,30 @@ shards are not padded, so distributed evaluation counts every sample exactly onc
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo
 
-__all__ = ["DATASETS", "Loaders", "ResumableSampler", "build_loaders", "digits_split"]
+__all__ = [
+    "BUILTIN_KINDS",
+    "DATASETS",
+    "Loaders",
+    "build_loaders",
+    "digits_split",
+    "usable_workers",
+    "use_compatible_posterize",
+]
 
 _logger = logging.getLogger(__name__)
-
-
-class ResumableSampler(Sampler[int]):
-    """Indices of one rank's shard, reshuffled each epoch from ``(seed, epoch)``.
-
-    Args:
-        length: dataset length.
-        rank, world_size: this process and the number of processes.
-        shuffle: shuffle each epoch (training) or keep the order (evaluation).
-        seed: base seed of the shuffle, identical on every rank.
-        pad: repeat a few indices so every rank gets the same count (training); without padding
-            (evaluation) shards differ by at most one and no sample is seen twice.
-    """
-
-    def __init__(
-        self,
-        length: int,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool = True,
-        seed: int = 0,
-        pad: bool = True,
-    ) -> None:
-        self.length, self.rank, self.world_size = length, rank, world_size
-        self.shuffle, self.seed, self.pad = shuffle, seed, pad
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's permutation and skip this rank's first ``start`` indices."""
-        self.epoch, self.start = epoch, start
-
-    def shard(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=generator).tolist()
-        else:
-            order = list(range(self.length))
-        if self.pad:
-            total = math.ceil(self.length / self.world_size) * self.world_size
-            order += order[: total - self.length]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.shard()[self.start :])
-
-    def __len__(self) -> int:
-        return len(self.shard()) - self.start
 
 
 class TensorImages(Dataset):
@@ -181,7 +143,7 @@ def _folder(cfg: Any, split: str) -> Dataset:
     images are skipped or fail the run (``cfg.on_bad_image``)."""
     from timm.data import create_transform
 
-    from engine.image_folder import CheckedImageFolder, check_image_folder
+    from engine.data.image_folder import CheckedImageFolder, check_image_folder
 
     root = Path(cfg.root)
     split_dir = root / (cfg.train_split if split == "train" else cfg.val_split)
@@ -209,6 +171,19 @@ DATASETS: dict[str, Callable[[Any, str], Dataset]] = {
     "fake": _fake,
     "folder": _folder,
 }
+BUILTIN_KINDS = ("digits", "fake")  # made in memory: no folder to evaluate them from
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` loader workers, at most one per CPU this process may run on (more only
+    contend, and PyTorch warns about them); logs when it lowers the number."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = min(requested, cpus or 1)
+    if usable < requested:
+        _logger.info(
+            "num_workers=%d lowered to %d: this process has %d CPUs", requested, usable, cpus
+        )
+    return usable
 
 
 @dataclass
@@ -242,10 +217,11 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
             f"data.batch_size={cfg.batch_size} exceeds the {len(train_sampler)} training images "
             f"of each of the {world} processes"
         )
+    workers = usable_workers(cfg.num_workers)
     common = {
-        "num_workers": cfg.num_workers,
+        "num_workers": workers,
         "pin_memory": dist_info.device.type == "cuda",
-        "persistent_workers": cfg.num_workers > 0,
+        "persistent_workers": workers > 0,
     }
     train = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **common)
     val = DataLoader(val_set, cfg.eval_batch_size, sampler=val_sampler, **common)

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from timm.data import ImageNetInfo
@@ -34,7 +33,6 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "EVAL_SETS",
-    "CorruptImage",
     "EvalSet",
     "LabeledImageFolder",
     "imagenet_subset_indices",
@@ -158,51 +156,3 @@ class LabeledImageFolder(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, label
-
-
-class CorruptImage:
-    """A transform applying one ImageNet-C corruption with the ``imagecorruptions`` library.
-
-    The corruption's randomness is seeded from ``seed`` and the image content, so a corrupted
-    set is the same in every run and on every rank.
-
-    Args:
-        corruption: one of ``imagecorruptions.get_corruption_names("all")``.
-        severity: 1..5.
-        seed: base seed.
-    """
-
-    def __init__(self, corruption: str, severity: int, seed: int = 0) -> None:
-        try:
-            from imagecorruptions import corrupt, get_corruption_names
-        except ImportError as error:  # pragma: no cover - in the dev and eval extras
-            raise ImportError(
-                "on-the-fly corruptions need imagecorruptions: pip install -e '.[eval]'"
-            ) from error
-        names = get_corruption_names("all")
-        if corruption not in names:
-            raise ValueError(f"corruption must be one of {names}, got {corruption!r}")
-        if severity not in (1, 2, 3, 4, 5):
-            raise ValueError(f"severity must be 1..5, got {severity!r}")
-        self.corruption, self.severity, self.seed, self._corrupt = (
-            corruption,
-            severity,
-            seed,
-            corrupt,
-        )
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        array = np.asarray(image.convert("RGB"))
-        content_seed = int(np.frombuffer(array.tobytes()[:4096], dtype=np.uint8).sum())
-        state = np.random.get_state()
-        np.random.seed((self.seed * 1_000_003 + content_seed * 31 + self.severity) % 2**32)
-        try:
-            corrupted = self._corrupt(
-                array, corruption_name=self.corruption, severity=self.severity
-            )
-        finally:
-            np.random.set_state(state)
-        return Image.fromarray(np.clip(corrupted, 0, 255).astype(np.uint8))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.corruption!r}, severity={self.severity})"

@@ -1,4 +1,4 @@
-"""``train_one_epoch`` and ``evaluate``: one autocast path, gradient accumulation, DCLS clamping.
+"""``train_one_epoch``: one autocast path, gradient accumulation, DCLS clamping.
 
 Order of one optimizer update (after ``update_freq`` micro-batches): unscale (fp16), clip, step,
 zero the gradients, **clamp the DCLS positions**, then update the EMA — so the EMA averages
@@ -17,26 +17,24 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from timm.utils import accuracy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import dcls
+from engine.amp import autocast_context
 from engine.distributed import all_reduce_sum
+from engine.training.schedules import DclsSchedule, EpochPolicy
 
-__all__ = ["AMP_DTYPES", "TrainState", "autocast_context", "evaluate", "train_one_epoch"]
+__all__ = ["TrainState", "train_one_epoch"]
 
 _logger = logging.getLogger(__name__)
-
-# the values of the ``amp`` config keys
-AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -49,6 +47,7 @@ class TrainState:
     scheduler: Any  # a timm scheduler, stepped per update with ``step_update``
     criterion: nn.Module
     device: torch.device
+    epochs: int = 1  # of the whole run, for its ETA
     update_freq: int = 1
     clip_grad: float | None = None
     amp_dtype: torch.dtype | None = None
@@ -57,26 +56,23 @@ class TrainState:
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     channels_last: bool = False
     log_every: int = 50
-    repulsive_weight: float = 0.0  # weight of dcls.repulsive_loss in the loss (0: off)
-    repulsive_min_distance: float = 1.0
+    dcls_schedule: DclsSchedule | None = None  # repulsive loss and widths per epoch (None: off)
     max_bad_steps: int = 1  # consecutive skipped (non-finite) updates that stop the run
     bad_steps: int = 0  # current run of consecutive skipped updates
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    best_val_top1: float | None = None  # of the reported weights (EMA if any), over the epochs
+    best_epoch: int | None = None  # 1-based
+
+    def record_val_top1(self, top1: float) -> None:
+        """Keep the best validation top-1 and its (1-based) epoch; call once per epoch."""
+        if self.best_val_top1 is None or top1 > self.best_val_top1:
+            self.best_val_top1, self.best_epoch = top1, self.epoch + 1
 
     @property
     def unwrapped(self) -> nn.Module:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-
-
-def autocast_context(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is ``None``."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -> tuple:
@@ -143,6 +139,43 @@ def _optimizer_update(state: TrainState, bad_loss: bool = False) -> bool:
     return not skip
 
 
+def _log_progress(
+    state: TrainState,
+    index: int,
+    first_index: int,
+    total_batches: int,
+    loss_sum: float,
+    batches: int,
+    images_seen: int,
+    elapsed: float,
+) -> None:
+    """One progress line: 1-based epoch of the run, step, loss, lr, speed, epoch and run ETA."""
+    seconds_per_batch = elapsed / (index + 1 - first_index)
+    left_in_epoch = total_batches - index - 1
+    left_in_run = left_in_epoch + (state.epochs - state.epoch - 1) * total_batches
+    _logger.info(
+        "epoch %d/%d step %d  loss %.4f  lr %.3g  %.1f img/s  ETA epoch %s, run %s",
+        state.epoch + 1,
+        state.epochs,
+        state.step,
+        loss_sum / max(batches, 1),
+        state.optimizer.param_groups[0]["lr"],
+        images_seen / max(elapsed, 1e-9),
+        _duration(left_in_epoch * seconds_per_batch),
+        _duration(left_in_run * seconds_per_batch),
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``"42s"``, ``"7m05s"`` or ``"3h12m"``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def train_one_epoch(
     state: TrainState,
     loader: DataLoader,
@@ -162,12 +195,19 @@ def train_one_epoch(
         ``train_loss`` (mean over this call's finite micro-batch losses of all ranks),
         ``train_top1`` (percent of this call's images whose arg-max logit is their label, before
         Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks
-        together), ``updates`` and ``skipped_updates`` (non-finite).
+        together), ``updates`` and ``skipped_updates`` (non-finite); with the DCLS schedule,
+        ``repulsive_loss`` (its mean, while its weight is > 0) and ``sigma`` (a scheduled width).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
     """
     state.model.train()
+    schedule = state.dcls_schedule
+    policy = (
+        schedule.start_epoch(state.unwrapped, state.epoch)
+        if schedule is not None
+        else EpochPolicy(repulsive_weight=0.0, sigma=None)
+    )
     total_batches = updates_per_epoch * state.update_freq
     loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
     skipped, bad_loss, first_index = 0, False, state.batch_in_epoch
@@ -187,9 +227,9 @@ def train_one_epoch(
                 logits = state.model(images)
                 loss = state.criterion(logits, targets)
             correct += (logits.detach().argmax(1) == labels).sum()
-            if state.repulsive_weight > 0:
-                repulsion = dcls.repulsive_loss(state.unwrapped, state.repulsive_min_distance)
-                loss = loss + state.repulsive_weight * repulsion
+            if policy.repulsive_weight > 0:
+                repulsion = schedule.repulsive_loss(state.unwrapped)
+                loss = loss + policy.repulsive_weight * repulsion
                 repulsion_sum += repulsion.item()
             scaled = loss / state.update_freq
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
@@ -206,17 +246,15 @@ def train_one_epoch(
             if on_update is not None:
                 on_update(state)
             if state.step % state.log_every == 0:
-                elapsed = time.perf_counter() - start
-                done = index + 1 - first_index
-                remaining = (total_batches - index - 1) * elapsed / done
-                _logger.info(
-                    "epoch %d step %d  loss %.4f  lr %.3g  %.1f img/s  epoch ETA %.0fs",
-                    state.epoch,
-                    state.step,
-                    loss_sum / max(batches, 1),
-                    state.optimizer.param_groups[0]["lr"],
-                    images_seen / elapsed,
-                    remaining,
+                _log_progress(
+                    state,
+                    index,
+                    first_index,
+                    total_batches,
+                    loss_sum,
+                    batches,
+                    images_seen,
+                    time.perf_counter() - start,
                 )
     elapsed = time.perf_counter() - start
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
@@ -232,56 +270,6 @@ def train_one_epoch(
         "updates": float(updates),
         "skipped_updates": float(skipped),
     }
-    if state.repulsive_weight > 0:
+    if policy.repulsive_weight > 0:
         metrics["repulsive_loss"] = repulsion_sum / max(batches, 1)
-    return metrics
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    class_subset: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """Top-1/top-5 (percent) and loss over the loader's samples, summed across ranks.
-
-    The evaluation sampler does not pad, so every sample counts exactly once however many
-    processes share the set. With ``class_subset`` (e.g. ImageNet-A's 200 of the 1000 classes)
-    only those logits are scored and targets are positions in ``class_subset``.
-    """
-    model.eval()
-    subset = None if class_subset is None else torch.as_tensor(class_subset, device=device)
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp_dtype):
-            logits = model(images)
-        if subset is not None:
-            logits = logits.index_select(1, subset)
-        top1, top5 = accuracy(logits.float(), targets, topk=(1, min(5, logits.shape[1])))
-        n = len(targets)
-        totals += torch.tensor(
-            [
-                criterion(logits.float(), targets).item(),
-                top1.item() * n / 100,
-                top5.item() * n / 100,
-                n,
-            ],
-            dtype=torch.float64,
-            device=device,
-        )
-    all_reduce_sum(totals)
-    loss, top1, top5, count = totals.tolist()
-    count = max(count, 1.0)
-    return {
-        "loss": loss / count,
-        "top1": 100 * top1 / count,
-        "top5": 100 * top5 / count,
-        "count": count,
-    }
+    return metrics | policy.metrics()

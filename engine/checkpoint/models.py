@@ -28,7 +28,9 @@ from timm.models import clean_state_dict
 from torch import nn
 
 import models  # noqa: F401  (registers the DCLS variants)
-from engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_model_state
+from engine.checkpoint.io import CheckpointMismatchError, load_checkpoint, load_model_state
+from engine.config.checks import InputError
+from engine.config.evaluation import WEIGHTS
 
 __all__ = [
     "CheckpointMismatchError",
@@ -42,7 +44,6 @@ _logger = logging.getLogger(__name__)
 
 EMA_KEYS = ("ema", "model_ema", "state_dict_ema")
 MODEL_KEYS = ("model", "state_dict")
-WEIGHTS = ("auto", "ema", "model")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class LoadedModel:
         data_config: the evaluation preprocessing the model was trained with (``img_size``,
             ``crop_pct``, ``interpolation``, ``mean``, ``std``; those its training config
             named), empty for checkpoints without a config.
+        training_config: the whole training config stored in the checkpoint (``{}`` if none).
     """
 
     model: nn.Module
@@ -64,6 +66,7 @@ class LoadedModel:
     model_config: dict[str, Any]
     weights: str
     data_config: dict[str, Any] = field(default_factory=dict)
+    training_config: dict[str, Any] = field(default_factory=dict)
 
 
 def training_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,14 +83,14 @@ def _select_state_dict(checkpoint: Mapping[str, Any], weights: str) -> tuple[dic
     if plain is None and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         plain = dict(checkpoint)  # a bare state dict
     if weights == "ema" and ema is None:
-        raise ValueError(
+        raise InputError(
             f"weights=ema but the checkpoint has no EMA weights (none of {list(EMA_KEYS)}); "
             "use weights=auto or weights=model"
         )
     if weights in ("auto", "ema") and ema is not None:
         return clean_state_dict(ema), "ema"
     if plain is None:
-        raise ValueError(
+        raise InputError(
             f"no weights found in the checkpoint: expected one of {list(EMA_KEYS + MODEL_KEYS)} "
             f"or a bare state dict, got keys {sorted(checkpoint)[:10]}"
         )
@@ -143,19 +146,18 @@ def load_model(
         weights: ``"auto"`` (EMA when present), ``"ema"`` or ``"model"``.
 
     Raises:
-        FileNotFoundError, ValueError, CheckpointMismatchError: each naming the problem.
+        FileNotFoundError, InputError (CheckpointMismatchError, CheckpointReadError, ...): each
+            naming the problem.
     """
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+        raise InputError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no file at {path}")
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"checkpoint {path}: expected a dict, got {type(checkpoint).__name__}")
+        raise InputError(f"checkpoint {path}: expected a dict, got {type(checkpoint).__name__}")
     stored = (checkpoint.get("config") or {}).get("model")
     if model_name is None and stored is None:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {path} carries no model config (not written by train.py): "
             "set model.name=<timm model name>, e.g. model.name=convnext_tiny_dcls"
         )
@@ -169,5 +171,6 @@ def load_model(
     name = config.get("model_name") or type(model).__name__
     load_state_dict_checked(model, state_dict, name)
     _logger.info("loaded %s weights of %s from %s", which, name, path)
-    data_config = training_data_config(checkpoint.get("config") or {})
-    return LoadedModel(model.eval(), name, config, which, data_config)
+    training_config = dict(checkpoint.get("config") or {})
+    data_config = training_data_config(training_config)
+    return LoadedModel(model.eval(), name, config, which, data_config, training_config)

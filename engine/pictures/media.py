@@ -2,39 +2,28 @@
 
 ``train.py`` builds one :class:`EpochMedia` and calls :meth:`EpochMedia.start` before the first
 epoch and :meth:`EpochMedia.end` after each. Snapshots (``trainer.position_history``) need only
-torch; W&B media (``logger=wandb`` with ``logger.media_every > 0``) import matplotlib and wandb
-when they are first drawn, so a run without them never imports matplotlib. A failure to draw warns
-once and switches the media off: pictures never stop a training run.
+torch; W&B media (``logger=wandb`` with ``logger.wandb.media_every > 0``) import matplotlib and
+wandb when they are first drawn, so a run without them never imports matplotlib. A failure to
+draw warns once and switches the media off: pictures never stop a training run.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from engine.loggers import MetricLogger
-from engine.positions import grid_coordinates, position_sets, save_snapshot, set_pictures
+from engine.pictures.positions import grid_coordinates, position_sets, save_snapshot, set_pictures
 
-__all__ = ["EpochMedia", "positions_lr"]
+if TYPE_CHECKING:
+    from engine.training.loggers import MetricLogger
+
+__all__ = ["EpochMedia"]
 
 _logger = logging.getLogger(__name__)
-
-_POSITIONS_GROUP_SUFFIX = "_positions"  # dcls.param_groups names position groups "<base>_positions"
-
-
-def positions_lr(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """``{"lr_positions": lr}``: the largest lr of the DCLS position groups, or ``{}``."""
-    lrs = [
-        g["lr"]
-        for g in optimizer.param_groups
-        if str(g.get("name", "")).endswith(_POSITIONS_GROUP_SUFFIX)
-    ]
-    return {"lr_positions": max(lrs)} if lrs else {}
 
 
 def _due(epoch: int, every: int, last_epoch: int) -> bool:
@@ -46,8 +35,8 @@ class EpochMedia:
 
     Args:
         cfg: the training config; reads ``trainer.epochs``, ``trainer.position_history.every``,
-            ``trainer.position_history.max_out_channels``, ``logger.kind``,
-            ``logger.media_every`` and ``logger.media_channels``.
+            ``trainer.position_history.max_out_channels``, ``logger.wandb.media_every`` and
+            ``logger.wandb.media_channels``.
         run_dir: the run folder (snapshots go to ``run_dir/positions/``).
         logger: the run's metric logger; media go through its ``log``.
         enabled: ``False`` on every rank but the first.
@@ -59,13 +48,12 @@ class EpochMedia:
         self.last_epoch = cfg.trainer.epochs
         self.history_every = int(history.get("every", 0))
         self.max_out_channels = history.get("max_out_channels")
-        logger_cfg = cfg.get("logger") or {}
-        wandb_on = logger_cfg.get("kind") == "wandb"
-        self.media_every = int(logger_cfg.get("media_every", 0)) if wandb_on else 0
-        self.media_channels = int(logger_cfg.get("media_channels", 8))
+        wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
+        self.media_every = int(wandb_cfg.get("media_every", 0))
+        self.media_channels = int(wandb_cfg.get("media_channels", 8))
         for key, value in (
             ("position_history.every", self.history_every),
-            ("logger.media_every", self.media_every),
+            ("logger.wandb.media_every", self.media_every),
         ):
             if value < 0:
                 raise ValueError(f"{key} must be >= 0 (0: off), got {value}")
@@ -91,7 +79,7 @@ class EpochMedia:
         try:
             import wandb
 
-            from engine import plots
+            from engine.pictures import plots
 
             payload: dict[str, Any] = {}
             for picture in set_pictures(model, self.media_channels):

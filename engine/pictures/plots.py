@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.positions import PositionHistory, SetPicture, dense_kernel_size, grid_coordinates
+from engine.pictures.positions import (
+    PositionHistory,
+    SetPicture,
+    dense_kernel_size,
+    grid_coordinates,
+)
 
 INSTALL_HINT = (
     'matplotlib is needed for pictures; install it with: pip install -e ".[viz]" '

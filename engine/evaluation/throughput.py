@@ -1,4 +1,4 @@
-"""Parameters, multiply-accumulates and throughput of a model.
+"""Parameters, multiply-accumulates and throughput of a model, and of a model against its baseline.
 
 MACs are counted with ``torch.utils.flop_counter`` on the meta device (nothing is computed): a
 DCLS convolution counts as the dense convolution it runs, and the paper's "FLOPs" are
@@ -13,17 +13,23 @@ the machine's load drifting during the run.
 
 from __future__ import annotations
 
+import copy
+import logging
 import statistics
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import timm
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcls.timing import time_interleaved
-from engine.loop import autocast_context
+from engine.amp import autocast_context
 
-__all__ = ["measure_throughput", "params_and_macs"]
+__all__ = ["baseline_name", "evaluate_throughput", "measure_throughput", "params_and_macs"]
+
+_logger = logging.getLogger(__name__)
 
 
 def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tuple[int, float]:
@@ -112,3 +118,72 @@ def measure_throughput(
             step_fns[name]()
     seconds = time_interleaved(step_fns, rounds, device, calls=steps)
     return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}
+
+
+def baseline_name(model_name: str, baseline: str | None) -> str | None:
+    """The model a DCLS variant is compared with: ``auto`` drops a ``_dcls``/``_dc`` suffix
+    (``None`` when the model is not a variant); otherwise ``baseline`` itself."""
+    if baseline != "auto":
+        return baseline
+    for suffix in ("_dcls", "_dc"):
+        if model_name.endswith(suffix):
+            return model_name.removesuffix(suffix)
+    return None
+
+
+def evaluate_throughput(
+    model: nn.Module,
+    model_name: str,
+    cfg: Mapping[str, Any],
+    resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+) -> dict:
+    """Images/s of ``model`` and of its baseline measured in the same run, and their ratios.
+
+    A copy of ``model`` is timed, so its weights and batch-norm statistics are left as they were.
+
+    ``cfg`` holds ``baseline`` (``auto``, a timm name or null), ``batch_size``, ``warmup``,
+    ``steps``, ``rounds``, ``train`` (also time training steps).
+    """
+    named = {model_name: copy.deepcopy(model)}  # training steps must not touch the weights
+    baseline = baseline_name(model_name, cfg["baseline"])
+    if baseline is not None:
+        if not timm.is_model(baseline):
+            raise ValueError(f"throughput.baseline: {baseline!r} is not a timm model name")
+        num_classes = getattr(model, "num_classes", 1000)
+        named[baseline] = timm.create_model(baseline, num_classes=num_classes)
+    timing = {
+        "batch_size": cfg["batch_size"],
+        "resolution": resolution,
+        "device": device,
+        "amp_dtype": amp_dtype,
+        "channels_last": channels_last,
+        "warmup": cfg["warmup"],
+        "steps": cfg["steps"],
+        "rounds": cfg["rounds"],
+    }
+    modes = ("inference", "train") if cfg["train"] else ("inference",)
+    measured = {mode: measure_throughput(named, **timing, train=mode == "train") for mode in modes}
+    result: dict[str, Any] = {
+        "batch_size": cfg["batch_size"],
+        "resolution": resolution,
+        "device": str(device),
+        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+        "channels_last": channels_last,
+        "images_per_s": {mode: measured[mode][model_name] for mode in modes},
+        "baseline": baseline,
+    }
+    if baseline is not None:
+        result["baseline_images_per_s"] = {mode: measured[mode][baseline] for mode in modes}
+        result["ratio"] = {  # time per image of the model over its baseline's
+            mode: measured[mode][baseline] / measured[mode][model_name] for mode in modes
+        }
+        _logger.info(
+            "throughput %s / %s (time per image, same run): %s",
+            model_name,
+            baseline,
+            "  ".join(f"{mode} {ratio:.3f}x" for mode, ratio in result["ratio"].items()),
+        )
+    return result

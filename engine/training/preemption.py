@@ -1,4 +1,9 @@
-"""Preemption: turn SIGTERM/SIGUSR1/SIGUSR2 into "checkpoint after this step, then exit".
+"""Preemption and Ctrl-C: turn SIGTERM/SIGUSR1/SIGUSR2/SIGINT into "checkpoint after this step,
+then exit".
+
+Ctrl-C (SIGINT) is handled like a preemption signal: the run checkpoints at the end of the
+current update and exits with status 130 (what a shell reports for Ctrl-C); a second Ctrl-C
+stops at once (``KeyboardInterrupt``, one log line, no checkpoint).
 
 Slurm warns a job before its time limit (``--signal=USR1@120`` for a plain ``sbatch``; submitit,
 which hydra-submitit-launcher uses, asks for ``USR2``) and sends SIGTERM on preemption.
@@ -30,6 +35,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from engine.config.checks import check_signal_names
 from engine.distributed import all_reduce_sum
 
 __all__ = ["Preempted", "PreemptionHandler", "preempted", "stop_requested"]
@@ -38,6 +44,7 @@ _logger = logging.getLogger(__name__)
 
 Handler = Callable[[int, Any], Any] | int | None
 _active: PreemptionHandler | None = None  # the installed handler (one per process)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 class Preempted(Exception):  # noqa: N818  (an event, not an error)
@@ -48,7 +55,15 @@ class Preempted(Exception):  # noqa: N818  (an event, not an error)
         self.signum, self.step, self.previous, self.exit_code = signum, step, previous, exit_code
 
     def exit(self) -> NoReturn:
-        """Hand over to the previous handler (submitit requeues), else exit with the code."""
+        """Hand over to the previous handler (submitit requeues), else exit with the code; after
+        Ctrl-C, exit with status 130."""
+        if self.signum == signal.SIGINT:
+            _logger.warning(
+                "interrupted: the checkpoint of step %d is written; run the same command (same "
+                "run_name) to continue",
+                self.step,
+            )
+            sys.exit(EXIT_INTERRUPTED)
         if callable(self.previous):
             self.previous(self.signum, None)
         sys.exit(self.exit_code)
@@ -65,12 +80,15 @@ class PreemptionHandler:
     """
 
     def __init__(self, signals: Sequence[str], exit_code: int) -> None:
+        check_signal_names(signals)
         self.signums = [signal.Signals[name].value for name in signals]
         self.exit_code = exit_code
         self.received: int | None = None
         self.previous: dict[int, Handler] = {}
 
     def _record(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.received = signum  # only a flag: logging or I/O are unsafe in a signal handler
 
     def __enter__(self) -> PreemptionHandler:

@@ -1,0 +1,149 @@
+"""What a training checkpoint holds, and how a run continues from one on the same trajectory.
+
+:func:`training_state` gathers the model, EMA, optimizer, scheduler, scaler, position in the run
+(epoch, step, batch of the epoch), every RNG state and the resolved config;
+:func:`restore_training` puts them back, also into a run with another world size whose effective
+batch is unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.checkpoint.io import load_model_state
+from engine.config import ConfigError
+
+__all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state the loop consumes: Python's, NumPy's (timm's Mixup), torch's CPU and CUDA.
+
+    Stored as ints and tensors only, so that ``weights_only=True`` loading accepts it.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_state(state: Any, model: torch.nn.Module, cfg: Any) -> dict[str, Any]:
+    """Everything needed to continue ``state`` (a ``TrainState``) on the same trajectory."""
+    from omegaconf import OmegaConf
+
+    return {
+        "model": model.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "batch_in_epoch": state.batch_in_epoch,
+        "best_val_top1": state.best_val_top1,
+        "best_epoch": state.best_epoch,
+        "world_size": _world_size(),
+        "rng": capture_rng(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _world_size() -> int:
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if initialized else 1
+
+
+def _resume_position(
+    checkpoint: dict[str, Any], batch_size: int, world_size: int, update_freq: int
+) -> int:
+    """This run's ``batch_in_epoch`` for a checkpoint taken with another world size.
+
+    The rule: the effective batch (batch_size x world_size x update_freq) must be the one the
+    checkpoint was trained with, so the schedule, the updates and the images of an epoch stay the
+    same; the images already seen this epoch are then a whole number of this run's updates.
+    """
+    old_cfg = checkpoint.get("config") or {}
+    old_batch = old_cfg.get("data", {}).get("batch_size", batch_size)
+    old_freq = old_cfg.get("trainer", {}).get("update_freq", update_freq)
+    old_world = checkpoint.get("world_size", 1)
+    old_effective = old_batch * old_world * old_freq
+    if old_effective != batch_size * world_size * update_freq:
+        keep = old_effective / (batch_size * world_size)
+        hint = f"set trainer.update_freq={int(keep)}" if keep == int(keep) else "adjust"
+        raise ConfigError(
+            f"trainer.update_freq={update_freq} is invalid for this resume: the checkpoint's "
+            f"effective batch is {old_effective} (data.batch_size={old_batch} x {old_world} "
+            f"processes x update_freq={old_freq}), this run's is "
+            f"{batch_size * world_size * update_freq}; {hint} to keep it"
+        )
+    return checkpoint["batch_in_epoch"] * old_batch * old_world // (batch_size * world_size)
+
+
+def restore_training(
+    state: Any,
+    model: torch.nn.Module,
+    checkpoint: dict[str, Any],
+    batch_size: int | None = None,
+    world_size: int = 1,
+) -> None:
+    """Load a :func:`training_state` checkpoint into ``model`` and ``state`` (in place).
+
+    Args:
+        batch_size, world_size: this run's per-process batch and process count; given, a
+            checkpoint from another world size resumes at the same image of the epoch (see
+            ``_resume_position``: the effective batch must be unchanged).
+
+    Raises:
+        CheckpointMismatchError: if the weights do not fit ``model``.
+        ConfigError: if the effective batch differs from the checkpoint's.
+    """
+    load_model_state(model, checkpoint["model"])
+    if state.ema is not None and checkpoint.get("ema") is not None:
+        state.ema.load_state_dict(checkpoint["ema"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    if state.scaler is not None and checkpoint.get("scaler") is not None:
+        state.scaler.load_state_dict(checkpoint["scaler"])
+    state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
+    state.batch_in_epoch = checkpoint["batch_in_epoch"]
+    state.best_val_top1 = checkpoint.get("best_val_top1")
+    state.best_epoch = checkpoint.get("best_epoch")
+    if batch_size is not None:
+        state.batch_in_epoch = _resume_position(
+            checkpoint, batch_size, world_size, state.update_freq
+        )
+    state.scheduler.step_update(state.step)
+    restore_rng(checkpoint["rng"])

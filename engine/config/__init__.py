@@ -1,0 +1,31 @@
+"""Configs: the checks of ``train.yaml`` (:mod:`.training`) and ``eval.yaml`` (:mod:`.evaluation`),
+the entry points' handling of bad input before and after Hydra runs (:mod:`.entry`), and the
+one-line errors all entry points report with exit status 2 (:mod:`.checks`).
+
+Importing this package registers the ``${cwd:}`` resolver the configs use for the project root
+(the folder a command runs from): unlike ``${hydra:runtime.cwd}`` it also resolves where Hydra
+has not set its runtime config yet, such as a multirun's sweep folder.
+"""
+
+import os
+
+from omegaconf import OmegaConf
+
+from engine.config.checks import ConfigError, InputError, resolve_device
+from engine.config.entry import check_command_line, exit_on_bad_command_line, run_entry_point
+from engine.config.evaluation import validate_eval_config
+from engine.config.training import validate_train_config
+
+if not OmegaConf.has_resolver("cwd"):
+    OmegaConf.register_new_resolver("cwd", os.getcwd)
+
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "check_command_line",
+    "exit_on_bad_command_line",
+    "resolve_device",
+    "run_entry_point",
+    "validate_eval_config",
+    "validate_train_config",
+]

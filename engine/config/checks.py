@@ -1,0 +1,113 @@
+"""The errors every entry point reports in one line, and the small checks both configs use."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import torch
+
+from engine.amp import AMP_CHOICES, amp_device_note
+
+__all__ = [
+    "CLOSE_MATCHES",
+    "DEVICES",
+    "ConfigError",
+    "InputError",
+    "check_amp_and_device",
+    "check_signal_names",
+    "close_matches",
+    "fail",
+    "int_at_least",
+    "is_int",
+    "is_number",
+    "number_at_least",
+    "one_of",
+    "resolve_device",
+]
+
+_logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CLOSE_MATCHES = 3  # suggestions for a mistyped name
+
+
+class InputError(ValueError):
+    """Bad input from the user (a config value, a file, a folder): the entry points print its
+    one-line message and exit with status 2, without a traceback."""
+
+
+class ConfigError(InputError):
+    """An invalid config value; the message is one line: key, value, what is allowed."""
+
+
+def fail(key: str, value: Any, allowed: str) -> NoReturn:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def close_matches(name: str, candidates: Iterable[str]) -> str:
+    """``"close matches: a, b"`` for a mistyped ``name``, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=CLOSE_MATCHES, cutoff=0.6)
+    return f"close matches: {', '.join(close)}" if close else ""
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def int_at_least(cfg: Any, prefix: str, key: str, minimum: int) -> None:
+    value = cfg.get(key)
+    if not is_int(value) or value < minimum:
+        fail(f"{prefix}.{key}", value, f"expected an integer >= {minimum}")
+
+
+def number_at_least(cfg: Any, prefix: str, key: str, minimum: float) -> None:
+    value = cfg.get(key)
+    if not is_number(value) or value < minimum:
+        fail(f"{prefix}.{key}", value, f"expected a number >= {minimum}")
+
+
+def one_of(cfg: Any, prefix: str, key: str, choices: tuple) -> None:
+    value = cfg.get(key)
+    if value not in choices:
+        fail(f"{prefix}.{key}", value, f"expected one of {', '.join(map(repr, choices))}")
+
+
+def check_signal_names(names: Iterable[str], key: str = "trainer.preemption.signals") -> None:
+    """Every name is a signal of this platform (``SIGTERM``, ``SIGUSR1``, ``SIGINT``, ...)."""
+    for name in names:
+        if not str(name).startswith("SIG") or not hasattr(signal, str(name)):
+            fail(key, name, "expected signal names like SIGTERM, SIGUSR1, SIGINT")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA where a GPU is visible, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_amp_and_device(amp: Any, device: Any, prefix: str | None) -> None:
+    """``device`` is one of :data:`DEVICES` and present; ``amp`` is known (``fp16`` on a CPU is
+    allowed, with a warning saying why ``bf16`` is better there).
+
+    Args:
+        prefix: the config group holding both keys (``trainer``), or ``None`` at the top level.
+    """
+    key = f"{prefix}." if prefix else ""
+    if device not in DEVICES:
+        fail(f"{key}device", device, f"expected one of {', '.join(map(repr, DEVICES))}")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail(f"{key}device", device, "no CUDA device is visible; use device=cpu or device=auto")
+    if amp not in AMP_CHOICES:
+        fail(f"{key}amp", amp, "expected one of null (float32), 'bf16', 'fp16'")
+    note = amp_device_note(amp, resolve_device(device), f"{key}amp")
+    if note is not None:
+        _logger.warning("%s", note)

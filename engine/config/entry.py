@@ -1,0 +1,151 @@
+"""The entry points' handling of bad input: the command line before Hydra runs, and errors after.
+
+Bad input (:class:`InputError`: a config value, a checkpoint or a folder that is not what it
+should be; or a missing file) ends a command with one logged line and exit status 2, never a
+traceback; Ctrl-C that the command does not handle itself ends it with one line and status 130.
+
+Hydra reports a mistyped config group option or key with a long message and exit status 1. The
+entry points call :func:`exit_on_bad_command_line` first, which checks every override against the
+config tree and, on a mistake, logs one line with the close matches and exits with status 2, the
+project's status for bad input. Sweeps (``-m key=a,b``) are checked value by value. Overrides
+that add (``+key``), force (``++key``) or delete (``~key``) keys, Hydra's own ``hydra.*`` keys
+and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left to Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from engine.config.checks import ConfigError, InputError, close_matches
+
+__all__ = ["EXIT_BAD_INPUT", "check_command_line", "exit_on_bad_command_line", "run_entry_point"]
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def _values(override: Override) -> list[Any]:
+    """The values an override sets: one, or each of a choice/range sweep's."""
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return []  # globs match what exists
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.value()]
+
+
+def _group_options(config_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def _check_key(cfg: DictConfig, key: str) -> None:
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return  # inside a list or a leaf: Hydra decides
+        names = list(node.keys())  # keys() resolves no interpolation
+        if part not in names:
+            parent = ".".join(parts[:depth])
+            siblings = [f"{parent}.{k}" if parent else str(k) for k in names]
+            where = f"no key {part!r} in {parent}" if parent else "no such top-level key"
+            hint = close_matches(key, siblings)
+            raise ConfigError(
+                f"{key} is invalid: {where}{'; ' + hint if hint else ''}; "
+                f"to add a new key write +{key}=..."
+            )
+        node = node._get_node(part)
+
+
+def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
+    """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
+
+    Raises:
+        ConfigError: for an override that does not parse, a group option that does not exist
+            (with close matches) or a key that does not exist (with close matches).
+    """
+    args = list(argv)
+    if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
+        return
+    texts = [a for a in args if a not in MULTIRUN_FLAGS]
+    parser = OverridesParser.create()
+    try:
+        overrides = parser.parse_overrides(texts)
+    except HydraException as error:
+        raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
+    checked = [
+        o
+        for o in overrides
+        if not (o.is_add() or o.is_force_add() or o.is_delete())
+        and not o.key_or_group.startswith("hydra")
+        and o.package is None
+    ]
+    group_choices: list[str] = []
+    keys: list[str] = []
+    for override in checked:
+        group = override.key_or_group
+        if not (config_dir / group).is_dir():
+            keys.append(group)
+            continue
+        options = _group_options(config_dir, group)
+        values = [v for v in _values(override) if v is not None and v != "null"]
+        for value in values:
+            if str(value) not in options:
+                hint = close_matches(str(value), options)
+                raise ConfigError(
+                    f"{group}={value} is invalid: no {group}/{value}.yaml in {config_dir}; "
+                    f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
+                )
+        if values:
+            group_choices.append(f"{group}={values[0]}")
+    if not keys:
+        return
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=group_choices)
+    except HydraException:
+        return  # a problem of the configs themselves: Hydra reports it in full
+    for key in keys:
+        _check_key(cfg, key)
+
+
+def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
+    """:func:`check_command_line`, turning a :class:`ConfigError` into one logged line and exit
+    status 2."""
+    try:
+        check_command_line(config_dir, config_name, argv)
+    except ConfigError as error:
+        logging.basicConfig(format="[%(name)s][%(levelname)s] - %(message)s")
+        logging.getLogger(config_name).error("config error: %s", error)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:
+    """``run()``, with bad input reported in one line (exit 2) and Ctrl-C in one line (exit 130).
+
+    ``FileNotFoundError`` counts as bad input: every file or folder the project opens is named
+    by the user (a checkpoint, a dataset root).
+    """
+    try:
+        return run()
+    except (InputError, FileNotFoundError) as error:
+        message = str(error).strip().splitlines()
+        logger.error("%s", message[0] if message else type(error).__name__)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        logger.error("interrupted (Ctrl-C)")
+        sys.exit(EXIT_INTERRUPTED)

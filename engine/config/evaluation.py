@@ -1,0 +1,77 @@
+"""Checks of ``eval.yaml``: every user-facing value, before a model or a set is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from engine.amp import AMP_CHOICES
+from engine.config.checks import (
+    check_amp_and_device,
+    close_matches,
+    fail,
+    is_int,
+)
+
+__all__ = ["TRANSFORM_KEYS", "WEIGHTS", "validate_eval_config"]
+
+WEIGHTS = ("auto", "ema", "model")
+TRANSFORM_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
+THROUGHPUT_AMP = ("auto", *AMP_CHOICES)
+
+
+def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
+    """Check the ``eval.yaml`` tree ``cfg``; cheap (no model, no data is loaded).
+
+    Args:
+        set_names: the sets ``eval.py`` can run.
+
+    Raises:
+        ConfigError: on the first invalid value, naming the key, the value and what is allowed.
+    """
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        fail(
+            "checkpoint",
+            "???",
+            "required: checkpoint=PATH (train.py's last.pt, a timm state dict or the authors' "
+            "file), or checkpoint=null with sets=[throughput] model.name=<timm name>",
+        )
+    sets = list(cfg.sets)
+    for name in sets:
+        if name not in set_names:
+            allowed = [f"expected names from {list(set_names)}", close_matches(name, set_names)]
+            fail("sets", name, "; ".join(filter(None, allowed)))
+    check_amp_and_device(cfg.get("amp"), cfg.get("device"), None)
+    if cfg.weights not in WEIGHTS:
+        fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}")
+    _top_level_int(cfg, "batch_size", 1)
+    _top_level_int(cfg, "num_workers", 0)
+    unknown = sorted(set(cfg.transform) - set(TRANSFORM_KEYS))
+    if unknown:
+        fail("transform", unknown[0], f"expected keys among {list(TRANSFORM_KEYS)}")
+    size = cfg.transform.get("img_size")
+    if size is not None and (not is_int(size) or size < 1):
+        fail("transform.img_size", size, "expected null (the checkpoint's) or an integer >= 1")
+    crop = cfg.transform.get("crop_pct")
+    if crop is not None and not 0 < crop <= 1:
+        fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
+    if "throughput" in sets and cfg.throughput.amp not in THROUGHPUT_AMP:
+        fail("throughput.amp", cfg.throughput.amp, "expected auto, null, 'bf16' or 'fp16'")
+    if cfg.checkpoint is None:
+        if sets != ["throughput"] or cfg.model.name is None:
+            fail(
+                "checkpoint",
+                None,
+                "null is allowed only with sets=[throughput] and model.name=<timm name>",
+            )
+    elif not Path(str(cfg.checkpoint)).is_file():
+        fail("checkpoint", str(cfg.checkpoint), "no such file; expected a checkpoint file")
+
+
+def _top_level_int(cfg: Any, key: str, minimum: int) -> None:
+    value = cfg.get(key)
+    if not is_int(value) or value < minimum:
+        fail(key, value, f"expected an integer >= {minimum}")

@@ -1,0 +1,149 @@
+"""Top-1/top-5 of a model on a loader, and the settings every evaluated set shares.
+
+:func:`evaluate` is the one accuracy loop: ``train.py`` validates with it after every epoch and
+``eval.py`` scores every folder set with it, so both report the same number on the same images.
+Evaluation shards are not padded and counts are summed across ranks, so ``torchrun`` gives the
+numbers of one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from timm.data import create_transform, resolve_data_config
+from timm.utils import accuracy
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from engine.amp import autocast_context
+from engine.config.evaluation import TRANSFORM_KEYS
+from engine.data.datasets import usable_workers
+from engine.data.samplers import ResumableSampler
+from engine.distributed import DistInfo, all_reduce_sum
+
+__all__ = ["EvalContext", "eval_transform", "evaluate"]
+
+_logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    class_subset: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Top-1/top-5 (percent) and loss over the loader's samples, summed across ranks.
+
+    The evaluation sampler does not pad, so every sample counts exactly once however many
+    processes share the set. With ``class_subset`` (e.g. ImageNet-A's 200 of the 1000 classes)
+    only those logits are scored and targets are positions in ``class_subset``.
+    """
+    model.eval()
+    subset = None if class_subset is None else torch.as_tensor(class_subset, device=device)
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp_dtype):
+            logits = model(images)
+        if subset is not None:
+            logits = logits.index_select(1, subset)
+        top1, top5 = accuracy(logits.float(), targets, topk=(1, min(5, logits.shape[1])))
+        n = len(targets)
+        totals += torch.tensor(
+            [
+                criterion(logits.float(), targets).item(),
+                top1.item() * n / 100,
+                top5.item() * n / 100,
+                n,
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
+    all_reduce_sum(totals)
+    loss, top1, top5, count = totals.tolist()
+    count = max(count, 1.0)
+    return {
+        "loss": loss / count,
+        "top1": 100 * top1 / count,
+        "top5": 100 * top5 / count,
+        "count": count,
+    }
+
+
+class EvalContext:
+    """The model and the settings every set is evaluated with.
+
+    Args:
+        model: in eval mode, already on ``dist_info.device``.
+        dist_info: this process's rank, world size and device.
+        batch_size, num_workers: per-process loader settings.
+        amp_dtype: autocast dtype or ``None``.
+        channels_last: feed images in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dist_info: DistInfo,
+        batch_size: int,
+        num_workers: int,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.model, self.dist_info = model, dist_info
+        self.batch_size, self.num_workers = batch_size, usable_workers(num_workers)
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+
+    def loader(self, dataset: Dataset) -> DataLoader:
+        sampler = ResumableSampler(
+            len(dataset), self.dist_info.rank, self.dist_info.world_size, shuffle=False, pad=False
+        )
+        return DataLoader(
+            dataset,
+            self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.dist_info.device.type == "cuda",
+        )
+
+    def accuracy(self, dataset: Dataset, class_subset: Sequence[int] | None = None) -> dict:
+        return evaluate(
+            self.model,
+            self.loader(dataset),
+            self.dist_info.device,
+            self.amp_dtype,
+            self.channels_last,
+            class_subset,
+        )
+
+
+def eval_transform(model: nn.Module, overrides: Mapping[str, Any]) -> tuple[Callable, dict]:
+    """timm's eval transform from the model's pretrained cfg, with non-null ``overrides``
+    (``img_size``, ``crop_pct``, ``interpolation``, ``mean``, ``std``) applied.
+
+    Returns:
+        The transform and the resolved data config (``input_size``, ``crop_pct``, ...).
+    """
+    unknown = sorted(set(overrides) - set(TRANSFORM_KEYS))
+    if unknown:
+        raise ValueError(f"transform: unknown keys {unknown}; allowed: {list(TRANSFORM_KEYS)}")
+    args = {k: v for k, v in overrides.items() if v is not None}
+    if "mean" in args:
+        args["mean"] = tuple(args["mean"])
+    if "std" in args:
+        args["std"] = tuple(args["std"])
+    config = resolve_data_config(args, model=model)
+    return create_transform(**config, is_training=False), config

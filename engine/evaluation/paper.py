@@ -1,0 +1,85 @@
+"""The numbers the DCLS paper and the authors' repository report: our targets, with sources.
+
+Khalfaoui-Hassani, Pellegrini, Masquelier, "Dilated convolution with learnable spacings", ICLR
+2023 (arXiv 2112.03740v4). ``scripts/make_tables.py`` prints each next to our measured value.
+
+Sources, by the ``source`` key of each entry:
+
+- ``readme``: the authors' K-H-Ismail/ConvNeXt-dcls README at aad45f3 (L68-75: ImageNet-1k
+  top-1, params, FLOPs of the T/S/B rows and ConvNeXt's own baselines; L126-130: the released
+  ConvNeXt-B-dcls EMA checkpoint evaluates to ``Acc@1 84.094 Acc@5 96.958``).
+- ``paper-v4 (extracted)``: the paper's robustness and throughput tables as extracted by a
+  third party (igm503/heedless-backbones, family_data/ConvNeXt-dcls.yml at af5346e, sourced to
+  arXiv 2112.03740v4); not yet checked against the PDF. Its ImageNet-C column is on the scale of
+  an unnormalised error (ConvNeXt-T's own: 40.0 unnormalised vs 53.2 mCE), so it is recorded as
+  ``in_c_error`` (our ``mean_error`` of the 15 corruptions), not as mCE.
+
+Not found (the paper's tables could not be read here): the ResNet-50 and dilated-convolution
+(``_dc``) rows, ImageNet-V2, and the baselines' robustness as re-measured by the authors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PAPER", "RELEASED_CHECKPOINTS", "paper_value"]
+
+_README = "readme"
+_EXTRACTED = "paper-v4 (extracted)"
+
+# model name -> metric -> (value, source). Metrics: top1 (ImageNet-1k, 224), params_m, gmacs,
+# in_a, in_r, in_sketch (top-1), in_c_error (mean top-1 error over ImageNet-C, unnormalised),
+# throughput (images/s on a V100, batch and precision not stated).
+PAPER: dict[str, dict[str, tuple[float, str]]] = {
+    "convnext_tiny": {"top1": (82.1, _README), "params_m": (28, _README), "gmacs": (4.5, _README)},
+    "convnext_small": {"top1": (83.1, _README), "params_m": (50, _README), "gmacs": (8.7, _README)},
+    "convnext_base": {"top1": (83.8, _README), "params_m": (89, _README), "gmacs": (15.4, _README)},
+    "convnext_tiny_dcls": {
+        "top1": (82.5, _README),
+        "params_m": (28, _README),
+        "gmacs": (5.0, _README),
+        "in_a": (23.9, _EXTRACTED),
+        "in_r": (47.8, _EXTRACTED),
+        "in_sketch": (34.7, _EXTRACTED),
+        "in_c_error": (39.7, _EXTRACTED),
+        "throughput": (725.3, _EXTRACTED),
+    },
+    "convnext_small_dcls": {
+        "top1": (83.7, _README),
+        "params_m": (50, _README),
+        "gmacs": (9.5, _README),
+        "in_a": (33.7, _EXTRACTED),
+        "in_r": (50.4, _EXTRACTED),
+        "in_sketch": (36.7, _EXTRACTED),
+        "in_c_error": (35.2, _EXTRACTED),
+        "throughput": (433.4, _EXTRACTED),
+    },
+    "convnext_base_dcls": {
+        "top1": (84.1, _README),
+        "params_m": (89, _README),
+        "gmacs": (16.5, _README),
+        "in_a": (36.8, _EXTRACTED),
+        "in_r": (52.6, _EXTRACTED),
+        "in_sketch": (38.4, _EXTRACTED),
+        "in_c_error": (34.3, _EXTRACTED),
+        "throughput": (285.4, _EXTRACTED),
+    },
+}
+
+# What eval.py must print for the authors' released files (README L126-130); the file name is
+# the one on Zenodo record 7112021.
+RELEASED_CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "convnext_dcls_base_1k_224_ema.pth": {
+        "model": "convnext_base_dcls",
+        "kwargs": {"version": "v0"},
+        "top1": 84.094,
+        "top5": 96.958,
+        "source": _README,
+    },
+}
+
+
+def paper_value(model: str, metric: str) -> float | None:
+    """The paper's value of ``metric`` for ``model`` (a timm name), or ``None``."""
+    entry = PAPER.get(model, {}).get(metric)
+    return None if entry is None else entry[0]

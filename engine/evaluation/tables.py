@@ -1,0 +1,293 @@
+"""The paper's tables from result files: ImageNet-1k and robustness, seeds aggregated.
+
+Result files are ``eval_results.json``, written by ``eval.py`` and by every finished training run
+(``sets.val``: its validation split). Files of one row (``name``) and one ``seed`` are merged: for
+each set the newest result wins (by its ``created`` time, else the file's), and every replacement
+is logged. Rows with several seeds show ``mean ± std (n=...)`` (sample standard deviation). Each
+DCLS (``_dcls``) or dilated (``_dc``) row follows its baseline (the same name without the suffix)
+with the difference of the means; the paper's value (:mod:`engine.evaluation.paper`) stands next
+to every metric it reports. Sets that no table shows are named in the log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.evaluation.paper import paper_value
+from engine.evaluation.results import RESULTS_FILE
+from engine.evaluation.throughput import baseline_name
+
+__all__ = [
+    "IMAGENET_COLUMNS",
+    "ROBUSTNESS_COLUMNS",
+    "TABLES",
+    "Column",
+    "load_results",
+    "markdown",
+    "result_files",
+    "table",
+    "tables",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+def _get(*keys: str) -> Callable[[dict], float | None]:
+    def getter(result: dict) -> float | None:
+        value: Any = result
+        for key in keys:
+            if not isinstance(value, dict) or value.get(key) is None:
+                return None
+            value = value[key]
+        return value
+
+    return getter
+
+
+def _top1(result: dict) -> float | None:
+    """ImageNet-1k top-1 from ``eval.py``, else the training run's validation top-1."""
+    sets = result.get("sets", {})
+    for name in ("in1k", "val"):
+        if (sets.get(name) or {}).get("top1") is not None:
+            return sets[name]["top1"]
+    return None
+
+
+@dataclass(frozen=True)
+class Column:
+    """One measured column of a table.
+
+    Attributes:
+        title: the header.
+        get: the value of one result file, or ``None``.
+        digits: decimals printed.
+        delta: a ``Δ`` column follows, the difference to the row's baseline.
+        paper: the :data:`~engine.evaluation.paper.PAPER` metric printed next to it, if any.
+        sets: the result sets the column reads (sets no column reads are reported).
+        spread: print ``± std (n=...)`` over seeds (not for what seeds do not change).
+    """
+
+    title: str
+    get: Callable[[dict], float | None]
+    digits: int
+    delta: bool = False
+    paper: str | None = None
+    sets: tuple[str, ...] = ()
+    spread: bool = True
+
+
+IMAGENET_COLUMNS = [
+    Column("params (M)", lambda r: r["params"] / 1e6, 1, paper="params_m", spread=False),
+    Column("GMACs", _get("gmacs"), 2, paper="gmacs", spread=False),
+    Column(
+        "inference img/s",
+        _get("sets", "throughput", "images_per_s", "inference"),
+        1,
+        paper="throughput",
+        sets=("throughput",),
+    ),
+    Column(
+        "baseline img/s (same run)",
+        _get("sets", "throughput", "baseline_images_per_s", "inference"),
+        1,
+        sets=("throughput",),
+    ),
+    Column(
+        "time vs baseline",
+        _get("sets", "throughput", "ratio", "inference"),
+        2,
+        sets=("throughput",),
+    ),
+    Column("top-1", _top1, 2, delta=True, paper="top1", sets=("in1k", "val")),
+]
+ROBUSTNESS_COLUMNS = [
+    Column("IN-C mCE (lower is better)", _get("sets", "in_c", "mce"), 2, True, sets=("in_c",)),
+    Column("IN-C error", _get("sets", "in_c", "mean_error"), 2, True, "in_c_error", sets=("in_c",)),
+    Column("IN-A", _get("sets", "in_a", "top1"), 2, True, "in_a", sets=("in_a",)),
+    Column("IN-R", _get("sets", "in_r", "top1"), 2, True, "in_r", sets=("in_r",)),
+    Column("IN-Sketch", _get("sets", "in_sketch", "top1"), 2, True, "in_sketch", ("in_sketch",)),
+    Column("IN-V2", _get("sets", "in_v2", "top1"), 2, True, sets=("in_v2",)),
+]
+TABLES = {"imagenet": IMAGENET_COLUMNS, "robustness": ROBUSTNESS_COLUMNS}
+
+
+def result_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Result files given directly or found under folders.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist, or when no file is found.
+    """
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(path.rglob(RESULTS_FILE))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no result file or folder at {path}")
+    if not files:
+        raise FileNotFoundError(f"no {RESULTS_FILE} under {[str(p) for p in paths]}")
+    return files
+
+
+def _merge(older: dict, newer: dict) -> dict:
+    """``newer``'s values over ``older``'s; for the sets, per set (logged when one replaces)."""
+    merged = copy.deepcopy(older) | {k: v for k, v in newer.items() if k != "sets"}
+    merged["sets"], merged["_sources"] = dict(older["sets"]), dict(older["_sources"])
+    for name, result in newer["sets"].items():
+        if name in merged["sets"]:
+            _logger.info(
+                "%s (seed %s): %s of %s replaces the one of %s",
+                newer["name"],
+                newer.get("seed"),
+                name,
+                newer["_file"],
+                merged["_sources"][name],
+            )
+        merged["sets"][name], merged["_sources"][name] = result, newer["_file"]
+    return merged
+
+
+def load_results(paths: Sequence[str | Path]) -> dict[str, list[dict]]:
+    """``{row name: [one merged result per seed]}`` from result files and folders.
+
+    Raises:
+        FileNotFoundError: see :func:`result_files`.
+    """
+    loaded = []
+    for file in result_files(paths):
+        result = json.loads(file.read_text())
+        result["_file"] = str(file)
+        result.setdefault("sets", {})
+        result["_sources"] = dict.fromkeys(result["sets"], str(file))
+        result.setdefault("created", file.stat().st_mtime)
+        loaded.append(result)
+    merged: dict[tuple[str, Any], dict] = {}
+    for result in sorted(loaded, key=lambda r: r["created"]):
+        key = (result["name"], result.get("seed"))
+        merged[key] = _merge(merged[key], result) if key in merged else result
+    rows: dict[str, list[dict]] = {}
+    for (name, _), result in sorted(merged.items(), key=lambda item: str(item[0])):
+        rows.setdefault(name, []).append(result)
+    return rows
+
+
+@dataclass(frozen=True)
+class _Stat:
+    mean: float
+    std: float
+    n: int
+
+
+def _aggregate(values: list[float | None]) -> _Stat | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    return _Stat(statistics.fmean(present), std, len(present))
+
+
+def _number(value: float, digits: int) -> str:
+    """``digits`` decimals, or 3 significant digits for small values (a tiny model's GMACs)."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.{digits}f}"
+
+
+def _cell(stat: _Stat | None, digits: int, spread: bool = True) -> str:
+    if stat is None:
+        return "-"
+    if stat.n == 1 or not spread:
+        return _number(stat.mean, digits)
+    return f"{_number(stat.mean, digits)} ± {stat.std:.{digits}f} (n={stat.n})"
+
+
+def _baseline_row(name: str, results: list[dict]) -> str | None:
+    """The baseline's row name of row ``name``: its model without the ``_dcls``/``_dc`` suffix,
+    with the same tail (a sweep's overrides, ``convnext_tiny_dcls (lr=1)`` ->
+    ``convnext_tiny (lr=1)``)."""
+    model = _model(results)
+    if not name.startswith(model):  # a row named by the user: pair by its own suffix
+        return baseline_name(name, "auto")
+    baseline = baseline_name(model, "auto")
+    return None if baseline is None else baseline + name[len(model) :]
+
+
+def ordered_rows(rows: dict[str, list[dict]]) -> list[tuple[str, str | None]]:
+    """``(name, baseline name or None)`` with each variant right after its baseline."""
+    variants: dict[str, list[str]] = {}
+    roots = []
+    for name in sorted(rows):
+        baseline = _baseline_row(name, rows[name])
+        if baseline is not None and baseline in rows:
+            variants.setdefault(baseline, []).append(name)
+        else:
+            roots.append(name)
+    ordered: list[tuple[str, str | None]] = []
+    for name in roots:
+        ordered.append((name, None))
+        ordered += [(variant, name) for variant in variants.get(name, [])]
+    return ordered
+
+
+def _model(results: list[dict]) -> str:
+    return results[-1].get("model") or results[-1]["name"]
+
+
+def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]:
+    """Header and rows of strings: each measured column, its ``Δ`` to the baseline and the
+    paper's value, where any row has one."""
+    stats = {
+        name: {c.title: _aggregate([c.get(r) for r in res]) for c in columns}
+        for name, res in rows.items()
+    }
+    used = [c for c in columns if any(stats[name][c.title] is not None for name in rows)]
+    papers = {
+        c.title: {name: paper_value(_model(rows[name]), c.paper) for name in rows}
+        if c.paper
+        else {}
+        for c in used
+    }
+    header = ["model"]
+    for column in used:
+        header.append(column.title)
+        if column.delta:
+            header.append(f"Δ {column.title.split(' (')[0]}")
+        if any(v is not None for v in papers[column.title].values()):
+            header.append(f"paper {column.title.split(' (')[0]}")
+    out = [header]
+    for name, baseline in ordered_rows(rows):
+        row = [name]
+        for column in used:
+            stat = stats[name][column.title]
+            row.append(_cell(stat, column.digits, column.spread))
+            if column.delta:
+                reference = stats[baseline][column.title] if baseline else None
+                missing = stat is None or reference is None
+                row.append("" if missing else f"{stat.mean - reference.mean:+.{column.digits}f}")
+            if any(v is not None for v in papers[column.title].values()):
+                value = papers[column.title][name]
+                row.append("-" if value is None else _number(value, column.digits))
+        out.append(row)
+    return out
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
+
+
+def tables(rows: dict[str, list[dict]]) -> dict[str, list[list[str]]]:
+    """Every table of :data:`TABLES` that has a measured column; logs the sets none shows."""
+    shown = {s for columns in TABLES.values() for c in columns for s in c.sets}
+    for name, results in rows.items():
+        hidden = sorted({s for r in results for s in r.get("sets", {})} - shown)
+        if hidden:
+            _logger.info("%s: sets %s are in its result files but in no table", name, hidden)
+    built = {title: table(rows, columns) for title, columns in TABLES.items()}
+    return {title: t for title, t in built.items() if len(t[0]) > 1}

@@ -1,0 +1,153 @@
+"""What a finished training run leaves behind: ``results.json``, an ``eval_results.json`` that
+``scripts/make_tables.py`` reads like ``eval.py``'s, and the end-of-run summary in the log.
+
+The reported top-1 is the last epoch's validation top-1 of the weights ``eval.py`` evaluates by
+default (``weights=auto``: the EMA when the run keeps one), so ``python eval.py
+checkpoint=<run>/checkpoints/last.pt sets=[val]`` prints the same number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from engine.evaluation.results import RESULTS_FILE
+from engine.evaluation.throughput import params_and_macs
+
+__all__ = ["RUN_RESULTS_FILE", "RunRecord", "write_results"]
+
+_logger = logging.getLogger(__name__)
+
+RUN_RESULTS_FILE = "results.json"
+ROW_KEYS_IGNORED = ("seed", "experiment", "paper", "run_name", "launcher", "paths.log_dir")
+
+
+@dataclass
+class RunRecord:
+    """A finished run.
+
+    Attributes:
+        cfg: its config.
+        run_dir: its folder.
+        checkpoint: its last checkpoint.
+        metrics: the last epoch's metrics (``val_top1``, ``val_ema_top1``, ...).
+        val_count: images in the validation split.
+        best_val_top1, best_epoch: the best validation top-1 of the reported weights, and its
+            1-based epoch.
+        wall_time_s: seconds this process trained (a resumed run: since it resumed).
+        weights: the reported weights, ``"ema"`` or ``"model"``.
+        overrides: this job's command-line overrides in a multirun (``None`` outside one); all
+            but ``seed`` and ``experiment`` become part of the row name, so that the rows of a
+            hyperparameter sweep stay apart while a paper sweep's seeds share one row.
+    """
+
+    cfg: DictConfig
+    run_dir: Path
+    checkpoint: Path
+    metrics: dict[str, float]
+    val_count: int
+    best_val_top1: float | None
+    best_epoch: int | None
+    wall_time_s: float
+    weights: str
+    overrides: list[str] | None = None
+
+    def row_name(self) -> str:
+        """``name`` from the config, else the model name (with a sweep's own overrides)."""
+        if self.cfg.get("name"):
+            return str(self.cfg.name)
+        name = str(self.cfg.model.get("model_name"))
+        swept = [o for o in self.overrides or () if o.split("=", 1)[0] not in ROW_KEYS_IGNORED]
+        return f"{name} ({','.join(swept)})" if swept else name
+
+
+def _reported(record: RunRecord, key: str) -> float:
+    prefix = "val_ema_" if record.weights == "ema" else "val_"
+    return record.metrics[f"{prefix}{key}"]
+
+
+def _eval_results(record: RunRecord, model: nn.Module) -> dict[str, Any]:
+    """The run's validation result in ``eval.py``'s result format (one set, ``val``)."""
+    cfg = record.cfg
+    params, gmacs = params_and_macs(lambda: instantiate(cfg.model), cfg.data.image_size)
+    model_name = cfg.model.get("model_name") or type(model).__name__
+    return {
+        "name": record.row_name(),
+        "model": model_name,
+        "checkpoint": str(record.checkpoint),
+        "weights": record.weights,
+        "seed": cfg.seed,
+        "source": "train.py",
+        "created": time.time(),
+        "params": params,
+        "gmacs": gmacs,
+        "sets": {
+            "val": {
+                "data": cfg.data.name,
+                "top1": _reported(record, "top1"),
+                "top5": _reported(record, "top5"),
+                "loss": _reported(record, "loss"),
+                "count": record.val_count,
+            }
+        },
+    }
+
+
+def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> dict[str, Any]:
+    """Write ``results.json`` and ``eval_results.json`` in the run folder and log the summary.
+
+    Args:
+        enabled: ``False`` on every rank but the first (nothing is written or logged).
+
+    Returns:
+        The contents of ``results.json``: the last epoch's metrics, ``top1``/``top5`` of the
+        reported weights, ``weights``, ``best_val_top1``, ``best_epoch``, ``epochs``,
+        ``wall_time_s``, ``run_dir`` and ``checkpoint``.
+    """
+    results = {
+        **record.metrics,
+        "top1": _reported(record, "top1"),
+        "top5": _reported(record, "top5"),
+        "weights": record.weights,
+        "best_val_top1": record.best_val_top1,
+        "best_epoch": record.best_epoch,
+        "epochs": record.cfg.trainer.epochs,
+        "wall_time_s": record.wall_time_s,
+        "run_dir": str(record.run_dir),
+        "checkpoint": str(record.checkpoint),
+    }
+    if not enabled:
+        return results
+    record.run_dir.mkdir(parents=True, exist_ok=True)
+    (record.run_dir / RUN_RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    (record.run_dir / RESULTS_FILE).write_text(json.dumps(_eval_results(record, model), indent=2))
+    best = (
+        f"best {record.best_val_top1:.2f} at epoch {record.best_epoch}"
+        if record.best_val_top1 is not None
+        else "no epoch ran in this process"
+    )
+    _logger.info(
+        "finished %d epochs in %.0f s: val top-1 %.2f, top-5 %.2f (last epoch, %s weights; %s)\n"
+        "  checkpoint: %s\n  run folder: %s (%s, %s, train.log)\n"
+        "  same numbers from eval.py: python eval.py checkpoint=%s sets=[val]",
+        record.cfg.trainer.epochs,
+        record.wall_time_s,
+        results["top1"],
+        results["top5"],
+        record.weights,
+        best,
+        record.checkpoint,
+        record.run_dir,
+        RUN_RESULTS_FILE,
+        RESULTS_FILE,
+        record.checkpoint,
+    )
+    return results

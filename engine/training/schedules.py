@@ -1,0 +1,110 @@
+"""Schedules over a run: the learning rate (timm's schedulers, stepped per optimizer update) and
+the DCLS training policy that changes per epoch (repulsive-loss weight, interpolation widths).
+
+The loop asks :class:`DclsSchedule` at the start of every epoch what holds for it; ``train.py``
+never changes DCLS training state itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+
+import dcls
+
+__all__ = ["DclsSchedule", "EpochPolicy", "build_scheduler"]
+
+_logger = logging.getLogger(__name__)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Any, epochs: int, updates_per_epoch: int
+) -> Any:
+    """timm's scheduler of the ``scheduler`` config group, stepped per optimizer update.
+
+    Args:
+        cfg: ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr`` and ``warmup_prefix``
+            (``true``: the cosine starts after the warm-up and spans the remaining epochs).
+        epochs: the run's length.
+        updates_per_epoch: optimizer updates per epoch.
+    """
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=cfg.sched,
+        num_epochs=epochs,
+        warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr,
+        min_lr=cfg.min_lr,
+        warmup_prefix=bool(cfg.get("warmup_prefix", False)),
+        step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch,
+    )
+    return scheduler
+
+
+@dataclass(frozen=True)
+class EpochPolicy:
+    """What holds during one epoch.
+
+    Attributes:
+        repulsive_weight: weight of :func:`dcls.repulsive_loss` in the loss (0: off).
+        sigma: the interpolation width set for the epoch, or ``None`` when widths are learned.
+    """
+
+    repulsive_weight: float
+    sigma: float | None
+
+    def metrics(self) -> dict[str, float]:
+        """The values worth logging with the epoch's metrics."""
+        return {} if self.sigma is None else {"sigma": self.sigma}
+
+
+class DclsSchedule:
+    """The DCLS policy of ``trainer.repulsive_loss`` and ``trainer.sigma_schedule``.
+
+    Args:
+        cfg: the ``trainer`` config group; reads ``epochs``, ``repulsive_loss.{weight,
+            start_epoch, min_distance}`` and ``sigma_schedule.{enabled, start, end}``.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        repulsion, sigmas = cfg.repulsive_loss, cfg.sigma_schedule
+        self.epochs = int(cfg.epochs)
+        self.repulsive_weight = float(repulsion.weight)
+        self.repulsive_start = int(repulsion.start_epoch)
+        self.min_distance = float(repulsion.min_distance)
+        self.sigma_enabled = bool(sigmas.enabled)
+        self.sigma_start, self.sigma_end = float(sigmas.start), float(sigmas.end)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Before the optimizer is built: scheduled widths are set, not learned."""
+        if self.sigma_enabled:
+            for sigma in dcls.sigma_parameters(model):
+                sigma.requires_grad_(False)
+
+    def sigma_at(self, epoch: int) -> float | None:
+        """The width of 0-based ``epoch``: linear from ``start`` (first) to ``end`` (last)."""
+        if not self.sigma_enabled:
+            return None
+        progress = epoch / max(self.epochs - 1, 1)
+        return self.sigma_start + (self.sigma_end - self.sigma_start) * progress
+
+    def repulsive_weight_at(self, epoch: int) -> float:
+        """The repulsive loss's weight in 0-based ``epoch`` (0 before ``start_epoch``)."""
+        return self.repulsive_weight if epoch >= self.repulsive_start else 0.0
+
+    def repulsive_loss(self, model: nn.Module) -> torch.Tensor:
+        """:func:`dcls.repulsive_loss` of ``model`` with this run's ``min_distance``."""
+        return dcls.repulsive_loss(model, self.min_distance)
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> EpochPolicy:
+        """Apply the policy of 0-based ``epoch`` to ``model`` and return it."""
+        policy = EpochPolicy(self.repulsive_weight_at(epoch), self.sigma_at(epoch))
+        if policy.sigma is not None:
+            dcls.set_sigma_(model, policy.sigma)
+        return policy

@@ -1,0 +1,126 @@
+"""Bad input at the entry points: one line naming the value and what is allowed, exit status 2,
+close matches for mistyped group options and keys, no traceback."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import ConfigError, check_command_line, validate_train_config
+from tests.conftest import CONFIG_DIR, compose_train
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = Path(CONFIG_DIR)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["model=convnext_tinny_dcls"],
+            r"model=convnext_tinny_dcls is invalid: no model/.*close matches: convnext_tiny_dcls",
+        ),
+        (
+            ["-m", "experiment=convnext_tiny_in1k,convnext_tiny_dcls_in1kk"],
+            r"close matches: convnext_tiny_dcls_in1k",
+        ),
+        (
+            ["trainer.epoch=3"],
+            r"trainer\.epoch is invalid: no key 'epoch' in trainer; close matches: trainer\.epochs",
+        ),
+        (["optimizer.positions.lr_scal=5"], r"close matches: optimizer\.positions\.lr_scale"),
+        (
+            ["-m", "optimizer.positions.lr_sclae=1,5"],
+            r"close matches: optimizer\.positions\.lr_scale",
+        ),
+        (["seeed=1"], r"seeed is invalid: no such top-level key; close matches: seed"),
+        (["trainer.epochs=="], r"is invalid"),
+    ],
+)
+def test_mistyped_overrides_name_the_close_matches(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        check_command_line(CONFIGS, "train", argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["model=convnext_tiny_dcls", "trainer.epochs=3"],
+        ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
+        ["+trainer.new_key=1", "++seed=3", "~logger"],  # adding and deleting are Hydra's business
+        ["hydra.sweep.dir=/tmp/x", "hydra/launcher=submitit_local"],
+        ["experiment=convnext_tiny_dcls_in1k", "trainer.update_freq=2"],  # keys an experiment has
+        ["logger=wandb", "logger.wandb.mode=disabled"],  # keys a group option brings
+        ["--cfg", "job"],  # other Hydra flags: left to Hydra
+    ],
+)
+def test_valid_overrides_pass(argv):
+    check_command_line(CONFIGS, "train", argv)
+
+
+def test_eval_command_line_is_checked_against_eval_yaml():
+    check_command_line(CONFIGS, "eval", ["checkpoint=x.pt", "sets=[in1k]", "roots.in1k=/d"])
+    with pytest.raises(ConfigError, match=r"close matches: roots\.in_c"):
+        check_command_line(CONFIGS, "eval", ["roots.in_cc=/d"])
+
+
+def _run(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args, f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("train.py", ["model=convnext_tinny_dcls"], "close matches: convnext_tiny_dcls"),
+        ("train.py", ["trainer.epoch=3"], "close matches: trainer.epochs"),
+        ("train.py", ["trainer.epochs=0"], "trainer.epochs=0 is invalid: expected an integer >= 1"),
+        ("eval.py", ["checkpoint=/nowhere/last.pt"], "checkpoint='/nowhere/last.pt' is invalid"),
+        ("eval.py", [], "checkpoint='???' is invalid: required"),
+    ],
+)
+def test_entry_points_exit_2_with_one_line(tmp_path, script, args, expected):
+    assert expected in _one_error_line(_run(script, args, tmp_path))
+
+
+def test_a_truncated_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.randn(100, 100)}}, path)
+    path.write_bytes(path.read_bytes()[:2000])  # a copy cut short
+    line = _one_error_line(_run("eval.py", [f"checkpoint={path}"], tmp_path))
+    assert f"checkpoint {path} cannot be read: it is truncated, damaged or not a checkpoint" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
+def test_cuda_without_a_gpu_is_a_config_error(tmp_path):
+    cfg = compose_train(tmp_path, ["data=fake"])
+    cfg.trainer.device = "cuda"
+    with pytest.raises(ConfigError, match=r"trainer\.device='cuda' is invalid: no CUDA device"):
+        validate_train_config(cfg)
+
+
+def test_fp16_on_the_cpu_is_explained(tmp_path, caplog):
+    cfg = compose_train(tmp_path, ["data=fake", "trainer.amp=fp16"])  # compose_train: device cpu
+    with caplog.at_level(logging.WARNING):
+        validate_train_config(cfg)
+    assert "trainer.amp='fp16' on the CPU runs float16" in caplog.text
+    assert "slower than trainer.amp=bf16" in caplog.text

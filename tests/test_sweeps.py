@@ -1,0 +1,102 @@
+"""Hydra multiruns of train.py: folders named by overrides, the sweep summary, the paper's table
+reproduced by one command (at the embedded default's scale), and the submitit launcher."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data=fake",
+    "model.model_name=test_convnext_dcls",
+    "trainer.epochs=1",
+    "optimizer.base_batch_size=8",
+    "logger=none",
+]
+
+
+def _train(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def _sweep_dir(tmp_path: Path) -> Path:
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    return sweep
+
+
+def test_a_sweep_over_a_key_names_its_folders_and_summarises_them(tmp_path):
+    _train(["-m", *TINY, "optimizer.positions.lr_scale=1,5"], tmp_path)
+    sweep = _sweep_dir(tmp_path)
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(runs) == 2 and all(name.startswith("data=fake,") for name in runs)
+    assert [r.split("optimizer.positions.lr_scale=")[1].split(",")[0] for r in runs] == ["1", "5"]
+    for run in runs:
+        assert json.loads((sweep / run / "results.json").read_text())["epochs"] == 1
+    summary = (sweep / "sweep_summary.md").read_text()
+    assert all(f"| {run} | " in summary for run in runs)
+    # two rows in the table: a hyperparameter sweep's runs are not merged as seeds
+    assert summary.count("| test_convnext_dcls (") == 2
+
+
+@pytest.mark.slow
+def test_the_paper_table_in_one_command_at_the_embedded_default_scale(tmp_path):
+    """``python train.py -m paper=digits``: baseline, DCLS and DC x 2 seeds, each run's result
+    file, the sweep summary with seeds aggregated, and make_tables.py on the sweep folder."""
+    _train(["-m", "paper=digits", "trainer.epochs=1", "logger=none"], tmp_path, timeout=1200)
+    sweep = _sweep_dir(tmp_path)
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(runs) == 6 and all("paper=" not in run for run in runs)
+    assert "experiment=convnext_atto_dcls_digits,logger=none,seed=1,trainer.epochs=1" in runs
+    summary = (sweep / "sweep_summary.md").read_text()
+    tail = " (trainer.epochs=1,logger=none)"  # the overrides the sweep's rows share
+    rows = {
+        line.split(" | ")[0].removeprefix("| ").removesuffix(tail): line
+        for line in summary.splitlines()
+        if line.startswith("| convnext_atto")
+    }
+    assert set(rows) >= {"convnext_atto", "convnext_atto_dcls", "convnext_atto_dc"}
+    assert all("(n=2)" in rows[name] for name in ("convnext_atto", "convnext_atto_dcls"))
+    top1 = {}
+    for run in runs:
+        result = json.loads((sweep / run / "eval_results.json").read_text())
+        name = result["name"].removesuffix(tail)
+        top1.setdefault(name, []).append(result["sets"]["val"]["top1"])
+    assert all(len(values) == 2 for values in top1.values())
+    mean = {name: sum(values) / 2 for name, values in top1.items()}
+    delta = mean["convnext_atto_dcls"] - mean["convnext_atto"]
+    assert f"| {mean['convnext_atto_dcls']:.2f} ± " in rows["convnext_atto_dcls"]
+    assert f"| {delta:+.2f} |" in rows["convnext_atto_dcls"]
+    tables = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_tables.py"), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert tables.returncode == 0 and rows["convnext_atto_dcls"] in tables.stdout
+
+
+@pytest.mark.slow
+def test_the_submitit_launcher_runs_a_sweep(tmp_path):
+    """``-m hydra/launcher=submitit_local``: the path ``launcher=slurm`` takes, on this machine."""
+    _train(["-m", *TINY, "seed=0,1", "hydra/launcher=submitit_local"], tmp_path)
+    sweep = _sweep_dir(tmp_path)
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name != ".submitit")
+    assert [r.split("seed=")[1].split(",")[0] for r in runs] == ["0", "1"]
+    for run in runs:
+        assert (sweep / run / "checkpoints" / "last.pt").is_file()
+    assert "(n=2)" in (sweep / "sweep_summary.md").read_text()  # the two seeds, one row
