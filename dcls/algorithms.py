@@ -18,18 +18,24 @@
   shapes, memory format, padding, groups, whether gradients are needed), cached for the process,
   like ``torch.backends.cudnn.benchmark``. The trial runs on random tensors of the same shapes,
   never on the caller's data. Meta tensors, strided convolutions and code traced by
-  ``torch.compile`` go to ``"direct"`` without a trial (so FLOP counting on the meta device
-  counts the dense convolution; name ``"fft"`` explicitly to compile the FFT path).
+  ``torch.compile`` or ``torch.jit.trace`` go to ``"direct"`` without a trial (so FLOP counting
+  on the meta device counts the dense convolution; name ``"fft"`` explicitly to compile the FFT
+  path).
 
 All algorithms give the same outputs and gradients up to float rounding (about 1e-6 relative in
 float32). Under DDP each process runs its own trial; processes that choose differently compute
 gradients that differ at that rounding level before they are averaged, which keeps replicas in
 sync.
+
+TorchScript and ``torch.jit.trace``: the functions a layer's forward pass reaches
+(:func:`_apply_kernel` and below) are TorchScript-compatible, which is why they take lists,
+avoid starred list displays (``# noqa: RUF005``) and in-place arithmetic on sizes (sizes are 0-d
+tensors under tracing). Scripted or traced, ``"split"`` runs its forward convolution (its
+``autograd.Function`` would be a Python call) and ``"auto"`` runs ``"direct"``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 from collections.abc import Callable, Sequence
@@ -60,7 +66,6 @@ _CANDIDATES = ("direct", "channels_last", "fft", "split")
 DEFAULT_CONV_ALGORITHM = "direct"
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
 TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
-_CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AUTO_CACHE: dict[tuple, str] = {}
 
 
@@ -94,37 +99,52 @@ def check_conv_algorithm(
     return algorithm
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
+    "meta" device used to count FLOPs). Eager mode only."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def _fast_size(n: int) -> int:
     """Smallest ``m >= n`` whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
     m = n
-    while True:
+    rest = 0
+    while rest != 1:
         rest = m
         for p in (2, 3, 5):
             while rest % p == 0:
-                rest //= p
-        if rest == 1:
-            return m
-        m += 1
+                rest = rest // p
+        m = m + 1  # not in place: under torch.jit.trace sizes are 0-d tensors
+    return m - 1
 
 
-def _pad_pairs(padding: str | Sequence[int], kernel_sizes: Sequence[int]) -> list[tuple[int, int]]:
+def _pad_pairs(padding: str | list[int], kernel_sizes: list[int]) -> list[tuple[int, int]]:
     """(before, after) zero padding per spatial axis, as ``F.conv`` applies it."""
-    if padding == "valid":
-        return [(0, 0)] * len(kernel_sizes)
-    if padding == "same":
-        return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_sizes]
-    return [(p, p) for p in padding]
+    pairs: list[tuple[int, int]] = []
+    for d, k in enumerate(kernel_sizes):
+        if isinstance(padding, str):
+            pairs.append(((k - 1) // 2, k - 1 - (k - 1) // 2) if padding == "same" else (0, 0))
+        else:
+            pairs.append((padding[d], padding[d]))
+    return pairs
 
 
 def _to_channels_last(t: Tensor) -> Tensor:
     """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged."""
-    fmt = _channels_last(t.dim())
-    return t.contiguous(memory_format=fmt) if fmt is not None else t
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
 
 
-def _pad_argument(pairs: Sequence[tuple[int, int]]) -> list[int]:
+def _pad_argument(pairs: list[tuple[int, int]]) -> list[int]:
     """``F.pad``'s argument (last axis first) for (before, after) pairs in axis order."""
-    return [v for a, b in reversed(pairs) for v in (a, b)]
+    argument: list[int] = []
+    for d in range(len(pairs) - 1, -1, -1):
+        argument.append(pairs[d][0])
+        argument.append(pairs[d][1])
+    return argument
 
 
 def fft_conv(
@@ -154,63 +174,99 @@ def fft_conv(
         ValueError: if padding is an unknown string or a wrong-length sequence.
     """
     n = kernel.dim() - 2
-    unbatched = input.dim() == n + 1
-    if unbatched:
-        input = input.unsqueeze(0)
     if isinstance(padding, str) and padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
     if isinstance(padding, int):
         padding = (padding,) * n
     if not isinstance(padding, str) and len(padding) != n:
         raise ValueError(f"padding must have {n} entries, got {padding!r}")
+    pairs = _pad_pairs(padding if isinstance(padding, str) else list(padding), kernel.shape[2:])
     device_type = input.device.type
-    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
-        device_type
-    )
-    out_dtype = torch.get_autocast_dtype(device_type) if autocast else input.dtype
+    if not _autocast_enabled(device_type):
+        return _fft_conv(input, kernel, bias, pairs, groups)
+    with torch.autocast(device_type, enabled=False):
+        out = _fft_conv(input, kernel, bias, pairs, groups)
+    return out.to(torch.get_autocast_dtype(device_type))
+
+
+def _fft_conv(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    pairs: list[tuple[int, int]],
+    groups: int,
+) -> Tensor:
+    """:func:`fft_conv` with the padding as (before, after) pairs, outside autocast; the result
+    has ``input``'s dtype. TorchScript-compatible."""
+    n = kernel.dim() - 2
+    unbatched = input.dim() == n + 1
+    if unbatched:
+        input = input.unsqueeze(0)
     compute_dtype = torch.promote_types(
         torch.promote_types(input.dtype, kernel.dtype), torch.float32
     )
-    pairs = _pad_pairs(padding, kernel.shape[2:])
-    no_autocast = (
-        torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext()
-    )
-    with no_autocast:
-        x = input.to(compute_dtype)
-        w = kernel.to(compute_dtype)
-        padded = [s + a + b for s, (a, b) in zip(x.shape[2:], pairs, strict=True)]
-        out_sizes = [p - k + 1 for p, k in zip(padded, w.shape[2:], strict=True)]
-        # Circular correlation over `fft_sizes >= padded`, the input zero-filled at the end by
-        # rfftn itself (no padded copy) and the kernel rolled back by the leading padding:
-        # output i reads input i - before .. i - before + k - 1, whose indices below 0 wrap to
-        # N - before >= S + after and those from S up stay below N, all zeros: no aliasing.
-        fft_sizes = [_fast_size(p) for p in padded]
-        dims = tuple(range(-n, 0))
-        # Contiguous first: on a channels-last input rfftn's zero-filling is measured 2x slower.
-        x_f = torch.fft.rfftn(x.contiguous(), s=fft_sizes, dim=dims)
-        tails = [(0, f - k) for f, k in zip(fft_sizes, w.shape[2:], strict=True)]
-        w = F.pad(w, _pad_argument(tails))
-        w = torch.roll(w, shifts=[-a for a, _ in pairs], dims=dims)
-        w_f = torch.fft.rfftn(w, dim=dims).conj()
-        batch = x.shape[0]
-        c_out, in_per_group = w.shape[:2]
-        spectrum = x_f.shape[2:]
-        if in_per_group == 1 and c_out == groups:  # depthwise: one product per channel
-            y_f = x_f * w_f.squeeze(1)
-        else:
-            x_f = x_f.reshape(batch, groups, in_per_group, *spectrum)
-            w_f = w_f.reshape(groups, c_out // groups, in_per_group, *spectrum)
-            y_f = torch.einsum("bgi...,goi...->bgo...", x_f, w_f).reshape(batch, c_out, *spectrum)
-        y = torch.fft.irfftn(y_f, s=fft_sizes, dim=dims)
-        y = y[(..., *(slice(0, o) for o in out_sizes))]
-        if bias is not None:
-            y = y + bias.to(compute_dtype).view(-1, *(1,) * n)
-    y = y.to(out_dtype)
+    x = input.to(compute_dtype)
+    w = kernel.to(compute_dtype)
+    # Circular correlation over `fft_sizes >= padded`, the input zero-filled at the end by
+    # rfftn itself (no padded copy) and the kernel rolled back by the leading padding:
+    # output i reads input i - before .. i - before + k - 1, whose indices below 0 wrap to
+    # N - before >= S + after and those from S up stay below N, all zeros: no aliasing.
+    fft_sizes: list[int] = []
+    out_sizes: list[int] = []
+    tails: list[tuple[int, int]] = []
+    shifts: list[int] = []
+    for d in range(n):
+        before, after = pairs[d]
+        padded = x.shape[2 + d] + before + after
+        fft_sizes.append(_fast_size(padded))
+        out_sizes.append(padded - w.shape[2 + d] + 1)
+        tails.append((0, fft_sizes[d] - w.shape[2 + d]))
+        shifts.append(-before)
+    dims = [d - n for d in range(n)]
+    # Contiguous first: on a channels-last input rfftn's zero-filling is measured 2x slower.
+    x_f = torch.fft.rfftn(x.contiguous(), s=fft_sizes, dim=dims)
+    w = torch.roll(F.pad(w, _pad_argument(tails)), shifts=shifts, dims=dims)
+    w_f = torch.fft.rfftn(w, dim=dims).conj()
+    batch = x.shape[0]
+    c_out, in_per_group = w.shape[0], w.shape[1]
+    spectrum = list(x_f.shape[2:])
+    if in_per_group == 1 and c_out == groups:  # depthwise: one product per channel
+        y_f = x_f * w_f.squeeze(1)
+    else:
+        x_f = x_f.reshape([batch, groups, in_per_group] + spectrum)  # noqa: RUF005
+        w_f = w_f.reshape([groups, c_out // groups, in_per_group] + spectrum)  # noqa: RUF005
+        y_f = torch.einsum("bgi...,goi...->bgo...", [x_f, w_f])
+        y_f = y_f.reshape([batch, c_out] + spectrum)  # noqa: RUF005
+    y = torch.fft.irfftn(y_f, s=fft_sizes, dim=dims)
+    for d in range(n):
+        y = y.narrow(2 + d, 0, out_sizes[d])
+    if bias is not None:
+        y = y + bias.to(compute_dtype).view([-1] + [1] * n)
+    y = y.to(input.dtype)
     return y.squeeze(0) if unbatched else y
 
 
-def _direct(input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups) -> Tensor:
-    return _CONVS[kernel.dim() - 2](input, kernel, bias, stride, padding, 1, groups)
+def _direct(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
+) -> Tensor:
+    """``F.conv{N}d`` with dilation 1; TorchScript-compatible."""
+    n = kernel.dim() - 2
+    if isinstance(padding, str):
+        if n == 1:
+            return F.conv1d(input, kernel, bias, stride, padding, 1, groups)
+        if n == 2:
+            return F.conv2d(input, kernel, bias, stride, padding, 1, groups)
+        return F.conv3d(input, kernel, bias, stride, padding, 1, groups)
+    if n == 1:
+        return F.conv1d(input, kernel, bias, stride, padding, 1, groups)
+    if n == 2:
+        return F.conv2d(input, kernel, bias, stride, padding, 1, groups)
+    return F.conv3d(input, kernel, bias, stride, padding, 1, groups)
 
 
 def _conv_padded(
@@ -221,10 +277,11 @@ def _conv_padded(
     groups: int,
 ) -> Tensor:
     """Stride-1 ``F.conv`` with (before, after) zero padding per axis; negative entries crop."""
+    ones = [1] * len(pairs)
     if all(a == b >= 0 for a, b in pairs):
-        return _direct(input, kernel, bias, 1, [a for a, _ in pairs], groups)
-    input = F.pad(input, _pad_argument(pairs))
-    return _direct(input, kernel, bias, 1, 0, groups)
+        return _direct(input, kernel, bias, ones, [a for a, _ in pairs], groups)
+    input = F.pad(input, _pad_argument(list(pairs)))
+    return _direct(input, kernel, bias, ones, [0] * len(pairs), groups)
 
 
 class _SplitConv(torch.autograd.Function):
@@ -270,10 +327,10 @@ class _SplitConv(torch.autograd.Function):
             # transpose of the unpadded tensor), and padded explicitly: measured on CPU, the
             # convolution's own padding argument sends this problem to a 4x slower kernel.
             planes = input.contiguous().reshape(1, batch * channels, *input.shape[2:])
-            planes = F.pad(planes, _pad_argument(pairs))
+            planes = F.pad(planes, _pad_argument(list(pairs)))
             out_sizes = grad_output.shape[2:]
             kernels = grad_output.contiguous().reshape(batch * out_channels, 1, *out_sizes)
-            per_sample = _direct(planes, kernels, None, 1, 0, batch * channels)
+            per_sample = _direct(planes, kernels, None, [1] * n, [0] * n, batch * channels)
             per_sample = per_sample.reshape(batch, out_channels, 1, *sizes)
             grad_kernel = per_sample.sum(0, dtype=torch.promote_types(kernel.dtype, torch.float32))
             grad_kernel = grad_kernel.to(kernel.dtype)
@@ -309,9 +366,10 @@ def split_conv(
         )
     if isinstance(padding, int):
         padding = (padding,) * n
-    pairs = tuple(_pad_pairs(padding, kernel.shape[2:]))
+    pairs = _pad_pairs(padding if isinstance(padding, str) else list(padding), kernel.shape[2:])
+    pairs = tuple(pairs)
     device_type = input.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if _autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         input, kernel = input.to(dtype), kernel.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
@@ -323,8 +381,15 @@ def split_conv(
 
 
 def _run(
-    algorithm: str, input: Tensor, kernel: Tensor, bias: Tensor | None, stride, padding, groups: int
+    algorithm: str,
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
 ) -> Tensor:
+    """Apply ``kernel`` with a named algorithm (not ``"auto"``), in eager mode."""
     if algorithm == "fft":
         return fft_conv(input, kernel, bias, padding, groups)
     if algorithm == "split":
@@ -383,7 +448,7 @@ def _select(
     def make_run(name: str) -> Callable[[], None]:
         def run() -> None:
             with torch.set_grad_enabled(need_grad):
-                out = _run(name, x, w, b, 1, padding, groups)
+                out = _run(name, x, w, b, [1] * (len(kernel_meta[0]) - 2), padding, groups)
                 if need_grad:
                     out.backward(torch.ones_like(out))
 
@@ -442,6 +507,73 @@ def clear_auto_cache() -> None:
     _AUTO_CACHE.clear()
 
 
+def _resolve_auto(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
+) -> str:
+    """The algorithm ``"auto"`` runs for this problem (eager mode).
+
+    No trial on meta tensors, for strided convolutions, inside ``torch.compile`` (a trial there
+    breaks the graph, and inductor fails on the resumed graphs' dynamic shapes) or under
+    ``torch.jit.trace`` (the trial's own convolutions would be recorded): those run ``"direct"``.
+    """
+    if (
+        input.device.type == "meta"
+        or any(s != 1 for s in stride)
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+    ):
+        return "direct"
+    need_grad = torch.is_grad_enabled() and (
+        input.requires_grad or kernel.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    device_type = input.device.type
+    autocast_dtype = (
+        torch.get_autocast_dtype(device_type) if _autocast_enabled(device_type) else None
+    )
+    input_meta, kernel_meta = _meta(input), _meta(kernel)
+    bias_meta = _meta(bias) if bias is not None else None
+    pad_key = padding if isinstance(padding, str) else tuple(padding)
+    key = (input_meta, kernel_meta, bias_meta, autocast_dtype, pad_key, groups, need_grad)
+    return _select(key, input_meta, kernel_meta, bias_meta, padding, groups, need_grad)
+
+
+def _apply_kernel(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
+    algorithm: str,
+) -> Tensor:
+    """:func:`convolve` for arguments already normalised and checked: what every DCLS layer's
+    forward pass calls. TorchScript-compatible.
+
+    TorchScript can hold neither ``"split"``'s ``autograd.Function`` nor ``"auto"``'s timed
+    trial: scripted, ``"split"`` runs its forward convolution (``"channels_last"``, same values;
+    autograd then differentiates it as usual) and ``"auto"`` runs ``"direct"``. Under
+    ``torch.jit.trace`` the same two substitutions are made, so that a traced graph holds no
+    Python call and can be saved.
+    """
+    if torch.jit.is_scripting():
+        if algorithm == "fft":
+            return _fft_conv(input, kernel, bias, _pad_pairs(padding, kernel.shape[2:]), groups)
+        if algorithm == "channels_last" or algorithm == "split":
+            input, kernel = _to_channels_last(input), _to_channels_last(kernel)
+        return _direct(input, kernel, bias, stride, padding, groups)
+    else:
+        if algorithm == "auto":
+            algorithm = _resolve_auto(input, kernel, bias, stride, padding, groups)
+        elif algorithm == "split" and torch.jit.is_tracing():
+            algorithm = "channels_last"
+        return _run(algorithm, input, kernel, bias, stride, padding, groups)
+
+
 def convolve(
     input: Tensor,
     kernel: Tensor,
@@ -462,33 +594,10 @@ def convolve(
             :func:`check_conv_algorithm`).
     """
     n = kernel.dim() - 2
-    strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
-    check_conv_algorithm(algorithm, strides, kernel.shape[1])
-    if algorithm == "auto":
-        # No trial on meta tensors, for strided convolutions, or inside torch.compile (a trial
-        # there breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).
-        if (
-            input.device.type == "meta"
-            or any(s != 1 for s in strides)
-            or torch.compiler.is_compiling()
-        ):
-            algorithm = "direct"
-        else:
-            need_grad = torch.is_grad_enabled() and (
-                input.requires_grad
-                or kernel.requires_grad
-                or (bias is not None and bias.requires_grad)
-            )
-            device_type = input.device.type
-            autocast_dtype = (
-                torch.get_autocast_dtype(device_type)
-                if torch.amp.is_autocast_available(device_type)
-                and torch.is_autocast_enabled(device_type)
-                else None
-            )
-            input_meta, kernel_meta = _meta(input), _meta(kernel)
-            bias_meta = _meta(bias) if bias is not None else None
-            pad_key = padding if isinstance(padding, str | int) else tuple(padding)
-            key = (input_meta, kernel_meta, bias_meta, autocast_dtype, pad_key, groups, need_grad)
-            algorithm = _select(key, input_meta, kernel_meta, bias_meta, padding, groups, need_grad)
-    return _run(algorithm, input, kernel, bias, strides, padding, groups)
+    strides = [stride] * n if isinstance(stride, int) else list(stride)
+    check_conv_algorithm(algorithm, tuple(strides), kernel.shape[1])
+    if isinstance(padding, int):
+        padding = [padding] * n
+    elif not isinstance(padding, str):
+        padding = list(padding)
+    return _apply_kernel(input, kernel, bias, strides, padding, groups, algorithm)

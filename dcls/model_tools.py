@@ -69,6 +69,32 @@ def _dcls_padding(conv: nn.Module, sizes: tuple[int, ...], name: str) -> str | t
     )
 
 
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _register_owner(model: nn.Module, path: str, positions: DclsPositions) -> None:
+    """Register ``positions`` at ``<path>.dcls_positions``, first among that module's children.
+
+    Every layer sharing the set holds it as a submodule too; the module tree is walked in
+    registration order and ``named_parameters()`` names a shared tensor by the first path that
+    reaches it, so registering the owner first keeps the names ``<path>.dcls_positions.P``.
+
+    Raises:
+        ValueError: if ``path`` names a container, whose iteration would then include the set.
+    """
+    owner = model.get_submodule(path) if path else model
+    if isinstance(owner, _CONTAINERS):
+        raise ValueError(
+            f"convert: share_key returned {path!r}, an {type(owner).__name__}: positions "
+            f"registered there would be iterated (and called) with its layers; return the path "
+            f"of a non-container module, e.g. the stage's first block"
+        )
+    children = list(owner._modules.items())
+    owner._modules.clear()
+    owner._modules[SHARED_POSITIONS_NAME] = positions
+    owner._modules.update((n, child) for n, child in children if n != SHARED_POSITIONS_NAME)
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -101,7 +127,9 @@ def convert(
         share_key: ``name -> path`` of the module that owns the positions shared by that layer
             (e.g. ``lambda n: n.split(".blocks.")[0]`` for one set per ConvNeXt stage), or
             ``None`` for a layer with its own. The owner is a :class:`dcls.DclsPositions`
-            registered at ``<path>.dcls_positions``.
+            registered at ``<path>.dcls_positions`` (first among that module's children, so
+            that parameter names go through it), which must not be a container
+            (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``).
         position_init_std, sigma_init: initialisation of the positions and widths.
         conv_algorithm: how the new layers apply their kernels (see
             :data:`dcls.CONV_ALGORITHMS`); ``"fft"`` on a strided convolution raises.
@@ -110,7 +138,8 @@ def convert(
         ``model`` (or the new layer if ``model`` itself matched).
 
     Raises:
-        ValueError: if no convolution matches, or one cannot keep its output size.
+        ValueError: if no convolution matches, one cannot keep its output size, or
+            ``share_key`` names a container.
     """
     targets = [(n, m) for n, m in model.named_modules() if filter_fn(n, m)]
     if not targets:
@@ -136,8 +165,7 @@ def convert(
                     sigma_init,
                     **factory_kwargs,
                 )
-                owner_module = model.get_submodule(key) if key else model
-                owner_module.register_module(SHARED_POSITIONS_NAME, owners[key])
+                _register_owner(model, key, owners[key])
             positions = owners[key]
         layer = _DCLS_FOR_CONV[type(conv)](
             conv.in_channels,

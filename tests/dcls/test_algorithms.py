@@ -279,7 +279,8 @@ def test_auto_real_trial_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     layer(x)
     assert torch.equal(torch.get_rng_state(), state)
-    assert set(algorithms.auto_cache().values()) <= {"direct", "channels_last", "fft"}
+    # Any candidate may win on a shared machine (split too: the weights need gradients).
+    assert set(algorithms.auto_cache().values()) <= {"direct", "channels_last", "fft", "split"}
     assert len(algorithms.auto_cache()) == 1
 
 
