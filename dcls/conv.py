@@ -23,6 +23,7 @@ from torch.nn import init
 from dcls import functional as DF
 from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
+from dcls.algorithms._common import pad_argument, pad_pairs
 
 __all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions"]
 
@@ -246,13 +247,8 @@ class _DclsNd(nn.Module):
     def _explicit_padding(self, n: int) -> tuple[int, ...]:
         """Padding for ``F.pad`` (last axis first, before/after pairs) for non-zero modes;
         computed for every mode, so that TorchScript always sees ``2 * n`` ints."""
-        if self.padding == "valid":
-            pairs = [(0, 0)] * n
-        elif self.padding == "same":
-            pairs = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in self.dilated_kernel_size]
-        else:
-            pairs = [(p, p) for p in self.padding]
-        return tuple(v for before, after in reversed(pairs) for v in (before, after))
+        padding = self.padding if isinstance(self.padding, str) else list(self.padding)
+        return tuple(pad_argument(pad_pairs(padding, list(self.dilated_kernel_size))))
 
     @property
     def positions(self) -> tuple[Tensor, Tensor | None]:

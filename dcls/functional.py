@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
-from dcls.algorithms import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
+from dcls.algorithms._common import autocast_enabled
+from dcls.algorithms.dispatch import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
 
 __all__ = [
     "GAUSS_SIGMA_OFFSET",
@@ -82,12 +83,6 @@ def canonical_version(version: str) -> str:
 def has_sigma(version: str) -> bool:
     """Whether the interpolation ``version`` has a learnable width ``SIG``."""
     return canonical_version(version) in ("gauss", "triangle")
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
-    "meta" device used to count FLOPs)."""
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def _abs_unit_grad(x: Tensor) -> Tensor:
@@ -301,7 +296,7 @@ def _kernel(
     if torch.jit.is_scripting():
         return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
     else:
-        if not _autocast_enabled(weight.device.type):
+        if not autocast_enabled(weight.device.type):
             return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
         with torch.autocast(weight.device.type, enabled=False):
             return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
@@ -466,7 +461,7 @@ def dcls_conv(
     kernel = _kernel(weight, P, SIG, dilated_kernel_size, version, learnable_dims)
     cast = True
     if not torch.jit.is_scripting():
-        cast = not _autocast_enabled(input.device.type)  # under autocast the conv casts
+        cast = not autocast_enabled(input.device.type)  # under autocast the conv casts
     if cast:
         kernel = kernel.to(input.dtype)
         if bias is not None:

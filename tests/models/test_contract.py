@@ -26,7 +26,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 import dcls
 import models  # noqa: F401  (registers the models)
-from dcls import algorithms
+from dcls.algorithms import auto
 
 OUR_MODELS = sorted(set(timm.list_models("*_dcls")) | set(timm.list_models("*_dc")))
 SMALL = [
@@ -195,7 +195,7 @@ def test_jit_trace_in_every_conv_algorithm(name, algorithm, monkeypatch):
     x, other = torch.randn(1, *INPUT), torch.randn(1, *INPUT)
     with torch.no_grad():
         with monkeypatch.context() as patch:  # "auto" traces "direct": no timed trial
-            patch.setattr(algorithms, "_time_candidates", lambda *a: pytest.fail("no trial"))
+            patch.setattr(auto, "_time_candidates", lambda *a: pytest.fail("no trial"))
             traced = torch.jit.trace(model, x, check_trace=False)  # the check runs eagerly
         loaded = _round_trip(traced)  # no Python call left in the graph (split's Function)
         torch.testing.assert_close(loaded(other), model(other))
