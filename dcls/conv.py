@@ -89,7 +89,6 @@ class DclsPositions(nn.Module):
         version: str = "gauss",
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
-        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:

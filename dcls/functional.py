@@ -44,9 +44,6 @@ __all__ = [
     "canonical_version",
     "clamp_positions_",
     "construct_kernel",
-    "construct_kernel1d",
-    "construct_kernel2d",
-    "construct_kernel3d",
     "dcls1d",
     "dcls2d",
     "dcls3d",
@@ -341,45 +338,6 @@ def _build_kernel(
     return kernel
 
 
-def construct_kernel1d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """1-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 1, "dilated_kernel_size"), version
-    )
-
-
-def construct_kernel2d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """2-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S_0, S_1)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 2, "dilated_kernel_size"), version
-    )
-
-
-def construct_kernel3d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """3-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S0, S1, S2)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 3, "dilated_kernel_size"), version
-    )
-
-
 @torch.no_grad()
 def clamp_positions_(P: Tensor, sizes: Sequence[int]) -> Tensor:
     """Clamp positions in place so that every element stays on the grid.
@@ -485,8 +443,8 @@ def dcls1d(
 ) -> Tensor:
     """1-D DCLS convolution. See :class:`dcls.Dcls1d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, L)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -525,8 +483,8 @@ def dcls2d(
 ) -> Tensor:
     """2-D DCLS convolution. See :class:`dcls.Dcls2d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -565,8 +523,8 @@ def dcls3d(
 ) -> Tensor:
     """3-D DCLS convolution. See :class:`dcls.Dcls3d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, D, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG

@@ -59,20 +59,22 @@ def dcls_resnet(
 
 def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7)."""
-    model = ResNet(**kwargs)
-    for name, conv in [(n, m) for n, m in model.named_modules() if _is_bottleneck_conv2(n, m)]:
-        block = model.get_submodule(name.removesuffix(".conv2"))
-        block.conv2 = nn.Conv2d(
+
+    def dilated(name: str, conv: nn.Module) -> nn.Module | None:
+        if not _is_bottleneck_conv2(name, conv):
+            return None
+        return dcls.create_conv(
+            "dilated",
             conv.in_channels,
             conv.out_channels,
             3,
             stride=conv.stride,
-            padding=dilation,
-            dilation=dilation,
             groups=conv.groups,
             bias=conv.bias is not None,
+            dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
-    return model
+
+    return dcls.replace_modules(ResNet(**kwargs), dilated)
 
 
 def _create(variant: str, builder: Any, pretrained: bool, **kwargs: Any) -> ResNet:
