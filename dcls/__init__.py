@@ -19,11 +19,13 @@ from dcls.model_tools import (
     freeze,
     is_depthwise,
     position_statistics,
+    replace_modules,
     repulsive_loss,
     set_sigma_,
     sigma_parameters,
 )
 from dcls.param_groups import describe_param_groups, param_groups
+from dcls.positions import PositionSet, position_sets
 
 __all__ = [
     "CONV_ALGORITHMS",
@@ -33,6 +35,7 @@ __all__ = [
     "Dcls2d",
     "Dcls3d",
     "DclsPositions",
+    "PositionSet",
     "clamp_",
     "construct_kernel",
     "convert",
@@ -41,7 +44,9 @@ __all__ = [
     "freeze",
     "is_depthwise",
     "param_groups",
+    "position_sets",
     "position_statistics",
+    "replace_modules",
     "repulsive_loss",
     "set_sigma_",
     "sigma_parameters",

@@ -12,8 +12,8 @@ The file runs past 400 lines because each public class keeps its full signature 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch.nn import init
 from dcls import functional as DF
 from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
+from dcls.algorithms._common import pad_argument, pad_pairs
 
 __all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions"]
 
@@ -30,6 +31,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
 DEFAULT_POSITION_INIT_STD = 0.5
 DEFAULT_SIGMA_INIT = {"gauss": 0.23, "triangle": 0.0}
+SHARED_CHILD_NAME = "shared_positions"  # a shared DclsPositions, as a submodule of each layer
 
 # How the authors' package (state dicts of `_version` 1) orders P[0..N-1] against our torch
 # order: ours[d] = theirs[perm[d]]. Their "v0" follows torch order in 2-D but swaps the last two
@@ -56,8 +58,13 @@ class DclsPositions(nn.Module):
     """Positions (and widths) owned outside any one layer, shared by several DCLS layers.
 
     ConvNeXt-dcls uses one set of positions per stage for all its blocks. Create one
-    ``DclsPositions``, register it once in the model (so it appears once in ``state_dict`` and in
-    the optimizer), and pass it as ``positions=`` to each layer that shares it.
+    ``DclsPositions``, register it in the model at its owner (before the layers, so that
+    ``named_parameters()`` names its tensors there), and pass it as ``positions=`` to each layer
+    that shares it. Each layer holds it as its ``shared_positions`` submodule, so TorchScript,
+    ``torch.fx`` (layers traced through or kept as leaves), ``torch.jit.trace`` and
+    ``torch.export`` all see it as a parameter of the module tree; ``parameters()`` yields its
+    tensors once and ``state_dict()`` saves them once, at the owner (the layers' state-dict hook
+    drops their copies, and loading fills them back in). :func:`dcls.convert` does all this.
 
     Args:
         sizes: grid size of each learnable axis, ``(S_0, ..., S_{L-1})``.
@@ -82,7 +89,6 @@ class DclsPositions(nn.Module):
         version: str = "gauss",
         position_init_std: float = DEFAULT_POSITION_INIT_STD,
         sigma_init: float | None = None,
-        conv_algorithm: str = DEFAULT_CONV_ALGORITHM,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -123,6 +129,8 @@ class _DclsNd(nn.Module):
 
     # 2: positions in torch axis order. 1 (nn.Module's default): saved by the authors' package.
     _version = 2
+    # Python-side conveniences that TorchScript would otherwise compile (it compiles properties).
+    __jit_unused_properties__: ClassVar[list[str]] = ["positions", "learnable_sizes"]
 
     def __init__(
         self,
@@ -191,7 +199,7 @@ class _DclsNd(nn.Module):
         self.learnable_dims = normalize_learnable_dims(learnable_dims, n)
         self.position_init_std = position_init_std
         self.sigma_init = DEFAULT_SIGMA_INIT.get(self.version) if sigma_init is None else sigma_init
-        self._pad_before_conv = self._explicit_padding(n) if padding_mode != "zeros" else None
+        self._pad_before_conv = self._explicit_padding(n)
 
         dense_sizes = [sizes[d] for d in range(n) if d not in self.learnable_dims]
         in_per_group = in_channels // groups
@@ -199,12 +207,11 @@ class _DclsNd(nn.Module):
             torch.empty((out_channels, in_per_group, kernel_count, *dense_sizes), **factory_kwargs)
         )
         position_shape = (len(self.learnable_dims), out_channels, in_per_group, kernel_count)
-        # A shared owner is kept out of the module tree (it is registered once elsewhere), so its
-        # tensors appear once in state_dict() and parameters().
-        self._shared_positions: tuple[DclsPositions, ...] = ()
+        # A shared set is a submodule of every layer that uses it, so that every tracer and
+        # TorchScript sees its tensors as parameters of the layer; it is saved once, at its owner
+        # (see `_drop_shared_positions` and `_load_from_state_dict`).
         if positions is not None:
             self._check_shared(positions, position_shape)
-            self._shared_positions = (positions,)
             self.register_parameter("P", None)
             self.register_parameter("SIG", None)
         else:
@@ -213,6 +220,8 @@ class _DclsNd(nn.Module):
                 self.SIG = nn.Parameter(torch.empty(position_shape, **factory_kwargs))
             else:
                 self.register_parameter("SIG", None)
+        self.shared_positions = positions  # a submodule, or a plain None attribute
+        self.register_state_dict_post_hook(_drop_shared_positions)
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels, **factory_kwargs))
         else:
@@ -235,21 +244,17 @@ class _DclsNd(nn.Module):
             )
 
     def _explicit_padding(self, n: int) -> tuple[int, ...]:
-        """Padding for ``F.pad`` (last axis first, before/after pairs) for non-zero modes."""
-        if self.padding == "valid":
-            pairs = [(0, 0)] * n
-        elif self.padding == "same":
-            pairs = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in self.dilated_kernel_size]
-        else:
-            pairs = [(p, p) for p in self.padding]
-        return tuple(v for before, after in reversed(pairs) for v in (before, after))
+        """Padding for ``F.pad`` (last axis first, before/after pairs) for non-zero modes;
+        computed for every mode, so that TorchScript always sees ``2 * n`` ints."""
+        padding = self.padding if isinstance(self.padding, str) else list(self.padding)
+        return tuple(pad_argument(pad_pairs(padding, list(self.dilated_kernel_size))))
 
     @property
     def positions(self) -> tuple[Tensor, Tensor | None]:
-        """``(P, SIG)`` used by this layer: its own, or those of its shared owner."""
-        if self._shared_positions:
-            owner = self._shared_positions[0]
-            return owner.P, owner.SIG
+        """``(P, SIG)`` used by this layer: its own, or those of its shared set."""
+        shared = self.shared_positions
+        if shared is not None:
+            return shared.P, shared.SIG
         return self.P, self.SIG
 
     @property
@@ -281,55 +286,84 @@ class _DclsNd(nn.Module):
             self.weight, P, SIG, self.dilated_kernel_size, self.version, self.learnable_dims
         )
 
-    def _check_input(self, input: Tensor) -> None:
-        n = len(self.dilated_kernel_size)
-        if input.dim() not in (n + 1, n + 2):
-            raise ValueError(
-                f"{type(self).__name__} expects a {n + 2}-D (batched) or {n + 1}-D (unbatched) "
-                f"input, got {input.dim()}-D of shape {tuple(input.shape)}"
-            )
-        channels = input.shape[-n - 1]
-        if channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.in_channels} input channels, got {channels} "
-                f"(input shape {tuple(input.shape)})"
-            )
-
-    def _conv_forward(self, input: Tensor, conv: Callable[..., Tensor]) -> Tensor:
-        self._check_input(input)
-        P, SIG = self.positions
+    def forward(self, input: Tensor) -> Tensor:
+        shared = self.shared_positions
+        if shared is None:
+            P, SIG = self.P, self.SIG
+        else:
+            P, SIG = shared.P, shared.SIG
         padding = self.padding
-        if self._pad_before_conv is not None:
-            input = F.pad(input, self._pad_before_conv, mode=self.padding_mode)
-            padding = 0
-        return conv(
+        return _layer_forward(
             input,
             self.weight,
             P,
             SIG,
             self.bias,
-            self.stride,
-            padding,
-            self.dilated_kernel_size,
+            self.in_channels,
+            list(self.stride),
+            padding if isinstance(padding, str) else list(padding),
+            self.padding_mode,
+            list(self._pad_before_conv),
+            list(self.dilated_kernel_size),
             self.groups,
             self.version,
-            self.learnable_dims,
+            list(self.learnable_dims),
             self.conv_algorithm,
         )
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], *args: Any
     ) -> None:
-        # State dicts saved by the authors' modules carry `_version` 1; reorder their P/SIG axes.
-        # A state dict without metadata (rebuilt by hand or by a filter function) is taken as ours.
+        shared = self.shared_positions
+        if shared is not None:
+            # A shared set is saved once, at its owner (see `_drop_shared_positions`); this
+            # layer's path to it loads its current tensors onto themselves. Whichever of the two
+            # paths is loaded first, the owner's values are the ones kept.
+            for name, tensor in (("P", shared.P), ("SIG", shared.SIG)):
+                if tensor is not None:
+                    state_dict.setdefault(f"{prefix}{SHARED_CHILD_NAME}.{name}", tensor)
+        self._check_authors_layout(state_dict, prefix, local_metadata.get("version") == 1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+    def _check_authors_layout(
+        self, state_dict: dict[str, Any], prefix: str, from_authors: bool
+    ) -> None:
+        """Convert a state dict of the authors' package to this layer's layout, in place, or
+        raise a ValueError naming the authors' layout this layer cannot hold.
+
+        State dicts saved by the authors' modules carry ``_version`` 1. Their positions over all
+        ``N`` axes are reordered to torch order; their ``Dcls2dK1d`` weight ``(out, in/groups,
+        K)`` gains this layer's size-1 dense axis. A state dict without metadata (rebuilt by hand
+        or by a filter function) is taken as ours.
+        """
         n = len(self.dilated_kernel_size)
+        name = type(self).__name__
+        P = state_dict.get(prefix + "P")
+        if P is not None and P.dim() > 4:
+            raise ValueError(
+                f"{prefix}P has shape {tuple(P.shape)}, one position per dense tap: the layout "
+                f"of the authors' Dcls3_1d, which learns positions along the last axis separately "
+                f"for every tap of the other axes. {name} with learnable_dims shares each "
+                f"element's position across its dense taps; this state dict cannot be loaded"
+            )
+        if not from_authors:
+            return
         order = _AUTHORS_AXIS_ORDER.get((n, self.version))
-        if local_metadata.get("version") == 1 and order is not None:
-            for name in ("P", "SIG"):
-                key = prefix + name
+        if order is not None and len(self.learnable_dims) == n:
+            for key in (prefix + "P", prefix + "SIG"):
                 if key in state_dict and state_dict[key].dim() >= 1:
                     state_dict[key] = state_dict[key][list(order)]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+        weight = state_dict.get(prefix + "weight")
+        dense = [self.dilated_kernel_size[d] for d in range(n) if d not in self.learnable_dims]
+        if weight is not None and dense and weight.dim() == 3:
+            if math.prod(dense) != 1:
+                raise ValueError(
+                    f"{prefix}weight has shape {tuple(weight.shape)}, the layout of the authors' "
+                    f"Dcls2dK1d (a 1-D kernel in a 2-D convolution): it loads into a layer whose "
+                    f"dense axis has size 1, e.g. {name}(..., dilated_kernel_size=(S, 1), "
+                    f"learnable_dims=(0,)), not dense sizes {tuple(dense)}"
+                )
+            state_dict[prefix + "weight"] = weight.reshape(*weight.shape, *dense)
 
     def extra_repr(self) -> str:
         n = len(self.dilated_kernel_size)
@@ -349,11 +383,87 @@ class _DclsNd(nn.Module):
             s += f", padding_mode={self.padding_mode}"
         if self.learnable_dims != tuple(range(n)):
             s += f", learnable_dims={self.learnable_dims}"
-        if self._shared_positions:
+        if self.shared_positions is not None:
             s += ", positions=shared"
         if self.conv_algorithm != DEFAULT_CONV_ALGORITHM:
             s += f", conv_algorithm={self.conv_algorithm}"
         return s
+
+
+def _drop_shared_positions(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
+) -> None:
+    """State-dict post-hook of every DCLS layer: a shared :class:`DclsPositions` is saved once,
+    at its owner, not again under each layer that holds it (the checkpoint format)."""
+    if module.shared_positions is None:
+        return
+    child = f"{prefix}{SHARED_CHILD_NAME}"
+    for key in [k for k in state_dict if k.startswith(child + ".")]:
+        del state_dict[key]
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        metadata.pop(child, None)
+
+
+def _layer_forward(
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    bias: Tensor | None,
+    in_channels: int,
+    stride: list[int],
+    padding: str | list[int],
+    padding_mode: str,
+    pad_before: list[int],
+    dilated_kernel_size: list[int],
+    groups: int,
+    version: str,
+    learnable_dims: list[int],
+    conv_algorithm: str,
+) -> Tensor:
+    """Forward pass of every DCLS layer: input checks, non-zero padding, then
+    :func:`dcls.functional.dcls_conv`.
+
+    TorchScript-compatible, and a leaf of ``torch.fx`` symbolic tracing (``torch.fx.wrap``
+    below): a traced graph holds one call taking the layer's tensors, instead of the checks and
+    the kernel construction, whose Python control flow depends on shapes.
+
+    Raises:
+        ValueError: if the input's rank or channel count does not fit the layer.
+    """
+    n = len(dilated_kernel_size)
+    if input.dim() != n + 1 and input.dim() != n + 2:
+        raise ValueError(
+            f"Dcls{n}d expects a {n + 2}-D (batched) or {n + 1}-D (unbatched) input, got "
+            f"{input.dim()}-D of shape {list(input.shape)}"
+        )
+    channels = input.shape[-n - 1]
+    if channels != in_channels:
+        raise ValueError(
+            f"Dcls{n}d expects {in_channels} input channels, got {channels} (input shape "
+            f"{list(input.shape)})"
+        )
+    if padding_mode != "zeros":
+        input = F.pad(input, pad_before, mode=padding_mode)
+        padding = [0] * n
+    return DF.dcls_conv(
+        input,
+        weight,
+        P,
+        SIG,
+        bias,
+        stride,
+        padding,
+        dilated_kernel_size,
+        groups,
+        version,
+        learnable_dims,
+        conv_algorithm,
+    )
+
+
+torch.fx.wrap("_layer_forward")
 
 
 _ARGS_DOC = """
@@ -452,9 +562,6 @@ class Dcls1d(_DclsNd):
             dtype,
         )
 
-    def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, DF.dcls1d)
-
 
 class Dcls2d(_DclsNd):
     __doc__ = (
@@ -520,16 +627,18 @@ class Dcls2d(_DclsNd):
             dtype,
         )
 
-    def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, DF.dcls2d)
-
 
 class Dcls3d(_DclsNd):
     __doc__ = (
         """3-D convolution with learnable spacings.
 
     With ``learnable_dims=(0,)`` positions are learned along time (depth) only and the other two
-    axes are dense, as in the authors' ``Dcls3_1d``.
+    axes are dense: each element has one position, shared by its dense taps. This is not the
+    authors' ``Dcls3_1d``, which learns positions along the last axis with separate positions
+    per dense tap (``P`` of shape ``(1, out, in/groups, k_0, k_1, K)``); its state dicts do not
+    load here (loading one raises a ValueError naming it). The authors' ``Dcls2dK1d`` state
+    dicts load into ``Dcls2d(..., dilated_kernel_size=(S, 1), learnable_dims=(0,))`` (their
+    ``flat_dim=0``; ``(1, S)`` and ``(1,)`` for ``flat_dim=1``).
 
     Shape:
         - Input: ``(B, C_in, D_in, H_in, W_in)`` or ``(C_in, D_in, H_in, W_in)``
@@ -587,6 +696,3 @@ class Dcls3d(_DclsNd):
             device,
             dtype,
         )
-
-    def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, DF.dcls3d)

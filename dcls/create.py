@@ -1,7 +1,8 @@
 """``create_conv``: one factory that returns a dense, dilated or DCLS 2-D convolution by name.
 
 Modelled on timm's ``create_conv2d``: model code names the kind of convolution as a string (which a
-YAML config can carry) instead of a class.
+YAML config can carry) instead of a class. Both model families build their dilated controls
+(``*_dc``) with it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def create_conv(
     in_channels: int,
     out_channels: int,
     kernel_size: int,
-    stride: int = 1,
+    stride: int | tuple[int, int] = 1,
     groups: int = 1,
     bias: bool = True,
     dilation: int = 1,

@@ -26,15 +26,14 @@ auto) lives in :mod:`dcls.algorithms`.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
-from dcls.algorithms import DEFAULT_CONV_ALGORITHM, convolve
+from dcls.algorithms._common import autocast_enabled
+from dcls.algorithms.dispatch import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
 
 __all__ = [
     "GAUSS_SIGMA_OFFSET",
@@ -45,12 +44,10 @@ __all__ = [
     "canonical_version",
     "clamp_positions_",
     "construct_kernel",
-    "construct_kernel1d",
-    "construct_kernel2d",
-    "construct_kernel3d",
     "dcls1d",
     "dcls2d",
     "dcls3d",
+    "dcls_conv",
     "has_sigma",
 ]
 
@@ -85,12 +82,6 @@ def has_sigma(version: str) -> bool:
     return canonical_version(version) in ("gauss", "triangle")
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
-    "meta" device used to count FLOPs)."""
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-
-
 def _abs_unit_grad(x: Tensor) -> Tensor:
     """``|x|`` whose gradient at ``x == 0`` is ``+1`` rather than ``0``.
 
@@ -118,7 +109,7 @@ def _bilinear_cell(position: Tensor, size: int) -> tuple[Tensor, Tensor]:
 
 
 def _construct_bilinear_sparse(
-    weight: Tensor, P: Tensor, sizes: Sequence[int], normalize: bool
+    weight: Tensor, P: Tensor, sizes: list[int], normalize: bool, eps: float = NORMALIZATION_EPS
 ) -> Tensor:
     """Bilinear kernel by scattering each element's ``2^N`` corner weights.
 
@@ -131,9 +122,10 @@ def _construct_bilinear_sparse(
     Returns:
         ``(B, prod(sizes))``.
     """
-    index = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    index = torch.zeros([], dtype=weight.dtype, device=weight.device)
     value = weight
-    total = None
+    total: Tensor | None = None
+    cell_count = 1
     for j, size in enumerate(sizes):
         base, frac = _bilinear_cell(P[j], size)
         cells = torch.stack([base, base + 1])  # (2, B, K)
@@ -143,19 +135,27 @@ def _construct_bilinear_sparse(
             total = axis_sum if total is None else total * axis_sum
         # Grow the corner axes: after axis j, index and value are (2,) * (j + 1) + (B, K). The
         # index stays in floating point (exact below 2**24 cells) until the scatter.
-        corner_shape = (2, *(1,) * j, *cells.shape[1:])
+        corner_shape = [2] + [1] * j + list(cells.shape[1:])
         index = index.unsqueeze(0) * size + cells.clamp(0, size - 1).view(corner_shape)
         value = value.unsqueeze(0) * corner.view(corner_shape)
-    if normalize:
-        value = value / (total + NORMALIZATION_EPS)
-    batch, count = weight.shape
+        cell_count *= size
+    if total is not None:
+        value = value / (total + eps)
+    batch, count = weight.shape[0], weight.shape[1]
     index = index.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1).long()
     value = value.reshape(-1, batch, count).permute(1, 0, 2).reshape(batch, -1)
-    kernel = torch.zeros(batch, math.prod(sizes), dtype=weight.dtype, device=weight.device)
+    kernel = torch.zeros(batch, cell_count, dtype=weight.dtype, device=weight.device)
     return kernel.scatter_add(1, index, value)
 
 
-def _axis_factors(position: Tensor, sigma: Tensor | None, size: int, version: str) -> Tensor:
+def _axis_factors(
+    position: Tensor,
+    sigma: Tensor | None,
+    size: int,
+    version: str,
+    gauss_offset: float = GAUSS_SIGMA_OFFSET,
+    triangle_offset: float = TRIANGLE_WIDTH_OFFSET,
+) -> Tensor:
     """Interpolation weights of every kernel element along one axis.
 
     Args:
@@ -168,20 +168,26 @@ def _axis_factors(position: Tensor, sigma: Tensor | None, size: int, version: st
         Tensor of shape ``(*B, K, S)``.
     """
     grid = torch.arange(size, device=position.device, dtype=position.dtype)
-    if version in ("bilinear", "bilinear_unnormalized"):
+    if version == "bilinear" or version == "bilinear_unnormalized":
         base, frac = _bilinear_cell(position, size)
         base, frac = base.unsqueeze(-1), frac.unsqueeze(-1)
         return torch.where(grid == base, 1 - frac, torch.where(grid == base + 1, frac, 0.0))
+    assert sigma is not None, "gauss and triangle have widths"
     distance = grid - (position.unsqueeze(-1) + size // 2)
     if version == "triangle":
-        width = _abs_unit_grad(sigma).unsqueeze(-1) + TRIANGLE_WIDTH_OFFSET
+        width = _abs_unit_grad(sigma).unsqueeze(-1) + triangle_offset
         return (width - distance.abs()).clamp_min(0)
-    std = _abs_unit_grad(sigma).unsqueeze(-1) + GAUSS_SIGMA_OFFSET
+    std = _abs_unit_grad(sigma).unsqueeze(-1) + gauss_offset
     return torch.exp(-0.5 * (distance / std) ** 2)
 
 
 def _construct_by_factors(
-    weight: Tensor, P: Tensor, SIG: Tensor | None, sizes: Sequence[int], version: str
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    sizes: list[int],
+    version: str,
+    eps: float = NORMALIZATION_EPS,
 ) -> Tensor:
     """Kernel as one batched product of per-axis interpolation factors.
 
@@ -192,22 +198,50 @@ def _construct_by_factors(
     Returns:
         ``(B, S_0, prod(S_1..S_L-1) * D)``.
     """
-    factors = [
-        _axis_factors(P[j], None if SIG is None else SIG[j], size, version)
-        for j, size in enumerate(sizes)
-    ]
+    factors: list[Tensor] = []
+    for j, size in enumerate(sizes):
+        sigma: Tensor | None = None
+        if SIG is not None:
+            sigma = SIG[j]
+        factors.append(_axis_factors(P[j], sigma, size, version))
     if version != "bilinear_unnormalized":
         total = factors[0].sum(-1)
         for factor in factors[1:]:
             total = total * factor.sum(-1)
-        weight = weight / (total + NORMALIZATION_EPS).unsqueeze(-1)
+        weight = weight / (total + eps).unsqueeze(-1)
     right = weight
-    rest = None  # outer product of the other learnable axes' factors: (B, K, prod S)
+    rest: Tensor | None = None  # outer product of the other learnable axes' factors: (B, K, prod S)
     for factor in factors[1:]:
         rest = factor if rest is None else (rest.unsqueeze(-1) * factor.unsqueeze(-2)).flatten(-2)
     if rest is not None:
         right = (rest.unsqueeze(-1) * right.unsqueeze(-2)).flatten(-2)
     return torch.bmm(factors[0].transpose(1, 2), right)
+
+
+def _check_kernel_arguments(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    sizes: tuple[int, ...],
+    version: str,
+    learnable_dims: tuple[int, ...],
+) -> None:
+    """Raise a ValueError naming the first tensor whose shape does not fit the others."""
+    dense = [d for d in range(len(sizes)) if d not in learnable_dims]
+    out_channels, in_per_group, count = weight.shape[:3]
+    expected_weight = (out_channels, in_per_group, count, *(sizes[d] for d in dense))
+    if tuple(weight.shape) != expected_weight:
+        raise ValueError(
+            f"weight must have shape (out, in/groups, K, *dense_sizes) = {expected_weight}, "
+            f"got {tuple(weight.shape)}"
+        )
+    expected_p = (len(learnable_dims), out_channels, in_per_group, count)
+    if tuple(P.shape) != expected_p:
+        raise ValueError(f"P must have shape {expected_p}, got {tuple(P.shape)}")
+    if has_sigma(version) != (SIG is not None):
+        raise ValueError(f"SIG must be given exactly for 'gauss' and 'triangle', not {version!r}")
+    if SIG is not None and SIG.shape != P.shape:
+        raise ValueError(f"SIG must have the shape of P {expected_p}, got {tuple(SIG.shape)}")
 
 
 def construct_kernel(
@@ -240,89 +274,68 @@ def construct_kernel(
     """
     version = canonical_version(version)
     sizes = tuple(dilated_kernel_size)
+    learn = normalize_learnable_dims(learnable_dims, len(sizes))
+    _check_kernel_arguments(weight, P, SIG, sizes, version, learn)
+    return _kernel(weight, P, SIG, list(sizes), version, list(learn))
+
+
+def _kernel(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    sizes: list[int],
+    version: str,
+    learnable_dims: list[int],
+) -> Tensor:
+    """:func:`construct_kernel` for checked arguments (canonical ``version``, sorted
+    ``learnable_dims``), built outside autocast: positions need the precision.
+    TorchScript-compatible (scripted code does not switch autocast off)."""
+    if torch.jit.is_scripting():
+        return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
+    else:
+        if not autocast_enabled(weight.device.type):
+            return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
+        with torch.autocast(weight.device.type, enabled=False):
+            return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
+
+
+def _build_kernel(
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    sizes: list[int],
+    version: str,
+    learnable_dims: list[int],
+) -> Tensor:
+    """The construction itself, in ``weight``'s dtype promoted to at least float32."""
     n = len(sizes)
-    learn = normalize_learnable_dims(learnable_dims, n)
-    dense = tuple(d for d in range(n) if d not in learn)
-    out_channels, in_per_group, count = weight.shape[:3]
-    expected_weight = (out_channels, in_per_group, count, *(sizes[d] for d in dense))
-    if tuple(weight.shape) != expected_weight:
-        raise ValueError(
-            f"weight must have shape (out, in/groups, K, *dense_sizes) = {expected_weight}, "
-            f"got {tuple(weight.shape)}"
-        )
-    expected_p = (len(learn), out_channels, in_per_group, count)
-    if tuple(P.shape) != expected_p:
-        raise ValueError(f"P must have shape {expected_p}, got {tuple(P.shape)}")
-    if has_sigma(version) != (SIG is not None):
-        raise ValueError(f"SIG must be given exactly for 'gauss' and 'triangle', not {version!r}")
-    if SIG is not None and SIG.shape != P.shape:
-        raise ValueError(f"SIG must have the shape of P {expected_p}, got {tuple(SIG.shape)}")
-
-    # Build in float32 at least, and outside autocast: positions need the precision.
+    dense: list[int] = []
+    for d in range(n):
+        if d not in learnable_dims:
+            dense.append(d)
+    out_channels, in_per_group, count = weight.shape[0], weight.shape[1], weight.shape[2]
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
-    learn_sizes = [sizes[d] for d in learn]
+    learn_sizes = [sizes[d] for d in learnable_dims]
     batch = out_channels * in_per_group
-    no_autocast = (
-        torch.autocast(weight.device.type, enabled=False)
-        if _autocast_enabled(weight.device.type)
-        else contextlib.nullcontext()
-    )
-    with no_autocast:
-        weight = weight.to(compute_dtype).reshape(batch, count, -1)
-        P = P.to(compute_dtype).reshape(len(learn), batch, count)
-        SIG = SIG.to(compute_dtype).reshape(len(learn), batch, count) if SIG is not None else None
-        if version in ("bilinear", "bilinear_unnormalized") and not dense:
-            kernel = _construct_bilinear_sparse(
-                weight.squeeze(-1), P, learn_sizes, normalize=version == "bilinear"
-            )
-        else:
-            kernel = _construct_by_factors(weight, P, SIG, learn_sizes, version)
-
-    order = learn + dense
-    kernel = kernel.reshape(out_channels, in_per_group, *(sizes[d] for d in order))
-    if order != tuple(range(n)):
-        inverse = [order.index(d) for d in range(n)]
-        kernel = kernel.permute(0, 1, *(2 + i for i in inverse))
+    levels = len(learnable_dims)
+    weight = weight.to(compute_dtype).reshape(batch, count, -1)
+    P = P.to(compute_dtype).reshape(levels, batch, count)
+    if SIG is not None:
+        SIG = SIG.to(compute_dtype).reshape(levels, batch, count)
+    if (version == "bilinear" or version == "bilinear_unnormalized") and len(dense) == 0:
+        kernel = _construct_bilinear_sparse(
+            weight.squeeze(-1), P, learn_sizes, normalize=version == "bilinear"
+        )
+    else:
+        kernel = _construct_by_factors(weight, P, SIG, learn_sizes, version)
+    order = learnable_dims + dense
+    kernel = kernel.reshape([out_channels, in_per_group] + [sizes[d] for d in order])
+    if len(dense) > 0 and dense[0] < learnable_dims[-1]:  # a dense axis before a learnable one
+        inverse = [0] * n
+        for i, d in enumerate(order):
+            inverse[d] = i
+        kernel = kernel.permute([0, 1] + [2 + i for i in inverse])
     return kernel
-
-
-def construct_kernel1d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """1-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 1, "dilated_kernel_size"), version
-    )
-
-
-def construct_kernel2d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """2-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S_0, S_1)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 2, "dilated_kernel_size"), version
-    )
-
-
-def construct_kernel3d(
-    weight: Tensor,
-    P: Tensor,
-    SIG: Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str = "gauss",
-) -> Tensor:
-    """3-D :func:`construct_kernel`: ``(out, in/groups, K)`` -> ``(out, in/groups, S0, S1, S2)``."""
-    return construct_kernel(
-        weight, P, SIG, as_tuple(dilated_kernel_size, 3, "dilated_kernel_size"), version
-    )
 
 
 @torch.no_grad()
@@ -355,12 +368,63 @@ def _dcls_nd(
     learnable_dims: Sequence[int] | None,
     conv_algorithm: str,
 ) -> Tensor:
+    """Check and normalise the arguments of :func:`dcls1d`/``2d``/``3d``, then convolve."""
     sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
-    kernel = construct_kernel(weight, P, SIG, sizes, version, learnable_dims)
-    if not _autocast_enabled(input.device.type):
+    version = canonical_version(version)
+    learn = normalize_learnable_dims(learnable_dims, n)
+    _check_kernel_arguments(weight, P, SIG, sizes, version, learn)
+    strides = as_tuple(stride, n, "stride")
+    check_conv_algorithm(conv_algorithm, strides, weight.shape[1])
+    if not isinstance(padding, str):
+        padding = list(as_tuple(padding, n, "padding"))
+    return dcls_conv(
+        input,
+        weight,
+        P,
+        SIG,
+        bias,
+        list(strides),
+        padding,
+        list(sizes),
+        groups,
+        version,
+        list(learn),
+        conv_algorithm,
+    )
+
+
+def dcls_conv(
+    input: Tensor,
+    weight: Tensor,
+    P: Tensor,
+    SIG: Tensor | None,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    dilated_kernel_size: list[int],
+    groups: int,
+    version: str,
+    learnable_dims: list[int],
+    conv_algorithm: str,
+) -> Tensor:
+    """DCLS convolution for normalised, checked arguments: what every DCLS layer runs.
+
+    Unlike :func:`dcls2d` it takes lists only (one entry per spatial axis), a canonical
+    ``version`` and sorted ``learnable_dims``, and checks nothing: the layers check their
+    arguments when they are built. TorchScript-compatible.
+
+    Shape:
+        As :func:`dcls1d`, :func:`dcls2d` and :func:`dcls3d`.
+    """
+    kernel = _kernel(weight, P, SIG, dilated_kernel_size, version, learnable_dims)
+    cast = True
+    if not torch.jit.is_scripting():
+        cast = not autocast_enabled(input.device.type)  # under autocast the conv casts
+    if cast:
         kernel = kernel.to(input.dtype)
-        bias = bias.to(input.dtype) if bias is not None else None
-    return convolve(input, kernel, bias, stride, padding, groups, conv_algorithm)
+        if bias is not None:
+            bias = bias.to(input.dtype)
+    return _apply_kernel(input, kernel, bias, stride, padding, groups, conv_algorithm)
 
 
 def dcls1d(
@@ -379,8 +443,8 @@ def dcls1d(
 ) -> Tensor:
     """1-D DCLS convolution. See :class:`dcls.Dcls1d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, L)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -419,8 +483,8 @@ def dcls2d(
 ) -> Tensor:
     """2-D DCLS convolution. See :class:`dcls.Dcls2d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -459,8 +523,8 @@ def dcls3d(
 ) -> Tensor:
     """3-D DCLS convolution. See :class:`dcls.Dcls3d` for the arguments and shapes.
 
-    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``), ``"fft"``
-    or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``),
+    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, D, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG

@@ -15,7 +15,8 @@ from torch import nn
 from dcls._utils import as_tuple, position_limits
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM
 from dcls.conv import DEFAULT_POSITION_INIT_STD, Dcls1d, Dcls2d, Dcls3d, DclsPositions, _DclsNd
-from dcls.functional import GAUSS_SIGMA_OFFSET, TRIANGLE_WIDTH_OFFSET
+from dcls.functional import GAUSS_SIGMA_OFFSET, TRIANGLE_WIDTH_OFFSET, clamp_positions_
+from dcls.positions import position_sets
 
 __all__ = [
     "SHARED_POSITIONS_NAME",
@@ -24,6 +25,7 @@ __all__ = [
     "freeze",
     "is_depthwise",
     "position_statistics",
+    "replace_modules",
     "repulsive_loss",
     "set_sigma_",
     "sigma_parameters",
@@ -69,9 +71,69 @@ def _dcls_padding(conv: nn.Module, sizes: tuple[int, ...], name: str) -> str | t
     )
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _register_owner(model: nn.Module, path: str, positions: DclsPositions) -> None:
+    """Register ``positions`` at ``<path>.dcls_positions``, first among that module's children.
+
+    Every layer sharing the set holds it as a submodule too; the module tree is walked in
+    registration order and ``named_parameters()`` names a shared tensor by the first path that
+    reaches it, so registering the owner first keeps the names ``<path>.dcls_positions.P``.
+
+    Raises:
+        ValueError: if ``path`` names a container, whose iteration would then include the set.
+    """
+    owner = model.get_submodule(path) if path else model
+    if isinstance(owner, _CONTAINERS):
+        raise ValueError(
+            f"convert: share_key returned {path!r}, a {type(owner).__name__}: positions "
+            f"registered there would be iterated (and called) with its layers; return the path "
+            f"of a non-container module, e.g. the stage's first block"
+        )
+    children = list(owner._modules.items())
+    owner._modules.clear()
+    owner._modules[SHARED_POSITIONS_NAME] = positions
+    owner._modules.update((n, child) for n, child in children if n != SHARED_POSITIONS_NAME)
+
+
+def replace_modules(
+    model: nn.Module, replace: Callable[[str, nn.Module], nn.Module | None]
+) -> nn.Module:
+    """Replace submodules of ``model`` in place, wherever ``replace`` returns a new module.
+
+    ``replace(name, module)`` is called for every module of ``model`` (the root too, named
+    ``""``) in model order, and returns the module to put in its place, or ``None`` to keep it
+    (and look into its children). The children of a replaced module are not visited.
+
+    Args:
+        model: any module.
+        replace: ``(name, module) -> new module or None``.
+
+    Returns:
+        ``model``, or the root's replacement if ``replace`` replaced the root.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU())
+        >>> def gelu(name, module):
+        ...     return nn.GELU() if isinstance(module, nn.ReLU) else None
+        >>> model = replace_modules(model, gelu)
+        >>> type(model[1]).__name__
+        'GELU'
+    """
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        if any(name.startswith(f"{r}.") for r in replaced):
+            continue
+        new = replace(name, module)
+        if new is None:
+            continue
+        if not name:
+            return new
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+        replaced.append(name)
+    return model
 
 
 def convert(
@@ -101,7 +163,9 @@ def convert(
         share_key: ``name -> path`` of the module that owns the positions shared by that layer
             (e.g. ``lambda n: n.split(".blocks.")[0]`` for one set per ConvNeXt stage), or
             ``None`` for a layer with its own. The owner is a :class:`dcls.DclsPositions`
-            registered at ``<path>.dcls_positions``.
+            registered at ``<path>.dcls_positions`` (first among that module's children, so
+            that parameter names go through it), which must not be a container
+            (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``).
         position_init_std, sigma_init: initialisation of the positions and widths.
         conv_algorithm: how the new layers apply their kernels (see
             :data:`dcls.CONV_ALGORITHMS`); ``"fft"`` on a strided convolution raises.
@@ -110,13 +174,17 @@ def convert(
         ``model`` (or the new layer if ``model`` itself matched).
 
     Raises:
-        ValueError: if no convolution matches, or one cannot keep its output size.
+        ValueError: if no convolution matches, one cannot keep its output size, or
+            ``share_key`` names a container.
     """
-    targets = [(n, m) for n, m in model.named_modules() if filter_fn(n, m)]
+    targets = {n for n, m in model.named_modules() if filter_fn(n, m)}
     if not targets:
         raise ValueError("convert: filter_fn matched no nn.Conv1d/2d/3d in the model")
     owners: dict[str, DclsPositions] = {}
-    for name, conv in targets:
+
+    def to_dcls(name: str, conv: nn.Module) -> nn.Module | None:
+        if name not in targets:
+            return None
         if type(conv) not in _DCLS_FOR_CONV:
             raise ValueError(f"convert: {name} is a {type(conv).__name__}, not nn.Conv1d/2d/3d")
         n = len(conv.kernel_size)
@@ -136,10 +204,9 @@ def convert(
                     sigma_init,
                     **factory_kwargs,
                 )
-                owner_module = model.get_submodule(key) if key else model
-                owner_module.register_module(SHARED_POSITIONS_NAME, owners[key])
+                _register_owner(model, key, owners[key])
             positions = owners[key]
-        layer = _DCLS_FOR_CONV[type(conv)](
+        return _DCLS_FOR_CONV[type(conv)](
             conv.in_channels,
             conv.out_channels,
             kernel_count,
@@ -156,9 +223,8 @@ def convert(
             conv_algorithm=conv_algorithm,
             **factory_kwargs,
         )
-        if not name:
-            return layer
-        _set_submodule(model, name, layer)
+
+    model = replace_modules(model, to_dcls)
     _logger.info(
         "convert: %d convolutions -> DCLS (K=%d, S=%s, %s), %d shared position sets",
         len(targets),
@@ -180,9 +246,10 @@ def freeze(model: nn.Module) -> nn.Module:
     Returns:
         ``model`` (or the new convolution if ``model`` itself is a DCLS layer).
     """
-    for name, layer in list(model.named_modules()):
+
+    def to_conv(name: str, layer: nn.Module) -> nn.Module | None:
         if not isinstance(layer, _DclsNd):
-            continue
+            return None
         kernel = layer.construct_kernel().to(layer.weight.dtype)
         conv = _CONV_FOR_DCLS[type(layer)](
             layer.in_channels,
@@ -199,25 +266,24 @@ def freeze(model: nn.Module) -> nn.Module:
         conv.weight.copy_(kernel)
         if layer.bias is not None:
             conv.bias.copy_(layer.bias)
-        if not name:
-            return conv
-        _set_submodule(model, name, conv)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, DclsPositions):
-            parent_name, _, child = name.rpartition(".")
-            delattr(model.get_submodule(parent_name) if parent_name else model, child)
+        return conv
+
+    owners = [name for name, m in model.named_modules() if isinstance(m, DclsPositions)]
+    model = replace_modules(model, to_conv)
+    for name in owners:
+        parent, _, child = name.rpartition(".")
+        delattr(model.get_submodule(parent) if parent else model, child)
     return model
 
 
 @torch.no_grad()
 def clamp_(model: nn.Module) -> nn.Module:
-    """Clamp the positions of every DCLS layer and shared position set of ``model`` in place.
+    """Clamp every position set of ``model`` in place (see :func:`dcls.position_sets`).
 
     Call after each optimizer step (not after each micro-batch), before any EMA update.
     """
-    for module in model.modules():
-        if isinstance(module, (_DclsNd, DclsPositions)):
-            module.clamp_parameters()
+    for entry in position_sets(model):
+        clamp_positions_(entry.P, entry.sizes)
     return model
 
 
@@ -231,16 +297,10 @@ def position_statistics(model: nn.Module) -> dict[str, float]:
         ``position_count``: number of coordinates. Empty if the model has no DCLS positions.
     """
     total, at_border, abs_sum = 0, 0, 0.0
-    for module in model.modules():
-        if isinstance(module, _DclsNd) and module.P is not None:
-            P, sizes = module.P, module.learnable_sizes
-        elif isinstance(module, DclsPositions):
-            P, sizes = module.P, module.sizes
-        else:
-            continue
-        for j, size in enumerate(sizes):
+    for entry in position_sets(model):
+        for j, size in enumerate(entry.sizes):
             low, high = position_limits(size)
-            coords = P[j].float()
+            coords = entry.P[j].float()
             abs_sum += coords.abs().sum().item()
             at_border += ((coords <= low) | (coords >= high)).sum().item()
             total += coords.numel()
@@ -251,15 +311,6 @@ def position_statistics(model: nn.Module) -> dict[str, float]:
         "position_at_border": at_border / total,
         "position_count": float(total),
     }
-
-
-def _position_sets(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None, str]]:
-    """Every (P, SIG, version) owned by a DCLS layer or a shared position set, once each."""
-    sets = []
-    for module in model.modules():
-        if isinstance(module, (_DclsNd, DclsPositions)) and module.P is not None:
-            sets.append((module.P, module.SIG, module.version))
-    return sets
 
 
 def repulsive_loss(model: nn.Module, min_distance: float = 1.0) -> torch.Tensor:
@@ -274,7 +325,8 @@ def repulsive_loss(model: nn.Module, min_distance: float = 1.0) -> torch.Tensor:
         A scalar tensor (0 if the model has no DCLS positions).
     """
     total, pairs = None, 0
-    for P, _, _ in _position_sets(model):
+    for entry in position_sets(model):
+        P = entry.P
         flat = P.flatten(1, -2)  # (L, B, K)
         count = flat.shape[-1]
         if count < 2:
@@ -305,16 +357,17 @@ def set_sigma_(model: nn.Module, value: float) -> int:
     """
     offsets = {"gauss": GAUSS_SIGMA_OFFSET, "triangle": TRIANGLE_WIDTH_OFFSET}
     count = 0
-    for _, SIG, version in _position_sets(model):
-        if SIG is None:
+    for entry in position_sets(model):
+        if entry.SIG is None:
             continue
-        if value < offsets[version]:
-            raise ValueError(f"sigma must be >= {offsets[version]} for {version!r}, got {value}")
-        SIG.fill_(value - offsets[version])
+        offset = offsets[entry.version]
+        if value < offset:
+            raise ValueError(f"sigma must be >= {offset} for {entry.version!r}, got {value}")
+        entry.SIG.fill_(value - offset)
         count += 1
     return count
 
 
 def sigma_parameters(model: nn.Module) -> list[torch.Tensor]:
     """The ``SIG`` tensors (Gaussian / triangle widths) of ``model``, each once."""
-    return [SIG for _, SIG, _ in _position_sets(model) if SIG is not None]
+    return [entry.SIG for entry in position_sets(model) if entry.SIG is not None]

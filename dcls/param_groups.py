@@ -16,19 +16,17 @@ from typing import Any
 
 from torch import nn
 
-from dcls.conv import DclsPositions, _DclsNd
+from dcls.positions import position_sets
 
 __all__ = ["describe_param_groups", "param_groups"]
 
 
 def _dcls_tensor_ids(model: nn.Module) -> tuple[set[int], set[int]]:
     positions, sigmas = set(), set()
-    for module in model.modules():
-        if isinstance(module, (_DclsNd, DclsPositions)):
-            if module.P is not None:
-                positions.add(id(module.P))
-            if module.SIG is not None:
-                sigmas.add(id(module.SIG))
+    for entry in position_sets(model):
+        positions.add(id(entry.P))
+        if entry.SIG is not None:
+            sigmas.add(id(entry.SIG))
     return positions, sigmas
 
 

@@ -118,10 +118,11 @@ def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> Co
 
     The default 5x5 kernel with dilation 4 spans 17x17, the receptive field of ConvNeXt-dcls.
     """
-    model = ConvNeXt(**kwargs)
-    for name, conv in [(n, m) for n, m in model.named_modules() if _is_block_dwconv(n, m)]:
-        block = model.get_submodule(name.removesuffix(".conv_dw"))
-        block.conv_dw = dcls.create_conv(
+
+    def dilated(name: str, conv: nn.Module) -> nn.Module | None:
+        if not _is_block_dwconv(name, conv):
+            return None
+        return dcls.create_conv(
             "dilated",
             conv.in_channels,
             conv.out_channels,
@@ -130,7 +131,8 @@ def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> Co
             bias=conv.bias is not None,
             dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
-    return model
+
+    return dcls.replace_modules(ConvNeXt(**kwargs), dilated)
 
 
 _AUTHORS_POSITION_KEY = re.compile(r"stages\.(\d+)\.(\d+)\.dwconv\.(P|SIG)")

@@ -4,7 +4,8 @@ Built on timm's ``ResNet``: each Bottleneck's 3x3 ``conv2`` (the one that carrie
 becomes a DCLS convolution; the stem, the 1x1 convolutions and the downsample branches are
 unchanged. The default is iso-parameter with the baseline: 3 elements per channel pair with their
 own positions (3 weights + 6 coordinates = the 9 weights of a 3x3) in a 7x7 dilated kernel. The
-authors' timm fork used ``kernel_count=5, share_positions=True`` (one set per stage).
+authors' timm fork used ``kernel_count=5, share_positions=True``: one set per stage, held by the
+stage's first block (``layer{i}.0.dcls_positions``), whose layer-wise lr scale it takes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from timm.models.resnet import Bottleneck, ResNet, _cfg
 from torch import nn
 
 import dcls
-from models._grouping import with_shared_positions
 
-__all__ = ["DclsResNet", "dc_resnet", "dcls_resnet"]
+__all__ = ["dc_resnet", "dcls_resnet"]
 
 
 def _is_bottleneck_conv2(name: str, module: nn.Module) -> bool:
@@ -27,16 +27,10 @@ def _is_bottleneck_conv2(name: str, module: nn.Module) -> bool:
     )
 
 
-def _stage_of(name: str) -> str:
-    return name.split(".")[0]  # layer1 .. layer4
-
-
-class DclsResNet(ResNet):
-    """timm's ResNet whose layer grouping also places each stage's shared positions (if any)
-    with the stage's first block, for layer-wise lr decay."""
-
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return with_shared_positions(super().group_matcher(coarse), r"^layer", coarse)
+def _first_block_of_stage(name: str) -> str:
+    """``layer2.3.conv2 -> layer2.0``: the owner of a stage's shared positions. The stage itself
+    is an ``nn.Sequential``, which would run the positions as one of its blocks."""
+    return f"{name.split('.')[0]}.0"
 
 
 def dcls_resnet(
@@ -53,32 +47,34 @@ def dcls_resnet(
     the strided ones direct, "fft" is refused for them, and "split" (depthwise only) for all.
     """
     return dcls.convert(
-        DclsResNet(**kwargs),
+        ResNet(**kwargs),
         kernel_count,
         dilated_kernel_size,
         version,
         filter_fn=_is_bottleneck_conv2,
-        share_key=_stage_of if share_positions else None,
+        share_key=_first_block_of_stage if share_positions else None,
         conv_algorithm=conv_algorithm,
     )
 
 
 def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7)."""
-    model = ResNet(**kwargs)
-    for name, conv in [(n, m) for n, m in model.named_modules() if _is_bottleneck_conv2(n, m)]:
-        block = model.get_submodule(name.removesuffix(".conv2"))
-        block.conv2 = nn.Conv2d(
+
+    def dilated(name: str, conv: nn.Module) -> nn.Module | None:
+        if not _is_bottleneck_conv2(name, conv):
+            return None
+        return dcls.create_conv(
+            "dilated",
             conv.in_channels,
             conv.out_channels,
             3,
             stride=conv.stride,
-            padding=dilation,
-            dilation=dilation,
             groups=conv.groups,
             bias=conv.bias is not None,
+            dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
-    return model
+
+    return dcls.replace_modules(ResNet(**kwargs), dilated)
 
 
 def _create(variant: str, builder: Any, pretrained: bool, **kwargs: Any) -> ResNet:

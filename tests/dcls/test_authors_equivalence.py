@@ -157,3 +157,49 @@ def test_released_convnext_layout_v0_loads_unchanged():
     torch.testing.assert_close(ours.P, theirs.P)
     x = torch.randn(1, 8, 20, 20)
     _assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("flat_dim", [0, 1])
+@pytest.mark.parametrize("version", AUTHOR_VERSIONS)
+def test_dcls2dk1d_state_dict_loads_into_one_learnable_axis(flat_dim, version):
+    torch.manual_seed(0)
+    theirs = authors.Dcls2dK1d(
+        4,
+        4,
+        3,
+        dilated_kernel_size=11,
+        padding=(5, 0) if flat_dim == 0 else (0, 5),
+        groups=2,
+        version=version,
+        flat_dim=flat_dim,
+    )
+    _randomize_(theirs, 11)
+    sizes, dims = ((11, 1), (0,)) if flat_dim == 0 else ((1, 11), (1,))
+    ours = dcls.Dcls2d(
+        4,
+        4,
+        3,
+        dilated_kernel_size=sizes,
+        padding=tuple(s // 2 for s in sizes),
+        groups=2,
+        version=version,
+        learnable_dims=dims,
+    )
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 4, 13, 12)
+    _assert_close(ours(x), theirs(x))
+
+
+def test_dcls2dk1d_state_dict_into_a_wider_dense_axis_is_refused():
+    theirs = authors.Dcls2dK1d(4, 4, 3, dilated_kernel_size=11, version="v1")
+    ours = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=(11, 3), version="v1", learnable_dims=(0,))
+    with pytest.raises(ValueError, match=r"the authors' Dcls2dK1d .* not dense sizes \(3,\)"):
+        ours.load_state_dict(theirs.state_dict())
+
+
+def test_dcls3_1d_state_dict_is_refused_naming_its_layout():
+    theirs = authors.Dcls3_1d(4, 4, 5, dense_kernel_size=3, dilated_kernel_size=9, version="gauss")
+    assert theirs.P.shape == (1, 4, 4, 3, 3, 5)  # a position per dense tap
+    ours = dcls.Dcls3d(4, 4, 5, dilated_kernel_size=(3, 3, 9), learnable_dims=(2,))
+    with pytest.raises(ValueError, match=r"P has shape \(1, 4, 4, 3, 3, 5\).*authors' Dcls3_1d"):
+        ours.load_state_dict(theirs.state_dict())

@@ -165,3 +165,47 @@ def test_set_sigma_and_sigma_parameters():
     assert all(torch.allclose(s, torch.tensor(2.0 - 0.27)) for s in dcls.sigma_parameters(model))
     with pytest.raises(ValueError, match=r"sigma must be >= 0.27 for 'gauss', got 0.1"):
         dcls.set_sigma_(model, 0.1)
+
+
+def test_position_sets_yield_each_set_once_with_its_layers():
+    model = dcls.convert(
+        TinyConvNeXt(),
+        kernel_count=3,
+        dilated_kernel_size=(9, 7),
+        version="gauss",
+        share_key=lambda name: "stages.0" if name.startswith("stages.0") else None,
+    )
+    sets = list(dcls.position_sets(model))
+    assert [(s.name, s.layers) for s in sets] == [
+        ("stages.0.dcls_positions", ("stages.0.blocks.0", "stages.0.blocks.1")),
+        ("stages.1.blocks.0", ("stages.1.blocks.0",)),
+        ("stages.1.blocks.1", ("stages.1.blocks.1",)),
+    ]
+    shared = model.stages[0].dcls_positions
+    assert sets[0].P is shared.P and sets[0].SIG is shared.SIG and sets[0].owner is shared
+    assert sets[1].P is model.stages[1].blocks[0].P
+    assert {(s.sizes, s.version) for s in sets} == {((9, 7), "gauss")}
+    assert list(dcls.position_sets(TinyConvNeXt())) == []
+
+
+def test_replace_modules_replaces_in_place_and_skips_the_replaced_children():
+    model = TinyConvNeXt()
+    seen = []
+
+    def replace(name, module):
+        seen.append(name)
+        if name == "stages.1.blocks":
+            return nn.Identity()
+        return nn.Identity() if isinstance(module, nn.Conv2d) and name == "stem" else None
+
+    assert dcls.replace_modules(model, replace) is model
+    assert isinstance(model.stem, nn.Identity) and isinstance(model.stages[1].blocks, nn.Identity)
+    assert "stages.1.blocks.0" not in seen and "stages.0.blocks.0" in seen
+    root = dcls.replace_modules(nn.Conv2d(2, 2, 3), lambda name, m: nn.ReLU())
+    assert isinstance(root, nn.ReLU)
+
+
+def test_convert_refuses_a_container_owner():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    with pytest.raises(ValueError, match=r"share_key returned '', a Sequential"):
+        dcls.convert(model, kernel_count=3, dilated_kernel_size=7, share_key=lambda name: "")

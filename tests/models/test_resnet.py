@@ -38,7 +38,10 @@ def test_resnet50_dcls_is_iso_parameter():
 def test_authors_fork_configuration_shares_positions_per_stage():
     model = timm.create_model("test_resnet_dcls", kernel_count=5, share_positions=True)
     keys = [k for k in model.state_dict() if k.endswith(".P")]
-    assert keys == [f"layer{i}.dcls_positions.P" for i in range(1, 5)]
+    assert keys == [f"layer{i}.0.dcls_positions.P" for i in range(1, 5)]
+    out = model(torch.randn(2, 3, 32, 32))  # the stages (nn.Sequential) hold only their blocks
+    out.sum().backward()
+    assert model.layer1[0].dcls_positions.P.grad is not None
 
 
 @pytest.mark.parametrize("name", ["resnet50_dc"])
@@ -59,4 +62,4 @@ def test_layer_decay_gives_shared_positions_their_stage_scale():
 
     for i in range(1, 5):
         stage = getattr(model, f"layer{i}")
-        assert scale_of(stage.dcls_positions.P) == scale_of(stage[0].conv1.weight) < 1.0
+        assert scale_of(stage[0].dcls_positions.P) == scale_of(stage[0].conv1.weight) < 1.0

@@ -1,0 +1,131 @@
+"""Which algorithm applies a kernel: names, argument checks, and the dispatch every layer runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from dcls.algorithms._common import pad_pairs
+from dcls.algorithms.auto import resolve_auto
+from dcls.algorithms.direct import channels_last, direct
+from dcls.algorithms.fft import _fft_conv, fft_conv
+from dcls.algorithms.split import split_conv
+
+__all__ = ["CONV_ALGORITHMS", "DEFAULT_CONV_ALGORITHM", "check_conv_algorithm", "convolve"]
+
+# A GPU kernel (dcls/triton_conv.py, to become dcls/algorithms/triton.py) joins here, in
+# `check_conv_algorithm`'s conditions, in `_run` and in auto.CANDIDATES.
+CONV_ALGORITHMS = ("direct", "channels_last", "fft", "split", "auto")
+DEFAULT_CONV_ALGORITHM = "direct"
+
+
+def check_conv_algorithm(
+    algorithm: str,
+    stride: Sequence[int] | None = None,
+    in_channels_per_group: int | None = None,
+) -> str:
+    """Validate a ``conv_algorithm`` argument.
+
+    Args:
+        algorithm: one of :data:`CONV_ALGORITHMS`.
+        stride: the layer's stride, if known; ``"fft"`` and ``"split"`` need all ones.
+        in_channels_per_group: ``in_channels // groups``, if known; ``"split"`` needs 1.
+
+    Raises:
+        ValueError: on an unknown name, or an algorithm the layer's shape does not allow.
+    """
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"conv_algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    if algorithm in ("fft", "split") and stride is not None and any(s != 1 for s in stride):
+        raise ValueError(
+            f"conv_algorithm={algorithm!r} needs stride 1, got stride={tuple(stride)}; use "
+            f"'direct' or 'auto' (which uses 'direct' for strided convolutions)"
+        )
+    if algorithm == "split" and in_channels_per_group not in (None, 1):
+        raise ValueError(
+            f"conv_algorithm='split' needs in_channels == groups (a depthwise convolution), got "
+            f"in_channels // groups = {in_channels_per_group}; use 'direct', 'fft' or 'auto'"
+        )
+    return algorithm
+
+
+def _run(
+    algorithm: str,
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
+) -> Tensor:
+    """Apply ``kernel`` with a named algorithm (not ``"auto"``), in eager mode."""
+    if algorithm == "fft":
+        return fft_conv(input, kernel, bias, padding, groups)
+    if algorithm == "split":
+        return split_conv(input, kernel, bias, padding)
+    if algorithm == "channels_last":
+        return channels_last(input, kernel, bias, stride, padding, groups)
+    return direct(input, kernel, bias, stride, padding, groups)
+
+
+def _apply_kernel(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: str | list[int],
+    groups: int,
+    algorithm: str,
+) -> Tensor:
+    """:func:`convolve` for arguments already normalised and checked: what every DCLS layer's
+    forward pass calls. TorchScript-compatible.
+
+    TorchScript can hold neither ``"split"``'s ``autograd.Function`` nor ``"auto"``'s timed
+    trial: scripted, ``"split"`` runs its forward convolution (``"channels_last"``, same values;
+    autograd then differentiates it as usual) and ``"auto"`` runs ``"direct"``. Under
+    ``torch.jit.trace`` the same two substitutions are made, so that a traced graph holds no
+    Python call and can be saved.
+    """
+    if torch.jit.is_scripting():
+        if algorithm == "fft":
+            return _fft_conv(input, kernel, bias, pad_pairs(padding, kernel.shape[2:]), groups)
+        if algorithm == "channels_last" or algorithm == "split":
+            return channels_last(input, kernel, bias, stride, padding, groups)
+        return direct(input, kernel, bias, stride, padding, groups)
+    else:
+        if algorithm == "auto":
+            algorithm = resolve_auto(input, kernel, bias, stride, padding, groups, _run)
+        elif algorithm == "split" and torch.jit.is_tracing():
+            algorithm = "channels_last"
+        return _run(algorithm, input, kernel, bias, stride, padding, groups)
+
+
+def convolve(
+    input: Tensor,
+    kernel: Tensor,
+    bias: Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    groups: int,
+    algorithm: str = DEFAULT_CONV_ALGORITHM,
+) -> Tensor:
+    """Apply a dense kernel with the chosen algorithm (``F.conv{N}d`` semantics, dilation 1).
+
+    Shape:
+        input ``(B, C_in, *S)`` or ``(C_in, *S)``; kernel ``(C_out, C_in / groups, *k)``; bias
+        ``(C_out,)``; output as ``F.conv{N}d``'s.
+
+    Raises:
+        ValueError: on an unknown ``algorithm``, or one the problem does not allow (see
+            :func:`check_conv_algorithm`).
+    """
+    n = kernel.dim() - 2
+    strides = [stride] * n if isinstance(stride, int) else list(stride)
+    check_conv_algorithm(algorithm, tuple(strides), kernel.shape[1])
+    if isinstance(padding, int):
+        padding = [padding] * n
+    elif not isinstance(padding, str):
+        padding = list(padding)
+    return _apply_kernel(input, kernel, bias, strides, padding, groups, algorithm)
