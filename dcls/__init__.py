@@ -24,11 +24,12 @@ from dcls.model_tools import (
     set_sigma_,
     sigma_parameters,
 )
-from dcls.param_groups import describe_param_groups, param_groups
+from dcls.param_groups import DCLS_GROUP_KEY, describe_param_groups, param_groups
 from dcls.positions import PositionSet, position_sets
 
 __all__ = [
     "CONV_ALGORITHMS",
+    "DCLS_GROUP_KEY",
     "SHARED_POSITIONS_NAME",
     "VERSIONS",
     "Dcls1d",

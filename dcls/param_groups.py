@@ -18,7 +18,9 @@ from torch import nn
 
 from dcls.positions import position_sets
 
-__all__ = ["describe_param_groups", "param_groups"]
+__all__ = ["DCLS_GROUP_KEY", "describe_param_groups", "param_groups"]
+
+DCLS_GROUP_KEY = "dcls"  # marks the position and width groups: {"dcls": "positions" | "sigmas"}
 
 
 def _dcls_tensor_ids(model: nn.Module) -> tuple[set[int], set[int]]:
@@ -75,8 +77,10 @@ def param_groups(
             Leave it out with timm's schedulers: they multiply by ``lr_scale`` themselves.
 
     Returns:
-        A list of param-group dicts with ``name``, ``params``, ``weight_decay`` and ``lr_scale``,
-        ready for ``torch.optim`` or ``timm.optim.create_optimizer_v2``; empty groups are dropped.
+        A list of param-group dicts with ``name``, ``params``, ``weight_decay`` and ``lr_scale``
+        (and, for position and width groups, :data:`DCLS_GROUP_KEY`: ``"positions"`` or
+        ``"sigmas"``), ready for ``torch.optim`` or ``timm.optim.create_optimizer_v2``; empty
+        groups are dropped.
     """
     positions, sigmas = _dcls_tensor_ids(model)
     sigmas_lr_scale = positions_lr_scale if sigmas_lr_scale is None else sigmas_lr_scale
@@ -98,6 +102,7 @@ def param_groups(
             new = {**group, "name": name, "params": params, "lr_scale": scale}
             if kind:
                 new["name"] = f"{name}_{kind}"
+                new[DCLS_GROUP_KEY] = kind
                 new["weight_decay"] = positions_weight_decay
                 new["lr_scale"] = scale * (
                     positions_lr_scale if kind == "positions" else sigmas_lr_scale

@@ -82,7 +82,7 @@ def dcls_convnext(
     dilated_kernel_size: int = 17,
     version: str = "bilinear",
     share_positions: bool = True,
-    conv_algorithm: str = dcls.algorithms.DEFAULT_CONV_ALGORITHM,
+    conv_algorithm: str = "auto",
     **kwargs: Any,
 ) -> ConvNeXt:
     """timm's ``ConvNeXt(**kwargs)`` with every block's depthwise conv replaced by a DCLS layer.
@@ -94,8 +94,8 @@ def dcls_convnext(
         version: interpolation ("bilinear"; the released checkpoints use "v0").
         share_positions: one set of positions per stage (the paper) or one per block.
         conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``,
-            ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"`` (see
-            :mod:`dcls.algorithms`); the configs use ``"auto"``.
+            ``"channels_last"``, ``"fft"``, ``"split"``, ``"triton"`` or ``"auto"`` (the
+            default, as the configs: the fastest per shape, see :mod:`dcls.algorithms`).
         **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
     if kernel_count is None:

@@ -38,13 +38,14 @@ def dcls_resnet(
     dilated_kernel_size: int = 7,
     version: str = "bilinear",
     share_positions: bool = False,
-    conv_algorithm: str = dcls.algorithms.DEFAULT_CONV_ALGORITHM,
+    conv_algorithm: str = "auto",
     **kwargs: Any,
 ) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
 
-    ``conv_algorithm`` (see :mod:`dcls.algorithms`) applies to the stride-1 layers; "auto" keeps
-    the strided ones direct, "fft" is refused for them, and "split" (depthwise only) for all.
+    ``conv_algorithm`` (see :mod:`dcls.algorithms`; default ``"auto"``, the fastest per shape)
+    applies to the stride-1 layers; "auto" keeps the strided ones direct, "fft" is refused for
+    them, and "split" and "triton" (depthwise only) for all.
     """
     return dcls.convert(
         ResNet(**kwargs),

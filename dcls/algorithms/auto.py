@@ -1,47 +1,64 @@
-"""``"auto"``: a one-time timed trial of the candidates per problem, cached for the process.
+"""``"auto"``: a timed trial of the candidates per problem, cached for the process.
 
 Like ``torch.backends.cudnn.benchmark``. A problem is a :class:`ProblemKey` (device, dtypes,
 autocast, shapes, memory format, padding, groups, whether gradients are needed); the trial runs
-on random tensors of the same shapes, never on the caller's data, with a private generator.
-Meta tensors, strided convolutions and code traced by ``torch.compile`` or ``torch.jit.trace``
-go to ``"direct"`` without a trial (so FLOP counting on the meta device counts the dense
-convolution; name ``"fft"`` explicitly to compile the FFT path). Under DDP each process runs its
-own trial; processes that choose differently compute gradients that differ at float rounding
-level before they are averaged, which keeps replicas in sync.
+on random tensors of the same shapes, never on the caller's data, with a private generator. On
+CUDA every candidate runs once untimed first (Triton compiles and autotunes, cuFFT plans, cuDNN
+benchmarks), so a first-call cost never decides.
+
+A trial on a loaded machine must not lock a slow choice in for a whole run: the first choice is
+provisional, and after :data:`RECHECK_AFTER` more calls of the same problem the trial runs once
+more; the final choice is the candidate with the lowest median of the two trials (a load spike
+inflates a median, it never deflates one). :func:`auto_summary` gives every choice in one line.
+
+Meta tensors, strided convolutions and code traced by ``torch.jit.trace`` go to ``"direct"``
+without a trial (so FLOP counting on the meta device counts the dense convolution). Code traced
+by ``torch.compile`` cannot run a trial either; it gets ``"triton"`` for depthwise convolutions
+on CUDA where Triton runs (the GPU kernel written for large depthwise kernels), else
+``"direct"``; name an algorithm to compile another. Under DDP each process runs its own trial;
+processes that choose differently compute gradients that differ at float rounding level before
+they are averaged, which keeps replicas in sync.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from dcls.algorithms._common import autocast_enabled, channels_last_format
-from dcls.timing import time_interleaved
+from dcls.algorithms.triton import triton_available
+from dcls.timing import synchronize, time_interleaved
 
 __all__ = [
     "CANDIDATES",
+    "RECHECK_AFTER",
     "TRIAL_DROP_FACTOR",
     "TRIAL_REPEATS",
     "ProblemKey",
     "TensorMeta",
     "auto_cache",
+    "auto_summary",
     "clear_auto_cache",
     "resolve_auto",
+    "static_choice",
 ]
 
 _logger = logging.getLogger(__name__)
 
-# Algorithms an "auto" trial may choose, in trial order. A GPU kernel (dcls/triton_conv.py, to
-# become dcls/algorithms/triton.py) joins here and in dispatch.CONV_ALGORITHMS, with its own
-# condition in `_candidates` (e.g. CUDA tensors only).
-CANDIDATES = ("direct", "channels_last", "fft", "split")
+# Algorithms an "auto" trial may choose, in trial order (each where it applies: `_candidates`).
+CANDIDATES = ("direct", "channels_last", "fft", "split", "triton")
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
 TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
+RECHECK_AFTER = 50  # calls of a problem after its first trial until the second, final one
+# Triton on CUDA, decided once: what torch.compile'd code may use without a trial.
+_TRITON_ON_CUDA = torch.cuda.is_available() and triton_available(torch.device("cuda"))
 
 # (algorithm, input, kernel, bias, stride, padding, groups) -> output: how a trial runs a candidate
 Runner = Callable[..., Tensor]
@@ -74,12 +91,42 @@ class ProblemKey(NamedTuple):
     need_grad: bool
 
 
-_AUTO_CACHE: dict[ProblemKey, str] = {}
+@dataclass
+class _Choice:
+    """A problem's choice, the best median seen per candidate, and whether it is final."""
+
+    algorithm: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
+    final: bool = False
+
+
+_AUTO_CACHE: dict[ProblemKey, _Choice] = {}
 
 
 def auto_cache() -> dict[ProblemKey, str]:
     """A copy of the ``"auto"`` choices made so far, keyed by problem."""
-    return dict(_AUTO_CACHE)
+    return {key: choice.algorithm for key, choice in _AUTO_CACHE.items()}
+
+
+def _describe(key: ProblemKey) -> str:
+    """``96x56x56 k17x17 train``: channels and spatial size, kernel size, pass."""
+    n = len(key.kernel.shape) - 2
+    size = "x".join(map(str, key.input.shape[-n - 1 :]))
+    kernel = "x".join(map(str, key.kernel.shape[2:]))
+    return f"{size} k{kernel} {'train' if key.need_grad else 'infer'}"
+
+
+def auto_summary() -> str:
+    """Every ``"auto"`` choice so far in one line, grouped by algorithm, e.g. ``"fft for
+    96x56x56 k17x17 train, 192x28x28 k17x17 train; direct for 768x7x7 k17x17 train"`` (a
+    provisional choice, before its second trial, is marked ``?``); ``""`` if none."""
+    groups: dict[str, list[str]] = {}
+    for key, choice in _AUTO_CACHE.items():
+        groups.setdefault(choice.algorithm, []).append(
+            _describe(key) + ("" if choice.final else "?")
+        )
+    return "; ".join(f"{name} for {', '.join(problems)}" for name, problems in groups.items())
 
 
 def clear_auto_cache() -> None:
@@ -99,6 +146,7 @@ def _candidates(key: ProblemKey) -> tuple[str, ...]:
         for c in CANDIDATES
         if (c != "channels_last" or channels_last_format(len(input_shape)) is not None)
         and (c != "split" or (depthwise and key.need_grad))
+        and (c != "triton" or (depthwise and key.input.device.type == "cuda" and _TRITON_ON_CUDA))
     )
 
 
@@ -111,6 +159,10 @@ def _time_candidates(
     dropped (its warm-up time is reported): a slow candidate is not run again and again.
     """
     runs = {name: make_run(name) for name in _candidates(key)}
+    if device.type == "cuda":  # first calls compile, autotune and plan: not what is compared
+        for run in runs.values():
+            run()
+        synchronize(device)
     warm = {name: times[0] for name, times in time_interleaved(runs, 1, device).items()}
     fastest = min(warm.values())
     runs = {k: r for k, r in runs.items() if warm[k] <= TRIAL_DROP_FACTOR * fastest}
@@ -118,12 +170,8 @@ def _time_candidates(
     return warm | {name: statistics.median(values) for name, values in times.items()}
 
 
-def _select(key: ProblemKey, padding: str | list[int], run: Runner) -> str:
-    """The cached choice for ``key``, trialled once on random tensors of the same shapes."""
-    choice = _AUTO_CACHE.get(key)
-    if choice is not None:
-        return choice
-
+def _trial(key: ProblemKey, padding: str | list[int], run: Runner) -> dict[str, float]:
+    """Median seconds of every candidate for ``key``, on random tensors of its shapes."""
     # A private generator: a trial must not move the global RNG (training stays reproducible
     # whether or not this call ran a trial).
     device = key.input.device
@@ -148,16 +196,48 @@ def _select(key: ProblemKey, padding: str | list[int], run: Runner) -> str:
 
         return trial
 
-    times = _time_candidates(key, make_run, device)
-    choice = min(times, key=times.get)
-    _AUTO_CACHE[key] = choice
-    _logger.info(
-        "conv_algorithm='auto': %s for %s (%s)",
-        choice,
-        key,
-        ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in times.items()),
+    return _time_candidates(key, make_run, device)
+
+
+def _select(key: ProblemKey, padding: str | list[int], run: Runner) -> str:
+    """The cached choice for ``key``: trialled at its first call and once more
+    :data:`RECHECK_AFTER` calls later (then final)."""
+    choice = _AUTO_CACHE.get(key)
+    if choice is not None and (choice.final or choice.calls < RECHECK_AFTER):
+        choice.calls += 1
+        return choice.algorithm
+    seconds = _trial(key, padding, run)
+    if choice is None:
+        choice = _AUTO_CACHE[key] = _Choice(min(seconds, key=seconds.get), seconds)
+        choice.final = RECHECK_AFTER <= 0
+    else:
+        seconds = {k: min(v, choice.seconds.get(k, math.inf)) for k, v in seconds.items()}
+        choice.algorithm, choice.seconds, choice.final = (
+            min(seconds, key=seconds.get),
+            seconds,
+            True,
+        )
+    _logger.debug(
+        "conv_algorithm='auto': %s for %s%s (%s)",
+        choice.algorithm,
+        _describe(key),
+        "" if choice.final else ", to be checked again",
+        ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()),
     )
-    return choice
+    return choice.algorithm
+
+
+def _compiled_choice(input: Tensor, kernel: Tensor, groups: int) -> str:
+    """``"auto"`` inside ``torch.compile``, where no trial can run: the Triton kernel for a
+    depthwise convolution on CUDA (where Triton runs), else ``"direct"``."""
+    n = kernel.dim() - 2
+    return static_choice(input.device.type, kernel.shape[1] == 1 and input.shape[-n - 1] == groups)
+
+
+def static_choice(device_type: str, depthwise: bool) -> str:
+    """What ``"auto"`` runs where it cannot time: ``"triton"`` for depthwise convolutions on
+    CUDA where Triton runs, else ``"direct"``."""
+    return "triton" if depthwise and device_type == "cuda" and _TRITON_ON_CUDA else "direct"
 
 
 def resolve_auto(
@@ -178,18 +258,15 @@ def resolve_auto(
             trial times for each candidate.
 
     Returns:
-        The cached or newly trialled choice; ``"direct"`` without a trial on meta tensors, for
-        strided convolutions, inside ``torch.compile`` (a trial there breaks the graph, and
-        inductor fails on the resumed graphs' dynamic shapes) or under ``torch.jit.trace`` (the
-        trial's own convolutions would be recorded).
+        The cached or newly trialled choice; without a trial, ``"direct"`` on meta tensors, for
+        strided convolutions and under ``torch.jit.trace`` (the trial's own convolutions would
+        be recorded), and :func:`_compiled_choice` inside ``torch.compile`` (a trial there
+        breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).
     """
-    if (
-        input.device.type == "meta"
-        or any(s != 1 for s in stride)
-        or torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-    ):
+    if input.device.type == "meta" or any(s != 1 for s in stride) or torch.jit.is_tracing():
         return "direct"
+    if torch.compiler.is_compiling():
+        return _compiled_choice(input, kernel, groups)
     need_grad = torch.is_grad_enabled() and (
         input.requires_grad or kernel.requires_grad or (bias is not None and bias.requires_grad)
     )

@@ -12,12 +12,20 @@ from dcls.algorithms.auto import resolve_auto
 from dcls.algorithms.direct import channels_last, direct
 from dcls.algorithms.fft import _fft_conv, fft_conv
 from dcls.algorithms.split import split_conv
+from dcls.algorithms.triton import triton_depthwise_conv
 
-__all__ = ["CONV_ALGORITHMS", "DEFAULT_CONV_ALGORITHM", "check_conv_algorithm", "convolve"]
+__all__ = [
+    "CONV_ALGORITHMS",
+    "DEFAULT_CONV_ALGORITHM",
+    "DEPTHWISE",
+    "STRIDE_ONE",
+    "check_conv_algorithm",
+    "convolve",
+]
 
-# A GPU kernel (dcls/triton_conv.py, to become dcls/algorithms/triton.py) joins here, in
-# `check_conv_algorithm`'s conditions, in `_run` and in auto.CANDIDATES.
-CONV_ALGORITHMS = ("direct", "channels_last", "fft", "split", "auto")
+CONV_ALGORITHMS = ("direct", "channels_last", "fft", "split", "triton", "auto")
+STRIDE_ONE = ("fft", "split", "triton")  # algorithms for stride-1 convolutions only
+DEPTHWISE = ("split", "triton")  # algorithms for depthwise convolutions only
 DEFAULT_CONV_ALGORITHM = "direct"
 
 
@@ -30,23 +38,26 @@ def check_conv_algorithm(
 
     Args:
         algorithm: one of :data:`CONV_ALGORITHMS`.
-        stride: the layer's stride, if known; ``"fft"`` and ``"split"`` need all ones.
-        in_channels_per_group: ``in_channels // groups``, if known; ``"split"`` needs 1.
+        stride: the layer's stride, if known; ``"fft"``, ``"split"`` and ``"triton"`` need all
+            ones.
+        in_channels_per_group: ``in_channels // groups``, if known; ``"split"`` and
+            ``"triton"`` need 1.
 
     Raises:
         ValueError: on an unknown name, or an algorithm the layer's shape does not allow.
     """
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"conv_algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
-    if algorithm in ("fft", "split") and stride is not None and any(s != 1 for s in stride):
+    if algorithm in STRIDE_ONE and stride is not None and any(s != 1 for s in stride):
         raise ValueError(
             f"conv_algorithm={algorithm!r} needs stride 1, got stride={tuple(stride)}; use "
             f"'direct' or 'auto' (which uses 'direct' for strided convolutions)"
         )
-    if algorithm == "split" and in_channels_per_group not in (None, 1):
+    if algorithm in DEPTHWISE and in_channels_per_group not in (None, 1):
         raise ValueError(
-            f"conv_algorithm='split' needs in_channels == groups (a depthwise convolution), got "
-            f"in_channels // groups = {in_channels_per_group}; use 'direct', 'fft' or 'auto'"
+            f"conv_algorithm={algorithm!r} needs in_channels == groups (a depthwise "
+            f"convolution), got in_channels // groups = {in_channels_per_group}; use 'direct', "
+            f"'fft' or 'auto'"
         )
     return algorithm
 
@@ -65,6 +76,8 @@ def _run(
         return fft_conv(input, kernel, bias, padding, groups)
     if algorithm == "split":
         return split_conv(input, kernel, bias, padding)
+    if algorithm == "triton":
+        return triton_depthwise_conv(input, kernel, bias, padding)
     if algorithm == "channels_last":
         return channels_last(input, kernel, bias, stride, padding, groups)
     return direct(input, kernel, bias, stride, padding, groups)
@@ -82,11 +95,11 @@ def _apply_kernel(
     """:func:`convolve` for arguments already normalised and checked: what every DCLS layer's
     forward pass calls. TorchScript-compatible.
 
-    TorchScript can hold neither ``"split"``'s ``autograd.Function`` nor ``"auto"``'s timed
-    trial: scripted, ``"split"`` runs its forward convolution (``"channels_last"``, same values;
-    autograd then differentiates it as usual) and ``"auto"`` runs ``"direct"``. Under
-    ``torch.jit.trace`` the same two substitutions are made, so that a traced graph holds no
-    Python call and can be saved.
+    TorchScript can hold neither ``"split"``'s ``autograd.Function``, ``"triton"``'s Python
+    wrapper nor ``"auto"``'s timed trial: scripted, ``"split"`` runs its forward convolution
+    (``"channels_last"``, same values; autograd then differentiates it as usual), ``"triton"``
+    and ``"auto"`` run ``"direct"``. Under ``torch.jit.trace`` the same substitutions are made,
+    so that a traced graph holds no Python call and can be saved and loaded anywhere.
     """
     if torch.jit.is_scripting():
         if algorithm == "fft":
@@ -99,6 +112,8 @@ def _apply_kernel(
             algorithm = resolve_auto(input, kernel, bias, stride, padding, groups, _run)
         elif algorithm == "split" and torch.jit.is_tracing():
             algorithm = "channels_last"
+        elif algorithm == "triton" and torch.jit.is_tracing():
+            algorithm = "direct"
         return _run(algorithm, input, kernel, bias, stride, padding, groups)
 
 

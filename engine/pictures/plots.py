@@ -5,8 +5,9 @@ it raises an ImportError that says so. Figures are built on ``matplotlib.figure.
 Agg canvas, never through ``pyplot``: no global backend state, no window, safe in training. A
 figure of ``size`` inches at ``dpi`` is saved at exactly ``size * dpi`` pixels.
 
-The arrays drawn come from :mod:`engine.positions` (``SetPicture``, ``PositionHistory``) and the
-run's ``metrics.csv``, so tests compare them with the checkpoint without reading pixels.
+The arrays drawn come from :mod:`engine.pictures.positions` (``SetPicture``,
+``PositionHistory``) and the run's ``metrics.csv``, so tests compare them with the checkpoint
+without reading pixels.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a DCLS model learned, as plain arrays: position sets, sampled kernels, position history.
 
 No matplotlib here: training imports this module for its per-epoch position history, and the
-plotting code (:mod:`engine.plots`, the ``viz`` extra) draws what these functions return.
+plotting code (:mod:`engine.pictures.plots`, the ``viz`` extra) draws what these functions return.
 
 A *position set* is one ``P`` tensor: a stage's shared :class:`dcls.DclsPositions` (ConvNeXt-dcls)
 or the own ``P`` of one DCLS layer (unshared models such as ResNet-50-dcls). Pictures are made per
@@ -42,7 +42,6 @@ __all__ = [
 
 HISTORY_DIR = "positions"
 _SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
-_DCLS_LAYERS = (dcls.Dcls1d, dcls.Dcls2d, dcls.Dcls3d)
 # The dense kernel a DCLS layer replaced, by the name of the layer in its block: ConvNeXt's
 # depthwise 7x7 (``conv_dw``) and ResNet's Bottleneck 3x3 (``conv2``).
 _DENSE_KERNEL_SIZES = {"conv_dw": 7, "conv2": 3}
@@ -50,7 +49,8 @@ _DENSE_KERNEL_SIZES = {"conv_dw": 7, "conv2": 3}
 
 @dataclass
 class PositionSet:
-    """One ``P`` tensor of a model and the DCLS layers that use it.
+    """One ``P`` tensor of a model and the DCLS layers that use it, as a CPU copy for pictures
+    and snapshots (:func:`dcls.position_sets` yields the parameters themselves).
 
     Attributes:
         name: the owner's module name (``stages.0.dcls_positions`` or ``layer1.0.conv2``).
@@ -67,20 +67,11 @@ class PositionSet:
 
 
 def position_sets(model: nn.Module) -> list[PositionSet]:
-    """Every position set of ``model``, in model order (empty if it has no DCLS layer)."""
-    sets: dict[int, PositionSet] = {}
-    owners = {  # shared owners first: a stage registers its positions after its blocks
-        id(m.P): name for name, m in model.named_modules() if isinstance(m, dcls.DclsPositions)
-    }
-    for name, module in model.named_modules():
-        if isinstance(module, _DCLS_LAYERS):
-            P = module.positions[0]
-            owner = owners.get(id(P), name)
-            entry = sets.setdefault(id(P), PositionSet(owner, P, module.learnable_sizes))
-            entry.layers.append(name)
+    """Every position set of ``model`` (:func:`dcls.position_sets`) as CPU float copies, in
+    model order (empty if it has no DCLS layer)."""
     return [
-        PositionSet(s.name, s.P.detach().float().cpu(), tuple(s.sizes), s.layers)
-        for s in sets.values()
+        PositionSet(s.name, s.P.detach().float().cpu(), tuple(s.sizes), list(s.layers))
+        for s in dcls.position_sets(model)
     ]
 
 

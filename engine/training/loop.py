@@ -64,6 +64,7 @@ class TrainState:
     batch_in_epoch: int = 0
     best_val_top1: float | None = None  # of the reported weights (EMA if any), over the epochs
     best_epoch: int | None = None  # 1-based
+    auto_choices: str = ""  # conv_algorithm="auto"'s choices as last logged
 
     def record_val_top1(self, top1: float) -> None:
         """Keep the best validation top-1 and its (1-based) epoch; call once per epoch."""
@@ -139,6 +140,14 @@ def _optimizer_update(state: TrainState, bad_loss: bool = False) -> bool:
     return not skip
 
 
+def _log_auto_choices(state: TrainState) -> None:
+    """One line with every ``conv_algorithm="auto"`` choice, whenever they changed."""
+    choices = dcls.algorithms.auto_summary()
+    if choices != state.auto_choices:
+        _logger.info("conv_algorithm='auto' (? = to be checked again): %s", choices)
+        state.auto_choices = choices
+
+
 def _log_progress(
     state: TrainState,
     index: int,
@@ -149,7 +158,9 @@ def _log_progress(
     images_seen: int,
     elapsed: float,
 ) -> None:
-    """One progress line: 1-based epoch of the run, step, loss, lr, speed, epoch and run ETA."""
+    """One progress line: 1-based epoch of the run, step, loss, lr, speed, epoch and run ETA;
+    and the ``"auto"`` choices when they changed."""
+    _log_auto_choices(state)
     seconds_per_batch = elapsed / (index + 1 - first_index)
     left_in_epoch = total_batches - index - 1
     left_in_run = left_in_epoch + (state.epochs - state.epoch - 1) * total_batches
@@ -257,6 +268,7 @@ def train_one_epoch(
                     time.perf_counter() - start,
                 )
     elapsed = time.perf_counter() - start
+    _log_auto_choices(state)
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
     totals = torch.tensor(
         [loss_sum, repulsion_sum, batches, images_seen], dtype=torch.float64, device=state.device

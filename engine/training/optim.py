@@ -73,14 +73,11 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
     return optimizer
 
 
-_POSITIONS_GROUP_SUFFIX = "_positions"  # dcls.param_groups names position groups "<base>_positions"
-
-
 def positions_lr(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """``{"lr_positions": lr}``: the largest lr of the DCLS position groups, or ``{}``."""
     lrs = [
         g["lr"]
         for g in optimizer.param_groups
-        if str(g.get("name", "")).endswith(_POSITIONS_GROUP_SUFFIX)
+        if g.get(dcls.DCLS_GROUP_KEY) == "positions"
     ]
     return {"lr_positions": max(lrs)} if lrs else {}

@@ -1,4 +1,5 @@
-"""engine.data: timm's RandAugment in the ImageNet recipe survives Pillow 13's posterize check."""
+"""engine.data.datasets: timm's RandAugment in the ImageNet recipe survives Pillow 13's posterize
+check."""
 
 from pathlib import Path
 

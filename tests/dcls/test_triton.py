@@ -16,14 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dcls import triton_conv
-from dcls.triton_conv import INTERPRETER_BLOCKS, triton_available, triton_depthwise_conv
+from dcls.algorithms import triton as dw_triton
+from dcls.algorithms.triton import INTERPRETER_BLOCKS, triton_available, triton_depthwise_conv
 
 CUDA = torch.cuda.is_available()
 CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 pytestmark = [
-    pytest.mark.skipif(triton_conv.triton is None, reason="triton is not installed"),
+    pytest.mark.skipif(dw_triton.triton is None, reason="triton is not installed"),
     # F.conv's own warning, from the reference computations.
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths"),
 ]
@@ -249,7 +249,7 @@ def test_tap_table_lists_the_used_taps_of_each_block():
         [[0, 1, 0, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
         dtype=torch.bool,
     )
-    table, counts = triton_conv._tap_table(mask, 2)
+    table, counts = dw_triton._tap_table(mask, 2)
     assert counts.tolist() == [3, 1, 0]
     assert table[0, :3].tolist() == [1, 3, 4] and table[1, :1].tolist() == [0]
 
@@ -340,7 +340,7 @@ def test_interpreter_set_before_triton_is_imported(tmp_path):
             import os
             os.environ["TRITON_INTERPRET"] = "1"
             import torch, torch.nn.functional as F
-            from dcls.triton_conv import triton_depthwise_conv
+            from dcls.algorithms.triton import triton_depthwise_conv
             x = torch.randn(2, 3, 6, 5, requires_grad=True)
             w = torch.randn(3, 1, 3, 4, requires_grad=True)
             ours = triton_depthwise_conv(x, w, None, "same")
@@ -350,7 +350,7 @@ def test_interpreter_set_before_triton_is_imported(tmp_path):
             """
         )
     )
-    root = Path(triton_conv.__file__).resolve().parents[1]
+    root = Path(dw_triton.__file__).resolve().parents[1]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
@@ -466,24 +466,22 @@ def _compile_for_hopper(fn, constexprs: dict, dtype: str):
 @pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
 def test_kernels_compile_for_hopper_without_a_gpu(channels_last, tap_list):
     # The interpreter runs the kernels as Python: this catches what only the compiler rejects.
-    triton_conv._kernels(False)  # (makes the reduction's combiner compilable if need be)
-    tl = triton_conv.tl
+    dw_triton._kernels(False)  # (makes the reduction's combiner compilable if need be)
+    tl = dw_triton.tl
     unit = {"sxc": 1, "syc": 1} if channels_last else {"sxw": 1, "syw": 1}
     shared = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "TAP_LIST": tap_list}
     shared |= {"CHANNELS_LAST": channels_last, "ACC": tl.float32, **unit}
-    conv_blocks = triton_conv._TAP_CONV_CONFIGS if tap_list else triton_conv._CONV_CONFIGS
-    grad_blocks = (
-        triton_conv._TAP_KERNEL_GRAD_CONFIGS if tap_list else triton_conv._KERNEL_GRAD_CONFIGS
-    )
+    conv_blocks = dw_triton._TAP_CONV_CONFIGS if tap_list else dw_triton._CONV_CONFIGS
+    grad_blocks = dw_triton._TAP_KERNEL_GRAD_CONFIGS if tap_list else dw_triton._KERNEL_GRAD_CONFIGS
     h, w, c = conv_blocks[channels_last][0][:3]
     conv = _compile_for_hopper(
-        triton_conv._conv_kernel,
+        dw_triton._conv_kernel,
         shared | {"R": 1, "HAS_BIAS": True, "BLOCK_H": h, "BLOCK_W": w, "BLOCK_C": c},
         "bf16",
     )
     t, p, c = grad_blocks[channels_last][0][:3]
     grad = _compile_for_hopper(
-        triton_conv._kernel_grad_kernel,
+        dw_triton._kernel_grad_kernel,
         shared | {"BLOCK_T": t, "BLOCK_P": p, "BLOCK_C": c},
         "bf16",
     )
