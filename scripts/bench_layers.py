@@ -1,34 +1,45 @@
-"""Benchmark DCLS layers at ConvNeXt shapes: ours vs the authors' package vs a dense conv.
+"""Benchmark DCLS layers at ConvNeXt shapes: ours (each conv algorithm) vs dense depthwise convs
+and the authors' package, in one interleaved run.
 
 For each ConvNeXt-T/S/B stage shape (depthwise, dilated kernel 17x17, K=34 or 40) and each
-interpolation, measures forward+backward time of (a) the kernel construction alone and (b) the
-whole layer, for our ``dcls.Dcls2d``, the authors' ``DCLS.construct.modules.Dcls2d`` (when
-installed) and a dense depthwise ``nn.Conv2d`` with the same 17x17 kernel, all in the same run,
-A/B interleaved, medians. Prints a Markdown table with the ratios ours/authors and ours/dense,
-and the largest single allocation of each construction.
+interpolation, measures forward+backward time of the whole layer for our ``dcls.Dcls2d`` with
+every ``--conv-algorithms`` value, a dense depthwise ``nn.Conv2d`` with the 7x7 kernel the DCLS
+layer replaces (the baseline ConvNeXt's) and with the same 17x17 kernel, and the authors'
+``DCLS.construct.modules.Dcls2d`` (when installed), all A/B interleaved, medians; and the kernel
+construction alone (ours vs the authors', with its largest allocation on CPU). Prints two
+Markdown tables: layers, with the ratio to the dense 7x7 layer (the GPU target: <= 1.5), and
+constructions.
 
     python scripts/bench_layers.py --batch 16 --repeats 5
-    python scripts/bench_layers.py --device cuda --amp --channels-last --versions bilinear
+    python scripts/bench_layers.py --device cuda --amp bf16 --channels-last --versions bilinear \\
+        --conv-algorithms auto triton fft
 
-Our layer uses ``--conv-algorithm`` (default ``auto``, as the ConvNeXt-dcls configs; its one-time
-trial runs in the warm-up); the dense column is ``nn.Conv2d`` (PyTorch's direct algorithm).
+``auto`` runs its trials in the warm-up; the line under the header says what it chose.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import statistics
 import sys
 from collections.abc import Callable
 
 import torch
+from bench_common import (
+    AUTHORS_VERSION,
+    add_run_arguments,
+    autocast_dtype,
+    load_authors,
+    set_up_run,
+)
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import dcls
 from dcls.timing import time_interleaved
+from engine.amp import autocast_context
+from engine.config import run_entry_point
 
 _logger = logging.getLogger("bench_layers")
 
@@ -43,32 +54,14 @@ CONVNEXT_SHAPES = [
     for stage, dim in enumerate(dims)
 ]
 CONSTRUCT_MIN_REPEATS = 30
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-AUTHORS_VERSION = {
-    "bilinear": "v1",
-    "bilinear_unnormalized": "v0",
-    "gauss": "gauss",
-    "triangle": "max",
-}
-
-
-def load_authors() -> type | None:
-    try:
-        from DCLS.construct.modules import Dcls2d as AuthorsDcls2d
-    except ImportError:
-        return None
-    return AuthorsDcls2d
+DENSE_SIZE = 7  # the depthwise kernel ConvNeXt's blocks have, which DCLS replaces
 
 
 def _fwd_bwd(
-    fn: Callable[[], torch.Tensor], amp_dtype: torch.dtype | None = None, device_type: str = "cpu"
+    fn: Callable[[], torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None = None
 ) -> Callable[[], None]:
     def run() -> None:
-        with (
-            torch.autocast(device_type, dtype=amp_dtype)
-            if amp_dtype is not None
-            else contextlib.nullcontext()
-        ):
+        with autocast_context(device, amp_dtype):
             out = fn()
         out.backward(torch.ones_like(out))
 
@@ -94,7 +87,7 @@ def _largest_allocation_mb(run: Callable[[], None]) -> float:
     return max(e.self_cpu_memory_usage for e in prof.events()) / 2**20
 
 
-def bench_row(
+def bench_shape(
     authors_cls: type | None,
     channels: int,
     spatial: int,
@@ -102,22 +95,29 @@ def bench_row(
     version: str,
     args: argparse.Namespace,
 ) -> dict[str, float]:
-    """Time one shape; returns milliseconds (and MB on CPU) keyed by measurement name."""
+    """Time one shape; returns milliseconds (and MB on CPU) keyed by measurement name:
+    ``layer_<algorithm>``, ``layer_dense7``, ``layer_dense17``, ``layer_authors``,
+    ``construct_ours``, ``construct_authors``, ``mem_ours``, ``mem_authors``."""
     device = torch.device(args.device)
-    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
+    amp_dtype = autocast_dtype(args)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     size = args.size
     shape = {"padding": size // 2, "dilated_kernel_size": size, "groups": channels}
-    ours = dcls.Dcls2d(
-        channels, channels, count, version=version, conv_algorithm=args.conv_algorithm, **shape
-    ).to(device)
-    dense = nn.Conv2d(channels, channels, size, padding=size // 2, groups=channels)
-    dense = dense.to(device, memory_format=fmt)
     x = torch.randn(args.batch, channels, spatial, spatial, device=device)
     x = x.contiguous(memory_format=fmt).requires_grad_()
-    amp = {"amp_dtype": amp_dtype, "device_type": device.type}
-    construct = {"ours": _fwd_bwd(ours.construct_kernel)}
-    layer = {"ours": _fwd_bwd(lambda: ours(x), **amp), "dense": _fwd_bwd(lambda: dense(x), **amp)}
+    reference = dcls.Dcls2d(channels, channels, count, version=version, **shape).to(device)
+    layer: dict[str, Callable[[], None]] = {}
+    for algorithm in args.conv_algorithms:
+        ours = dcls.Dcls2d(
+            channels, channels, count, version=version, conv_algorithm=algorithm, **shape
+        ).to(device)
+        ours.load_state_dict(reference.state_dict())
+        layer[algorithm] = _fwd_bwd(lambda ours=ours: ours(x), device, amp_dtype)
+    for name, dense_size in (("dense7", DENSE_SIZE), ("dense17", size)):
+        dense = nn.Conv2d(channels, channels, dense_size, padding=dense_size // 2, groups=channels)
+        dense = dense.to(device, memory_format=fmt)
+        layer[name] = _fwd_bwd(lambda dense=dense: dense(x), device, amp_dtype)
+    construct = {"ours": _fwd_bwd(reference.construct_kernel, device)}
     if authors_cls is not None:
         theirs = authors_cls(
             channels,
@@ -127,8 +127,10 @@ def bench_row(
             use_implicit_gemm=device.type == "cuda",
             **shape,
         ).to(device)
-        construct["authors"] = _fwd_bwd(lambda: theirs.DCK(theirs.weight, theirs.P, theirs.SIG))
-        layer["authors"] = _fwd_bwd(lambda: theirs(x), **amp)
+        construct["authors"] = _fwd_bwd(
+            lambda: theirs.DCK(theirs.weight, theirs.P, theirs.SIG), device
+        )
+        layer["authors"] = _fwd_bwd(lambda: theirs(x), device, amp_dtype)
     # Construction takes milliseconds: more repeats for a stable median.
     construct_repeats = max(args.repeats, CONSTRUCT_MIN_REPEATS)
     result = {
@@ -141,30 +143,6 @@ def bench_row(
     return result
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, ours: str, channels_last: str) -> None:
-    """The flags both benchmark scripts share: device, precision, memory format, threads, and the
-    ``conv_algorithm`` of ``ours`` (the help text naming what it applies to)."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", action="store_true", help="autocast (see --amp-dtype)")
-    parser.add_argument("--amp-dtype", default="bfloat16", choices=list(AMP_DTYPES))
-    parser.add_argument("--channels-last", action="store_true", help=channels_last)
-    parser.add_argument("--conv-algorithm", default="auto", choices=dcls.CONV_ALGORITHMS, help=ours)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-
-
-def set_up_run(args: argparse.Namespace, seed: int, logger: logging.Logger) -> None:
-    """Logging (``logger`` and what ``auto`` picked), threads, cuDNN autotuning on CUDA, seed."""
-    # The authors' Dcls2d logs root-logger warnings for every instance on CPU: keep only ours.
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    logger.setLevel(logging.INFO)
-    logging.getLogger("dcls.algorithms").setLevel(logging.INFO)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(seed)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -173,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
     parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
     parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=range(4))
-    add_run_arguments(parser, ours="our Dcls2d", channels_last="NHWC input")
+    add_run_arguments(parser, channels_last="NHWC input")
     return parser
 
 
@@ -183,36 +161,56 @@ def main(argv: list[str] | None = None) -> int:
     authors_cls = load_authors()
     if authors_cls is None:
         _logger.info("authors' package not installed (pip install dcls): their columns are empty")
-    lines = [
-        f"device {args.device}, batch {args.batch}, dilated kernel {args.size}x{args.size}, "
-        f"depthwise, fwd+bwd, {f'AMP {args.amp_dtype}' if args.amp else 'fp32'}, "
-        f"{'channels_last' if args.channels_last else 'NCHW'}, our conv_algorithm "
-        f"{args.conv_algorithm}, median of {args.repeats}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
-        "",
-        "| model | stage | C | HxW | K | version | construct ours ms | construct authors ms "
-        "| construct authors/ours | largest alloc ours/authors MB | layer ours ms "
-        "| layer authors ms | layer dense ms | layer ours/authors | layer ours/dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    nan = float("nan")
+    layers = [
+        "| model | stage | C | HxW | K | version | ours | ours ms | dense 7x7 ms | dense 17x17 ms "
+        "| authors ms | ours/dense 7x7 | ours/dense 17x17 | ours/authors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    constructions = [
+        "| model | stage | C | K | version | construct ours ms | construct authors ms "
+        "| authors/ours | largest alloc ours/authors MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for model, stage, channels, spatial, count in CONVNEXT_SHAPES:
         if model not in args.models or stage not in args.stages:
             continue
         for version in args.versions:
-            r = bench_row(authors_cls, channels, spatial, count, version, args)
-            nan = float("nan")
-            c_auth, l_auth = r.get("construct_authors", nan), r.get("layer_authors", nan)
-            lines.append(
-                f"| {model} | {stage} | {channels} | {spatial}x{spatial} | {count} | {version} "
+            r = bench_shape(authors_cls, channels, spatial, count, version, args)
+            head = f"| {model} | {stage} | {channels} | {spatial}x{spatial} | {count} | {version}"
+            authors = r.get("layer_authors", nan)
+            for algorithm in args.conv_algorithms:
+                ours = r[f"layer_{algorithm}"]
+                layers.append(
+                    f"{head} | {algorithm} | {ours:.2f} | {r['layer_dense7']:.2f} "
+                    f"| {r['layer_dense17']:.2f} | {authors:.2f} | {ours / r['layer_dense7']:.2f} "
+                    f"| {ours / r['layer_dense17']:.2f} | {ours / authors:.2f} |"
+                )
+                _logger.info(layers[-1])
+            c_auth = r.get("construct_authors", nan)
+            constructions.append(
+                f"| {model} | {stage} | {channels} | {count} | {version} "
                 f"| {r['construct_ours']:.2f} | {c_auth:.2f} | {c_auth / r['construct_ours']:.1f}x "
-                f"| {r.get('mem_ours', nan):.1f} / {r.get('mem_authors', nan):.1f} "
-                f"| {r['layer_ours']:.1f} | {l_auth:.1f} | {r['layer_dense']:.1f} "
-                f"| {r['layer_ours'] / l_auth:.2f} | {r['layer_ours'] / r['layer_dense']:.2f} |"
+                f"| {r.get('mem_ours', nan):.1f} / {r.get('mem_authors', nan):.1f} |"
             )
-            _logger.info(lines[-1])
+    header = (
+        f"device {args.device}, batch {args.batch}, dilated kernel {args.size}x{args.size}, "
+        f"depthwise, fwd+bwd, {f'AMP {args.amp}' if args.amp else 'fp32'}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.repeats}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    choices = dcls.algorithms.auto_summary()
+    lines = [
+        header,
+        *([f"auto chose: {choices}"] if choices else []),
+        "",
+        *layers,
+        "",
+        *constructions,
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

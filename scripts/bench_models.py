@@ -1,37 +1,40 @@
-"""Benchmark baseline / DCLS model pairs: training step and inference, in one interleaved run.
+"""Benchmark baseline / DCLS model pairs: training step, inference and peak memory, one run.
 
-For each pair (e.g. ``convnext_tiny`` and ``convnext_tiny_dcls``) measures a training step
-(forward, cross-entropy, backward, AdamW step) and an inference forward (``eval``, no grad), A/B
-interleaved with medians (the timing helper of ``bench_layers.py``, CUDA-synchronised). With the
-authors' package installed (``pip install dcls``, import name ``DCLS``) it also times our DCLS
-model with every ``dcls.Dcls2d`` swapped for the authors' ``Dcls2d``, same run. Prints a Markdown
-table with the ratios DCLS/baseline and ours/authors.
+For each pair (e.g. ``convnext_tiny`` and ``convnext_tiny_dcls``) times a training step (forward,
+cross-entropy, backward, AdamW step) and an inference forward (``eval``, no grad) of the baseline
+and of the DCLS model with every ``--conv-algorithms`` value, through the library's throughput
+measurement (:func:`engine.evaluation.throughput.measure_throughput`: interleaved rounds,
+medians, CUDA-synchronised), and on CUDA the peak memory of a step. With the authors' package
+installed (``pip install dcls``, import name ``DCLS``) it also times our DCLS model with every
+``dcls.Dcls2d`` swapped for the authors' ``Dcls2d``. Prints a Markdown table with ms per step and
+the ratios DCLS/baseline.
 
     python scripts/bench_models.py --models convnext_tiny --batch 16 --img-size 224 --repeats 5
+    python scripts/bench_models.py --device cuda --amp bf16 --channels-last --batch 128 \\
+        --models convnext_tiny --conv-algorithms auto triton fft
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Callable
 
 import timm
 import torch
-from bench_layers import (
-    AMP_DTYPES,
-    AUTHORS_VERSION,
+from bench_common import (
     add_run_arguments,
-    interleaved_medians,
+    autocast_dtype,
     load_authors,
     set_up_run,
+    swap_in_authors_layers,
 )
 from torch import nn
 
 import dcls
 import models  # noqa: F401  (registers the DCLS models)
+from engine.config import run_entry_point
+from engine.evaluation.throughput import measure_peak_memory, measure_throughput
 
 _logger = logging.getLogger("bench_models")
 
@@ -45,100 +48,57 @@ PAIRS = {
 }
 DEFAULT_PAIRS = [name for name in PAIRS if not name.startswith("test_")]
 NUM_CLASSES = 1000
+MODES = {"train": True, "infer": False}
 
 
-def swap_in_authors_layers(model: nn.Module, authors_cls: type, use_implicit_gemm: bool) -> int:
-    """Replace every ``dcls.Dcls2d`` of ``model`` by the authors' ``Dcls2d`` of the same shape.
-
-    The authors' layers own their positions (no sharing): same compute, more parameters.
-
-    Returns:
-        The number of layers swapped.
-    """
-    swapped = 0
-    for name, layer in list(model.named_modules()):
-        if not isinstance(layer, dcls.Dcls2d):
-            continue
-        if isinstance(layer.padding, str):
-            raise ValueError(f"{name}: the authors' Dcls2d takes int padding, got {layer.padding}")
-        theirs = authors_cls(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_count,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilated_kernel_size=layer.dilated_kernel_size,
-            groups=layer.groups,
-            bias=layer.bias is not None,
-            padding_mode=layer.padding_mode,
-            version=AUTHORS_VERSION[layer.version],
-            use_implicit_gemm=use_implicit_gemm,
-        ).to(layer.weight.device, layer.weight.dtype)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, theirs)
-        swapped += 1
-    return swapped
-
-
-def _step_runs(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, amp_dtype: torch.dtype | None
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(training step, inference forward) closures for one model."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    device_type = x.device.type
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type, dtype=amp_dtype)
-
-    def train_step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss = nn.functional.cross_entropy(model(x), labels)
-        loss.backward()
-        optimizer.step()
-
-    def infer() -> None:
-        model.eval()
-        with torch.no_grad(), autocast():
-            model(x)
-
-    return train_step, infer
+def build_models(
+    baseline: str, variant: str, args: argparse.Namespace, authors_cls: type | None
+) -> dict[str, nn.Module]:
+    """``{"baseline": ..., "dcls <algorithm>": ..., "authors": ...}`` for one pair."""
+    built = {"baseline": timm.create_model(baseline, num_classes=NUM_CLASSES)}
+    for algorithm in args.conv_algorithms:
+        built[f"dcls {algorithm}"] = timm.create_model(
+            variant, num_classes=NUM_CLASSES, conv_algorithm=algorithm
+        )
+    if authors_cls is not None:
+        authors = timm.create_model(variant, num_classes=NUM_CLASSES)
+        use_implicit_gemm = args.device.startswith("cuda")
+        if swap_in_authors_layers(authors, authors_cls, use_implicit_gemm):
+            built["authors"] = authors
+    return built
 
 
 def bench_pair(
-    baseline: str,
-    variant: str,
-    args: argparse.Namespace,
-    authors_cls: type | None,
-) -> dict[str, dict[str, float]]:
-    """Median milliseconds per mode ("train", "infer") and model ("baseline", "dcls", "authors")."""
-    device = torch.device(args.device)
-    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    built = {
-        "baseline": timm.create_model(baseline, num_classes=NUM_CLASSES),
-        "dcls": timm.create_model(
-            variant, num_classes=NUM_CLASSES, conv_algorithm=args.conv_algorithm
-        ),
+    baseline: str, variant: str, args: argparse.Namespace, authors_cls: type | None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{mode: {"ms": {model: ms per step}, "gib": {model: peak GiB}}}``, modes "train" and
+    "infer" as ``args.modes`` asks (``gib`` empty off CUDA)."""
+    built = build_models(baseline, variant, args, authors_cls)
+    timing = {
+        "batch_size": args.batch,
+        "resolution": args.img_size,
+        "device": torch.device(args.device),
+        "amp_dtype": autocast_dtype(args),
+        "channels_last": args.channels_last,
     }
-    if authors_cls is not None:
-        authors = timm.create_model(variant, num_classes=NUM_CLASSES)
-        if swap_in_authors_layers(authors, authors_cls, use_implicit_gemm=device.type == "cuda"):
-            built["authors"] = authors
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
-    x = x.contiguous(memory_format=fmt)
-    labels = torch.randint(0, NUM_CLASSES, (args.batch,), device=device)
-    runs = {}
-    for key, model in built.items():
-        runs[key] = _step_runs(model.to(device, memory_format=fmt), x, labels, amp_dtype)
-    return {
-        mode: interleaved_medians({k: r[i] for k, r in runs.items()}, args.repeats, device)
-        for i, mode in enumerate(("train", "infer"))
-        if mode in args.modes
-    }
+    results = {}
+    for mode in args.modes:
+        train = MODES[mode]
+        rates = measure_throughput(
+            built,
+            **timing,
+            warmup=args.warmup,
+            steps=args.steps,
+            rounds=args.repeats,
+            train=train,
+            optimizer="adamw",
+        )
+        memory = measure_peak_memory(built, **timing, train=train, optimizer="adamw") or {}
+        results[mode] = {
+            "ms": {name: 1e3 * args.batch / rate for name, rate in rates.items()},
+            "gib": memory,
+        }
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=DEFAULT_PAIRS, choices=list(PAIRS))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per model (median)")
-    add_run_arguments(parser, ours="our DCLS layers", channels_last="models and input NHWC")
-    parser.add_argument(
-        "--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"]
-    )
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per model per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    add_run_arguments(parser, channels_last="models and input NHWC")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -161,32 +121,37 @@ def main(argv: list[str] | None = None) -> int:
     set_up_run(args, seed=args.seed, logger=_logger)
     authors_cls = None if args.no_authors else load_authors()
     if authors_cls is None and not args.no_authors:
-        _logger.info("authors' package not installed (pip install dcls): their column is empty")
-    precision = f"AMP {args.amp_dtype}" if args.amp else "fp32"
-    lines = [
-        f"device {args.device}, batch {args.batch}, {args.img_size}x{args.img_size}, {precision}, "
-        f"{'channels_last' if args.channels_last else 'NCHW'}, our conv_algorithm "
-        f"{args.conv_algorithm}, median of {args.repeats} (interleaved), "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-        "",
-        "| pair | mode | baseline ms | DCLS ms | authors' DCLS ms | DCLS/baseline "
-        "| authors/baseline | DCLS/authors |",
+        _logger.info("authors' package not installed (pip install dcls): their row is empty")
+    rows = [
+        "| pair | mode | model | ms/step | img/s | vs baseline | peak GiB | memory vs baseline |",
         "|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for pair in args.models:
         baseline, variant = PAIRS[pair]
-        for mode, r in bench_pair(baseline, variant, args, authors_cls).items():
-            theirs = r.get("authors", nan)
-            lines.append(
-                f"| {variant} / {baseline} | {mode} | {r['baseline']:.1f} | {r['dcls']:.1f} "
-                f"| {theirs:.1f} | {r['dcls'] / r['baseline']:.2f} "
-                f"| {theirs / r['baseline']:.2f} | {r['dcls'] / theirs:.2f} |"
-            )
-            _logger.info(lines[-1])
+        for mode, result in bench_pair(baseline, variant, args, authors_cls).items():
+            ms, gib = result["ms"], result["gib"]
+            for name, value in ms.items():
+                label = baseline if name == "baseline" else f"{variant} ({name})"
+                memory = gib.get(name, nan)
+                rows.append(
+                    f"| {pair} | {mode} | {label} | {value:.1f} | {1e3 * args.batch / value:.0f} "
+                    f"| {value / ms['baseline']:.2f} | {memory:.2f} "
+                    f"| {memory / gib.get('baseline', nan):.2f} |"
+                )
+                _logger.info(rows[-1])
+    precision = f"AMP {args.amp}" if args.amp else "fp32"
+    header = (
+        f"device {args.device}, batch {args.batch}, {args.img_size}x{args.img_size}, {precision}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, AdamW training step, median of "
+        f"{args.repeats} interleaved rounds of {args.steps} step(s), "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    choices = dcls.algorithms.auto_summary()
+    lines = [header, *([f"auto chose: {choices}"] if choices else []), "", *rows]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, _logger))

@@ -1,45 +1,72 @@
 #!/usr/bin/env bash
-# One prepared GPU check (under 8 minutes on one H100): the layer and model benchmarks on CUDA,
-# fp32 and AMP bf16 with channels_last. Writes its Markdown tables to $OUT/gpu_benchmarks.md
-# ($OUT if set, else ./gpu_results), with the device, torch version and commit. Each step has a
-# time limit (STEP_TIMEOUT seconds, default 90); a step that fails or times out is noted in the
-# file and the others still run. Paste the file into docs/benchmarks.md.
+# The one prepared GPU check (under 8 minutes on one H100/H200): the Triton kernel's CUDA tests,
+# then the layer and model benchmarks of issue 12's targets, bf16 AMP with channels_last (and one
+# fp32/TF32 row), each with the baseline in the same run. Writes Markdown to
+# $OUT/gpu_benchmarks.md ($OUT if set, else ./gpu_results) with the device, versions and commit.
+# Each step has a time limit (STEP_TIMEOUT seconds, default 100) and writes to the file, never
+# through a pipe; a step that fails or times out is noted and the others still run.
+# Missing packages (hydra-core, omegaconf, antlr4, the authors' dcls) install from wheels in
+# .whl/ if present (build them with: pip wheel --no-deps -w .whl hydra-core omegaconf
+# antlr4-python3-runtime==4.9.3 dcls==0.1.1). Paste the file into docs/benchmarks.md.
 #
 #   bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PY="$(command -v python3 || command -v python)"
 OUT_DIR="${OUT:-./gpu_results}"
 RESULTS="$OUT_DIR/gpu_benchmarks.md"
-STEP_TIMEOUT="${STEP_TIMEOUT:-90}"
-BATCH="${BATCH:-64}"
+STEP_TIMEOUT="${STEP_TIMEOUT:-100}"
 mkdir -p "$OUT_DIR"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's dcls, not an installed one
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's packages, not installed ones
 
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')" \
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet --no-index --no-deps .whl/*.whl > "$OUT_DIR/pip.log" 2>&1 \
+    || echo "[gpu_check] wheel install failed (see pip.log)" >&2
+fi
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')" \
   || exit 1
 
 {
   echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-  python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+  "$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__, 'timm', timm.__version__)"
 } > "$RESULTS"
 
-step() {
-  echo "[gpu_check] $*" >&2
+step() {  # step TITLE COMMAND...: runs COMMAND with the time limit, its output into the file
+  local title="$1"
+  shift
+  echo "[gpu_check] $title" >&2
+  local log="$OUT_DIR/step.log"
+  local start=$SECONDS
+  timeout "$STEP_TIMEOUT" "$@" > "$log" 2>&1
+  local code=$?
   {
     echo
-    echo "## python $*"
+    echo "## $title"
     echo
-    timeout "$STEP_TIMEOUT" python "$@" || echo "(step failed or timed out, exit $?)"
+    echo "\`$*\` (exit $code, $((SECONDS - start)) s)"
+    echo
+    if [ "$code" -eq 0 ]; then grep -v '^\[' "$log" | tail -n 60; else tail -n 40 "$log"; fi
   } >> "$RESULTS"
 }
 
-LAYERS="scripts/bench_layers.py --device cuda --models T --versions bilinear --batch $BATCH --repeats 20"
-MODELS="scripts/bench_models.py --device cuda --batch $BATCH --repeats 10"
-step $LAYERS
-step $LAYERS --amp --channels-last
-step $MODELS --models convnext_tiny resnet50
-step $MODELS --models convnext_tiny resnet50 --amp --channels-last
-step $MODELS --models convnext_atto convnext_small convnext_base --amp --channels-last
+BF16="--device cuda --amp bf16 --channels-last"
+step "Triton kernels on CUDA (gpu-marked tests: ConvNeXt-T shapes in bf16 against F.conv2d)" \
+  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py
+step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" \
+  "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
+  --conv-algorithms auto triton fft
+step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" \
+  "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 128 --repeats 5 --steps 3 \
+  --modes train --conv-algorithms auto triton --no-authors
+step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" \
+  "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
+  --modes infer --conv-algorithms auto triton --no-authors
+step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" \
+  "$PY" scripts/bench_models.py --device cuda --channels-last --tf32 --models convnext_tiny \
+  --batch 128 --repeats 3 --steps 2 --modes train --conv-algorithms auto --no-authors
+step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" \
+  "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
+  --repeats 3 --steps 2 --conv-algorithms auto --no-authors
 echo "[gpu_check] tables in $RESULTS" >&2

@@ -25,25 +25,29 @@ def bench_models(monkeypatch):
 @pytest.mark.slow
 def test_prints_the_ratio_table_for_the_pair(bench_models, capsys):
     argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "32", "--repeats", "1"]
-    assert bench_models.main([*argv, "--conv-algorithm", "fft"]) == 0
+    assert bench_models.main([*argv, "--conv-algorithms", "fft", "split"]) == 0
     out = capsys.readouterr().out
-    assert "| DCLS/baseline |" in out and "| DCLS/authors |" in out
+    assert "| pair | mode | model | ms/step | img/s | vs baseline |" in out
     number = r"(\d+\.\d+|nan)"
     for mode in ("train", "infer"):
-        row = re.search(
-            rf"\| test_convnext_dcls / test_convnext \| {mode} \| {number} \| {number} \| {number} "
-            rf"\| {number} \| {number} \| {number} \|",
-            out,
-        )
-        assert row is not None, out
-        baseline, ours, _, ratio = (float(row[i]) for i in range(1, 5))
-        assert baseline > 0 and ours > 0
-        # Times print to 0.1 ms and the ratio (of the unrounded times) to 0.01: the ratio must
-        # lie in the interval the rounded times allow.
-        half_ms, half_ratio = 0.05, 0.005
-        lowest = (ours - half_ms) / (baseline + half_ms) - half_ratio
-        highest = (ours + half_ms) / max(baseline - half_ms, 1e-9) + half_ratio
-        assert lowest <= ratio <= highest, (ratio, ours, baseline)
+        rows = {}
+        for label in (
+            "test_convnext",
+            "test_convnext_dcls (dcls fft)",
+            "test_convnext_dcls (dcls split)",
+        ):
+            cells = rf"\| {re.escape(label)} \| {number} \| (\d+) \| {number} \|"
+            row = re.search(rf"\| test_convnext \| {mode} {cells}", out)
+            assert row is not None, (label, out)
+            rows[label] = (float(row[1]), float(row[3]))
+        baseline_ms = rows["test_convnext"][0]
+        assert baseline_ms > 0 and rows["test_convnext"][1] == 1.0
+        for ms, ratio in list(rows.values())[1:]:
+            # times print to 0.1 ms and the ratio (of the unrounded times) to 0.01: the ratio must
+            # lie in the interval the rounded times allow
+            lowest = (ms - 0.05) / (baseline_ms + 0.05) - 0.005
+            highest = (ms + 0.05) / max(baseline_ms - 0.05, 1e-9) + 0.005
+            assert lowest <= ratio <= highest, (ratio, ms, baseline_ms)
 
 
 def test_authors_layers_are_swapped_in(bench_models):
@@ -63,13 +67,20 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
     subprocess.run(["bash", "-n", str(script)], check=True)
     import bench_layers
 
-    text = script.read_text()
-    variables = dict(re.findall(r'^(LAYERS|MODELS)="([^"]+)"', text, flags=re.MULTILINE))
-    steps = re.findall(r"^step \$(LAYERS|MODELS)(.*)$", text, flags=re.MULTILINE)
-    assert len(steps) >= 4
+    text = script.read_text().replace("\\\n", " ")  # join continued lines
+    variables = dict(re.findall(r'^(\w+)="([^"$]+)"$', text, flags=re.MULTILINE))
+    steps = [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("step ")]
+    assert len(steps) >= 5
     parsers = {"bench_layers.py": bench_layers, "bench_models.py": bench_models}
-    for name, extra in steps:
-        path, *args = shlex.split(variables[name].replace("$BATCH", "64") + extra)
-        parsed = parsers[Path(path).name].build_parser().parse_args(args)  # exits on a bad flag
+    benchmarks = 0
+    for command in steps:
+        words = shlex.split(" ".join(variables.get(w.lstrip("$"), w) for w in command))
+        assert words[0] == "$PY"
+        if words[1] == "-m":  # the CUDA tests
+            assert words[2] == "pytest" and (SCRIPTS.parent / words[-1]).is_file()
+            continue
+        parsed = parsers[Path(words[1]).name].build_parser().parse_args(words[2:])  # bad flag: exit
         assert parsed.device == "cuda"
-    assert any("--amp" in extra and "--channels-last" in extra for _, extra in steps)
+        benchmarks += 1
+    assert benchmarks >= 4
+    assert "triton" in text and "--amp bf16 --channels-last" in text

@@ -21,6 +21,7 @@ __all__ = ["TRANSFORM_KEYS", "WEIGHTS", "validate_eval_config"]
 WEIGHTS = ("auto", "ema", "model")
 TRANSFORM_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
 THROUGHPUT_AMP = ("auto", *AMP_CHOICES)
+THROUGHPUT_OPTIMIZERS = ("adamw", "sgd")
 
 
 def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
@@ -60,6 +61,11 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
         fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
     if "throughput" in sets and cfg.throughput.amp not in THROUGHPUT_AMP:
         fail("throughput.amp", cfg.throughput.amp, "expected auto, null, 'bf16' or 'fp16'")
+    if (
+        "throughput" in sets
+        and cfg.throughput.get("optimizer", "adamw") not in THROUGHPUT_OPTIMIZERS
+    ):
+        fail("throughput.optimizer", cfg.throughput.optimizer, "expected adamw or sgd")
     if cfg.checkpoint is None:
         if sets != ["throughput"] or cfg.model.name is None:
             fail(

@@ -28,6 +28,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
                     line += f" ({result['baseline']}: {result['baseline_images_per_s'][mode]:.1f};"
                     line += f" time ratio {ratio:.3f}x)"
                 rows.append(line + " |")
+            for mode, gib in result.get("peak_memory_gib", {}).items():
+                line = f"| throughput | {mode} peak memory GiB | {gib:.2f}"
+                if "memory_ratio" in result:
+                    line += (
+                        f" ({result['baseline']}: {result['baseline_peak_memory_gib'][mode]:.2f};"
+                    )
+                    line += f" ratio {result['memory_ratio'][mode]:.3f}x)"
+                rows.append(line + " |")
         elif "errors" in result:
             title = {"in_c": "ImageNet-C", "in_c_extra": "ImageNet-C extra"}.get(name, name)
             for corruption, error in result["mean_errors"].items():

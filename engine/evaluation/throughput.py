@@ -6,9 +6,11 @@ multiply-accumulates (fvcore's convention), i.e. half of flop_counter's total.
 
 Throughput follows timm's ``benchmark.py``: a fixed random batch, warm-up steps, then timed
 steps with the device synchronised before and after; inference under ``torch.no_grad`` and
-training as forward, cross-entropy, backward and an SGD step. Models measured together are
-interleaved round by round and the median round is kept, so that their ratio is not skewed by
-the machine's load drifting during the run.
+training as forward, cross-entropy, backward and an optimizer step (SGD as timm, or AdamW as the
+recipe). Models measured together are interleaved round by round and the median round is kept,
+so that their ratio is not skewed by the machine's load drifting during the run. On CUDA the
+peak memory of one step of each model is measured too. ``eval.py sets=[throughput]`` and
+``scripts/bench_models.py`` both time models through :func:`measure_throughput`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from dcls.timing import time_interleaved
 from engine.amp import autocast_context
 
-__all__ = ["baseline_name", "evaluate_throughput", "measure_throughput", "params_and_macs"]
+__all__ = [
+    "OPTIMIZERS",
+    "baseline_name",
+    "evaluate_throughput",
+    "measure_peak_memory",
+    "measure_throughput",
+    "params_and_macs",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,11 +56,15 @@ def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tu
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
 
 
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+
 def _step_fn(
     model: nn.Module,
     images: torch.Tensor,
     train: bool,
     amp_dtype: torch.dtype | None,
+    optimizer: str = "sgd",
 ) -> Callable[[], None]:
     device = images.device
     if not train:
@@ -61,7 +74,9 @@ def _step_fn(
                 model(images)
 
         return infer
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    step = OPTIMIZERS[optimizer](model.parameters(), lr=1e-6)
     model.eval()
     with torch.no_grad(), autocast_context(device, amp_dtype):
         num_classes = model(images[:1]).shape[-1]
@@ -72,10 +87,30 @@ def _step_fn(
         with autocast_context(device, amp_dtype):
             loss = nn.functional.cross_entropy(model(images).float(), targets)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step.step()
+        step.zero_grad(set_to_none=True)
 
     return train_step
+
+
+def _prepared_steps(
+    named_models: Mapping[str, nn.Module],
+    batch_size: int,
+    resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    train: bool,
+    optimizer: str,
+) -> dict[str, Callable[[], None]]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    steps = {}
+    for name, model in named_models.items():
+        model.to(device=device, memory_format=memory_format).train(train)
+        steps[name] = _step_fn(model, images, train, amp_dtype, optimizer)
+    return steps
 
 
 def measure_throughput(
@@ -89,6 +124,7 @@ def measure_throughput(
     steps: int = 10,
     rounds: int = 3,
     train: bool = False,
+    optimizer: str = "sgd",
 ) -> dict[str, float]:
     """Images per second of each model (median over ``rounds`` interleaved rounds).
 
@@ -97,9 +133,10 @@ def measure_throughput(
             ...}``; they are moved to ``device`` (and put in train or eval mode).
         batch_size, resolution: the random input ``(batch_size, 3, resolution, resolution)``.
         amp_dtype: autocast dtype (``None``: float32).
-        warmup: untimed steps per model before the first round.
+        warmup: untimed steps per model before the first round (``"auto"``'s trials run here).
         steps: timed steps per model per round.
         train: time training steps instead of inference.
+        optimizer: the training step's optimizer, ``"sgd"`` (timm's benchmark) or ``"adamw"``.
 
     Returns:
         ``{name: images per second}``.
@@ -107,17 +144,49 @@ def measure_throughput(
     for name, value in (("batch_size", batch_size), ("steps", steps), ("rounds", rounds)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = torch.randn(batch_size, 3, resolution, resolution, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    step_fns = {}
-    for name, model in named_models.items():
-        model.to(device=device, memory_format=memory_format).train(train)
-        step_fns[name] = _step_fn(model, images, train, amp_dtype)
+    step_fns = _prepared_steps(
+        named_models, batch_size, resolution, device, amp_dtype, channels_last, train, optimizer
+    )
+    for step in step_fns.values():
         for _ in range(warmup):
-            step_fns[name]()
+            step()
     seconds = time_interleaved(step_fns, rounds, device, calls=steps)
     return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}
+
+
+def measure_peak_memory(
+    named_models: Mapping[str, nn.Module],
+    batch_size: int,
+    resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    train: bool = False,
+    optimizer: str = "sgd",
+) -> dict[str, float] | None:
+    """Peak CUDA memory (GiB) of one step of each model, measured alone after a warm-up step;
+    ``None`` off CUDA. Weights, gradients and optimizer state are included."""
+    if device.type != "cuda":
+        return None
+    peaks = {}
+    for name, model in named_models.items():
+        (step,) = _prepared_steps(
+            {name: model},
+            batch_size,
+            resolution,
+            device,
+            amp_dtype,
+            channels_last,
+            train,
+            optimizer,
+        ).values()
+        step()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30
+    return peaks
 
 
 def baseline_name(model_name: str, baseline: str | None) -> str | None:
@@ -145,7 +214,9 @@ def evaluate_throughput(
     A copy of ``model`` is timed, so its weights and batch-norm statistics are left as they were.
 
     ``cfg`` holds ``baseline`` (``auto``, a timm name or null), ``batch_size``, ``warmup``,
-    ``steps``, ``rounds``, ``train`` (also time training steps).
+    ``steps``, ``rounds``, ``train`` (also time training steps) and ``optimizer`` (of the
+    training steps, default ``"adamw"`` as the recipe). On CUDA the peak memory of a step of each
+    model is reported too, with its ratio to the baseline's.
     """
     named = {model_name: copy.deepcopy(model)}  # training steps must not touch the weights
     baseline = baseline_name(model_name, cfg["baseline"])
@@ -164,8 +235,23 @@ def evaluate_throughput(
         "steps": cfg["steps"],
         "rounds": cfg["rounds"],
     }
+    optimizer = cfg.get("optimizer", "adamw")
     modes = ("inference", "train") if cfg["train"] else ("inference",)
-    measured = {mode: measure_throughput(named, **timing, train=mode == "train") for mode in modes}
+    measured = {
+        mode: measure_throughput(named, **timing, train=mode == "train", optimizer=optimizer)
+        for mode in modes
+    }
+    memory_args = {k: timing[k] for k in ("batch_size", "resolution", "device", "amp_dtype")}
+    memory = {
+        mode: measure_peak_memory(
+            named,
+            **memory_args,
+            channels_last=channels_last,
+            train=mode == "train",
+            optimizer=optimizer,
+        )
+        for mode in modes
+    }
     result: dict[str, Any] = {
         "batch_size": cfg["batch_size"],
         "resolution": resolution,
@@ -175,11 +261,18 @@ def evaluate_throughput(
         "images_per_s": {mode: measured[mode][model_name] for mode in modes},
         "baseline": baseline,
     }
+    if memory["inference"] is not None:
+        result["peak_memory_gib"] = {mode: memory[mode][model_name] for mode in modes}
     if baseline is not None:
         result["baseline_images_per_s"] = {mode: measured[mode][baseline] for mode in modes}
         result["ratio"] = {  # time per image of the model over its baseline's
             mode: measured[mode][baseline] / measured[mode][model_name] for mode in modes
         }
+        if memory["inference"] is not None:
+            result["baseline_peak_memory_gib"] = {mode: memory[mode][baseline] for mode in modes}
+            result["memory_ratio"] = {
+                mode: memory[mode][model_name] / memory[mode][baseline] for mode in modes
+            }
         _logger.info(
             "throughput %s / %s (time per image, same run): %s",
             model_name,
