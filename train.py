@@ -139,7 +139,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         if every and state.step % every == 0 and not saved:
             save(state)
             saved = True
-        if preemption.stop_requested(device):  # a signal: checkpoint this step, then exit
+        if state.should_stop():  # a signal on some rank: checkpoint this step, then exit
             if not saved:
                 save(state)
             raise preemption.preempted(state.step)

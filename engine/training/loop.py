@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader
 import dcls
 from engine.amp import autocast_context
 from engine.distributed import all_reduce_sum
+from engine.training import preemption
 from engine.training.schedules import DclsSchedule, EpochPolicy
 
 __all__ = ["TrainState", "train_one_epoch"]
@@ -65,6 +65,13 @@ class TrainState:
     best_val_top1: float | None = None  # of the reported weights (EMA if any), over the epochs
     best_epoch: int | None = None  # 1-based
     auto_choices: str = ""  # conv_algorithm="auto"'s choices as last logged
+    stop_requested: bool = False  # a preemption signal reached some rank (set at each update)
+
+    def should_stop(self) -> bool:
+        """Whether to checkpoint and stop now: a preemption signal reached some rank by the last
+        update (all ranks agree on it), or, in a single process, has arrived since."""
+        distributed = dist.is_available() and dist.is_initialized()
+        return self.stop_requested or (not distributed and preemption.signal_received())
 
     def record_val_top1(self, top1: float) -> None:
         """Keep the best validation top-1 and its (1-based) epoch; call once per epoch."""
@@ -83,15 +90,27 @@ def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -
     return images, targets.to(state.device, non_blocking=True)
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """``flag`` or'ed over all ranks (itself in a single process)."""
+def _flags_of_all_ranks(
+    bad_loss: torch.Tensor, bad_grads: torch.Tensor, device: torch.device
+) -> tuple[bool, bool, bool, bool]:
+    """(non-finite loss here, non-finite gradients here, either on some rank, a preemption
+    signal on some rank): at most one all-reduce (DDP) and one host synchronisation."""
+    local = torch.stack([bad_loss, bad_grads]).to(torch.float32)
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+        here_loss, here_grads = (local > 0).tolist()
+        return here_loss, here_grads, here_loss or here_grads, preemption.signal_received()
+    stop = torch.full((1,), float(preemption.signal_received()), device=device)  # no copy
+    shared = all_reduce_sum(torch.cat([local.max().view(1), stop]))
+    here_loss, here_grads, anywhere, stop_anywhere = (torch.cat([local, shared]) > 0).tolist()
+    return here_loss, here_grads, anywhere, stop_anywhere
 
 
-def _optimizer_update(state: TrainState, bad_loss: bool = False) -> bool:
+def _optimizer_update(state: TrainState, bad_loss: torch.Tensor | bool = False) -> bool:
     """One optimizer update from the accumulated gradients; returns False if it was skipped.
+
+    Args:
+        bad_loss: whether a micro-batch of this update had a non-finite loss (a device tensor,
+            read in the update's one synchronisation).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
@@ -99,9 +118,13 @@ def _optimizer_update(state: TrainState, bad_loss: bool = False) -> bool:
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
     grads = [p.grad for p in state.model.parameters() if p.grad is not None]
-    norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-    bad_grads = state.scaler is None and not math.isfinite(norm.item())
-    skip = _any_rank(bad_loss or bad_grads, state.device)
+    norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=state.device)
+    bad_grads = ~torch.isfinite(norm) if state.scaler is None else torch.zeros((), dtype=torch.bool)
+    bad_loss, bad_grads, skip, state.stop_requested = _flags_of_all_ranks(
+        torch.as_tensor(bad_loss, device=state.device),
+        bad_grads.to(state.device),
+        state.device,
+    )
     if skip:
         if state.scaler is not None:
             state.scaler.update()  # closes the unscale_ above; lowers the scale on an overflow
@@ -220,9 +243,11 @@ def train_one_epoch(
         else EpochPolicy(repulsive_weight=0.0, sigma=None)
     )
     total_batches = updates_per_epoch * state.update_freq
-    loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
-    skipped, bad_loss, first_index = 0, False, state.batch_in_epoch
-    correct = torch.zeros((), dtype=torch.float64, device=state.device)  # no host sync per batch
+    images_seen, updates, skipped, first_index = 0, 0, 0, state.batch_in_epoch
+    # Summed on the device: loss of the finite micro-batches, their count, repulsive loss,
+    # correct top-1 guesses; and whether this update's micro-batches had a non-finite loss.
+    sums = torch.zeros(4, dtype=torch.float64, device=state.device)
+    bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
@@ -237,44 +262,44 @@ def train_one_epoch(
             with autocast_context(state.device, state.amp_dtype):
                 logits = state.model(images)
                 loss = state.criterion(logits, targets)
-            correct += (logits.detach().argmax(1) == labels).sum()
+            repulsion = torch.zeros((), device=state.device)
             if policy.repulsive_weight > 0:
                 repulsion = schedule.repulsive_loss(state.unwrapped)
                 loss = loss + policy.repulsive_weight * repulsion
-                repulsion_sum += repulsion.item()
             scaled = loss / state.update_freq
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
-        loss_value = loss.item()  # one host sync per micro-batch, also the finiteness check
-        if math.isfinite(loss_value):
-            loss_sum, batches = loss_sum + loss_value, batches + 1
-        else:
-            bad_loss = True
+        finite = torch.isfinite(loss.detach())
+        bad_loss |= ~finite
+        correct = (logits.detach().argmax(1) == labels).sum()
+        step_sums = [torch.where(finite, loss.detach(), 0), finite, repulsion.detach(), correct]
+        sums += torch.stack([t.to(torch.float64) for t in step_sums])
         images_seen += len(images)
         state.batch_in_epoch = index + 1
         if boundary:
             skipped += not _optimizer_update(state, bad_loss)
-            updates, bad_loss = updates + 1, False
+            updates = updates + 1
+            bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
             if on_update is not None:
                 on_update(state)
             if state.step % state.log_every == 0:
+                loss_sum, batches = sums[:2].tolist()
                 _log_progress(
                     state,
                     index,
                     first_index,
                     total_batches,
                     loss_sum,
-                    batches,
+                    int(batches),
                     images_seen,
                     time.perf_counter() - start,
                 )
     elapsed = time.perf_counter() - start
     _log_auto_choices(state)
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
-    totals = torch.tensor(
-        [loss_sum, repulsion_sum, batches, images_seen], dtype=torch.float64, device=state.device
+    totals = torch.cat(
+        [sums, torch.tensor([images_seen], dtype=torch.float64, device=state.device)]
     )
-    totals = torch.cat([totals, correct.view(1)])
-    loss_sum, repulsion_sum, batches, images_seen, correct_sum = all_reduce_sum(totals).tolist()
+    loss_sum, batches, repulsion_sum, correct_sum, images_seen = all_reduce_sum(totals).tolist()
     metrics = {
         "train_loss": loss_sum / max(batches, 1),
         "train_top1": 100 * correct_sum / max(images_seen, 1),

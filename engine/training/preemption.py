@@ -8,9 +8,10 @@ stops at once (``KeyboardInterrupt``, one log line, no checkpoint).
 Slurm warns a job before its time limit (``--signal=USR1@120`` for a plain ``sbatch``; submitit,
 which hydra-submitit-launcher uses, asks for ``USR2``) and sends SIGTERM on preemption.
 ``train.py``'s entry point installs a :class:`PreemptionHandler` (``trainer.preemption``) that only
-records the signal. ``train`` asks :func:`stop_requested` after each optimizer update and after
-each epoch (all ranks agree through one all-reduce), saves a checkpoint and raises
-:class:`Preempted`; the entry point then calls :meth:`Preempted.exit`, which
+records the signal. The loop reads :func:`signal_received` at each optimizer update and
+combines it over the ranks in the update's one all-reduce (``TrainState.stop_requested``);
+``train`` then saves a checkpoint and raises :class:`Preempted`; the entry point then calls
+:meth:`Preempted.exit`, which
 
 1. calls the handler that was installed before ours, if it is a Python function: under submitit
    that is ``SignalHandler.checkpoint_and_try_requeue`` (USR2), which runs ``scontrol requeue``
@@ -33,12 +34,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-import torch
-
 from engine.config.checks import check_signal_names
-from engine.distributed import all_reduce_sum
 
-__all__ = ["Preempted", "PreemptionHandler", "preempted", "stop_requested"]
+__all__ = ["Preempted", "PreemptionHandler", "preempted", "signal_received"]
 
 _logger = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ class Preempted(Exception):  # noqa: N818  (an event, not an error)
 
 
 class PreemptionHandler:
-    """Records the configured signals; the loop polls :meth:`stop_requested` between steps.
+    """Records the configured signals; the loop polls :func:`signal_received` between steps.
 
     Args:
         signals: signal names, e.g. ``["SIGTERM", "SIGUSR1", "SIGUSR2"]``.
@@ -107,11 +105,6 @@ class PreemptionHandler:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self.previous, _active = {}, None
 
-    def stop_requested(self, device: torch.device) -> bool:
-        """True on every rank as soon as any rank received a signal (one all-reduce per call)."""
-        flag = torch.tensor([float(self.received is not None)], device=device)
-        return bool(all_reduce_sum(flag).item() > 0)
-
     def preempted(self, step: int) -> Preempted:
         """The exception to raise once the checkpoint of ``step`` is written."""
         signum = self.received if self.received is not None else signal.SIGTERM
@@ -123,9 +116,10 @@ class PreemptionHandler:
         return Preempted(signum, step, self.previous.get(signum), self.exit_code)
 
 
-def stop_requested(device: torch.device) -> bool:
-    """Whether the installed handler (if any) asks to stop; collective when distributed."""
-    return _active is not None and _active.stop_requested(device)
+def signal_received() -> bool:
+    """Whether the installed handler (if any) received one of its signals in this process (no
+    device work: the loop combines it over the ranks with its own all-reduce)."""
+    return _active is not None and _active.received is not None
 
 
 def preempted(step: int) -> Preempted:

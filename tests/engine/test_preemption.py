@@ -42,9 +42,9 @@ def test_submitit_requeues_only_after_our_checkpoint(tmp_path):
     original = signal.signal(signal.SIGUSR2, submitit_handler)
     try:
         with preemption.PreemptionHandler(["SIGUSR2"], 75):
-            assert not preemption.stop_requested(CPU)
+            assert not preemption.signal_received()
             os.kill(os.getpid(), signal.SIGUSR2)
-            assert preemption.stop_requested(CPU)
+            assert preemption.signal_received()
             assert environment.requeued == []  # nothing happens until the checkpoint is written
             preempted = preemption.preempted(step=12)
         assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # handlers restored
@@ -59,10 +59,10 @@ def test_submitit_requeues_only_after_our_checkpoint(tmp_path):
 def test_without_a_previous_handler_exit_code_is_the_configured_one():
     with preemption.PreemptionHandler(["SIGUSR1"], 75):
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert preemption.stop_requested(CPU)
+        assert preemption.signal_received()
         preempted = preemption.preempted(step=3)
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
-    assert not preemption.stop_requested(CPU)  # no handler installed any more
+    assert not preemption.signal_received()  # no handler installed any more
     with pytest.raises(SystemExit) as exited:
         preempted.exit()
     assert exited.value.code == 75
