@@ -350,7 +350,7 @@ def test_interpreter_set_before_triton_is_imported(tmp_path):
             """
         )
     )
-    root = Path(dw_triton.__file__).resolve().parents[1]
+    root = Path(dw_triton.__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),

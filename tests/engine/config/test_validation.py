@@ -9,7 +9,7 @@ import pytest
 from engine.config import ConfigError, validate_train_config
 from tests.conftest import compose_train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import torch
 from engine.config import ConfigError, check_command_line, validate_train_config
 from tests.conftest import CONFIG_DIR, compose_train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = Path(CONFIG_DIR)
 
 
