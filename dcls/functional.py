@@ -444,7 +444,8 @@ def dcls1d(
     """1-D DCLS convolution. See :class:`dcls.Dcls1d` for the arguments and shapes.
 
     ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv1d``),
-    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``"channels_last"``, ``"fft"``, ``"split"``, ``"triton"`` or ``"auto"``; see
+    :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, L)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -484,7 +485,8 @@ def dcls2d(
     """2-D DCLS convolution. See :class:`dcls.Dcls2d` for the arguments and shapes.
 
     ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv2d``),
-    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``"channels_last"``, ``"fft"``, ``"split"``, ``"triton"`` or ``"auto"``; see
+    :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
@@ -524,7 +526,8 @@ def dcls3d(
     """3-D DCLS convolution. See :class:`dcls.Dcls3d` for the arguments and shapes.
 
     ``conv_algorithm`` applies the constructed kernel: ``"direct"`` (``F.conv3d``),
-    ``"channels_last"``, ``"fft"``, ``"split"`` or ``"auto"``; see :mod:`dcls.algorithms`.
+    ``"channels_last"``, ``"fft"``, ``"split"``, ``"triton"`` or ``"auto"``; see
+    :mod:`dcls.algorithms`.
 
     Shape:
         input ``(B, C_in, D, H, W)``; weight ``(C_out, C_in/groups, K)``; P and SIG
