@@ -227,8 +227,11 @@ def test_fft_under_bf16_autocast_follows_the_convolution_dtype():
     assert _max_relative_error(out_f.float(), out_d.float()) < 2e-2
 
 
-@pytest.mark.parametrize(("algorithm", "case"), [("fft", CASES[1]), ("split", CASES[0])])
-def test_compiles_without_graph_breaks(algorithm, case):
+@pytest.mark.parametrize(
+    ("algorithm", "case"), [("fft", CASES[1]), ("split", CASES[0]), ("triton", CASES[0])]
+)
+def test_compiles_without_graph_breaks(algorithm, case, monkeypatch):
+    _use_triton_interpreter(monkeypatch)
     direct, other = _pair(case)
     other.conv_algorithm = algorithm
     x = torch.randn((2, *case[-1][1:]), requires_grad=True)
