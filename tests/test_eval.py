@@ -343,3 +343,18 @@ def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "sets='imagenet' is invalid" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, caplog):
+    import train as train_script
+
+    fast_train_cfg.trainer.epochs = 1
+    results = train_script.train(fast_train_cfg, run_dir=tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    with caplog.at_level(logging.INFO):
+        overrides = [f"checkpoint={checkpoint}", "sets=[val]", "transform.img_size=32"]
+        evaluated = run_eval(tmp_path, overrides)  # (the stub sets elsewhere here are 16x16)
+    assert evaluated["weights"] == results["weights"] == "ema"
+    assert evaluated["sets"]["val"]["top1"] == results["top1"]
+    assert evaluated["sets"]["val"]["count"] == 32 and evaluated["sets"]["val"]["data"] == "fake"
+    assert "| validation split (data=fake) | top-1 / top-5 |" in caplog.text

@@ -37,7 +37,12 @@ def results_markdown(results: Mapping[str, Any]) -> str:
                     line += f" ratio {result['memory_ratio'][mode]:.3f}x)"
                 rows.append(line + " |")
         elif "errors" in result:
-            title = {"in_c": "ImageNet-C", "in_c_extra": "ImageNet-C extra"}.get(name, name)
+            title = {
+                "in_c": "ImageNet-C",
+                "in_c_extra": "ImageNet-C extra",
+                "corrupt": "corrupted on the fly",
+                "corrupt_extra": "corrupted on the fly, extra",
+            }.get(name, name)
             for corruption, error in result["mean_errors"].items():
                 ce = result["ce"].get(corruption)
                 ce_text = f" (CE {ce:.2f})" if ce is not None else ""
@@ -46,7 +51,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
                 rows.append(f"| {title} | mCE | {result['mce']:.2f} |")
             rows.append(f"| {title} | mean error | {result['mean_error']:.2f} |")
         else:
-            title = EVAL_SETS[name].title
+            spec = EVAL_SETS.get(name)
+            title = spec.title if spec is not None else f"validation split (data={result['data']})"
             rows.append(
                 f"| {title} | top-1 / top-5 | {result['top1']:.2f} / {result['top5']:.2f} |"
             )
