@@ -204,6 +204,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_two_processes_count_every_image_once(tmp_path, stub_checkpoint):
     samples = in1k_samples()  # 7 images: shards of 4 and 3, no padding
     write_folder(tmp_path / "in1k", samples)

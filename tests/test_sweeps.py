@@ -38,6 +38,7 @@ def _sweep_dir(tmp_path: Path) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_a_sweep_over_a_key_names_its_folders_and_summarises_them(tmp_path):
     _train(["-m", *TINY, "optimizer.positions.lr_scale=1,5"], tmp_path)
     sweep = _sweep_dir(tmp_path)

@@ -36,6 +36,7 @@ class _KilledError(Exception):
     """Stands for SIGKILL: the run stops right there, without any cleanup."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_saves", [3, 8, 11])
 def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_after_saves):
     fast_train_cfg.trainer.checkpoint_every = 1
@@ -62,6 +63,7 @@ def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
+@pytest.mark.slow
 def test_positions_and_their_ema_stay_in_bounds_with_a_huge_position_lr(fast_train_cfg, tmp_path):
     fast_train_cfg.optimizer.positions.lr_scale = 1e4
     fast_train_cfg.trainer.ema.decay = 0.0  # the EMA copies the model at each update
@@ -138,6 +140,7 @@ def test_mixed_precision_channels_last_and_accumulation(fast_train_cfg, tmp_path
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
 
 
+@pytest.mark.slow
 def test_repulsive_loss_and_sigma_schedule_are_applied_and_logged(fast_train_cfg, tmp_path):
     fast_train_cfg.model.version = "gauss"
     fast_train_cfg.trainer.repulsive_loss.weight = 0.1

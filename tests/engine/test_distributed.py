@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -37,6 +38,7 @@ def _run(cfg, out: Path, nproc: int) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process_over_the_same_global_batch(fast_train_cfg, tmp_path):
     fast_train_cfg.trainer.ema.enabled = False
     single = OmegaConf.merge(fast_train_cfg, {"data": {"batch_size": 16}})

@@ -196,6 +196,7 @@ def test_multiply_accumulates_match_the_paper(name, paper_gmacs):
     assert abs(_gmacs(name) - paper_gmacs) <= 0.1
 
 
+@pytest.mark.slow
 def test_model_table_script_prints_every_pair():
     script = Path(__file__).resolve().parents[2] / "scripts" / "model_table.py"
     result = subprocess.run(

@@ -16,7 +16,13 @@ def test_every_paper_row_is_registered_and_has_its_baseline():
         assert timm.is_model(name.removesuffix("_dcls").removesuffix("_dc")), name
 
 
-@pytest.mark.parametrize("name", OUR_MODELS)
+SMALL = ("test_convnext_dcls", "test_resnet_dcls", "convnext_atto_dcls", "convnext_atto_dc")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in SMALL else pytest.param(n, marks=pytest.mark.slow) for n in OUR_MODELS],
+)
 def test_forward_backward_on_a_small_input(name):
     model = timm.create_model(name, num_classes=4)
     out = model(torch.randn(2, 3, 32, 32))  # 2: ResNet's BatchNorm at 1x1 needs a batch
