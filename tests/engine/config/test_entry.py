@@ -124,3 +124,28 @@ def test_fp16_on_the_cpu_is_explained(tmp_path, caplog):
         validate_train_config(cfg)
     assert "trainer.amp='fp16' on the CPU runs float16" in caplog.text
     assert "slower than trainer.amp=bf16" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("scripts/make_tables.py", ["/nowhere/results"], "no result file or folder at /nowhere"),
+        (
+            "scripts/plot_kernels.py",
+            ["/nowhere/last.pt"],
+            "checkpoint: no file at /nowhere/last.pt",
+        ),
+    ],
+)
+def test_scripts_report_bad_input_in_one_line(tmp_path, script, args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert expected in result.stdout + result.stderr
