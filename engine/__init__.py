@@ -14,8 +14,9 @@ Shared by the three:
 - :mod:`engine.amp`: mixed-precision names and the autocast context;
 - :mod:`engine.distributed`: process groups, collectives, fault reports.
 
-Imports run down that list: ``train.py``, ``eval.py`` and ``scripts/`` use the job packages,
-which use the shared modules, which use ``models`` and ``dcls``.
+Imports run down: ``train.py``, ``eval.py`` and ``scripts/`` use the job packages (training
+validates with evaluation's accuracy loop and writes its result files), which use the shared
+modules, which use ``models`` and ``dcls``.
 """
 
 __all__ = [

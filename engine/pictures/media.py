@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
 
 from engine.pictures.positions import grid_coordinates, position_sets, save_snapshot, set_pictures
 
-if TYPE_CHECKING:
-    from engine.training.loggers import MetricLogger
-
 __all__ = ["EpochMedia"]
 
 _logger = logging.getLogger(__name__)
+
+
+class MetricLogger(Protocol):
+    """Where media go: any of :mod:`engine.training.loggers` (``log(payload, step)``)."""
+
+    def log(self, metrics: dict[str, Any], step: int) -> None: ...
 
 
 def _due(epoch: int, every: int, last_epoch: int) -> bool:
