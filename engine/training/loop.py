@@ -220,9 +220,11 @@ def train_one_epoch(
         else EpochPolicy(repulsive_weight=0.0, sigma=None)
     )
     total_batches = updates_per_epoch * state.update_freq
-    loss_sum, repulsion_sum, batches, images_seen, updates = 0.0, 0.0, 0, 0, 0
+    loss_sum, batches, images_seen, updates = 0.0, 0, 0, 0
     skipped, bad_loss, first_index = 0, False, state.batch_in_epoch
-    correct = torch.zeros((), dtype=torch.float64, device=state.device)  # no host sync per batch
+    # Summed on the device: no host sync per batch beyond the loss's own.
+    correct = torch.zeros((), dtype=torch.float64, device=state.device)
+    repulsion_sum = torch.zeros((), dtype=torch.float64, device=state.device)
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
@@ -241,7 +243,7 @@ def train_one_epoch(
             if policy.repulsive_weight > 0:
                 repulsion = schedule.repulsive_loss(state.unwrapped)
                 loss = loss + policy.repulsive_weight * repulsion
-                repulsion_sum += repulsion.item()
+                repulsion_sum += repulsion.detach().to(repulsion_sum.device)
             scaled = loss / state.update_freq
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
         loss_value = loss.item()  # one host sync per micro-batch, also the finiteness check
@@ -271,10 +273,10 @@ def train_one_epoch(
     _log_auto_choices(state)
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
     totals = torch.tensor(
-        [loss_sum, repulsion_sum, batches, images_seen], dtype=torch.float64, device=state.device
+        [loss_sum, batches, images_seen], dtype=torch.float64, device=state.device
     )
-    totals = torch.cat([totals, correct.view(1)])
-    loss_sum, repulsion_sum, batches, images_seen, correct_sum = all_reduce_sum(totals).tolist()
+    totals = torch.cat([totals, repulsion_sum.view(1), correct.view(1)])
+    loss_sum, batches, images_seen, repulsion_sum, correct_sum = all_reduce_sum(totals).tolist()
     metrics = {
         "train_loss": loss_sum / max(batches, 1),
         "train_top1": 100 * correct_sum / max(images_seen, 1),

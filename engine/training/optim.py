@@ -75,9 +75,5 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
 
 def positions_lr(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """``{"lr_positions": lr}``: the largest lr of the DCLS position groups, or ``{}``."""
-    lrs = [
-        g["lr"]
-        for g in optimizer.param_groups
-        if g.get(dcls.DCLS_GROUP_KEY) == "positions"
-    ]
+    lrs = [g["lr"] for g in optimizer.param_groups if g.get(dcls.DCLS_GROUP_KEY) == "positions"]
     return {"lr_positions": max(lrs)} if lrs else {}
