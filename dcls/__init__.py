@@ -13,6 +13,7 @@ from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
 from dcls.create import create_conv
 from dcls.functional import VERSIONS, construct_kernel
 from dcls.model_tools import (
+    REPULSIVE_FORMULAS,
     SHARED_POSITIONS_NAME,
     clamp_,
     convert,
@@ -30,6 +31,7 @@ from dcls.positions import PositionSet, position_sets
 __all__ = [
     "CONV_ALGORITHMS",
     "DCLS_GROUP_KEY",
+    "REPULSIVE_FORMULAS",
     "SHARED_POSITIONS_NAME",
     "VERSIONS",
     "Dcls1d",

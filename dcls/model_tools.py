@@ -19,6 +19,7 @@ from dcls.functional import GAUSS_SIGMA_OFFSET, TRIANGLE_WIDTH_OFFSET, clamp_pos
 from dcls.positions import position_sets
 
 __all__ = [
+    "REPULSIVE_FORMULAS",
     "SHARED_POSITIONS_NAME",
     "clamp_",
     "convert",
@@ -313,33 +314,67 @@ def position_statistics(model: nn.Module) -> dict[str, float]:
     }
 
 
-def repulsive_loss(model: nn.Module, min_distance: float = 1.0) -> torch.Tensor:
+REPULSIVE_FORMULAS = ("authors", "pairs")
+
+
+def _close_pair_hinges(P: torch.Tensor, min_distance: float) -> torch.Tensor | None:
+    """``relu(min_distance - d)`` for every pair of elements of one kernel, or ``None`` if the
+    set has fewer than 2 elements per kernel.
+
+    Shape:
+        P: ``(L, out, in // groups, K)``; returns ``(out * in // groups, K * (K - 1) / 2)``.
+    """
+    flat = P.flatten(1, -2)  # (L, B, K)
+    count = flat.shape[-1]
+    if count < 2:
+        return None
+    upper = torch.triu(torch.ones(count, count, dtype=torch.bool, device=P.device), 1)
+    diff = (flat.unsqueeze(-1) - flat.unsqueeze(-2))[..., upper]  # (L, B, pairs)
+    distance = (diff.square().sum(0) + 1e-12).sqrt()  # Euclidean, in cells
+    return (min_distance - distance).clamp_min(0)
+
+
+def repulsive_loss(
+    model: nn.Module, min_distance: float = 1.0, formula: str = "authors"
+) -> torch.Tensor:
     """Penalty on kernel elements of the same kernel that sit closer than ``min_distance``.
 
-    For every pair ``(k, k')`` of elements of one (output, input) kernel at Euclidean distance
-    ``d < min_distance`` (in cells), adds ``(min_distance - d) ** 2``; the result is the mean over
-    all pairs of all layers, differentiable in the positions. Two elements on the same cell
-    waste parameters; this pushes them apart.
+    Pairs are formed within one (output, input) kernel of one position set (each shared set
+    once), at Euclidean distance ``d`` in cells; differentiable in the positions. Two elements on
+    the same cell waste parameters; this pushes them apart.
+
+    - ``"authors"`` (the paper's, ConvNeXt-dcls ``utils.get_dcls_loss_rep`` and ``engine.py``
+      L62-67 at aad45f3): per set, the mean of ``relu(min_distance - d)`` over its kernels and
+      their ``K(K-1)/2`` pairs; then the mean over sets, **squared**.
+    - ``"pairs"``: the mean over all pairs of all sets of ``relu(min_distance - d) ** 2``, so
+      that each close pair's push does not depend on how many other pairs are close.
+
+    Sets with fewer than 2 elements per kernel have no pairs and are left out.
+
+    Args:
+        model: any module.
+        min_distance: elements closer than this (in cells) repel each other.
+        formula: ``"authors"`` or ``"pairs"``.
 
     Returns:
-        A scalar tensor (0 if the model has no DCLS positions).
+        A scalar tensor (0 if the model has no DCLS positions with 2 elements or more).
+
+    Raises:
+        ValueError: for an unknown ``formula``.
     """
-    total, pairs = None, 0
-    for entry in position_sets(model):
-        P = entry.P
-        flat = P.flatten(1, -2)  # (L, B, K)
-        count = flat.shape[-1]
-        if count < 2:
-            continue
-        diff = flat.unsqueeze(-1) - flat.unsqueeze(-2)  # (L, B, K, K)
-        distance = (diff.square().sum(0) + 1e-12).sqrt()
-        upper = torch.triu(torch.ones(count, count, dtype=torch.bool, device=P.device), 1)
-        penalty = (min_distance - distance[:, upper]).clamp_min(0).square().sum()
-        total = penalty if total is None else total + penalty
-        pairs += flat.shape[1] * count * (count - 1) // 2
-    if total is None:
+    if formula not in REPULSIVE_FORMULAS:
+        raise ValueError(f"formula must be one of {REPULSIVE_FORMULAS}, got {formula!r}")
+    hinges = [
+        h
+        for entry in position_sets(model)
+        if (h := _close_pair_hinges(entry.P, min_distance)) is not None
+    ]
+    if not hinges:
         return torch.zeros(())
-    return total / pairs
+    if formula == "authors":
+        return torch.stack([h.mean() for h in hinges]).mean().square()
+    total = sum(h.square().sum() for h in hinges)
+    return total / sum(h.numel() for h in hinges)
 
 
 @torch.no_grad()

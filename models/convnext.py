@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXt
 from timm.models.convnext import checkpoint_filter_fn as timm_checkpoint_filter_fn
@@ -28,6 +29,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "dc_convnext",
     "dcls_convnext",
+    "init_like_convnext_",
     "iso_parameter_kernel_count",
 ]
 
@@ -65,6 +67,22 @@ def _stage_of(name: str) -> str:
     return name.split(".blocks.")[0]
 
 
+@torch.no_grad()
+def init_like_convnext_(conv: nn.Module) -> nn.Module:
+    """ConvNeXt's init of a convolution, in place: weight ``trunc_normal(std=0.02)``, bias 0.
+
+    timm's ``convnext._init_weights`` and the authors' ``ConvNeXt_dcls._init_weights``
+    (ConvNeXt-dcls ``models/convnext_dcls.py`` L132-135 at aad45f3, which also catches their
+    DCLS layer). The layers swapped in after timm's init need it again: a DCLS layer's own
+    kaiming-uniform init gives a depthwise weight std of about 0.1 and a bias up to +-0.17.
+    Positions keep their own init (normal, std 0.5, clamped; as the authors').
+    """
+    trunc_normal_(conv.weight, std=0.02)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class DclsConvNeXt(ConvNeXt):
     """timm's ConvNeXt whose layer grouping also places each stage's shared positions.
 
@@ -87,6 +105,8 @@ def dcls_convnext(
 ) -> ConvNeXt:
     """timm's ``ConvNeXt(**kwargs)`` with every block's depthwise conv replaced by a DCLS layer.
 
+    The DCLS layers get ConvNeXt's init (:func:`init_like_convnext_`), as the authors'.
+
     Args:
         kernel_count: elements per channel; default the iso-parameter rule
             (:func:`iso_parameter_kernel_count`).
@@ -102,7 +122,7 @@ def dcls_convnext(
         kernel_count = iso_parameter_kernel_count(
             kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
         )
-    return dcls.convert(
+    model = dcls.convert(
         DclsConvNeXt(**kwargs),
         kernel_count,
         dilated_kernel_size,
@@ -111,18 +131,23 @@ def dcls_convnext(
         share_key=_stage_of if share_positions else None,
         conv_algorithm=conv_algorithm,
     )
+    for module in model.modules():
+        if isinstance(module, dcls.Dcls2d):
+            init_like_convnext_(module)
+    return model
 
 
 def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> ConvNeXt:
     """timm's ``ConvNeXt(**kwargs)`` with dilated depthwise convs: the paper's "DC" control.
 
-    The default 5x5 kernel with dilation 4 spans 17x17, the receptive field of ConvNeXt-dcls.
+    The default 5x5 kernel with dilation 4 spans 17x17, the receptive field of ConvNeXt-dcls. The
+    dilated convs get ConvNeXt's init (:func:`init_like_convnext_`), as timm's would.
     """
 
     def dilated(name: str, conv: nn.Module) -> nn.Module | None:
         if not _is_block_dwconv(name, conv):
             return None
-        return dcls.create_conv(
+        dilated_conv = dcls.create_conv(
             "dilated",
             conv.in_channels,
             conv.out_channels,
@@ -131,6 +156,7 @@ def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> Co
             bias=conv.bias is not None,
             dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
+        return init_like_convnext_(dilated_conv)
 
     return dcls.replace_modules(ConvNeXt(**kwargs), dilated)
 

@@ -4,7 +4,10 @@ Built on timm's ``ResNet``: each Bottleneck's 3x3 ``conv2`` (the one that carrie
 becomes a DCLS convolution; the stem, the 1x1 convolutions and the downsample branches are
 unchanged. The default is iso-parameter with the baseline: 3 elements per channel pair with their
 own positions (3 weights + 6 coordinates = the 9 weights of a 3x3) in a 7x7 dilated kernel. The
-authors' timm fork used ``kernel_count=5, share_positions=True``: one set per stage, held by the
+authors' timm fork (K-H-Ismail/pytorch-image-models@3e228f8, ``timm/models/resnet_dcls.py``)
+defaults to 5 elements in 7x7 with optional per-stage sharing (``--dcls_sync``, off by default,
+though its ``clamp_parameters`` only works with it on); which setting the paper's rows used is not
+known. ``kernel_count=5, share_positions=True`` gives the fork's: one set per stage, held by the
 stage's first block (``layer{i}.0.dcls_positions``), whose layer-wise lr scale it takes.
 """
 
@@ -43,6 +46,9 @@ def dcls_resnet(
 ) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
 
+    The DCLS layers keep their own init (kaiming-uniform, a=sqrt(5)), as in the authors' fork
+    (``resnet_dcls.py`` L694-704 kaiming-initialises only ``nn.Conv2d``).
+
     ``conv_algorithm`` (see :mod:`dcls.algorithms`; default ``"auto"``, the fastest per shape)
     applies to the stride-1 layers; "auto" keeps the strided ones direct, "fft" is refused for
     them, and "split" and "triton" (depthwise only) for all.
@@ -59,12 +65,13 @@ def dcls_resnet(
 
 
 def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
-    """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7)."""
+    """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7), initialised
+    as timm initialises the conv it replaces (kaiming-normal, fan-out)."""
 
     def dilated(name: str, conv: nn.Module) -> nn.Module | None:
         if not _is_bottleneck_conv2(name, conv):
             return None
-        return dcls.create_conv(
+        dilated_conv = dcls.create_conv(
             "dilated",
             conv.in_channels,
             conv.out_channels,
@@ -74,6 +81,9 @@ def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
             bias=conv.bias is not None,
             dilation=dilation,
         ).to(conv.weight.device, conv.weight.dtype)
+        # timm's ResNet.init_weights, which ran before the swap, as for the conv it replaces.
+        nn.init.kaiming_normal_(dilated_conv.weight, mode="fan_out", nonlinearity="relu")
+        return dilated_conv
 
     return dcls.replace_modules(ResNet(**kwargs), dilated)
 

@@ -7,7 +7,9 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+import dcls
 import models  # noqa: F401  (registers the DCLS variants: the test must not rely on test order)
+from dcls._utils import position_limits as dcls_limits
 from engine.data.datasets import build_loaders
 from engine.distributed import DistInfo
 from engine.training.optim import build_optimizer
@@ -74,3 +76,73 @@ def test_slurm_launcher_composes(tmp_path):
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.nodes * launcher.tasks_per_node * cfg.data.batch_size == 4096
     assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0
+
+
+IN1K = [e for e in EXPERIMENTS if e.endswith("_in1k")]
+DROP_PATH = {"tiny": 0.1, "small": 0.4, "base": 0.5}  # TRAINING.md L17, L52, L77
+
+
+@pytest.mark.parametrize("experiment", IN1K)
+def test_imagenet_experiments_resolve_to_the_authors_recipe(tmp_path, experiment):
+    """Every value of configs/recipe/convnext_in1k.yaml and its sources, as each experiment
+    resolves it (ConvNeXt-dcls main.py / engine.py / utils.py at aad45f3)."""
+    cfg = compose_train(tmp_path, [f"experiment={experiment}"])
+    opt, sched, trainer, data, model = (
+        cfg.optimizer,
+        cfg.scheduler,
+        cfg.trainer,
+        cfg.data,
+        cfg.model,
+    )
+    assert (opt.opt, opt.lr, opt.base_batch_size, opt.weight_decay) == ("adamw", 4e-3, 4096, 0.05)
+    assert opt.layer_decay is None
+    assert (opt.positions.lr_scale, opt.positions.weight_decay) == (5.0, 0.0)
+    assert data.batch_size * trainer.update_freq * 8 == 4096  # 8 GPUs
+    assert trainer.epochs == 300 and trainer.ema.enabled and trainer.ema.decay == 0.9999
+    # lr: linear warm-up from 0 over 20 epochs, then cosine to 1e-6 over the remaining 280
+    assert (sched.sched, sched.warmup_epochs, sched.warmup_prefix) == ("cosine", 20, True)
+    assert (sched.warmup_lr, sched.min_lr) == (0.0, 1e-6)
+    # augmentation
+    assert (data.auto_augment, data.color_jitter) == ("rand-m9-mstd0.5-inc1", 0.4)
+    assert (data.re_prob, data.re_mode, data.re_count) == (0.25, "pixel", 1)
+    assert (data.mixup, data.cutmix, data.label_smoothing) == (0.8, 1.0, 0.1)
+    assert (data.interpolation, data.crop_pct, data.image_size) == ("bicubic", 0.875, 224)
+    repulsion = trainer.repulsive_loss
+    if experiment == "resnet50_dcls_in1k":
+        assert repulsion.weight == 0.0  # the fork's --use_loss_rep default
+    else:  # (off by itself for models without positions: tests/engine/test_schedules.py)
+        assert (repulsion.weight, repulsion.formula) == (1.0, "authors")
+        assert (repulsion.start_epoch, repulsion.min_distance) == (21, 1.0)
+    if experiment.startswith("convnext"):
+        assert model.ls_init_value == 1e-6
+        assert model.drop_path_rate == DROP_PATH[experiment.split("_")[1]]
+    if experiment.startswith("convnext") and "_dcls" in experiment:
+        assert (model.kernel_count, model.dilated_kernel_size) == (None, 17)  # 34 T, 40 S/B
+        assert model.share_positions and dcls_limits(17) == (-8, 8)  # clamped to +-8
+    if experiment == "resnet50_dcls_in1k":  # our iso-parameter default, not the fork's K=5
+        assert (model.kernel_count, model.dilated_kernel_size) == (3, 7)
+        assert not model.share_positions
+
+
+def test_resnet50_dcls_in_the_authors_fork_setting_is_one_override_away(tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [
+            "experiment=resnet50_dcls_in1k",
+            "model.kernel_count=5",
+            "model.share_positions=true",
+            "trainer.repulsive_loss.weight=1",
+        ],
+    )
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+    sets = list(dcls.position_sets(model))
+    assert len(sets) == 4 and all(s.P.shape[-1] == 5 and s.sizes == (7, 7) for s in sets)
+
+
+def test_the_embedded_default_keeps_its_recipe(tmp_path):
+    """The digits default (README's 99.44%) does not take the ImageNet recipe's changes."""
+    cfg = compose_train(tmp_path)
+    assert cfg.trainer.repulsive_loss.weight == 0.0
+    assert (cfg.scheduler.warmup_prefix, cfg.scheduler.warmup_lr) == (False, 1e-6)
+    assert (cfg.scheduler.warmup_epochs, cfg.trainer.epochs) == (1, 15)

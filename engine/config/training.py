@@ -10,6 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from dcls.model_tools import REPULSIVE_FORMULAS
 from engine.config.checks import (
     CLOSE_MATCHES,
     check_amp_and_device,
@@ -26,6 +27,7 @@ __all__ = ["validate_train_config"]
 
 DATA_KINDS = ("digits", "fake", "folder")
 BAD_IMAGE_POLICIES = ("skip", "fail")
+RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
 
 
@@ -82,6 +84,10 @@ def _check_data(cfg: Any) -> None:
         fail("data.val_fraction", cfg.val_fraction, "expected a number in (0, 1)")
     if cfg.kind == "folder":
         one_of(cfg, "data", "on_bad_image", BAD_IMAGE_POLICIES)
+        one_of(cfg, "data", "re_mode", RANDOM_ERASING_MODES)
+        int_at_least(cfg, "data", "re_count", 1)
+        if not is_number(cfg.get("re_prob")) or not 0 <= cfg.re_prob <= 1:
+            fail("data.re_prob", cfg.get("re_prob"), "expected a number in [0, 1]")
         root = Path(str(cfg.root))
         if not root.is_dir():
             fail(
@@ -106,6 +112,7 @@ def _check_trainer(cfg: Any) -> None:
     repulsion, sigmas = cfg.repulsive_loss, cfg.sigma_schedule
     number_at_least(repulsion, "trainer.repulsive_loss", "weight", 0)
     int_at_least(repulsion, "trainer.repulsive_loss", "start_epoch", 0)
+    one_of(repulsion, "trainer.repulsive_loss", "formula", REPULSIVE_FORMULAS)
     for group, key, value in (
         ("repulsive_loss", "min_distance", repulsion.min_distance),
         ("sigma_schedule", "start", sigmas.start),
@@ -137,10 +144,19 @@ def _check_optimizer(cfg: Any) -> None:
         fail("optimizer.layer_decay", layer_decay, "expected null (off) or a number in (0, 1]")
 
 
-def _check_scheduler(cfg: Any) -> None:
+def _check_scheduler(cfg: Any, epochs: int) -> None:
     number_at_least(cfg, "scheduler", "warmup_epochs", 0)
     for key in ("warmup_lr", "min_lr"):
         number_at_least(cfg, "scheduler", key, 0)
+    prefix = cfg.get("warmup_prefix")
+    if not isinstance(prefix, bool):
+        fail("scheduler.warmup_prefix", prefix, "expected true or false")
+    if prefix and cfg.warmup_epochs >= epochs:
+        fail(
+            "scheduler.warmup_epochs",
+            cfg.warmup_epochs,
+            f"with scheduler.warmup_prefix=true, expected fewer than trainer.epochs={epochs}",
+        )
 
 
 def validate_train_config(cfg: Any) -> None:
@@ -152,7 +168,7 @@ def validate_train_config(cfg: Any) -> None:
     _check_trainer(cfg.trainer)
     _check_data(cfg.data)
     _check_optimizer(cfg.optimizer)
-    _check_scheduler(cfg.scheduler)
+    _check_scheduler(cfg.scheduler, cfg.trainer.epochs)
     _check_model(cfg.model)
     unknown = sorted(set(cfg.get("logger") or {}) - set(LOGGER_KINDS))
     if unknown:

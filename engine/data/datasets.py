@@ -153,11 +153,24 @@ def _folder(cfg: Any, split: str) -> Dataset:
         "<image files>",
     )
     use_compatible_posterize()
+    training = split == "train"
+    # Training-only keys are not read for the validation split, so that eval.py sets=[val] also
+    # rebuilds it from the data config of a checkpoint written before a key existed.
+    augmentation = (
+        dict(
+            auto_augment=cfg.auto_augment,
+            color_jitter=cfg.color_jitter,
+            re_prob=cfg.re_prob,
+            re_mode=cfg.re_mode,
+            re_count=cfg.re_count,
+        )
+        if training
+        else {}
+    )
     transform = create_transform(
         cfg.image_size,
-        is_training=split == "train",
-        auto_augment=cfg.auto_augment,
-        re_prob=cfg.re_prob,
+        is_training=training,
+        **augmentation,
         interpolation=cfg.interpolation,
         crop_pct=cfg.crop_pct,
         mean=tuple(cfg.mean),

@@ -14,18 +14,26 @@ Sources, by the ``source`` key of each entry:
   an unnormalised error (ConvNeXt-T's own: 40.0 unnormalised vs 53.2 mCE), so it is recorded as
   ``in_c_error`` (our ``mean_error`` of the 15 corruptions), not as mCE.
 
+- ``readme-downstream``: the authors' ``semantic_segmentation/README.md`` L18-23 (UPerNet,
+  ADE20K, 512x512, 160k iterations: mIoU single-scale / multi-scale) and
+  ``object_detection/README.md`` L13-18 (Cascade Mask R-CNN 3x, COCO: box / mask AP) at aad45f3.
+  This project trains no detector or segmenter: :data:`DOWNSTREAM` records them, no table uses
+  them.
+
 Not found (the paper's tables could not be read here): the ResNet-50 and dilated-convolution
-(``_dc``) rows, ImageNet-V2, and the baselines' robustness as re-measured by the authors.
+(``_dc``) rows, with the ResNet-50 setting (K, sharing) and recipe behind them; ImageNet-V2; the
+baselines' robustness and throughput as re-measured by the authors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PAPER", "RELEASED_CHECKPOINTS", "paper_value"]
+__all__ = ["DOWNSTREAM", "PAPER", "RELEASED_CHECKPOINTS", "paper_value"]
 
 _README = "readme"
 _EXTRACTED = "paper-v4 (extracted)"
+_DOWNSTREAM = "readme-downstream"
 
 # model name -> metric -> (value, source). Metrics: top1 (ImageNet-1k, 224), params_m, gmacs,
 # in_a, in_r, in_sketch (top-1), in_c_error (mean top-1 error over ImageNet-C, unnormalised),
@@ -64,6 +72,25 @@ PAPER: dict[str, dict[str, tuple[float, str]]] = {
         "in_c_error": (34.3, _EXTRACTED),
         "throughput": (285.4, _EXTRACTED),
     },
+}
+
+# Downstream results of the ImageNet-1k backbones, baselines (ConvNeXt's) included. Metrics:
+# ade20k_miou_ss / ade20k_miou_ms (UPerNet), coco_box_ap / coco_mask_ap (Cascade Mask R-CNN 3x).
+DOWNSTREAM: dict[str, dict[str, tuple[float, str]]] = {
+    model: {
+        "ade20k_miou_ss": (ss, _DOWNSTREAM),
+        "ade20k_miou_ms": (ms, _DOWNSTREAM),
+        "coco_box_ap": (box, _DOWNSTREAM),
+        "coco_mask_ap": (mask, _DOWNSTREAM),
+    }
+    for model, (ss, ms, box, mask) in {
+        "convnext_tiny": (46.0, 46.7, 50.4, 43.7),
+        "convnext_tiny_dcls": (47.1, 47.1, 51.2, 44.5),
+        "convnext_small": (48.7, 49.6, 51.9, 45.0),
+        "convnext_small_dcls": (48.4, 49.0, 52.8, 45.6),
+        "convnext_base": (49.1, 49.9, 52.7, 45.6),
+        "convnext_base_dcls": (49.3, 49.6, 53.0, 46.0),
+    }.items()
 }
 
 # What eval.py must print for the authors' released files (README L126-130); the file name is

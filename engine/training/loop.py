@@ -119,11 +119,12 @@ def _optimizer_update(state: TrainState, bad_loss: torch.Tensor | bool = False) 
         state.scaler.unscale_(state.optimizer)
     grads = [p.grad for p in state.model.parameters() if p.grad is not None]
     norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=state.device)
-    bad_grads = ~torch.isfinite(norm) if state.scaler is None else torch.zeros((), dtype=torch.bool)
+    if state.scaler is None:
+        bad_grads = ~torch.isfinite(norm)
+    else:  # GradScaler checks and skips overflows itself
+        bad_grads = torch.zeros((), dtype=torch.bool, device=state.device)
     bad_loss, bad_grads, skip, state.stop_requested = _flags_of_all_ranks(
-        torch.as_tensor(bad_loss, device=state.device),
-        bad_grads.to(state.device),
-        state.device,
+        torch.as_tensor(bad_loss, device=state.device), bad_grads, state.device
     )
     if skip:
         if state.scaler is not None:

@@ -27,20 +27,41 @@ def build_scheduler(
 ) -> Any:
     """timm's scheduler of the ``scheduler`` config group, stepped per optimizer update.
 
+    With ``warmup_prefix: true`` timm adds the warm-up to the schedule's length, so the cosine is
+    given ``epochs - warmup_epochs`` epochs: the run stays ``epochs`` long and the cosine spans the
+    epochs after the warm-up, as the authors' ``utils.cosine_scheduler`` (ConvNeXt-dcls utils.py
+    L455-472). Their warm-up is ``np.linspace(0, lr, W)`` over ``W`` updates (endpoints included:
+    ``lr * t / (W - 1)``); timm's is ``warmup_lr + t * (lr - warmup_lr) / W``, so with
+    ``warmup_lr: 0`` each warm-up update gets ``(W - 1) / W`` of the authors' lr (a one-update
+    offset, 0.02% at W = 20 x 312); from the first update after the warm-up on, both are equal.
+
     Args:
         cfg: ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr`` and ``warmup_prefix``
-            (``true``: the cosine starts after the warm-up and spans the remaining epochs).
+            (``true``: the cosine starts after the warm-up and spans the remaining epochs;
+            ``false``: timm's default, the cosine spans all ``epochs`` from update 0 and the
+            warm-up runs inside it).
         epochs: the run's length.
         updates_per_epoch: optimizer updates per epoch.
+
+    Raises:
+        ValueError: if ``warmup_prefix`` leaves no epoch after the warm-up.
     """
+    warmup_prefix = bool(cfg.warmup_prefix)
+    schedule_epochs = epochs - cfg.warmup_epochs if warmup_prefix else epochs
+    if schedule_epochs <= 0:
+        raise ValueError(
+            f"scheduler.warmup_epochs={cfg.warmup_epochs} leaves no epoch of the {epochs}-epoch "
+            "run after the warm-up (scheduler.warmup_prefix=true); expected fewer warm-up epochs "
+            "than trainer.epochs"
+        )
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=cfg.sched,
-        num_epochs=epochs,
+        num_epochs=schedule_epochs,
         warmup_epochs=cfg.warmup_epochs,
         warmup_lr=cfg.warmup_lr,
         min_lr=cfg.min_lr,
-        warmup_prefix=bool(cfg.get("warmup_prefix", False)),
+        warmup_prefix=warmup_prefix,
         step_on_epochs=False,
         updates_per_epoch=updates_per_epoch,
     )
@@ -69,7 +90,7 @@ class DclsSchedule:
 
     Args:
         cfg: the ``trainer`` config group; reads ``epochs``, ``repulsive_loss.{weight,
-            start_epoch, min_distance}`` and ``sigma_schedule.{enabled, start, end}``.
+            start_epoch, min_distance, formula}`` and ``sigma_schedule.{enabled, start, end}``.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -78,14 +99,26 @@ class DclsSchedule:
         self.repulsive_weight = float(repulsion.weight)
         self.repulsive_start = int(repulsion.start_epoch)
         self.min_distance = float(repulsion.min_distance)
+        self.repulsive_formula = str(repulsion.formula)
         self.sigma_enabled = bool(sigmas.enabled)
         self.sigma_start, self.sigma_end = float(sigmas.start), float(sigmas.end)
 
     def prepare(self, model: nn.Module) -> None:
-        """Before the optimizer is built: scheduled widths are set, not learned."""
+        """Before the optimizer is built: scheduled widths are set, not learned; the repulsive
+        loss is switched off for a model with no kernel elements to repel (a baseline, a dilated
+        control), as the authors add it only to DCLS models (ConvNeXt-dcls ``engine.py`` L64)."""
         if self.sigma_enabled:
             for sigma in dcls.sigma_parameters(model):
                 sigma.requires_grad_(False)
+        if self.repulsive_weight > 0 and not any(
+            entry.P.shape[-1] > 1 for entry in dcls.position_sets(model)
+        ):
+            _logger.info(
+                "trainer.repulsive_loss is off: the model has no DCLS positions with 2 or more "
+                "elements per kernel (weight %g not applied)",
+                self.repulsive_weight,
+            )
+            self.repulsive_weight = 0.0
 
     def sigma_at(self, epoch: int) -> float | None:
         """The width of 0-based ``epoch``: linear from ``start`` (first) to ``end`` (last)."""
@@ -95,12 +128,14 @@ class DclsSchedule:
         return self.sigma_start + (self.sigma_end - self.sigma_start) * progress
 
     def repulsive_weight_at(self, epoch: int) -> float:
-        """The repulsive loss's weight in 0-based ``epoch`` (0 before ``start_epoch``)."""
+        """The repulsive loss's weight in 0-based ``epoch`` (0 before ``start_epoch``; the
+        authors' ``epoch > 20`` is ``start_epoch: 21``)."""
         return self.repulsive_weight if epoch >= self.repulsive_start else 0.0
 
     def repulsive_loss(self, model: nn.Module) -> torch.Tensor:
-        """:func:`dcls.repulsive_loss` of ``model`` with this run's ``min_distance``."""
-        return dcls.repulsive_loss(model, self.min_distance)
+        """:func:`dcls.repulsive_loss` of ``model`` with this run's ``min_distance`` and
+        ``formula``."""
+        return dcls.repulsive_loss(model, self.min_distance, self.repulsive_formula)
 
     def start_epoch(self, model: nn.Module, epoch: int) -> EpochPolicy:
         """Apply the policy of 0-based ``epoch`` to ``model`` and return it."""

@@ -1,5 +1,7 @@
 """convert / freeze / clamp_ on whole models, and create_conv."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -144,12 +146,89 @@ def test_repulsive_loss_is_zero_when_apart_and_pushes_close_elements_apart():
     with torch.no_grad():
         layer.P.copy_(torch.tensor([[0.0, 3.0, -3.0], [0.0, 0.0, 0.0]]).view(2, 1, 1, 3))
     assert dcls.repulsive_loss(layer).item() == 0.0
+    assert dcls.repulsive_loss(layer, formula="pairs").item() == 0.0
     with torch.no_grad():
         layer.P[0, 0, 0, 1] = 0.4  # element 1 now 0.4 cells from element 0
-    loss = dcls.repulsive_loss(layer)
-    assert loss.item() == pytest.approx((1 - 0.4) ** 2 / 3)  # one close pair out of three
-    loss.backward()
-    assert layer.P.grad[0, 0, 0, 1] < 0 < layer.P.grad[0, 0, 0, 0]  # descent moves them apart
+    for formula, expected in [
+        ("pairs", (1 - 0.4) ** 2 / 3),  # one close pair out of three, squared hinge
+        ("authors", ((1 - 0.4) / 3) ** 2),  # the mean hinge, squared
+    ]:
+        layer.P.grad = None
+        loss = dcls.repulsive_loss(layer, formula=formula)
+        assert loss.item() == pytest.approx(expected)
+        loss.backward()
+        assert layer.P.grad[0, 0, 0, 1] < 0 < layer.P.grad[0, 0, 0, 0]  # descent: apart
+
+
+def _two_layer_model() -> nn.Module:
+    """Two depthwise layers with their own positions: 2 channels x 3 elements each."""
+    layers = nn.Sequential(
+        dcls.Dcls2d(2, 2, 3, dilated_kernel_size=9, padding=4, groups=2, version="bilinear"),
+        dcls.Dcls2d(2, 2, 3, dilated_kernel_size=9, padding=4, groups=2, version="bilinear"),
+    )
+    apart = torch.tensor([[0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])  # (row, column) of 3 elements
+    close = torch.tensor([[0.0, 0.0, 4.0], [0.0, 0.5, 0.0]])  # elements 0 and 1: 0.5 apart
+    with torch.no_grad():
+        layers[0].P.copy_(torch.stack([close, apart], 1).unsqueeze(2))  # (2, 2, 1, 3)
+        layers[1].P.copy_(torch.stack([apart, apart], 1).unsqueeze(2))
+    return layers
+
+
+def test_repulsive_loss_by_hand_the_authors_formula():
+    """ConvNeXt-dcls utils.get_dcls_loss_rep, then ``loss_rep ** 2`` (engine.py L67)."""
+    model = _two_layer_model()
+    # Set 0: one pair at distance 0.5 -> relu(1 - 0.5) = 0.5; the other 2 pairs of that kernel
+    # (distances 4 and sqrt(4^2 + 0.5^2)) and the 3 pairs of channel 1 (3, 3, sqrt(18)) give 0.
+    set_0 = 0.5 / (2 * 3)  # mean over 2 channels x 3 pairs
+    set_1 = 0.0
+    expected = ((set_0 + set_1) / 2) ** 2  # mean over the 2 sets, squared: 1 / 576
+    assert expected == pytest.approx(1 / 576)
+    assert dcls.repulsive_loss(model).item() == pytest.approx(expected, rel=1e-6)
+    assert dcls.repulsive_loss(model, formula="authors").item() == pytest.approx(1 / 576)
+    # min_distance 5 reaches every pair: (sum of 5 - d over each set's pairs / 6, averaged)^2
+    d_apart = [3.0, 3.0, math.sqrt(18)]
+    d_close = [0.5, 4.0, math.sqrt(16.25)]
+    set_0 = (sum(5 - d for d in d_close) + sum(5 - d for d in d_apart)) / 6
+    set_1 = 2 * sum(5 - d for d in d_apart) / 6
+    assert dcls.repulsive_loss(model, min_distance=5.0).item() == pytest.approx(
+        ((set_0 + set_1) / 2) ** 2, rel=1e-5
+    )
+
+
+def test_repulsive_loss_by_hand_the_pairs_formula():
+    model = _two_layer_model()
+    expected = 0.5**2 / 12  # one squared hinge over all 12 pairs
+    assert dcls.repulsive_loss(model, formula="pairs").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_repulsive_loss_counts_a_shared_set_once_and_skips_single_elements():
+    """As the authors' ``named_parameters()`` loop: a shared ``P`` is one set, not one per layer."""
+    model = dcls.convert(  # stage 0: one set shared by its 2 blocks; stage 1: one set per block
+        TinyConvNeXt(dims=(2, 2)),
+        2,
+        9,
+        share_key=lambda n: "stages.0" if n.startswith("stages.0.") else None,
+    )
+    sets = list(dcls.position_sets(model))
+    assert [len(s.layers) for s in sets] == [2, 1, 1]
+    with torch.no_grad():
+        for i, entry in enumerate(sets):
+            P = entry.P  # (2, 2 channels, 1, 2 elements), rows then columns
+            P.zero_()
+            P[0, 0, 0, 1] = 0.5 if i == 0 else 3.0  # channel 0: 0.5 apart only in the shared set
+            P[0, 1, 0, 1] = 3.0
+    # 3 sets of 2 channels x 1 pair: ((0.5 / 2 + 0 + 0) / 3) ** 2; per layer it would be
+    # ((0.25 + 0.25 + 0 + 0) / 4) ** 2
+    assert dcls.repulsive_loss(model).item() == pytest.approx((0.25 / 3) ** 2, rel=1e-6)
+    single = dcls.Dcls2d(2, 2, 1, dilated_kernel_size=5, padding=2, groups=2)
+    assert dcls.repulsive_loss(nn.Sequential(single)).item() == 0.0
+
+
+def test_repulsive_loss_refuses_an_unknown_formula():
+    with pytest.raises(
+        ValueError, match=r"formula must be one of \('authors', 'pairs'\), got 'l2'"
+    ):
+        dcls.repulsive_loss(nn.Sequential(), formula="l2")
 
 
 def test_set_sigma_and_sigma_parameters():

@@ -209,3 +209,34 @@ def test_model_table_script_prints_every_pair():
     ]
     assert len(rows) == 12
     assert "| convnext_tiny_dcls | 28.59 | 4.97 | 28 | 5.0 |" in result.stdout
+
+
+def _depthwise(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for n, m in model.named_modules() if n.endswith(".conv_dw")]
+
+
+@pytest.mark.parametrize("name", ["convnext_atto_dcls", "convnext_atto_dc"])
+def test_swapped_depthwise_layers_get_convnext_init(name):
+    """trunc_normal(std=0.02) and bias 0, as timm's ConvNeXt and the authors' ``_init_weights``
+    (convnext_dcls.py L132-135); a DCLS layer's own init has a weight std of about 0.1."""
+    torch.manual_seed(0)
+    reference = torch.cat(
+        [m.weight.flatten() for m in _depthwise(timm.create_model("convnext_atto"))]
+    )
+    model = timm.create_model(name)
+    layers = _depthwise(model)
+    assert layers and all(type(m) is not torch.nn.Conv2d or m.dilation == (4, 4) for m in layers)
+    weights = torch.cat([m.weight.flatten() for m in layers])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+    assert weights.std().item() == pytest.approx(reference.std().item(), rel=0.05)
+    assert weights.mean().abs().item() < 0.002
+    assert all(torch.count_nonzero(m.bias) == 0 for m in layers)
+
+
+def test_dcls_positions_keep_the_authors_init():
+    """Normal(0, 0.5), clamped to the kernel (convnext_dcls.py L98-106)."""
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_tiny_dcls")
+    positions = torch.cat([s.P.flatten() for s in dcls.position_sets(model)])
+    assert positions.std().item() == pytest.approx(0.5, rel=0.05)
+    assert positions.abs().max().item() <= 8

@@ -63,3 +63,28 @@ def test_layer_decay_gives_shared_positions_their_stage_scale():
     for i in range(1, 5):
         stage = getattr(model, f"layer{i}")
         assert scale_of(stage[0].dcls_positions.P) == scale_of(stage[0].conv1.weight) < 1.0
+
+
+def test_resnet50_dcls_in_the_authors_fork_setting_trains():
+    """model.kernel_count=5 model.share_positions=true: the fork's K=5 in 7x7, one set a stage."""
+    model = timm.create_model(  # zero_init_last=False: the zeroed last BN would stop gradients
+        "resnet50_dcls", kernel_count=5, share_positions=True, num_classes=4, zero_init_last=False
+    )
+    sets = list(dcls.position_sets(model))
+    assert [s.name for s in sets] == [f"layer{i}.0.dcls_positions" for i in range(1, 5)]
+    assert [len(s.layers) for s in sets] == [3, 4, 6, 3]
+    assert all(s.P.shape[-1] == 5 and s.sizes == (7, 7) for s in sets)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(s.P.grad is not None and s.P.grad.abs().sum() > 0 for s in sets)
+
+
+def test_dilated_control_keeps_timms_resnet_init():
+    """The swapped-in dilated conv2 is initialised as timm initialises the conv2 it replaces
+    (kaiming-normal, fan-out): std sqrt(2 / (out_channels * 9))."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50_dc")
+    for name in ("layer1.0.conv2", "layer4.2.conv2"):
+        conv = model.get_submodule(name)
+        assert conv.dilation == (3, 3)
+        expected = (2 / (conv.out_channels * 9)) ** 0.5
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.05)

@@ -45,6 +45,20 @@ ROOT = Path(__file__).resolve().parents[3]
             r"optimizer\.opt='adamww' is invalid: not a timm optim.*'adamw'",
         ),
         (["trainer.repulsive_loss.min_distance=0"], r"repulsive_loss\.min_distance=0 is invalid"),
+        (
+            ["trainer.repulsive_loss.formula=l2"],
+            r"trainer\.repulsive_loss\.formula='l2' is invalid: expected one of 'authors', 'pairs'",
+        ),
+        (
+            ["scheduler.warmup_prefix=true", "scheduler.warmup_epochs=15"],
+            r"scheduler\.warmup_epochs=15 is invalid: with scheduler\.warmup_prefix=true, "
+            r"expected fewer than trainer\.epochs=15",
+        ),
+        (["scheduler.warmup_prefix=maybe"], r"scheduler\.warmup_prefix='maybe' is invalid"),
+        (
+            ["experiment=convnext_tiny_dcls_in1k", "data.re_mode=pix"],
+            r"data\.re_mode='pix' is invalid: expected one of 'const', 'rand', 'pixel'",
+        ),
         (["data.val_fraction=1.0"], r"data\.val_fraction=1\.0 is invalid: expected a number in"),
         (["resume=/nope.pt"], r"resume='/nope\.pt' is invalid: expected 'auto', 'never' or"),
     ],

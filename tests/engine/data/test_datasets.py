@@ -41,3 +41,42 @@ def test_the_imagenet_recipe_transform_uses_it(tmp_path: Path):
     posterize = next(op for op in rand_augment.ops if op.name == "PosterizeIncreasing")
     posterize.prob, posterize.magnitude, posterize.magnitude_std = 1.0, 10, 0
     assert not np.asarray(posterize(_photo())).any()
+
+
+def _imagenet_like(tmp_path: Path) -> Path:
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            _photo().save(root / split / c / "0.png")
+    return root
+
+
+def test_the_imagenet_recipe_erases_with_per_pixel_noise(tmp_path: Path):
+    """--reprob 0.25 --remode pixel --recount 1 (ConvNeXt-dcls main.py L115-119)."""
+    from timm.data.random_erasing import RandomErasing
+
+    cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
+    cfg.data.root, cfg.data.batch_size, cfg.data.image_size = str(_imagenet_like(tmp_path)), 2, 32
+    loaders = build_loaders(cfg.data, CPU, 0)
+    erasing = [
+        t for t in loaders.train.dataset.transform.transforms if isinstance(t, RandomErasing)
+    ]
+    assert len(erasing) == 1
+    assert (erasing[0].probability, erasing[0].mode, erasing[0].max_count) == (0.25, "pixel", 1)
+    assert not any(isinstance(t, RandomErasing) for t in loaders.val.dataset.transform.transforms)
+
+
+def test_the_validation_split_needs_no_training_only_key(tmp_path: Path):
+    """eval.py sets=[val] rebuilds the split from a checkpoint's data config, which may predate
+    the augmentation keys."""
+    from omegaconf import OmegaConf
+
+    from engine.data.datasets import DATASETS
+
+    cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data |= {"root": str(_imagenet_like(tmp_path)), "image_size": 32}
+    for key in ("auto_augment", "color_jitter", "re_prob", "re_mode", "re_count"):
+        del data[key]
+    assert len(DATASETS["folder"](OmegaConf.create(data), "val")) == 2

@@ -41,3 +41,45 @@ def test_the_tables_hold_15_benchmark_and_4_extra_corruptions():
     # spot values from the ImageNet-C paper's AlexNet row (errors in percent, rounded)
     assert round(100 * ALEXNET_ERRORS["gaussian_noise"]) == 89
     assert round(100 * ALEXNET_ERRORS["brightness"]) == 56
+
+
+def test_a_summary_over_all_19_corruptions_has_no_mce():
+    """The unnormalised 19-corruption average of hendrycks/robustness's test.py is not mCE."""
+    errors = {c: {s: 100 * ALEXNET_ERRORS[c] for s in SEVERITIES} for c in CORRUPTIONS}
+    errors |= {c: {s: 50 * ALEXNET_ERRORS[c] for s in SEVERITIES} for c in EXTRA_CORRUPTIONS}
+    summary = corruption_summary(errors)
+    assert summary["mce"] is None
+    assert len(summary["ce"]) == 19 and len(summary["mean_errors"]) == 19
+
+
+class _AlexNetLikeContext:
+    """Top-1 such that every benchmark corruption has a CE of 100 and every extra one 50."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def accuracy(self, dataset: tuple[str, int]) -> dict[str, float]:
+        corruption, _ = dataset
+        self.seen.append(dataset)
+        scale = 100 if corruption in CORRUPTIONS else 50
+        return {"top1": 100 - scale * ALEXNET_ERRORS[corruption]}
+
+
+def test_corrupt_set_gives_mce_over_the_15_and_the_4_extra_apart(tmp_path, monkeypatch):
+    """eval.py sets=[corrupt]: ``corrupt`` holds the 15 benchmark corruptions and their mCE,
+    ``corrupt_extra`` the 4 held-out ones, with no mCE (issue row 8)."""
+    from engine.evaluation import sets
+    from tests.eval_helpers import compose_eval
+
+    cfg = compose_eval(tmp_path, ["checkpoint=unused.pt", "sets=[corrupt]"])
+    monkeypatch.setattr(sets, "corrupted_folder", lambda root, transform, seed: lambda c, s: (c, s))
+    context = _AlexNetLikeContext()
+    job = sets.EvalJob(cfg=cfg, loaded=None, context=context, transform=None, resolution=224)
+    results = sets.run_sets(job, ["corrupt"])
+    assert set(results) == {"corrupt", "corrupt_extra"}
+    benchmark, extra = results["corrupt"], results["corrupt_extra"]
+    assert set(benchmark["ce"]) == set(CORRUPTIONS) and len(CORRUPTIONS) == 15
+    assert benchmark["mce"] == pytest.approx(100.0)  # (15 x 100 + 4 x 50) / 19 if all were in
+    assert set(extra["ce"]) == set(EXTRA_CORRUPTIONS) and extra["mce"] is None
+    assert extra["ce"] == pytest.approx(dict.fromkeys(EXTRA_CORRUPTIONS, 50.0))
+    assert len(context.seen) == 19 * len(SEVERITIES)
