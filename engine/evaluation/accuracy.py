@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from timm.data import create_transform, resolve_data_config
-from timm.utils import accuracy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -56,18 +55,10 @@ def evaluate(
             logits = model(images)
         if subset is not None:
             logits = logits.index_select(1, subset)
-        top1, top5 = accuracy(logits.float(), targets, topk=(1, min(5, logits.shape[1])))
-        n = len(targets)
-        totals += torch.tensor(
-            [
-                criterion(logits.float(), targets).item(),
-                top1.item() * n / 100,
-                top5.item() * n / 100,
-                n,
-            ],
-            dtype=torch.float64,
-            device=device,
-        )
+        logits = logits.float()
+        hits = _hits_in_top_k(logits, targets, k=(1, 5))
+        count = torch.full((), len(targets), device=device)
+        totals += torch.stack([criterion(logits, targets).double(), *hits.double(), count.double()])
     all_reduce_sum(totals)
     loss, top1, top5, count = totals.tolist()
     count = max(count, 1.0)
@@ -77,6 +68,23 @@ def evaluate(
         "top5": 100 * top5 / count,
         "count": count,
     }
+
+
+def _hits_in_top_k(logits: torch.Tensor, targets: torch.Tensor, k: tuple[int, ...]) -> torch.Tensor:
+    """How many targets are among the ``k`` largest logits, an exact count per ``k``.
+
+    Args:
+        logits: (N, num_classes).
+        targets: (N,) class indices.
+        k: the ranks to count at; each is capped at ``num_classes``.
+
+    Returns:
+        (len(k),) integer counts, on the logits' device (no host sync).
+    """
+    largest = min(max(k), logits.shape[1])
+    ranked = logits.topk(largest, dim=1).indices  # (N, largest)
+    found = ranked == targets[:, None]
+    return torch.stack([found[:, : min(each, largest)].any(dim=1).sum() for each in k])
 
 
 class EvalContext:

@@ -1,0 +1,44 @@
+"""The accuracy loop counts hits exactly, whatever the batch size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from engine.evaluation.accuracy import evaluate
+
+
+class _Lookup(nn.Module):
+    """Returns the logits stored for each input index: a model with known predictions."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.logits[index.long()]
+
+
+def test_top1_top5_and_loss_are_hand_computed_counts_for_any_batch_size():
+    # 7 samples, 6 classes; the target's rank among the logits is 0,0,1,4,5,2,0 (0 = largest):
+    # top-1 hits 3 of 7, top-5 hits 6 of 7 (rank 5 is the only miss).
+    ranks = [0, 0, 1, 4, 5, 2, 0]
+    order = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    logits = order.repeat(7, 1)
+    targets = torch.tensor(ranks)  # class c has the (c)-th largest logit
+    expected_loss = nn.functional.cross_entropy(logits, targets).item()
+    for batch_size in (1, 2, 3, 7):
+        loader = DataLoader(TensorDataset(torch.arange(7), targets), batch_size=batch_size)
+        result = evaluate(_Lookup(logits), loader, torch.device("cpu"))
+        assert result["count"] == 7
+        assert result["top1"] == 100 * 3 / 7 and result["top5"] == 100 * 6 / 7
+        assert abs(result["loss"] - expected_loss) < 1e-6
+
+
+def test_fewer_classes_than_five_count_every_sample_in_top5():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    targets = torch.tensor([0, 0, 1])
+    loader = DataLoader(TensorDataset(torch.arange(3), targets), batch_size=2)
+    result = evaluate(_Lookup(logits), loader, torch.device("cpu"))
+    assert result["top1"] == 100 * 1 / 3 and result["top5"] == 100.0
