@@ -10,6 +10,7 @@ from PIL import Image
 import dcls
 import models  # noqa: F401  (registers the DCLS variants: the test must not rely on test order)
 from dcls._utils import position_limits as dcls_limits
+from engine.config.training import validate_train_config
 from engine.data.datasets import build_loaders
 from engine.distributed import DistInfo
 from engine.training.optim import build_optimizer
@@ -50,6 +51,27 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
     loaders = build_loaders(cfg.data, CPU, cfg.seed)
     images, _ = next(iter(loaders.train))
     assert images.shape[1:] == (3, cfg.data.image_size, cfg.data.image_size)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[f"experiment={e}"] for e in EXPERIMENTS]
+    + [
+        ["debug=default"],
+        ["logger=none"],
+        ["logger=wandb"],
+        ["experiment=convnext_tiny_dcls_in1k", "debug=default"],
+    ],
+    ids=lambda o: ",".join(o),
+)
+def test_every_experiment_and_option_passes_validation(overrides, tmp_path):
+    cfg = compose_train(tmp_path, overrides)
+    if cfg.data.kind == "folder":
+        _tiny_image_folder(tmp_path / "imagenet")
+        cfg.data.root = str(tmp_path / "imagenet")
+    validate_train_config(cfg)
+    if "debug=default" in overrides:
+        assert cfg.trainer.epochs == 1 and cfg.logger.csv is None and cfg.logger.wandb is None
 
 
 def test_model_convnext_dcls_is_the_headline_model(tmp_path):
