@@ -71,8 +71,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
     )
     sets = run_sets(EvalJob(cfg, loaded, context, transform, resolution), list(cfg.sets))
     results = {
-        "name": cfg.name or loaded.name,
+        "name": cfg.name or loaded.training_config.get("name") or loaded.name,
         "model": loaded.name,
+        "seed": loaded.training_config.get("seed"),
         "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
         "weights": loaded.weights,
         "params": params,

@@ -46,7 +46,7 @@ from engine.training.loggers import build_logger
 from engine.training.loop import TrainState, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
 from engine.training.optim import build_optimizer, positions_lr
-from engine.training.results import RunRecord, write_results
+from engine.training.results import RunRecord, row_name, write_results
 from engine.training.schedules import DclsSchedule, build_scheduler
 
 _logger = logging.getLogger("train")
@@ -65,6 +65,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``results.json``)."""
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     validate_train_config(cfg)  # every user-facing value, before anything is built
+    cfg.name = row_name(cfg, _multirun_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
     if not dist_info.is_main:  # one copy of every progress line and summary
@@ -186,7 +187,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         best_epoch=state.best_epoch,
         wall_time_s=time.perf_counter() - start_time,
         weights="ema" if ema is not None else "model",
-        overrides=_multirun_overrides(),
     )
     results = write_results(record, model, enabled=dist_info.is_main)
     logger.finish()

@@ -11,6 +11,7 @@ import torch
 
 import engine.checkpoint
 import train as train_script
+from engine.evaluation.tables import load_results
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -126,6 +127,11 @@ def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
     saved = json.loads((evals / "eval" / "in1k" / "eval_results.json").read_text())
     assert saved["data_config"]["crop_pct"] == 1.0 and saved["data_config"]["mean"] == [0.5] * 3
     assert saved["sets"]["in1k"]["top1"] == pytest.approx(results["top1"], abs=1e-9)
+
+    # make_tables: the training run's result and eval.py's are one row, one seed, both sets
+    rows = load_results([run_dir, evals / "eval" / "in1k"])
+    assert list(rows) == ["convnext_atto_dcls"] and len(rows["convnext_atto_dcls"]) == 1
+    assert set(rows["convnext_atto_dcls"][0]["sets"]) == {"val", "in1k"}
 
 
 @pytest.mark.parametrize(("amp", "update_freq"), [("bf16", 1), ("fp16", 2)])

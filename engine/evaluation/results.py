@@ -1,4 +1,4 @@
-"""Result files of ``eval.py``: the Markdown table it prints."""
+"""Result files of ``eval.py`` and training runs, and the Markdown table ``eval.py`` prints."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from engine.data.eval_sets import EVAL_SETS
 
-__all__ = ["RESULTS_FILE", "results_markdown"]
+__all__ = ["RESULTS_FILE", "RUN_RESULTS_FILE", "results_markdown"]
 
 RESULTS_FILE = "eval_results.json"  # what eval.py (and a finished training run) writes
+RUN_RESULTS_FILE = "results.json"  # a finished training run's final metrics
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from engine.evaluation.results import RUN_RESULTS_FILE
 from engine.evaluation.tables import load_results, markdown, tables
 
 __all__ = ["RUN_COLUMNS", "SUMMARY_FILE", "SweepSummary", "summarize_sweep"]
@@ -43,7 +44,7 @@ def _runs_table(sweep_dir: Path) -> list[list[str]]:
     for folder in sorted(
         p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
-        results_file = folder / "results.json"
+        results_file = folder / RUN_RESULTS_FILE
         results: dict[str, Any] = (
             json.loads(results_file.read_text()) if results_file.is_file() else {}
         )

@@ -15,19 +15,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from engine.evaluation.results import RESULTS_FILE
+from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE
 from engine.evaluation.throughput import params_and_macs
 
-__all__ = ["RUN_RESULTS_FILE", "RunRecord", "write_results"]
+__all__ = ["RunRecord", "row_name", "write_results"]
 
 _logger = logging.getLogger(__name__)
 
-RUN_RESULTS_FILE = "results.json"
-ROW_KEYS_IGNORED = ("seed", "experiment", "paper", "run_name", "launcher", "paths.log_dir")
+# Overrides that do not make a row of their own: a paper sweep's seeds and experiments share one
+# row per model; what the sweep folder's name leaves out (where data lives, resume, launcher) too.
+ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
+
+
+def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """The run's row in ``scripts/make_tables.py``'s tables.
+
+    Args:
+        cfg: the training config; its ``name``, if set, is the row name.
+        overrides: this job's command-line overrides in a multirun (``None`` outside one). Those
+            that are neither in :data:`ROW_KEYS_IGNORED` nor left out of the sweep folder's name
+            (``hydra.job.config.override_dirname.exclude_keys``) are added to the model name,
+            so that the rows of a hyperparameter sweep stay apart.
+    """
+    if cfg.get("name"):
+        return str(cfg.name)
+    name = str(cfg.model.get("model_name"))
+    ignored = set(ROW_KEYS_IGNORED)
+    if HydraConfig.initialized():
+        ignored |= set(HydraConfig.get().job.config.override_dirname.exclude_keys)
+    swept = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") not in ignored]
+    return f"{name} ({','.join(swept)})" if swept else name
 
 
 @dataclass
@@ -44,9 +66,6 @@ class RunRecord:
             1-based epoch.
         wall_time_s: seconds this process trained (a resumed run: since it resumed).
         weights: the reported weights, ``"ema"`` or ``"model"``.
-        overrides: this job's command-line overrides in a multirun (``None`` outside one); all
-            but ``seed`` and ``experiment`` become part of the row name, so that the rows of a
-            hyperparameter sweep stay apart while a paper sweep's seeds share one row.
     """
 
     cfg: DictConfig
@@ -58,15 +77,6 @@ class RunRecord:
     best_epoch: int | None
     wall_time_s: float
     weights: str
-    overrides: list[str] | None = None
-
-    def row_name(self) -> str:
-        """``name`` from the config, else the model name (with a sweep's own overrides)."""
-        if self.cfg.get("name"):
-            return str(self.cfg.name)
-        name = str(self.cfg.model.get("model_name"))
-        swept = [o for o in self.overrides or () if o.split("=", 1)[0] not in ROW_KEYS_IGNORED]
-        return f"{name} ({','.join(swept)})" if swept else name
 
 
 def _reported(record: RunRecord, key: str) -> float:
@@ -80,7 +90,7 @@ def _eval_results(record: RunRecord, model: nn.Module) -> dict[str, Any]:
     params, gmacs = params_and_macs(lambda: instantiate(cfg.model), cfg.data.image_size)
     model_name = cfg.model.get("model_name") or type(model).__name__
     return {
-        "name": record.row_name(),
+        "name": row_name(cfg),
         "model": model_name,
         "checkpoint": str(record.checkpoint),
         "weights": record.weights,
