@@ -269,8 +269,9 @@ def freeze(model: nn.Module) -> nn.Module:
             conv.bias.copy_(layer.bias)
         return conv
 
-    owners = [name for name, m in model.named_modules() if isinstance(m, DclsPositions)]
     model = replace_modules(model, to_conv)
+    # the shared sets still registered once the layers are gone (e.g. on a ConvNeXt stage)
+    owners = [name for name, m in model.named_modules() if isinstance(m, DclsPositions)]
     for name in owners:
         parent, _, child = name.rpartition(".")
         delattr(model.get_submodule(parent) if parent else model, child)
@@ -328,8 +329,8 @@ def _close_pair_hinges(P: torch.Tensor, min_distance: float) -> torch.Tensor | N
     count = flat.shape[-1]
     if count < 2:
         return None
-    upper = torch.triu(torch.ones(count, count, dtype=torch.bool, device=P.device), 1)
-    diff = (flat.unsqueeze(-1) - flat.unsqueeze(-2))[..., upper]  # (L, B, pairs)
+    first, second = torch.triu_indices(count, count, 1, device=P.device)  # no host sync
+    diff = flat[..., first] - flat[..., second]  # (L, B, pairs)
     distance = (diff.square().sum(0) + 1e-12).sqrt()  # Euclidean, in cells
     return (min_distance - distance).clamp_min(0)
 
@@ -370,7 +371,8 @@ def repulsive_loss(
         if (h := _close_pair_hinges(entry.P, min_distance)) is not None
     ]
     if not hinges:
-        return torch.zeros(())
+        parameter = next(model.parameters(), None)
+        return torch.zeros((), device=None if parameter is None else parameter.device)
     if formula == "authors":
         return torch.stack([h.mean() for h in hinges]).mean().square()
     total = sum(h.square().sum() for h in hinges)

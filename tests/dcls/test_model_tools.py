@@ -288,3 +288,16 @@ def test_convert_refuses_a_container_owner():
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4))
     with pytest.raises(ValueError, match=r"share_key returned '', a Sequential"):
         dcls.convert(model, kernel_count=3, dilated_kernel_size=7, share_key=lambda name: "")
+
+
+def test_freeze_a_shared_set_reachable_only_through_its_layers():
+    positions = dcls.DclsPositions((7, 7), out_channels=4, in_channels_per_group=1, kernel_count=3)
+    model = nn.Sequential(
+        dcls.Dcls2d(4, 4, 3, dilated_kernel_size=7, groups=4, padding=3, positions=positions),
+        dcls.Dcls2d(4, 4, 3, dilated_kernel_size=7, groups=4, padding=3, positions=positions),
+    )
+    x = torch.randn(1, 4, 10, 10)
+    expected = model(x)
+    frozen = dcls.freeze(model)
+    assert [type(m) for m in frozen] == [nn.Conv2d, nn.Conv2d]
+    torch.testing.assert_close(frozen(x), expected)
