@@ -1,5 +1,5 @@
-"""Helpers shared by the algorithms: autocast state, zero padding as (before, after) pairs, and
-channels-last memory formats. The padding helpers are TorchScript-compatible."""
+"""Helpers shared by the algorithms: autocast state and casts, zero padding as (before, after)
+pairs, and channels-last memory formats. The padding helpers are TorchScript-compatible."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "autocast_cast",
     "autocast_enabled",
     "channels_last_format",
     "pad_argument",
@@ -19,6 +20,12 @@ def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
     "meta" device used to count FLOPs). Eager mode only."""
     return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def autocast_cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` as autocast casts ``F.conv``'s operands to ``dtype``: floating tensors except
+    float64, which autocast leaves alone."""
+    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
 
 
 def channels_last_format(dim: int) -> torch.memory_format | None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcls.algorithms._common import autocast_enabled, pad_argument, pad_pairs
+from dcls.algorithms._common import autocast_cast, autocast_enabled, pad_argument, pad_pairs
 
 __all__ = ["fft_conv"]
 
@@ -71,7 +71,7 @@ def fft_conv(
         return _fft_conv(input, kernel, bias, pairs, groups)
     with torch.autocast(device_type, enabled=False):
         out = _fft_conv(input, kernel, bias, pairs, groups)
-    return out.to(torch.get_autocast_dtype(device_type))
+    return autocast_cast(out, torch.get_autocast_dtype(device_type))
 
 
 def _fft_conv(

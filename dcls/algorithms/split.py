@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcls.algorithms._common import autocast_enabled, pad_argument, pad_pairs, to_channels_last
+from dcls.algorithms._common import (
+    autocast_cast,
+    autocast_enabled,
+    pad_argument,
+    pad_pairs,
+    to_channels_last,
+)
 from dcls.algorithms.direct import conv_padded, direct
 
 __all__ = ["split_conv"]
@@ -110,8 +116,8 @@ def split_conv(
     device_type = input.device.type
     if autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        input, kernel = input.to(dtype), kernel.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+        input, kernel = autocast_cast(input, dtype), autocast_cast(kernel, dtype)
+        bias = autocast_cast(bias, dtype) if bias is not None else None
         with torch.autocast(device_type, enabled=False):
             out = _SplitConv.apply(input, kernel, bias, pairs)
     else:

@@ -73,6 +73,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dcls.algorithms._common import (
+    autocast_cast,
+    autocast_enabled,
+    channels_last_format,
+    pad_pairs,
+)
+
 try:
     import triton
     import triton.language as tl
@@ -395,14 +402,15 @@ def _as_3d(t: Tensor, n: int) -> Tensor:
 
 def _is_channels_last(t: Tensor) -> bool:
     """Whether ``t`` is laid out channels-last (the memory format ``F.conv`` keeps)."""
-    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    fmt = channels_last_format(t.dim())
     return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
 
 
 def _empty(shape: Sequence[int], like: Tensor, channels_last: bool) -> Tensor:
-    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(shape))
-    fmt = fmt if channels_last and fmt is not None else torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    fmt = channels_last_format(len(shape)) if channels_last else None
+    return torch.empty(
+        shape, dtype=like.dtype, device=like.device, memory_format=fmt or torch.contiguous_format
+    )
 
 
 def _tap_table(mask: Tensor, block_c: int) -> tuple[Tensor, Tensor]:
@@ -673,10 +681,8 @@ def _normalize_padding(padding: str | int | Sequence[int], kernel_size: Sequence
     """``F.conv``'s padding argument as ``(before, after)`` per axis, flattened."""
     n = len(kernel_size)
     if isinstance(padding, str):
-        if padding == "valid":
-            return [0] * (2 * n)
-        if padding == "same":
-            return [v for k in kernel_size for v in ((k - 1) // 2, k - 1 - (k - 1) // 2)]
+        if padding in ("same", "valid"):
+            return [v for pair in pad_pairs(padding, list(kernel_size)) for v in pair]
         raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
     values = (padding,) * n if isinstance(padding, int) else padding
     values = tuple(values) if isinstance(values, Sequence) else ()
@@ -731,10 +737,6 @@ def _check(
     for name, t in (("kernel", kernel), ("bias", bias), ("kernel_grad_mask", kernel_grad_mask)):
         if t is not None and t.device != input.device:
             raise ValueError(f"{name} must be on the input's device {input.device}, got {t.device}")
-
-
-def _autocast(t: Tensor, dtype: torch.dtype) -> Tensor:
-    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
 
 
 def triton_depthwise_conv(
@@ -792,11 +794,10 @@ def triton_depthwise_conv(
             f"kernel sizes {tuple(kernel.shape[2:])} (output sizes {tuple(out_sizes)})"
         )
     device_type = input.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        # As autocast casts F.conv's operands: floating ones except float64.
+    if autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        input, kernel = _autocast(input, dtype), _autocast(kernel, dtype)
-        bias = _autocast(bias, dtype) if bias is not None else None
+        input, kernel = autocast_cast(input, dtype), autocast_cast(kernel, dtype)
+        bias = autocast_cast(bias, dtype) if bias is not None else None
     dtypes = {input.dtype, kernel.dtype} | ({bias.dtype} if bias is not None else set())
     if len(dtypes) > 1 or input.dtype not in _FLOAT_DTYPES:
         raise ValueError(

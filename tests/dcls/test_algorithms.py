@@ -227,6 +227,21 @@ def test_fft_under_bf16_autocast_follows_the_convolution_dtype():
     assert _max_relative_error(out_f.float(), out_d.float()) < 2e-2
 
 
+@pytest.mark.parametrize("algorithm", ["split", "fft", "triton"])
+def test_float64_stays_float64_under_autocast_as_for_f_conv(algorithm, monkeypatch):
+    """Autocast leaves float64 operands of ``F.conv`` alone; every algorithm does the same."""
+    if algorithm == "triton":
+        _use_triton_interpreter(monkeypatch)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    kernel = torch.randn(4, 1, 5, 5, dtype=torch.float64)
+    bias = torch.randn(4, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, kernel, bias, padding=2, groups=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = algorithms.convolve(x, kernel, bias, 1, 2, 4, algorithm)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected)
+
+
 @pytest.mark.parametrize(
     ("algorithm", "case"), [("fft", CASES[1]), ("split", CASES[0]), ("triton", CASES[0])]
 )
