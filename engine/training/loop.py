@@ -79,8 +79,16 @@ class TrainState:
             self.best_val_top1, self.best_epoch = top1, self.epoch + 1
 
     @property
+    def ddp(self) -> DistributedDataParallel | None:
+        """The DDP wrapper of the model, under ``torch.compile``'s wrapper if compiled."""
+        inner = getattr(self.model, "_orig_mod", self.model)
+        return inner if isinstance(inner, DistributedDataParallel) else None
+
+    @property
     def unwrapped(self) -> nn.Module:
-        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        """The model itself, without the DDP and ``torch.compile`` wrappers."""
+        ddp = self.ddp
+        return ddp.module if ddp is not None else getattr(self.model, "_orig_mod", self.model)
 
 
 def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -> tuple:
@@ -117,8 +125,10 @@ def _optimizer_update(state: TrainState, bad_loss: torch.Tensor | bool = False) 
     """
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
-    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
-    norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=state.device)
+    norm = None  # needed to clip, and to find non-finite gradients without a GradScaler
+    if state.clip_grad or state.scaler is None:
+        grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=state.device)
     if state.scaler is None:
         bad_grads = ~torch.isfinite(norm)
     else:  # GradScaler checks and skips overflows itself
@@ -258,8 +268,8 @@ def train_one_epoch(
         if state.mixup is not None:
             images, targets = state.mixup(images, targets)
         boundary = (index + 1) % state.update_freq == 0
-        no_sync = isinstance(state.model, DistributedDataParallel) and not boundary
-        with state.model.no_sync() if no_sync else contextlib.nullcontext():
+        ddp = state.ddp
+        with ddp.no_sync() if ddp is not None and not boundary else contextlib.nullcontext():
             with autocast_context(state.device, state.amp_dtype):
                 logits = state.model(images)
                 loss = state.criterion(logits, targets)

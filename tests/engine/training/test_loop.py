@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+import torch.distributed as dist
 from timm.data import Mixup
 from timm.scheduler import CosineLRScheduler
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.training.loop import TrainState, train_one_epoch
@@ -53,3 +55,19 @@ def test_train_top1_with_mixup_scores_the_labels_before_mixing():
     loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
     metrics = train_one_epoch(_state(model, mixup=mixup), loader, BATCHES)
     assert metrics["train_top1"] == pytest.approx(expected)
+
+
+def test_the_ddp_and_compile_wrappers_are_seen_through(tmp_path):
+    """``trainer.compile=true`` under DDP: the loop still finds DDP (for ``no_sync`` while
+    accumulating) and the model itself (for the clamp, the EMA and the DCLS schedule)."""
+    model = nn.Linear(3, 3)
+    assert _state(torch.compile(model)).unwrapped is model and _state(model).ddp is None
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        ddp = DistributedDataParallel(model)
+        state = _state(torch.compile(ddp))
+        assert state.ddp is ddp and state.unwrapped is model
+    finally:
+        dist.destroy_process_group()
