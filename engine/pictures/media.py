@@ -16,7 +16,13 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
-from engine.pictures.positions import grid_coordinates, position_sets, save_snapshot, set_pictures
+import dcls
+from engine.pictures.positions import (
+    grid_coordinates,
+    position_snapshots,
+    save_snapshot,
+    set_pictures,
+)
 
 __all__ = ["EpochMedia"]
 
@@ -27,6 +33,10 @@ class MetricLogger(Protocol):
     """Where media go: any of :mod:`engine.training.loggers` (``log(payload, step)``)."""
 
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
+
+
+def _has_positions(model: nn.Module) -> bool:
+    return next(iter(dcls.position_sets(model)), None) is not None
 
 
 def _due(epoch: int, every: int, last_epoch: int) -> bool:
@@ -63,12 +73,12 @@ class EpochMedia:
 
     def start(self, model: nn.Module, epoch: int) -> None:
         """Snapshot the initial positions (epoch 0) of a run that starts from scratch."""
-        if self.enabled and epoch == 0 and self.history_every > 0 and position_sets(model):
+        if self.enabled and epoch == 0 and self.history_every > 0 and _has_positions(model):
             save_snapshot(model, self.run_dir, 0, self.max_out_channels)
 
     def end(self, model: nn.Module, epoch: int, step: int) -> None:
         """After epoch ``epoch`` (1-based) at optimizer step ``step``: snapshot and media if due."""
-        if not self.enabled or not position_sets(model):
+        if not self.enabled or not _has_positions(model):
             return
         if _due(epoch, self.history_every, self.last_epoch):
             save_snapshot(model, self.run_dir, epoch, self.max_out_channels)
@@ -88,7 +98,7 @@ class EpochMedia:
             for picture in set_pictures(model, self.media_channels):
                 image = plots.render(plots.kernel_figure(picture))
                 payload[f"kernels/{picture.name}"] = wandb.Image(image, caption=picture.layer)
-            for pset in position_sets(model):
+            for pset in position_snapshots(model):
                 points = grid_coordinates(pset.P, pset.sizes)
                 for axis, size in enumerate(pset.sizes):
                     edges = np.arange(size + 1) - 0.5  # one bin per grid cell

@@ -30,12 +30,12 @@ from engine.checkpoint.io import save_checkpoint
 __all__ = [
     "HISTORY_DIR",
     "PositionHistory",
-    "PositionSet",
+    "PositionSnapshot",
     "SetPicture",
     "dense_kernel_size",
     "grid_coordinates",
     "load_history",
-    "position_sets",
+    "position_snapshots",
     "save_snapshot",
     "set_pictures",
 ]
@@ -48,7 +48,7 @@ _DENSE_KERNEL_SIZES = {"conv_dw": 7, "conv2": 3}
 
 
 @dataclass
-class PositionSet:
+class PositionSnapshot:
     """One ``P`` tensor of a model and the DCLS layers that use it, as a CPU copy for pictures
     and snapshots (:func:`dcls.position_sets` yields the parameters themselves).
 
@@ -66,11 +66,11 @@ class PositionSet:
     layers: list[str] = field(default_factory=list)
 
 
-def position_sets(model: nn.Module) -> list[PositionSet]:
+def position_snapshots(model: nn.Module) -> list[PositionSnapshot]:
     """Every position set of ``model`` (:func:`dcls.position_sets`) as CPU float copies, in
     model order (empty if it has no DCLS layer)."""
     return [
-        PositionSet(s.name, s.P.detach().float().cpu(), tuple(s.sizes), list(s.layers))
+        PositionSnapshot(s.name, s.P.detach().float().cpu(), tuple(s.sizes), list(s.layers))
         for s in dcls.position_sets(model)
     ]
 
@@ -137,7 +137,7 @@ def set_pictures(
         raise ValueError(f"channels must be >= 1, got {channels}")
     modules = dict(model.named_modules())
     pictures = []
-    for pset in position_sets(model):
+    for pset in position_snapshots(model):
         if len(pset.sizes) != 2 or not pset.layers:
             continue
         layer = modules[pset.layers[0]]
@@ -173,7 +173,7 @@ def save_snapshot(
         raise ValueError(f"max_out_channels must be >= 1 or null, got {max_out_channels}")
     sets = {
         s.name: {"P": s.P[:, :max_out_channels].clone(), "sizes": list(s.sizes), "layers": s.layers}
-        for s in position_sets(model)
+        for s in position_snapshots(model)
     }
     state = {"epoch": epoch, "sets": sets}
     return save_checkpoint(state, Path(run_dir) / HISTORY_DIR, f"epoch_{epoch:04d}.pt")

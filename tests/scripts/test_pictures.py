@@ -30,7 +30,12 @@ from engine.checkpoint import load_checkpoint
 from engine.checkpoint.models import load_model
 from engine.pictures import plots
 from engine.pictures.media import EpochMedia
-from engine.pictures.positions import grid_coordinates, load_history, position_sets, set_pictures
+from engine.pictures.positions import (
+    grid_coordinates,
+    load_history,
+    position_snapshots,
+    set_pictures,
+)
 from engine.training.loggers import build_logger
 from tests.conftest import compose_train
 
@@ -280,7 +285,7 @@ def test_unshared_sets_are_per_layer_and_the_outline_can_be_given():
         kernel_count=2,
         dilated_kernel_size=5,
     )
-    sets = position_sets(model)
+    sets = position_snapshots(model)
     assert [(s.name, s.layers) for s in sets] == [("0", ["0"]), ("1", ["1"])]
     pictures = set_pictures(model, channels=10, dense_size=3)
     assert [p.dense_size for p in pictures] == [3, 3]
