@@ -54,6 +54,11 @@ def close_matches(name: str, candidates: Iterable[str]) -> str:
     return f"close matches: {', '.join(close)}" if close else ""
 
 
+def _key(prefix: str | None, key: str) -> str:
+    """``prefix.key``, or ``key`` for a top-level key (``prefix`` None)."""
+    return f"{prefix}.{key}" if prefix else key
+
+
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -62,22 +67,22 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def int_at_least(cfg: Any, prefix: str, key: str, minimum: int) -> None:
+def int_at_least(cfg: Any, prefix: str | None, key: str, minimum: int) -> None:
     value = cfg.get(key)
     if not is_int(value) or value < minimum:
-        fail(f"{prefix}.{key}", value, f"expected an integer >= {minimum}")
+        fail(_key(prefix, key), value, f"expected an integer >= {minimum}")
 
 
-def number_at_least(cfg: Any, prefix: str, key: str, minimum: float) -> None:
+def number_at_least(cfg: Any, prefix: str | None, key: str, minimum: float) -> None:
     value = cfg.get(key)
     if not is_number(value) or value < minimum:
-        fail(f"{prefix}.{key}", value, f"expected a number >= {minimum}")
+        fail(_key(prefix, key), value, f"expected a number >= {minimum}")
 
 
-def one_of(cfg: Any, prefix: str, key: str, choices: tuple) -> None:
+def one_of(cfg: Any, prefix: str | None, key: str, choices: tuple) -> None:
     value = cfg.get(key)
     if value not in choices:
-        fail(f"{prefix}.{key}", value, f"expected one of {', '.join(map(repr, choices))}")
+        fail(_key(prefix, key), value, f"expected one of {', '.join(map(repr, choices))}")
 
 
 def check_signal_names(names: Iterable[str], key: str = "trainer.preemption.signals") -> None:

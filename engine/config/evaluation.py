@@ -13,6 +13,7 @@ from engine.config.checks import (
     check_amp_and_device,
     close_matches,
     fail,
+    int_at_least,
     is_int,
 )
 
@@ -48,8 +49,8 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     check_amp_and_device(cfg.get("amp"), cfg.get("device"), None)
     if cfg.weights not in WEIGHTS:
         fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}")
-    _top_level_int(cfg, "batch_size", 1)
-    _top_level_int(cfg, "num_workers", 0)
+    int_at_least(cfg, None, "batch_size", 1)
+    int_at_least(cfg, None, "num_workers", 0)
     unknown = sorted(set(cfg.transform) - set(TRANSFORM_KEYS))
     if unknown:
         fail("transform", unknown[0], f"expected keys among {list(TRANSFORM_KEYS)}")
@@ -75,9 +76,3 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
             )
     elif not Path(str(cfg.checkpoint)).is_file():
         fail("checkpoint", str(cfg.checkpoint), "no such file; expected a checkpoint file")
-
-
-def _top_level_int(cfg: Any, key: str, minimum: int) -> None:
-    value = cfg.get(key)
-    if not is_int(value) or value < minimum:
-        fail(key, value, f"expected an integer >= {minimum}")

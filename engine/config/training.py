@@ -6,15 +6,15 @@ allowed; the entry point turns it into one log line and exit status 2 (no traceb
 
 from __future__ import annotations
 
-import difflib
+import math
 from pathlib import Path
 from typing import Any
 
 from dcls.model_tools import REPULSIVE_FORMULAS
 from engine.config.checks import (
-    CLOSE_MATCHES,
     check_amp_and_device,
     check_signal_names,
+    close_matches,
     fail,
     int_at_least,
     is_int,
@@ -38,8 +38,7 @@ def _check_model(cfg: Any) -> None:
 
     name = cfg.get("model_name")
     if not isinstance(name, str) or not timm.is_model(name):
-        close = difflib.get_close_matches(str(name), timm.list_models(), n=CLOSE_MATCHES)
-        hint = f"close matches: {', '.join(close)}" if close else "see timm.list_models()"
+        hint = close_matches(name, timm.list_models()) or "see timm.list_models()"
         fail("model.model_name", name, f"not a registered timm model; {hint}")
     kernel_count = cfg.get("kernel_count")
     if kernel_count is not None and (not is_int(kernel_count) or kernel_count < 1):
@@ -49,7 +48,7 @@ def _check_model(cfg: Any) -> None:
         sizes = list(size) if not is_int(size) and size is not None else [size]
         if not sizes or not all(is_int(s) and s >= 1 for s in sizes):
             fail("model.dilated_kernel_size", size, "expected an integer >= 1 (or one per axis)")
-        cells = sizes[0] ** 2 if len(sizes) == 1 else _product(sizes)
+        cells = sizes[0] ** 2 if len(sizes) == 1 else math.prod(sizes)
         if kernel_count is not None and kernel_count > cells:
             fail(
                 "model.dilated_kernel_size",
@@ -59,13 +58,6 @@ def _check_model(cfg: Any) -> None:
             )
     if "drop_path_rate" in cfg and not 0 <= cfg.drop_path_rate < 1:
         fail("model.drop_path_rate", cfg.drop_path_rate, "expected a number in [0, 1)")
-
-
-def _product(values: list[int]) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
 
 
 def _check_data(cfg: Any) -> None:
@@ -133,8 +125,8 @@ def _check_optimizer(cfg: Any) -> None:
     known = list_optimizers()
     name = str(cfg.get("opt")).lower()
     if name.removeprefix("lookahead_") not in known:
-        close = difflib.get_close_matches(name, known, n=CLOSE_MATCHES)
-        fail("optimizer.opt", cfg.get("opt"), f"not a timm optimizer; close matches: {close}")
+        hint = close_matches(name, known) or "see timm.optim.list_optimizers()"
+        fail("optimizer.opt", cfg.get("opt"), f"not a timm optimizer; {hint}")
     for key in ("lr", "weight_decay"):
         number_at_least(cfg, "optimizer", key, 0)
     number_at_least(cfg, "optimizer", "base_batch_size", 1)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from engine.config.checks import check_signal_names
+from engine.config.entry import EXIT_INTERRUPTED
 
 __all__ = ["Preempted", "PreemptionHandler", "preempted", "signal_received"]
 
@@ -42,7 +43,6 @@ _logger = logging.getLogger(__name__)
 
 Handler = Callable[[int, Any], Any] | int | None
 _active: PreemptionHandler | None = None  # the installed handler (one per process)
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 class Preempted(Exception):  # noqa: N818  (an event, not an error)

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[3]
         (["trainer.preemption.signals=[SIGFOO]"], r"trainer\.preemption\.signals='SIGFOO'"),
         (
             ["optimizer.opt=adamww"],
-            r"optimizer\.opt='adamww' is invalid: not a timm optim.*'adamw'",
+            r"optimizer\.opt='adamww' is invalid: not a timm optim.*close matches: adamw",
         ),
         (["trainer.repulsive_loss.min_distance=0"], r"repulsive_loss\.min_distance=0 is invalid"),
         (
