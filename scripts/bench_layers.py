@@ -37,6 +37,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import dcls
+from dcls._utils import position_limits
+from dcls.algorithms.triton import triton_depthwise_conv
 from dcls.timing import time_interleaved
 from engine.amp import autocast_context
 from engine.config import run_entry_point
@@ -81,6 +83,42 @@ def interleaved_medians(
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
+# The Triton kernel's two sparsity options (dcls.algorithms.triton), timed with --triton-taps.
+TAP_VARIANTS = {
+    "triton+skip": {"skip_zero_taps": True, "mask_kernel_grad": False},
+    "triton+mask": {"skip_zero_taps": False, "mask_kernel_grad": True},
+    "triton+skip+mask": {"skip_zero_taps": True, "mask_kernel_grad": True},
+}
+
+
+def _triton_with_taps(
+    layer: dcls.Dcls2d, x: torch.Tensor, skip_zero_taps: bool, mask_kernel_grad: bool
+) -> torch.Tensor:
+    """``layer(x)`` through the Triton kernel with its sparsity options: skip the taps that are
+    zero in every channel of a block, and compute the kernel gradient only where the constructed
+    kernel is non-zero (the taps a bilinear interpolation reads)."""
+    kernel = layer.construct_kernel()
+    mask = kernel.detach() != 0 if mask_kernel_grad else None
+    return triton_depthwise_conv(
+        x,
+        kernel,
+        layer.bias,
+        layer.padding,
+        skip_zero_taps=skip_zero_taps,
+        kernel_grad_mask=mask,
+    )
+
+
+@torch.no_grad()
+def spread_positions_(layer: dcls.Dcls2d) -> None:
+    """Positions uniform over the whole dilated grid, as training leaves them (the new layer's
+    N(0, 0.5) start keeps every element near the centre, the most favourable case for skipping)."""
+    for entry in dcls.position_sets(layer):
+        for axis, size in enumerate(entry.sizes):
+            low, high = position_limits(size)
+            entry.P[axis].uniform_(low, high)
+
+
 def _largest_allocation_mb(run: Callable[[], None]) -> float:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
@@ -106,6 +144,8 @@ def bench_shape(
     x = torch.randn(args.batch, channels, spatial, spatial, device=device)
     x = x.contiguous(memory_format=fmt).requires_grad_()
     reference = dcls.Dcls2d(channels, channels, count, version=version, **shape).to(device)
+    if args.spread_positions:
+        spread_positions_(reference)
     layer: dict[str, Callable[[], None]] = {}
     for algorithm in args.conv_algorithms:
         ours = dcls.Dcls2d(
@@ -113,6 +153,13 @@ def bench_shape(
         ).to(device)
         ours.load_state_dict(reference.state_dict())
         layer[algorithm] = _fwd_bwd(lambda ours=ours: ours(x), device, amp_dtype)
+    if args.triton_taps:
+        layer |= {
+            name: _fwd_bwd(
+                lambda flags=flags: _triton_with_taps(reference, x, **flags), device, amp_dtype
+            )
+            for name, flags in TAP_VARIANTS.items()
+        }
     for name, dense_size in (("dense7", DENSE_SIZE), ("dense17", size)):
         dense = nn.Conv2d(channels, channels, dense_size, padding=dense_size // 2, groups=channels)
         dense = dense.to(device, memory_format=fmt)
@@ -151,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
     parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
     parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=range(4))
+    parser.add_argument(
+        "--triton-taps",
+        action="store_true",
+        help=f"also time the Triton kernel's sparsity options: {', '.join(TAP_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--spread-positions",
+        action="store_true",
+        help="positions uniform over the dilated grid (as after training) instead of N(0, 0.5)",
+    )
     add_run_arguments(parser, channels_last="NHWC input")
     return parser
 
@@ -179,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_shape(authors_cls, channels, spatial, count, version, args)
             head = f"| {model} | {stage} | {channels} | {spatial}x{spatial} | {count} | {version}"
             authors = r.get("layer_authors", nan)
-            for algorithm in args.conv_algorithms:
+            for algorithm in [*args.conv_algorithms, *(TAP_VARIANTS if args.triton_taps else ())]:
                 ours = r[f"layer_{algorithm}"]
                 layers.append(
                     f"{head} | {algorithm} | {ours:.2f} | {r['layer_dense7']:.2f} "
@@ -197,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         f"device {args.device}, batch {args.batch}, dilated kernel {args.size}x{args.size}, "
         f"depthwise, fwd+bwd, {f'AMP {args.amp}' if args.amp else 'fp32'}, "
         f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.repeats}, "
+        f"positions {'uniform over the grid' if args.spread_positions else 'as initialised'}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     choices = dcls.algorithms.auto_summary()

@@ -57,6 +57,9 @@ step "Triton kernels on CUDA (gpu-marked tests: ConvNeXt-T shapes in bf16 agains
 step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
   --conv-algorithms auto triton fft
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" \
+  "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
+  --conv-algorithms triton --triton-taps --spread-positions
 step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 128 --repeats 5 --steps 3 \
   --modes train --conv-algorithms auto triton --no-authors

@@ -84,3 +84,33 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
         benchmarks += 1
     assert benchmarks >= 4
     assert "triton" in text and "--amp bf16 --channels-last" in text
+
+
+def test_bench_layers_times_the_triton_sparsity_options_on_spread_positions(
+    bench_models, monkeypatch
+):
+    """``--triton-taps --spread-positions`` (a gpu_check step): each variant computes the layer's
+    output and gradients, on positions spread over the grid, and gets a time."""
+    import bench_layers
+
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    flags = ["--size", "7", "--batch", "1", "--repeats", "1", "--conv-algorithms", "direct"]
+    args = bench_layers.build_parser().parse_args([*flags, "--triton-taps", "--spread-positions"])
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=7, padding=3, groups=4)
+    bench_layers.spread_positions_(layer)
+    assert layer.P.abs().amax() > 1.5  # N(0, 0.5) would keep them near the centre
+    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    expected = layer(x)
+    expected.sum().backward()
+    grads = [t.grad.clone() for t in (x, layer.weight, layer.P)]
+    for flags in bench_layers.TAP_VARIANTS.values():
+        for t in (x, layer.weight, layer.P):
+            t.grad = None
+        out = bench_layers._triton_with_taps(layer, x, **flags)
+        torch.testing.assert_close(out, expected)
+        out.sum().backward()
+        for grad, t in zip(grads, (x, layer.weight, layer.P), strict=True):
+            torch.testing.assert_close(t.grad, grad)
+    timed = bench_layers.bench_shape(None, 4, 6, 3, "bilinear", args)
+    assert all(timed[f"layer_{name}"] > 0 for name in bench_layers.TAP_VARIANTS)
