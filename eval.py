@@ -27,6 +27,7 @@ from engine.checkpoint.models import LoadedModel, load_model
 from engine.config import exit_on_bad_command_line, run_entry_point, validate_eval_config
 from engine.distributed import cleanup, init_distributed
 from engine.evaluation.accuracy import EvalContext, eval_transform
+from engine.evaluation.paper import released_check
 from engine.evaluation.results import RESULTS_FILE, results_markdown
 from engine.evaluation.sets import SETS, EvalJob, run_sets
 from engine.evaluation.throughput import params_and_macs
@@ -82,6 +83,19 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
         "world_size": dist_info.world_size,
         "sets": sets,
     }
+    released = released_check(results["checkpoint"], sets.get("in1k"))
+    if released is not None:
+        results["released"] = released
+        _logger.info(
+            "%s is the authors' released file: top-1 %.3f, top-5 %.3f expected (%s), "
+            "measured minus expected %+.3f, %+.3f",
+            released["file"],
+            released["expected_top1"],
+            released["expected_top5"],
+            released["source"],
+            released["top1_diff"],
+            released["top5_diff"],
+        )
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))

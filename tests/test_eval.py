@@ -55,6 +55,23 @@ def test_imagenet_val_top1_top5_match_hand_computation(tmp_path, stub_checkpoint
     saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert saved["sets"]["in1k"]["top1"] == pytest.approx(top1)
     assert saved["weights"] == "model" and saved["name"] == "LabelReader"
+    assert "released" not in saved
+
+
+def test_the_authors_released_file_is_reported_against_their_numbers(tmp_path, caplog):
+    """eval.py on a file named as the authors' released ConvNeXt-B-dcls EMA weights prints their
+    README's top-1/top-5 next to what it measured."""
+    samples = in1k_samples()
+    write_folder(tmp_path / "in1k", samples)
+    released = save_stub_checkpoint(tmp_path / "convnext_dcls_base_1k_224_ema.pth", offset=0)
+    with caplog.at_level(logging.INFO):
+        result = run_eval(tmp_path, [f"checkpoint={released}", f"roots.in1k={tmp_path / 'in1k'}"])
+    top1, top5 = expected_accuracy(samples, label_of=WNIDS.index)
+    check = result["released"]
+    assert (check["expected_top1"], check["expected_top5"]) == (84.094, 96.958)
+    assert check["top1_diff"] == pytest.approx(top1 - 84.094)
+    assert check["top5_diff"] == pytest.approx(top5 - 96.958)
+    assert "convnext_dcls_base_1k_224_ema.pth is the authors' released file" in caplog.text
 
 
 def test_imagenet_v2_folders_are_class_numbers_not_sorted_text(tmp_path, stub_checkpoint):

@@ -27,9 +27,11 @@ baselines' robustness and throughput as re-measured by the authors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["DOWNSTREAM", "PAPER", "RELEASED_CHECKPOINTS", "paper_value"]
+__all__ = ["DOWNSTREAM", "PAPER", "RELEASED_CHECKPOINTS", "paper_value", "released_check"]
 
 _README = "readme"
 _EXTRACTED = "paper-v4 (extracted)"
@@ -110,3 +112,26 @@ def paper_value(model: str, metric: str) -> float | None:
     """The paper's value of ``metric`` for ``model`` (a timm name), or ``None``."""
     entry = PAPER.get(model, {}).get(metric)
     return None if entry is None else entry[0]
+
+
+def released_check(checkpoint: str | None, in1k: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the authors say ``eval.py`` must print for one of their released files, next to what
+    it printed: ``{"file", "expected_top1", "expected_top5", "top1_diff", "top5_diff", "source"}``
+    (differences in points, measured minus expected), or ``None`` when ``checkpoint`` is not a
+    released file (by name) or ImageNet-1k was not evaluated.
+
+    Args:
+        checkpoint: the evaluated file's path.
+        in1k: the ``in1k`` set's result (``top1``, ``top5``), or ``None``.
+    """
+    released = RELEASED_CHECKPOINTS.get(Path(checkpoint).name) if checkpoint else None
+    if released is None or in1k is None:
+        return None
+    return {
+        "file": Path(checkpoint).name,
+        "expected_top1": released["top1"],
+        "expected_top5": released["top5"],
+        "top1_diff": in1k["top1"] - released["top1"],
+        "top5_diff": in1k["top5"] - released["top5"],
+        "source": released["source"],
+    }
