@@ -199,9 +199,9 @@ def main(cfg: DictConfig) -> float:
     """Entry point; returns the reported validation top-1 for Hydra sweepers.
 
     Exit status: 2 with one log line on bad input (config value, file, folder);
-    ``trainer.preemption.exit_code`` (75) after a preemption signal or Ctrl-C and its
-    checkpoint; 130 on a second Ctrl-C; 1 on other errors. A failed collective names the ranks
-    that stopped answering (``DistributedFaultError``).
+    ``trainer.preemption.exit_code`` (75) after a preemption signal and its checkpoint; 130
+    after Ctrl-C (its checkpoint written) and at once on a second Ctrl-C; 1 on other errors. A
+    failed collective names the ranks that stopped answering (``DistributedFaultError``).
     """
     handling = cfg.trainer.preemption
     signals = handling.signals if handling.enabled else []

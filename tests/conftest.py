@@ -28,7 +28,6 @@ def compose_train(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
         cfg = compose(config_name="train", overrides=list(overrides))
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path)
         cfg.trainer.device = "cpu"
         cfg.data.num_workers = 0
     return cfg

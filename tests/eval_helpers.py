@@ -33,7 +33,6 @@ def compose_eval(tmp_path: Path, overrides: list[str]) -> DictConfig:
         cfg = compose(config_name="eval", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path)
         cfg.device = "cpu"
         cfg.num_workers = 0
         cfg.transform.img_size = cfg.transform.img_size or IMG

@@ -51,6 +51,14 @@ def _get(*keys: str) -> Callable[[dict], float | None]:
     return getter
 
 
+def _scaled(getter: Callable[[dict], Any], factor: float) -> Callable[[dict], float | None]:
+    def scaled(result: dict) -> float | None:
+        value = getter(result)
+        return None if value is None else value * factor
+
+    return scaled
+
+
 def _top1(result: dict) -> float | None:
     """ImageNet-1k top-1 from ``eval.py``, else the training run's validation top-1."""
     sets = result.get("sets", {})
@@ -84,7 +92,7 @@ class Column:
 
 
 IMAGENET_COLUMNS = [
-    Column("params (M)", lambda r: r["params"] / 1e6, 1, paper="params_m", spread=False),
+    Column("params (M)", _scaled(_get("params"), 1e-6), 1, paper="params_m", spread=False),
     Column("GMACs", _get("gmacs"), 2, paper="gmacs", spread=False),
     Column(
         "inference img/s",
