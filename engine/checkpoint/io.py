@@ -146,13 +146,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused is None:  # not a refused class: the bytes are not a checkpoint
-            raise CheckpointReadError(_unreadable(path, error)) from error
+        if refused is None:  # not a refused class: the bytes are not a checkpoint (torch's
+            # message would suggest weights_only=False, wrong advice for a damaged file)
+            raise CheckpointReadError(_unreadable(path, error, detail=False)) from error
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it holds pickled objects other than tensors and plain "
             f"values, which could run code (loaded with weights_only=True): {refused[1]}"
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # garbage bytes raise any of KeyError, EOFError, RuntimeError...
         raise CheckpointReadError(_unreadable(path, error)) from error
 
 
@@ -161,10 +162,10 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _unreadable(path: Path, error: BaseException) -> str:
+def _unreadable(path: Path, error: BaseException, detail: bool = True) -> str:
+    cause = f"{type(error).__name__}: {_first_line(error)}" if detail else type(error).__name__
     return (
-        f"checkpoint {path} cannot be read: it is truncated, damaged or not a checkpoint "
-        f"({type(error).__name__}: {_first_line(error)})"
+        f"checkpoint {path} cannot be read: it is truncated, damaged or not a checkpoint ({cause})"
     )
 
 

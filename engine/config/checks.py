@@ -110,7 +110,11 @@ def check_amp_and_device(amp: Any, device: Any, prefix: str | None) -> None:
     if device not in DEVICES:
         fail(f"{key}device", device, f"expected one of {', '.join(map(repr, DEVICES))}")
     if device == "cuda" and not torch.cuda.is_available():
-        fail(f"{key}device", device, "no CUDA device is visible; use device=cpu or device=auto")
+        fail(
+            f"{key}device",
+            device,
+            f"no CUDA device is visible; use {key}device=cpu or {key}device=auto",
+        )
     if amp not in AMP_CHOICES:
         fail(f"{key}amp", amp, "expected one of null (float32), 'bf16', 'fp16'")
     note = amp_device_note(amp, resolve_device(device), f"{key}amp")

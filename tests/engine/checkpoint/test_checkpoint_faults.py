@@ -145,3 +145,16 @@ def test_the_authors_training_checkpoint_with_argparse_args_loads(tmp_path):
     torch.save({"model": {"w": torch.ones(2)}, "epoch": 299, "args": args}, path)
     loaded = ckpt.load_checkpoint(path)
     assert loaded["args"].model == "convnext_tiny_dcls" and loaded["epoch"] == 299
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello world\n", b"[2026-11-30 06:13:27][train][INFO] - epoch 1/15\n", b"\x80\x02}q\x00."],
+    ids=["text", "log", "pickle-not-zip"],
+)
+def test_a_file_that_is_not_a_checkpoint_is_one_error_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "train.log"
+    path.write_bytes(content)
+    with pytest.raises(ckpt.CheckpointReadError, match="not a checkpoint") as error:
+        ckpt.load_checkpoint(path)
+    assert "weights_only" not in str(error.value) and "\n" not in str(error.value)
