@@ -15,6 +15,7 @@ and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left t
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,6 +72,20 @@ def _check_key(cfg: DictConfig, key: str) -> None:
         node = node._get_node(part)
 
 
+# launcher options and the command each submits jobs with
+LAUNCHER_COMMANDS = {"slurm": "sbatch"}
+
+
+def _check_launcher_command(group: str, option: str) -> None:
+    command = LAUNCHER_COMMANDS.get(option) if group == "launcher" else None
+    if command is not None and shutil.which(command) is None:
+        raise ConfigError(
+            f"launcher={option} is invalid here: {command} is not on PATH; run it on the "
+            "cluster's login node, or try the sweep on this machine with "
+            "hydra/launcher=submitit_local (or without launcher=)"
+        )
+
+
 def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
     """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
 
@@ -110,6 +125,8 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
                     f"{group}={value} is invalid: no {group}/{value}.yaml in {config_dir}; "
                     f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
                 )
+        for value in values:
+            _check_launcher_command(group, str(value))
         if values:
             group_choices.append(f"{group}={values[0]}")
     if not keys:

@@ -62,6 +62,17 @@ def test_valid_overrides_pass(argv):
     check_command_line(CONFIGS, "train", argv)
 
 
+def test_slurm_without_sbatch_is_one_line_and_with_it_passes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    argv = ["-m", "launcher=slurm", "experiment=convnext_tiny_dcls_in1k"]
+    with pytest.raises(ConfigError, match=r"launcher=slurm is invalid here: sbatch is not on PATH"):
+        check_command_line(CONFIGS, "train", argv)
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text("#!/bin/sh\n")
+    sbatch.chmod(0o755)
+    check_command_line(CONFIGS, "train", argv)
+
+
 def test_eval_command_line_is_checked_against_eval_yaml():
     check_command_line(CONFIGS, "eval", ["checkpoint=x.pt", "sets=[in1k]", "roots.in1k=/d"])
     with pytest.raises(ConfigError, match=r"close matches: roots\.in_c"):
