@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.evaluation.sweeps import summarize_sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "data=fake",
@@ -101,3 +103,13 @@ def test_the_submitit_launcher_runs_a_sweep(tmp_path):
     for run in runs:
         assert (sweep / run / "checkpoints" / "last.pt").is_file()
     assert "(n=2)" in (sweep / "sweep_summary.md").read_text()  # the two seeds, one row
+
+
+def test_the_runs_table_orders_numbers_by_value(tmp_path):
+    for scale, top1 in ((1, 90.0), (10, 92.0), (5, 91.0)):
+        run = tmp_path / f"optimizer.positions.lr_scale={scale}"
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"top1": top1}))
+    text = summarize_sweep(tmp_path).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| optimizer")]
+    assert [row.split("|")[1].strip()[-2:].lstrip("=") for row in rows] == ["1", "5", "10"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,18 @@ RUN_COLUMNS = (
 )
 
 
+def _natural_key(name: str) -> list[tuple[int, float | str]]:
+    """Sort key that orders the numbers in a name by value: ``lr_scale=5`` before ``=10``."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", name)
+    return [(0, float(part)) if i % 2 else (1, part) for i, part in enumerate(parts)]
+
+
 def _runs_table(sweep_dir: Path) -> list[list[str]]:
     """One row per job folder: its overrides (the folder name) and its final metrics; a job
     that did not finish (no ``results.json``) is listed with ``-``."""
     rows = [["run", *(title for title, _, _ in RUN_COLUMNS)]]
-    for folder in sorted(
-        p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    folders = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for folder in sorted(folders, key=lambda p: _natural_key(p.name)):
         results_file = folder / RUN_RESULTS_FILE
         results: dict[str, Any] = (
             json.loads(results_file.read_text()) if results_file.is_file() else {}
