@@ -6,12 +6,11 @@
 digit ``d`` filed under ImageNet's ``d``-th wnid, so that ``eval.py`` can score a model trained by
 the embedded default without any download. With ``--imagenet-c``, also
 ``OUT_DIR/imagenet-c/<corruption>/<severity>/<wnid>/<n>.png`` for the 19 ImageNet-C corruptions
-x 5 severities, made with the ``imagecorruptions`` library. Evaluate with the digits' transform:
+x 5 severities, made with the ``imagecorruptions`` library. Evaluate them (the digits' transform
+comes from the checkpoint's training config):
 
     python eval.py checkpoint=logs/train/<run>/checkpoints/last.pt sets=[in1k,in_c] \\
-        roots.in1k=OUT_DIR/val roots.in_c=OUT_DIR/imagenet-c \\
-        transform.img_size=32 transform.crop_pct=1.0 transform.interpolation=bilinear \\
-        transform.mean=[0.5,0.5,0.5] transform.std=[0.5,0.5,0.5]
+        roots.in1k=OUT_DIR/val roots.in_c=OUT_DIR/imagenet-c
 """
 
 from __future__ import annotations
@@ -66,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             path = folder / wnids[digit] / f"{index:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             (image if corrupt is None else corrupt(image)).save(path)
-    _logger.info("%d images in %d folders under %s", len(images), len(trees), args.out)
+    _logger.info(
+        "%d trees of the %d digits (%d images) under %s",
+        len(trees),
+        len(images),
+        len(trees) * len(images),
+        args.out,
+    )
     return 0
 
 

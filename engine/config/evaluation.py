@@ -48,7 +48,8 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
             fail("sets", name, "; ".join(filter(None, allowed)))
     check_amp_and_device(cfg.get("amp"), cfg.get("device"), None)
     if cfg.weights not in WEIGHTS:
-        fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}")
+        hint = close_matches(str(cfg.weights), WEIGHTS)
+        fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}; {hint}".rstrip("; "))
     int_at_least(cfg, None, "batch_size", 1)
     int_at_least(cfg, None, "num_workers", 0)
     unknown = sorted(set(cfg.transform) - set(TRANSFORM_KEYS))

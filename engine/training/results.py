@@ -145,10 +145,11 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
         else "no epoch ran in this process"
     )
     _logger.info(
-        "finished %d epochs in %.0f s: val top-1 %.2f, top-5 %.2f (last epoch, %s weights; %s)\n"
+        "finished %d epoch%s in %.0f s: val top-1 %.2f, top-5 %.2f (last epoch, %s weights; %s)\n"
         "  checkpoint: %s\n  run folder: %s (%s, %s, train.log)\n"
         "  same numbers from eval.py: python eval.py checkpoint=%s sets=[val]",
         record.cfg.trainer.epochs,
+        "" if record.cfg.trainer.epochs == 1 else "s",
         record.wall_time_s,
         results["top1"],
         results["top5"],
