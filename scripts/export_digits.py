@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             (image if corrupt is None else corrupt(image)).save(path)
     _logger.info(
-        "%d trees of the %d digits (%d images) under %s",
-        len(trees),
-        len(images),
+        "%d images under %s: the %d digits in each of %d folder trees",
         len(trees) * len(images),
         args.out,
+        len(images),
+        len(trees),
     )
     return 0
 
