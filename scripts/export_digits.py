@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             (image if corrupt is None else corrupt(image)).save(path)
     _logger.info(
-        "%d images under %s: the %d digits in each of %d folder trees",
+        "%d images under %s: the %d digits in val/%s",
         len(trees) * len(images),
         args.out,
         len(images),
-        len(trees),
+        f" and in {len(trees) - 1} imagenet-c/ folders" if len(trees) > 1 else "",
     )
     return 0
 
