@@ -295,7 +295,7 @@ def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[imagenet]"])
     with pytest.raises(ConfigError, match="amp='fp8' is invalid: expected one of null"):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "amp=fp8"])
-    with pytest.raises(ConfigError, match="weights='emma' is invalid: .*close matches: ema"):
+    with pytest.raises(ConfigError, match=r"weights='emma' is invalid: .*close matches: ema"):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "weights=emma"])
 
 
