@@ -26,6 +26,16 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   coalescing pass orders each access by the contiguity it proves (strides equal to 1 are
   specialised). Programs on one channel block walk the spatial tiles of one image in order, so
   neighbouring tiles share their halo in L2.
+* Forward on tensor cores (``DOT``, autotune candidates beside the FMA configs, not for float64):
+  per channel and kernel row ``kh``, a tile's outputs are ``y[h, j] += sum_k x[h + kh, w0 + k] *
+  T[k, j]`` with ``T`` the banded (Toeplitz) ``BLOCK_K x BLOCK_W`` matrix ``T[k, j] = w[kh, k -
+  j]`` for ``0 <= k - j < BLOCK_K - BLOCK_W + 1`` (the taps per window; longer rows take several
+  windows). A ``[BLOCK_C]`` batch of ``[BLOCK_H, BLOCK_K] x [BLOCK_K, BLOCK_W]`` ``tl.dot`` per
+  row: about ``BLOCK_K / taps`` times the FMA path's multiply-adds (32/17 for ConvNeXt-dcls), on
+  tensor cores, with one load per operand element instead of one per multiply-add. Half
+  precision operands multiply exactly and accumulate in float32; float32 ones go through TF32
+  where ``torch.backends.cudnn.allow_tf32`` lets ``F.conv2d`` use it (the default), IEEE
+  otherwise.
 * Input gradient: the same kernel on the output gradient with the flipped kernel and the
   complementary padding ``(k - 1 - before, k - 1 - after)`` (negative entries crop). With a
   channel multiplier ``m`` the kernel sums, per input channel, its ``m`` output channels
@@ -36,7 +46,11 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   gradient tile is loaded once and reused by the ``BLOCK_T`` taps), reduces it over ``P`` once at
   the end and writes float32 partial sums to a ``[chunks, C, taps]`` buffer that torch sums
   afterwards: deterministic, no atomics. The chunk count aims at about four programs per SM.
-  The bias gradient is ``dy.sum`` in torch.
+  The bias gradient is ``dy.sum`` in torch. On tensor cores (``DOT``): per channel, kernel row
+  ``kh`` and window, ``G[k, j] = sum over output rows (and column tiles) of x[row + kh, w0 + k] *
+  dy[row, w0 + j]``, a ``[BLOCK_K, BLOCK_P] x [BLOCK_P, BLOCK_W]`` ``tl.dot`` per step of
+  ``BLOCK_P`` rows, and at the end ``dW[kh, kw] = sum_j G[j + kw, j]`` (diagonal sums); its
+  chunks are whole output rows, so every config writes the same ``[chunks, C, taps]`` buffer.
 * Sparse taps: with ``skip_zero_taps=True`` the forward and input-gradient loops visit, per
   channel block, only the taps that are non-zero in at least one of its channels (a sorted tap
   table and its lengths, built by torch per call; the loop over them is dynamic).
@@ -48,9 +62,11 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   per-channel lists keep DCLS's sparsity (``docs/triton_plan.md``). Skipping zero taps also skips
   ``0 * inf``: a non-finite input under a zero tap gives a finite output where ``F.conv`` gives
   NaN.
-* Block sizes: ``triton.autotune`` on CUDA over the small per-layout tables below (keyed by
-  shapes, kernel size and layout); under the interpreter one fixed config
-  (:data:`INTERPRETER_BLOCKS`).
+* Block sizes and FMA or tensor-core path: ``triton.autotune`` on CUDA over the small per-layout
+  tables below (keyed by shapes, kernel size, layout, dtype and dot precision); every config
+  compiles for sm_90 without register spills (a test checks it with Triton's bundled ``ptxas``).
+  Under the interpreter one fixed config (:data:`INTERPRETER_BLOCKS`, the FMA path unless a test
+  asks for ``DOT``; the interpreter's dot runs on float32 copies of the operands).
 
 Interpreter: the kernels are plain functions wrapped on first use, for the mode in force at each
 call (``triton.knobs.runtime.interpret``, i.e. ``TRITON_INTERPRET=1``): interpreted then (CPU
@@ -98,15 +114,21 @@ _logger = logging.getLogger(__name__)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # One config per kernel under the interpreter (big blocks: fewer interpreted programs and loop
-# steps). Tests may patch these to exercise tile and block edges.
+# steps). Tests may patch these to exercise tile and block edges, and the tensor-core path
+# ("DOT": True); keys left out take their value from _INTERPRETER_DEFAULTS.
 INTERPRETER_BLOCKS: dict[str, dict[str, int]] = {
     "conv": {"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 4},
     "kernel_grad": {"BLOCK_T": 64, "BLOCK_P": 64, "BLOCK_C": 4},
 }
+_INTERPRETER_DEFAULTS = {
+    "conv": {"DOT": False, "BLOCK_K": 32},
+    "kernel_grad": {"DOT": False, "BLOCK_W": 16, "BLOCK_K": 32},
+}
 
-# CUDA autotune tables: (BLOCK_H, BLOCK_W, BLOCK_C, num_warps, num_stages) per layout.
+# CUDA autotune tables, per layout (True: channels-last, contiguous along C; False: NCHW,
+# contiguous along W). The FMA path: (BLOCK_H, BLOCK_W, BLOCK_C, num_warps, num_stages).
 _CONV_CONFIGS = {
-    True: [  # channels-last: contiguous along C
+    True: [
         (4, 8, 64, 4, 1),
         (8, 8, 32, 4, 1),
         (8, 8, 64, 8, 1),
@@ -114,7 +136,7 @@ _CONV_CONFIGS = {
         (8, 16, 32, 8, 1),
         (2, 8, 128, 8, 1),
     ],
-    False: [  # NCHW: contiguous along W
+    False: [
         (4, 32, 8, 4, 1),
         (8, 32, 4, 4, 1),
         (2, 64, 8, 4, 1),
@@ -122,7 +144,27 @@ _CONV_CONFIGS = {
         (4, 64, 8, 8, 2),
     ],
 }
-# (BLOCK_T, BLOCK_P, BLOCK_C, num_warps, num_stages) per layout.
+# The tensor-core (Toeplitz) path: (BLOCK_H, BLOCK_W, BLOCK_C, BLOCK_K, num_warps, num_stages);
+# every dot dimension is at least 16, and BLOCK_K - BLOCK_W + 1 taps of a kernel row go per
+# window (17 for BLOCK_K = 32, BLOCK_W = 16: ConvNeXt-dcls's rows in one window).
+_DOT_CONV_CONFIGS = {
+    True: [
+        (16, 16, 16, 32, 4, 1),
+        (16, 16, 8, 32, 4, 1),
+        (32, 16, 8, 32, 4, 1),
+        (16, 32, 8, 64, 4, 1),
+        (32, 16, 16, 32, 8, 1),
+        (16, 16, 16, 32, 4, 2),
+    ],
+    False: [
+        (16, 16, 8, 32, 4, 1),
+        (32, 16, 8, 32, 4, 1),
+        (16, 32, 8, 64, 4, 1),
+        (32, 32, 2, 64, 4, 1),
+        (64, 16, 1, 32, 4, 1),
+    ],
+}
+# Kernel gradient, FMA path: (BLOCK_T, BLOCK_P, BLOCK_C, num_warps, num_stages).
 _KERNEL_GRAD_CONFIGS = {
     True: [
         (16, 16, 32, 4, 1),
@@ -138,6 +180,23 @@ _KERNEL_GRAD_CONFIGS = {
         (16, 128, 4, 8, 1),
     ],
 }
+# Kernel gradient, tensor cores: (BLOCK_P output rows, BLOCK_W, BLOCK_C, BLOCK_K, num_warps,
+# num_stages).
+_DOT_KERNEL_GRAD_CONFIGS = {
+    True: [
+        (16, 16, 16, 32, 4, 1),
+        (16, 16, 8, 32, 4, 1),
+        (32, 16, 8, 32, 4, 1),
+        (32, 16, 16, 32, 8, 1),
+        (16, 32, 8, 64, 4, 1),
+    ],
+    False: [
+        (16, 16, 8, 32, 4, 1),
+        (32, 32, 2, 64, 4, 1),
+        (64, 16, 1, 32, 4, 1),
+        (64, 32, 1, 64, 4, 1),
+    ],
+}
 # Tap-table modes (skip_zero_taps, kernel_grad_mask): the tables fix BLOCK_C per layout, so only
 # the other sizes are tuned. NCHW takes one channel per program: per-channel tap lists, the only
 # granularity at which trained DCLS kernels stay sparse (docs/triton_plan.md).
@@ -149,6 +208,33 @@ _TAP_KERNEL_GRAD_CONFIGS = {
     True: [(16, 16, 32, 4, 1), (32, 8, 32, 4, 1), (32, 16, 32, 8, 1)],
     False: [(16, 128, 1, 4, 1), (32, 64, 1, 4, 1), (16, 256, 1, 8, 1), (32, 128, 1, 8, 1)],
 }
+
+
+def _config_table(name: str, channels_last: bool, tap_list: bool, dot: bool) -> list[tuple]:
+    """``(meta-parameters, num_warps, num_stages)`` per autotune config of one kernel: the FMA
+    configs, plus the tensor-core ones if ``dot`` (never with tap tables)."""
+    if name == "conv":
+        fma_names, fma_fixed = ("BLOCK_H", "BLOCK_W", "BLOCK_C"), {"BLOCK_K": 32}
+        dot_names, dot_fixed = ("BLOCK_H", "BLOCK_W", "BLOCK_C", "BLOCK_K"), {}
+        fma = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
+        dots = _DOT_CONV_CONFIGS[channels_last]
+    else:
+        fma_names, fma_fixed = ("BLOCK_T", "BLOCK_P", "BLOCK_C"), {"BLOCK_W": 16, "BLOCK_K": 32}
+        dot_names, dot_fixed = ("BLOCK_P", "BLOCK_W", "BLOCK_C", "BLOCK_K"), {"BLOCK_T": 1}
+        fma = (_TAP_KERNEL_GRAD_CONFIGS if tap_list else _KERNEL_GRAD_CONFIGS)[channels_last]
+        dots = _DOT_KERNEL_GRAD_CONFIGS[channels_last]
+    table = [
+        ({**dict(zip(fma_names, c[:3], strict=True)), **fma_fixed, "DOT": False}, *c[3:])
+        for c in fma
+    ]
+    if dot and not tap_list:
+        table += [
+            ({**dict(zip(dot_names, c[:4], strict=True)), **dot_fixed, "DOT": True}, *c[4:])
+            for c in dots
+        ]
+    return table
+
+
 _TAP_BLOCK_C = {True: 32, False: 1}
 _CHUNK_NOMINAL = (32, 32)  # (BLOCK_C, BLOCK_T) assumed when sizing the reduction chunks
 _MIN_CHUNK = 1024  # positions per kernel-gradient program, at least (CUDA)
@@ -193,12 +279,14 @@ if triton is not None:
         KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
         M: tl.constexpr, R: tl.constexpr,
         HAS_BIAS: tl.constexpr, TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-        ACC: tl.constexpr,
+        ACC: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         """y[b, co, o] = sum over r < R and the taps of x[b, (co * R + r) // M, o - pad + tap] *
         w[tap, co * R + r] (+ bias[co]). ``w`` is ``(taps, W_STRIDE)``; CHANNELS_LAST only keys
-        the autotuner."""
+        the autotuner. DOT: the tensor-core (Toeplitz) path, with ``BLOCK_K`` input columns per
+        window; DOT_F32 casts its operands to float32 first (the interpreter's dot needs it)."""
         pid = tl.program_id(0)
         cb = tl.program_id(1)
         tiles_w = (W_OUT + BLOCK_W - 1) // BLOCK_W
@@ -209,12 +297,59 @@ if triton is not None:
         rest = rest // tiles_h
         od = rest % D_OUT
         b = (rest // D_OUT).to(tl.int64)
-        idx = tl.arange(0, BLOCK_H * BLOCK_W)
-        oh = th * BLOCK_H + idx // BLOCK_W
-        ow = tw * BLOCK_W + idx % BLOCK_W
         co = cb * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = co < C_OUT
         x_b = x_ptr + b * sxb
+        if DOT:
+            # Per channel and kernel row, y[h, j] += sum_k x[h, window + k] * T[k, j]: a
+            # [BLOCK_C] batch of [BLOCK_H, BLOCK_K] x [BLOCK_K, BLOCK_W] products on tensor cores,
+            # T the banded (Toeplitz) matrix T[k, j] = w[kw0 + k - j] for 0 <= k - j < TAPS_K.
+            # A row longer than TAPS_K = BLOCK_K - BLOCK_W + 1 taps takes several windows.
+            TAPS_K: tl.constexpr = BLOCK_K - BLOCK_W + 1
+            oh3 = th * BLOCK_H + tl.arange(0, BLOCK_H)
+            ow3 = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+            k = tl.arange(0, BLOCK_K)
+            band = k[:, None] - tl.arange(0, BLOCK_W)[None, :]  # k - j: [BLOCK_K, BLOCK_W]
+            acc3 = tl.full([BLOCK_C, BLOCK_H, BLOCK_W], 0.0, dtype=ACC)
+            for r in tl.static_range(R):
+                wc = co * R + r
+                x_c = x_b + ((wc // M) * sxc)[:, None, None]
+                w_c = w_ptr + wc[:, None, None]
+                for kw0 in tl.static_range(0, KW, TAPS_K):
+                    iw = tw * BLOCK_W - PAD_W + kw0 + k
+                    col_ok = c_ok[:, None, None] & ((iw >= 0) & (iw < W_IN))[None, None, :]
+                    col = x_c + (iw * sxw)[None, None, :]
+                    t_ok = (band >= 0) & (band < TAPS_K) & (band + kw0 < KW)
+                    t_ok3 = c_ok[:, None, None] & t_ok[None, :, :]
+                    for kd in range(KD):
+                        i_d = od - PAD_D + kd
+                        for kh in range(KH):
+                            ih = oh3 - PAD_H + kh
+                            row_ok = (ih >= 0) & (ih < H_IN) & (i_d >= 0) & (i_d < D_IN)
+                            xv = tl.load(
+                                col + (i_d * sxd + ih * sxh)[None, :, None],
+                                mask=col_ok & row_ok[None, :, None],
+                                other=0.0,
+                            )
+                            tap = (kd * KH + kh) * KW + kw0 + band
+                            wv = tl.load(w_c + (tap * W_STRIDE)[None, :, :], mask=t_ok3, other=0.0)
+                            if DOT_F32:
+                                xv = xv.to(tl.float32)
+                                wv = wv.to(tl.float32)
+                            acc3 = tl.dot(xv, wv, acc3, input_precision=PRECISION)
+            if HAS_BIAS:
+                acc3 += tl.load(b_ptr + co, mask=c_ok, other=0.0).to(ACC)[:, None, None]
+            out3_ok = c_ok[:, None, None] & ((oh3 < H_OUT)[:, None] & (ow3 < W_OUT)[None, :])[None]
+            y3_off = b * syb + od * syd + (oh3 * syh)[:, None] + (ow3 * syw)[None, :]
+            tl.store(
+                y_ptr + (co * syc)[:, None, None] + y3_off[None, :, :],
+                acc3.to(y_ptr.dtype.element_ty),
+                mask=out3_ok,
+            )
+            return
+        idx = tl.arange(0, BLOCK_H * BLOCK_W)
+        oh = th * BLOCK_H + idx // BLOCK_W
+        ow = tw * BLOCK_W + idx % BLOCK_W
         acc = tl.full([BLOCK_H * BLOCK_W, BLOCK_C], 0.0, dtype=ACC)
         if TAP_LIST:
             # Only this channel block's listed taps (sorted tap indices, `count` of them).
@@ -268,21 +403,78 @@ if triton is not None:
 
     def _kernel_grad_kernel(
         x_ptr, dy_ptr, part_ptr, tap_ptr, count_ptr,
-        C_OUT, D_IN, H_IN, W_IN, D_OUT, H_OUT, W_OUT, N_POS, CHUNK,
+        C_OUT, D_IN, H_IN, W_IN, D_OUT, H_OUT, W_OUT, N_POS, CHUNK, N_ROWS, ROW_CHUNK,
         sxb, sxc, sxd, sxh, sxw,
         syb, syc, syd, syh, syw,
         PAD_D, PAD_H, PAD_W,
         KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
         TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
+        DOT: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_W: tl.constexpr, BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         """part[chunk, co, t] = sum over this chunk's output positions p of
-        x[b, co // M, p - pad + t] * dy[b, co, p]."""
+        x[b, co // M, p - pad + t] * dy[b, co, p]. DOT: the tensor-core path, whose chunks are
+        ``ROW_CHUNK`` output rows (all their columns) instead of ``CHUNK`` positions."""
         cb = tl.program_id(0)
         tb = tl.program_id(1)
         chunk = tl.program_id(2)
         co = cb * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = co < C_OUT
+        if DOT:
+            # Per channel and kernel row kh, G[k, j] = sum over output rows of x[row + kh,
+            # window + k] * dy[row, j], a [BLOCK_C] batch of [BLOCK_K, BLOCK_P] x [BLOCK_P,
+            # BLOCK_W] products summed over the column tiles too; then dW[kh, kw0 + t] = sum_j
+            # G[j + t, j], the diagonals of G (TAPS_K = BLOCK_K - BLOCK_W + 1 of them).
+            TAPS_K: tl.constexpr = BLOCK_K - BLOCK_W + 1
+            KW_CHUNKS: tl.constexpr = (KW + TAPS_K - 1) // TAPS_K
+            kw0 = (tb % KW_CHUNKS) * TAPS_K
+            kh = (tb // KW_CHUNKS) % KH
+            kd = tb // (KW_CHUNKS * KH)
+            k = tl.arange(0, BLOCK_K)
+            j = tl.arange(0, BLOCK_W)
+            x_c = x_ptr + ((co // M) * sxc)[:, None, None]
+            y_c = dy_ptr + (co * syc)[:, None, None]
+            row_start = chunk * ROW_CHUNK
+            row_end = tl.minimum(row_start + ROW_CHUNK, N_ROWS)
+            acc3 = tl.full([BLOCK_C, BLOCK_K, BLOCK_W], 0.0, dtype=ACC)
+            for w0 in range(0, W_OUT, BLOCK_W):
+                iw = w0 - PAD_W + kw0 + k
+                col_ok = c_ok[:, None, None] & ((iw >= 0) & (iw < W_IN))[None, :, None]
+                ow = w0 + j
+                out_col_ok = c_ok[:, None, None] & (ow < W_OUT)[None, None, :]
+                for r0 in range(row_start, row_end, BLOCK_P):
+                    rows = r0 + tl.arange(0, BLOCK_P)
+                    oh = rows % H_OUT
+                    q = rows // H_OUT
+                    od = q % D_OUT
+                    b = (q // D_OUT).to(tl.int64)
+                    ih = oh - PAD_H + kh
+                    i_d = od - PAD_D + kd
+                    rows_ok = rows < row_end
+                    in_ok = rows_ok & (ih >= 0) & (ih < H_IN) & (i_d >= 0) & (i_d < D_IN)
+                    x_row = b * sxb + i_d * sxd + ih * sxh
+                    y_row = b * syb + od * syd + oh * syh
+                    xv = tl.load(  # x transposed: [BLOCK_C, BLOCK_K, BLOCK_P]
+                        x_c + (iw * sxw)[None, :, None] + x_row[None, None, :],
+                        mask=col_ok & in_ok[None, None, :],
+                        other=0.0,
+                    )
+                    dy = tl.load(  # [BLOCK_C, BLOCK_P, BLOCK_W]
+                        y_c + y_row[None, :, None] + (ow * syw)[None, None, :],
+                        mask=out_col_ok & rows_ok[None, :, None],
+                        other=0.0,
+                    )
+                    if DOT_F32:
+                        xv = xv.to(tl.float32)
+                        dy = dy.to(tl.float32)
+                    acc3 = tl.dot(xv, dy, acc3, input_precision=PRECISION)
+            band = (k[:, None] - j[None, :])[None, :, :]
+            out = part_ptr + (chunk * C_OUT + co) * (KD * KH * KW) + (kd * KH + kh) * KW + kw0
+            for t in tl.static_range(TAPS_K):
+                diagonal = tl.reduce(tl.where(band == t, acc3, 0.0), 2, _sum_combine)
+                tl.store(out + t, tl.reduce(diagonal, 1, _sum_combine), mask=c_ok & (kw0 + t < KW))
+            return
         t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
         start = chunk * CHUNK
         end = tl.minimum(start + CHUNK, N_POS)
@@ -334,12 +526,12 @@ if triton is not None:
         )
 
 
-def _autotuned(fn, configs: list[tuple[int, ...]], names: tuple[str, ...], key: list[str]):
-    """``fn`` compiled and autotuned over ``configs`` (block sizes, then warps and stages)."""
+def _autotuned(fn, configs: list[tuple], key: list[str]):
+    """``fn`` compiled and autotuned over ``configs`` (meta-parameters, warps, stages)."""
     return triton.autotune(
         configs=[
-            triton.Config(dict(zip(names, c[:3], strict=True)), num_warps=c[3], num_stages=c[4])
-            for c in configs
+            triton.Config(meta, num_warps=warps, num_stages=stages)
+            for meta, warps, stages in configs
         ],
         key=key,
     )(triton.runtime.jit.JITFunction(fn))
@@ -347,7 +539,11 @@ def _autotuned(fn, configs: list[tuple[int, ...]], names: tuple[str, ...], key: 
 
 @functools.cache
 def _kernels(interpret: bool) -> dict[tuple, object]:
-    """The launchable kernels for one mode, built on first use (see the module docstring)."""
+    """The launchable kernels for one mode, built on first use (see the module docstring).
+
+    Compiled ones are keyed ``(name, channels_last, tap_list, dot)``: ``dot`` adds the
+    tensor-core configs to the autotuner's choice (not for float64, nor for tap tables).
+    """
     _logger.debug("building the Triton depthwise kernels (interpreter: %s)", interpret)
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
@@ -360,33 +556,47 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
     if not isinstance(_sum_combine, triton.runtime.jit.JITFunction):
         # triton was imported under TRITON_INTERPRET=1: its combiner is an interpreted one.
         _sum_combine = triton.runtime.jit.JITFunction(_sum_combine.fn)
-    conv_key = ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "KD", "KH", "KW", "M", "R", "CHANNELS_LAST"]
-    grad_key = ["C_OUT", "N_POS", "KD", "KH", "KW", "M", "CHANNELS_LAST"]
-    kernels: dict[tuple, object] = {}
-    for channels_last in (True, False):
-        for tap_list in (False, True):
-            conv = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
-            grad = (_TAP_KERNEL_GRAD_CONFIGS if tap_list else _KERNEL_GRAD_CONFIGS)[channels_last]
-            kernels["conv", channels_last, tap_list] = _autotuned(
-                _conv_kernel, conv, ("BLOCK_H", "BLOCK_W", "BLOCK_C"), conv_key
-            )
-            kernels["kernel_grad", channels_last, tap_list] = _autotuned(
-                _kernel_grad_kernel, grad, ("BLOCK_T", "BLOCK_P", "BLOCK_C"), grad_key
-            )
-    return kernels
+    shared_key = ["KD", "KH", "KW", "M", "CHANNELS_LAST", "PRECISION"]
+    keys = {
+        "conv": ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "R", *shared_key],
+        "kernel_grad": ["C_OUT", "N_POS", "W_OUT", *shared_key],
+    }
+    fns = {"conv": _conv_kernel, "kernel_grad": _kernel_grad_kernel}
+    return {
+        (name, channels_last, tap_list, dot): _autotuned(
+            fns[name], _config_table(name, channels_last, tap_list, dot), keys[name]
+        )
+        for name in fns
+        for channels_last in (True, False)
+        for tap_list in (False, True)
+        for dot in (False, True)
+    }
 
 
-def _kernel_for(name: str, channels_last: bool, tap_list: bool, device: torch.device):
-    """(kernel, explicit block sizes or None when autotuned, tap-table channel block)."""
+def _kernel_for(
+    name: str, channels_last: bool, tap_list: bool, dtype: torch.dtype, device: torch.device
+):
+    """(kernel, explicit meta-parameters or None when autotuned, tap-table channel block)."""
+    dot = dtype != torch.float64
     if _interpreting():
-        blocks = INTERPRETER_BLOCKS[name]
+        blocks = {**_INTERPRETER_DEFAULTS[name], **INTERPRETER_BLOCKS[name]}
+        blocks["DOT"] = blocks["DOT"] and dot
         return _kernels(True)[name], blocks, blocks["BLOCK_C"]
     if device.type != "cuda":
         raise ValueError(
             f"the Triton depthwise convolution runs on CUDA, or on the CPU under Triton's "
             f"interpreter (TRITON_INTERPRET=1), got a tensor on {device}"
         )
-    return _kernels(False)[name, channels_last, tap_list], None, _TAP_BLOCK_C[channels_last]
+    kernel = _kernels(False)[name, channels_last, tap_list, dot]
+    return kernel, None, _TAP_BLOCK_C[channels_last]
+
+
+def _dot_precision(dtype: torch.dtype, interpret: bool) -> str:
+    """``tl.dot``'s input precision: TF32 for float32 operands on CUDA where cuDNN's
+    convolutions may use it (``torch.backends.cudnn.allow_tf32``, on by default), as
+    ``F.conv2d`` does; IEEE otherwise (half-precision operands are exact either way)."""
+    tf32 = dtype == torch.float32 and not interpret and torch.backends.cudnn.allow_tf32
+    return "tf32" if tf32 else "ieee"
 
 
 def _acc_dtype(dtype: torch.dtype):
@@ -447,7 +657,7 @@ def _launch_conv(
     c_out = y.shape[1]
     taps = math.prod(kernel_size)
     tap_list = skip_zero_taps
-    kernel, blocks, tap_block = _kernel_for("conv", channels_last, tap_list, x.device)
+    kernel, blocks, tap_block = _kernel_for("conv", channels_last, tap_list, x.dtype, x.device)
     w_t = weight.t().contiguous()  # (taps, C_w): one contiguous load of BLOCK_C weights per tap
     table = counts = w_t
     if tap_list:
@@ -470,7 +680,8 @@ def _launch_conv(
         *x.stride(), *out.stride(), *pad_before,
         KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
         HAS_BIAS=bias is not None, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
-        ACC=_acc_dtype(y.dtype), **(blocks or {}),
+        ACC=_acc_dtype(y.dtype), DOT_F32=blocks is not None,
+        PRECISION=_dot_precision(x.dtype, blocks is not None), **(blocks or {}),
     )  # fmt: skip
     if out is not y:
         y.copy_(out)
@@ -502,11 +713,15 @@ def _launch_kernel_grad(
     positions = batch * d_out * h_out * w_out
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     tap_list = mask is not None
-    kernel, blocks, tap_block = _kernel_for("kernel_grad", channels_last, tap_list, x.device)
+    kernel, blocks, tap_block = _kernel_for(
+        "kernel_grad", channels_last, tap_list, x.dtype, x.device
+    )
     nominal_c, nominal_t = (blocks["BLOCK_C"], blocks["BLOCK_T"]) if blocks else _CHUNK_NOMINAL
     tiles = -(-c_out // nominal_c) * -(-taps // nominal_t)
     chunks = _chunks(positions, tiles, blocks is not None, x.device)
     chunk = -(-positions // chunks)
+    rows = batch * d_out * h_out  # the tensor-core path's chunks are whole output rows
+    row_chunk = -(-rows // chunks)
     table = counts = dy
     if tap_list:
         table, counts = _tap_table(mask.reshape(c_out, taps), tap_block)
@@ -515,14 +730,20 @@ def _launch_kernel_grad(
         partial = torch.empty(chunks, c_out, taps, dtype=acc_dtype, device=x.device)
 
     def grid(meta: dict) -> tuple[int, int, int]:
-        return (triton.cdiv(c_out, meta["BLOCK_C"]), triton.cdiv(taps, meta["BLOCK_T"]), chunks)
+        if meta["DOT"]:  # one program per kernel row and window of BLOCK_K - BLOCK_W + 1 taps
+            windows = triton.cdiv(kernel_size[2], meta["BLOCK_K"] - meta["BLOCK_W"] + 1)
+            tap_blocks = kernel_size[0] * kernel_size[1] * windows
+        else:
+            tap_blocks = triton.cdiv(taps, meta["BLOCK_T"])
+        return triton.cdiv(c_out, meta["BLOCK_C"]), tap_blocks, chunks
 
     kernel[grid](
         x, dy, partial, table, counts,
-        c_out, *x.shape[2:], d_out, h_out, w_out, positions, chunk,
+        c_out, *x.shape[2:], d_out, h_out, w_out, positions, chunk, rows, row_chunk,
         *x.stride(), *dy.stride(), *pad_before,
         KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier,
         TAP_LIST=tap_list, CHANNELS_LAST=channels_last, ACC=_acc_dtype(x.dtype),
+        DOT_F32=blocks is not None, PRECISION=_dot_precision(x.dtype, blocks is not None),
         **(blocks or {}),
     )  # fmt: skip
     return partial.sum(0)

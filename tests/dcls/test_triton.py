@@ -35,6 +35,8 @@ def _interpreter():
     with pytest.MonkeyPatch.context() as mp:
         if not CUDA:
             mp.setenv("TRITON_INTERPRET", "1")
+        # float32 comparisons at 1e-5: no TF32 in the tensor-core path (nor in cuDNN).
+        mp.setattr(torch.backends.cudnn, "allow_tf32", False)
         yield
 
 
@@ -138,6 +140,93 @@ def test_matches_conv_and_its_gradients(case, batch, device):
         assert grads[0].is_contiguous(memory_format=FORMATS[n + 2])
     else:
         assert out.is_contiguous()
+
+
+# The tensor-core (Toeplitz) path under the interpreter, with blocks small enough for ragged
+# tiles, several channel blocks, and kernel rows cut into windows of BLOCK_K - BLOCK_W + 1 = 9 taps
+# (a 17-tap row takes 2 windows, a 31-tap one 4, the last part empty).
+DOT_BLOCKS = {
+    "conv": {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 2, "BLOCK_K": 16, "DOT": True},
+    "kernel_grad": {"BLOCK_T": 1, "BLOCK_P": 8, "BLOCK_C": 2, "BLOCK_W": 8, "BLOCK_K": 16},
+}
+DOT_BLOCKS["kernel_grad"]["DOT"] = True
+
+
+@pytest.fixture
+def tensor_cores(monkeypatch):
+    """The interpreter runs the tensor-core path (on CUDA the autotuner chooses among both)."""
+    for name, blocks in DOT_BLOCKS.items():
+        monkeypatch.setitem(INTERPRETER_BLOCKS, name, blocks)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_tensor_core_path_matches_conv_and_its_gradients(case, tensor_cores, device):
+    n, c, m, k, padding, sizes, channels_last, with_bias = case
+    x = _make((2, c, *sizes), n, channels_last, torch.float32, device)
+    w = _make((c * m, 1, *k), n, False, torch.float32, device)
+    b = _make((c * m,), n, False, torch.float32, device) if with_bias else None
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, padding), x, w, b)
+    ref, ref_grads = _reference(x, w, b, padding, grad)
+    _assert_close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_close(g, r, 1e-5)
+
+
+def test_tensor_core_path_takes_whole_rows_in_one_window(monkeypatch, device):
+    # The CUDA tables' shape: BLOCK_K - BLOCK_W + 1 = 17 taps, a 17x17 row in one window.
+    blocks = {"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 4, "BLOCK_K": 32, "DOT": True}
+    monkeypatch.setitem(INTERPRETER_BLOCKS, "conv", blocks)
+    monkeypatch.setitem(INTERPRETER_BLOCKS, "kernel_grad", {**blocks, "BLOCK_T": 1, "BLOCK_P": 16})
+    x = _make((2, 5, 18, 20), 2, True, torch.float32, device)
+    w = _make((5, 1, 17, 17), 2, False, torch.float32, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, None)
+    ref, ref_grads = _reference(x, w, None, "same", grad)
+    for actual, expected in zip((out, *grads), (ref, *ref_grads), strict=True):
+        _assert_close(actual, expected, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tensor_core_path_rounds_once_in_half_precision(dtype, tensor_cores, device):
+    x = _make((2, 3, 9, 9), 2, True, dtype, device)
+    w = _make((3, 1, 11, 11), 2, False, dtype, device)
+    b = _make((3,), 2, False, dtype, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, b)
+    ref, ref_grads = _reference(x, w, b, "same", grad.to(dtype))
+    _assert_rounded_once(out, ref, dtype)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _assert_rounded_once(g, r, dtype)
+
+
+def test_tensor_cores_are_autotune_candidates_except_for_float64_and_tap_tables():
+    for name in ("conv", "kernel_grad"):
+        for channels_last in (True, False):
+            dense = dw_triton._config_table(name, channels_last, False, dot=True)
+            assert any(meta["DOT"] for meta, *_ in dense)
+            assert not any(meta["DOT"] for meta, *_ in dw_triton._config_table(
+                name, channels_last, False, dot=False))  # fmt: skip
+            assert not any(meta["DOT"] for meta, *_ in dw_triton._config_table(
+                name, channels_last, True, dot=True))  # fmt: skip
+            for meta, *_ in dense:  # tl.dot needs every dimension >= 16, BLOCK_K >= BLOCK_W
+                if meta["DOT"]:
+                    rows = meta["BLOCK_H"] if name == "conv" else meta["BLOCK_P"]
+                    assert min(rows, meta["BLOCK_W"], meta["BLOCK_K"]) >= 16
+                    assert meta["BLOCK_K"] >= meta["BLOCK_W"]
+
+
+def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_cores, device):
+    # float64 (gradcheck) has no tensor-core dot on the GPU: the launcher turns DOT off.
+    for dtype, dot in ((torch.float64, False), (torch.float32, True)):
+        kernel, blocks, _ = dw_triton._kernel_for("conv", False, False, dtype, device)
+        if CUDA:  # the autotuner without the tensor-core configs
+            assert kernel is dw_triton._kernels(False)["conv", False, False, dot]
+        else:
+            assert blocks["DOT"] is dot
+    x = _make((1, 2, 6, 5), 2, False, torch.float64, device)
+    w = _make((2, 1, 3, 3), 2, False, torch.float64, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, 1), x, w, None)
+    ref, ref_grads = _reference(x, w, None, 1, grad)
+    for actual, expected in zip((out, *grads), (ref, *ref_grads), strict=True):
+        _assert_close(actual, expected, 1e-12)  # float64 accumulation
 
 
 def _assert_rounded_once(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype):
@@ -439,9 +528,10 @@ def test_convnext_t_stage_shapes_on_gpu_in_bfloat16(channels, size):
         _assert_close(actual, r, max(1e-2, 2 * cudnn_err))
 
 
-def _compile_for_hopper(fn, constexprs: dict, dtype: str):
-    """``fn`` compiled to a cubin for sm_90 with Triton's bundled ptxas: no GPU needed. Pointers
-    and strides are marked 16-divisible, as the JIT marks them for ConvNeXt's shapes."""
+def _compile_for_hopper(fn, constexprs: dict, dtype: str, num_warps: int, num_stages: int):
+    """``fn`` compiled to a cubin for sm_90 with Triton's bundled ptxas: no GPU needed. Pointers,
+    strides and the channel count are marked 16-divisible, as the JIT marks them for ConvNeXt's
+    shapes."""
     import inspect
 
     import triton
@@ -456,34 +546,79 @@ def _compile_for_hopper(fn, constexprs: dict, dtype: str):
             continue
         pointer = {"tap_ptr": "*i32", "count_ptr": "*i32", "part_ptr": "*fp32"}
         signature[name] = pointer.get(name, f"*{dtype}") if name.endswith("_ptr") else "i32"
-        if name.endswith("_ptr") or name.startswith("s") or name == "W_STRIDE":
+        if name.endswith("_ptr") or name.startswith("s") or name in ("W_STRIDE", "C_OUT"):
             attrs[(i,)] = [["tt.divisibility", 16]]
     source = ASTSource(JITFunction(fn), signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    options = {"num_warps": num_warps, "num_stages": num_stages}
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
-@pytest.mark.parametrize("tap_list", [False, True], ids=["dense", "taps"])
-@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
-def test_kernels_compile_for_hopper_without_a_gpu(channels_last, tap_list):
-    # The interpreter runs the kernels as Python: this catches what only the compiler rejects.
+def _local_memory_bytes(cubin: bytes, tmp_path: Path) -> int:
+    """Per-thread local memory (register spills) of a cubin, from ``cuobjdump -res-usage``."""
+    import re
+
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    usage = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True)
+    found = re.search(r"LOCAL:(\d+)", usage.stdout)
+    assert found, usage.stdout + usage.stderr
+    return int(found.group(1))
+
+
+def _hopper_configs() -> list:
+    """Every autotune config of both kernels, both layouts, dense and tap tables."""
+    if dw_triton.triton is None:
+        return []
+    return [
+        pytest.param(
+            name, channels_last, tap_list, meta, warps, stages,
+            id=f"{name}-{'nhwc' if channels_last else 'nchw'}-{'taps' if tap_list else 'dense'}-"
+            f"{'dot' if meta['DOT'] else 'fma'}{i}",
+        )
+        for name in ("conv", "kernel_grad")
+        for channels_last in (True, False)
+        for tap_list in (False, True)
+        for i, (meta, warps, stages) in enumerate(
+            dw_triton._config_table(name, channels_last, tap_list, dot=True)
+        )
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "channels_last", "tap_list", "meta", "warps", "stages"),
+                         _hopper_configs())  # fmt: skip
+def test_every_autotune_config_compiles_for_hopper_without_spills(
+    name, channels_last, tap_list, meta, warps, stages, tmp_path
+):
+    # The interpreter runs the kernels as Python: this catches what only the compiler rejects
+    # (an autotune config that fails to compile would stop the autotuner on the GPU), and
+    # register spills, for a 17x17 kernel in bfloat16.
     dw_triton._kernels(False)  # (makes the reduction's combiner compilable if need be)
     tl = dw_triton.tl
     unit = {"sxc": 1, "syc": 1} if channels_last else {"sxw": 1, "syw": 1}
-    shared = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "TAP_LIST": tap_list}
-    shared |= {"CHANNELS_LAST": channels_last, "ACC": tl.float32, **unit}
-    conv_blocks = dw_triton._TAP_CONV_CONFIGS if tap_list else dw_triton._CONV_CONFIGS
-    grad_blocks = dw_triton._TAP_KERNEL_GRAD_CONFIGS if tap_list else dw_triton._KERNEL_GRAD_CONFIGS
-    h, w, c = conv_blocks[channels_last][0][:3]
-    conv = _compile_for_hopper(
-        dw_triton._conv_kernel,
-        shared | {"R": 1, "HAS_BIAS": True, "BLOCK_H": h, "BLOCK_W": w, "BLOCK_C": c},
-        "bf16",
-    )
-    t, p, c = grad_blocks[channels_last][0][:3]
-    grad = _compile_for_hopper(
-        dw_triton._kernel_grad_kernel,
-        shared | {"BLOCK_T": t, "BLOCK_P": p, "BLOCK_C": c},
-        "bf16",
-    )
-    for kernel in (conv, grad):
-        assert kernel.asm["cubin"]
+    constexprs = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "TAP_LIST": tap_list, **unit}
+    constexprs |= {"CHANNELS_LAST": channels_last, "ACC": tl.float32, "DOT_F32": False}
+    constexprs |= {"PRECISION": "tf32", **meta}
+    if name == "conv":
+        fn = dw_triton._conv_kernel
+        constexprs |= {"R": 1, "HAS_BIAS": True}
+    else:
+        fn = dw_triton._kernel_grad_kernel
+    kernel = _compile_for_hopper(fn, constexprs, "bf16", warps, stages)
+    assert _local_memory_bytes(kernel.asm["cubin"], tmp_path) == 0
+    # The tensor-core configs issue mma instructions, the FMA ones none.
+    assert ("mma" in kernel.asm["ptx"]) == meta["DOT"]
+
+
+def test_tensor_core_path_compiles_for_float32_as_tf32(tmp_path):
+    dw_triton._kernels(False)
+    meta, warps, stages = dw_triton._config_table("conv", True, False, dot=True)[-1]
+    assert meta["DOT"]
+    constexprs = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "R": 1, "TAP_LIST": False, "sxc": 1}
+    constexprs |= {"syc": 1, "HAS_BIAS": True, "CHANNELS_LAST": True, "ACC": dw_triton.tl.float32}
+    constexprs |= {"DOT_F32": False, "PRECISION": "tf32", **meta}
+    kernel = _compile_for_hopper(dw_triton._conv_kernel, constexprs, "fp32", warps, stages)
+    assert ".tf32" in kernel.asm["ptx"]
