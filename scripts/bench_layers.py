@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         header,
         *([f"auto chose: {choices}"] if choices else []),
+        *(f"triton autotune: {line}" for line in dcls.algorithms.autotune_summary()),
         "",
         *layers,
         "",

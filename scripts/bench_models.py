@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     choices = dcls.algorithms.auto_summary()
-    lines = [header, *([f"auto chose: {choices}"] if choices else []), "", *rows]
+    tuned = [f"triton autotune: {line}" for line in dcls.algorithms.autotune_summary()]
+    lines = [header, *([f"auto chose: {choices}"] if choices else []), *tuned, "", *rows]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -44,7 +44,7 @@ from dcls.algorithms.dispatch import (
 )
 from dcls.algorithms.fft import fft_conv
 from dcls.algorithms.split import split_conv
-from dcls.algorithms.triton import triton_available, triton_depthwise_conv
+from dcls.algorithms.triton import autotune_summary, triton_available, triton_depthwise_conv
 
 __all__ = [
     "CONV_ALGORITHMS",
@@ -56,6 +56,7 @@ __all__ = [
     "TensorMeta",
     "auto_cache",
     "auto_summary",
+    "autotune_summary",
     "check_conv_algorithm",
     "clear_auto_cache",
     "convolve",

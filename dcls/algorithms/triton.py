@@ -105,6 +105,7 @@ except ImportError:  # pragma: no cover - CPU-only torch builds (e.g. macOS) shi
 
 __all__ = [
     "INTERPRETER_BLOCKS",
+    "autotune_summary",
     "triton_available",
     "triton_depthwise_conv",
 ]
@@ -537,6 +538,66 @@ def _autotuned(fn, configs: list[tuple], key: list[str]):
     )(triton.runtime.jit.JITFunction(fn))
 
 
+# (kernel name, autotune key) -> {config: median ms}, for every shape tuned in this process
+# (filled through Triton's autotuning listener where this Triton has one).
+_AUTOTUNE_TIMINGS: dict[tuple[str, tuple], dict] = {}
+
+
+def _listen_to_autotuning() -> None:
+    """Record every autotuning's timings, then call the listener already set, if any."""
+    autotuning = getattr(getattr(triton, "knobs", None), "autotuning", None)
+    if autotuning is None or not hasattr(autotuning, "listener"):
+        return
+    previous = autotuning.listener
+
+    def listener(fn, key, best_config, configs_timings, **kwargs) -> None:
+        if fn.__name__ in ("_conv_kernel", "_kernel_grad_kernel") and configs_timings:
+            _AUTOTUNE_TIMINGS[fn.__name__, key] = {
+                c: t[0] if isinstance(t, list | tuple) else t for c, t in configs_timings.items()
+            }
+        if previous is not None:
+            previous(fn=fn, key=key, best_config=best_config, configs_timings=configs_timings,
+                     **kwargs)  # fmt: skip
+
+    autotuning.listener = listener
+
+
+def _describe_config(config) -> str:
+    """``"DOT 16x16x16 k32 w4 s1"``: path, block sizes, warps and stages of one config."""
+    meta = config.kwargs
+    if "BLOCK_H" in meta:
+        blocks = f"{meta['BLOCK_H']}x{meta['BLOCK_W']}x{meta['BLOCK_C']}"
+    elif meta["DOT"]:
+        blocks = f"rows {meta['BLOCK_P']} x {meta['BLOCK_W']}x{meta['BLOCK_C']}"
+    else:
+        blocks = f"taps {meta['BLOCK_T']} x pos {meta['BLOCK_P']} x {meta['BLOCK_C']}"
+    path = f"DOT {blocks} k{meta['BLOCK_K']}" if meta["DOT"] else f"FMA {blocks}"
+    return f"{path} w{config.num_warps} s{config.num_stages}"
+
+
+def autotune_summary() -> list[str]:
+    """One line per shape the CUDA autotuner has tuned in this process: the config it chose and,
+    where this Triton reports timings, the fastest FMA and tensor-core configs with their times
+    (what the tensor cores gain on that shape). Empty before any CUDA call."""
+    lines = []
+    for (name, channels_last, tap_list, _dot), kernel in _COMPILED_KERNELS.items():
+        for key, chosen in getattr(kernel, "cache", {}).items():
+            kind = "kernel grad" if name == "kernel_grad" else "conv/input grad"
+            layout = ("NHWC" if channels_last else "NCHW") + (" taps" if tap_list else "")
+            line = f"{kind} {layout} key {key}: {_describe_config(chosen)}"
+            times = _AUTOTUNE_TIMINGS.get((kernel.base_fn.__name__, key), {})
+            for label, dot in (("FMA", False), ("DOT", True)):
+                candidates = {c: t for c, t in times.items() if c.kwargs["DOT"] is dot}
+                if candidates:
+                    best = min(candidates, key=candidates.get)
+                    line += f"; best {label} {candidates[best]:.3f} ms ({_describe_config(best)})"
+            lines.append(line)
+    return lines
+
+
+_COMPILED_KERNELS: dict[tuple, object] = {}  # _kernels(False), once built
+
+
 @functools.cache
 def _kernels(interpret: bool) -> dict[tuple, object]:
     """The launchable kernels for one mode, built on first use (see the module docstring).
@@ -552,6 +613,7 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
             "conv": InterpretedFunction(_conv_kernel),
             "kernel_grad": InterpretedFunction(_kernel_grad_kernel),
         }
+    _listen_to_autotuning()
     global _sum_combine
     if not isinstance(_sum_combine, triton.runtime.jit.JITFunction):
         # triton was imported under TRITON_INTERPRET=1: its combiner is an interpreted one.
@@ -562,15 +624,16 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
         "kernel_grad": ["C_OUT", "N_POS", "W_OUT", *shared_key],
     }
     fns = {"conv": _conv_kernel, "kernel_grad": _kernel_grad_kernel}
-    return {
-        (name, channels_last, tap_list, dot): _autotuned(
+    _COMPILED_KERNELS.update(
+        ((name, channels_last, tap_list, dot), _autotuned(
             fns[name], _config_table(name, channels_last, tap_list, dot), keys[name]
-        )
+        ))
         for name in fns
         for channels_last in (True, False)
         for tap_list in (False, True)
         for dot in (False, True)
-    }
+    )  # fmt: skip
+    return _COMPILED_KERNELS
 
 
 def _kernel_for(

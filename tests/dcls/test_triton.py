@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -497,6 +498,33 @@ def test_bad_arguments_raise_value_error(kwargs, match, monkeypatch):
     } | kwargs
     with pytest.raises(ValueError, match=match):
         triton_depthwise_conv(**args)
+
+
+def test_autotune_summary_names_the_choice_and_the_fastest_of_each_path(monkeypatch):
+    # No GPU here: a stand-in autotuner with one tuned key, timings as Triton's listener
+    # reports them ([median, p20, p80] per config), recorded by our listener.
+    triton = dw_triton.triton
+    fma = triton.Config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 32, "BLOCK_K": 32, "DOT": False},
+                        num_warps=4, num_stages=1)  # fmt: skip
+    dot = triton.Config({"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 16, "BLOCK_K": 32, "DOT": True},
+                        num_warps=4, num_stages=1)  # fmt: skip
+    key = (96, 1, 56, 56, 1, "torch.bfloat16")
+
+    tuner = types.SimpleNamespace(base_fn=dw_triton._conv_kernel, cache={key: dot})
+    monkeypatch.setattr(dw_triton, "_COMPILED_KERNELS", {("conv", True, False, True): tuner})
+    monkeypatch.setattr(dw_triton, "_AUTOTUNE_TIMINGS", {})
+    knobs = triton.knobs.autotuning
+    heard = []
+    monkeypatch.setattr(knobs, "listener", lambda **kwargs: heard.append(kwargs["key"]))
+    dw_triton._listen_to_autotuning()
+    knobs.listener(fn=dw_triton._conv_kernel, key=key, best_config=dot,
+                   configs_timings={fma: [0.9, 0.8, 1.0], dot: [0.3, 0.2, 0.4]},
+                   duration=1.0, cache_hit=False)  # fmt: skip
+    assert heard == [key]  # the listener set before ours still hears
+    (line,) = dw_triton.autotune_summary()
+    assert line.startswith("conv/input grad NHWC key (96, 1, 56, 56, 1, 'torch.bfloat16'): DOT")
+    assert "best FMA 0.900 ms (FMA 8x8x32 w4 s1)" in line
+    assert "best DOT 0.300 ms (DOT 16x16x16 k32 w4 s1)" in line
 
 
 def test_a_device_without_triton_raises_value_error(monkeypatch):
