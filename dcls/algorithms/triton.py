@@ -637,21 +637,35 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
 
 
 def _kernel_for(
-    name: str, channels_last: bool, tap_list: bool, dtype: torch.dtype, device: torch.device
-):
-    """(kernel, explicit meta-parameters or None when autotuned, tap-table channel block)."""
+    name: str,
+    channels_last: bool,
+    tap_list: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    config: tuple | None = None,
+) -> tuple[object, dict | None, int, bool]:
+    """(kernel, explicit launch meta-parameters or None when autotuned, tap-table channel block,
+    whether interpreted). ``config``, ``(meta-parameters, num_warps, num_stages)`` as in
+    :func:`_config_table`, forces one config (tests check every config that way; the
+    interpreter ignores its warps and stages)."""
     dot = dtype != torch.float64
     if _interpreting():
         blocks = {**_INTERPRETER_DEFAULTS[name], **INTERPRETER_BLOCKS[name]}
+        if config is not None:
+            blocks = dict(config[0])
         blocks["DOT"] = blocks["DOT"] and dot
-        return _kernels(True)[name], blocks, blocks["BLOCK_C"]
+        return _kernels(True)[name], blocks, blocks["BLOCK_C"], True
     if device.type != "cuda":
         raise ValueError(
             f"the Triton depthwise convolution runs on CUDA, or on the CPU under Triton's "
             f"interpreter (TRITON_INTERPRET=1), got a tensor on {device}"
         )
     kernel = _kernels(False)[name, channels_last, tap_list, dot]
-    return kernel, None, _TAP_BLOCK_C[channels_last]
+    if config is None:
+        return kernel, None, _TAP_BLOCK_C[channels_last], False
+    meta, warps, stages = config
+    launch = {**meta, "num_warps": warps, "num_stages": stages}
+    return kernel.fn, launch, meta["BLOCK_C"] if tap_list else _TAP_BLOCK_C[channels_last], False
 
 
 def _dot_precision(dtype: torch.dtype, interpret: bool) -> str:
@@ -714,13 +728,16 @@ def _launch_conv(
     reduce: int,
     skip_zero_taps: bool,
     channels_last: bool,
+    config: tuple | None = None,
 ) -> None:
     """Run ``_conv_kernel`` on 3-D views: ``x (B, C_x, D, H, W)``, ``weight (C_w, taps)``,
-    ``y (B, C_w / reduce, D', H', W')`` (written in place)."""
+    ``y (B, C_w / reduce, D', H', W')`` (written in place); ``config`` as in :func:`_kernel_for`."""
     c_out = y.shape[1]
     taps = math.prod(kernel_size)
     tap_list = skip_zero_taps
-    kernel, blocks, tap_block = _kernel_for("conv", channels_last, tap_list, x.dtype, x.device)
+    kernel, blocks, tap_block, interpret = _kernel_for(
+        "conv", channels_last, tap_list, x.dtype, x.device, config
+    )
     w_t = weight.t().contiguous()  # (taps, C_w): one contiguous load of BLOCK_C weights per tap
     table = counts = w_t
     if tap_list:
@@ -730,7 +747,7 @@ def _launch_conv(
     # The interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest even: there
     # the kernel writes float32 and torch rounds.
     out = y
-    if blocks is not None and y.dtype == torch.bfloat16:
+    if interpret and y.dtype == torch.bfloat16:
         out = torch.empty_like(y, dtype=torch.float32)
 
     def grid(meta: dict) -> tuple[int, int]:
@@ -743,8 +760,8 @@ def _launch_conv(
         *x.stride(), *out.stride(), *pad_before,
         KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
         HAS_BIAS=bias is not None, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
-        ACC=_acc_dtype(y.dtype), DOT_F32=blocks is not None,
-        PRECISION=_dot_precision(x.dtype, blocks is not None), **(blocks or {}),
+        ACC=_acc_dtype(y.dtype), DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
+        **(blocks or {}),
     )  # fmt: skip
     if out is not y:
         y.copy_(out)
@@ -768,20 +785,22 @@ def _launch_kernel_grad(
     multiplier: int,
     mask: Tensor | None,
     channels_last: bool,
+    config: tuple | None = None,
 ) -> Tensor:
-    """Float32 (float64 for float64 inputs) kernel gradient ``(C_w, taps)`` from 3-D views."""
+    """Float32 (float64 for float64 inputs) kernel gradient ``(C_w, taps)`` from 3-D views;
+    ``config`` as in :func:`_kernel_for`."""
     c_out = dy.shape[1]
     taps = math.prod(kernel_size)
     batch, _, d_out, h_out, w_out = dy.shape
     positions = batch * d_out * h_out * w_out
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     tap_list = mask is not None
-    kernel, blocks, tap_block = _kernel_for(
-        "kernel_grad", channels_last, tap_list, x.dtype, x.device
+    kernel, blocks, tap_block, interpret = _kernel_for(
+        "kernel_grad", channels_last, tap_list, x.dtype, x.device, config
     )
-    nominal_c, nominal_t = (blocks["BLOCK_C"], blocks["BLOCK_T"]) if blocks else _CHUNK_NOMINAL
+    nominal_c, nominal_t = (blocks["BLOCK_C"], blocks["BLOCK_T"]) if interpret else _CHUNK_NOMINAL
     tiles = -(-c_out // nominal_c) * -(-taps // nominal_t)
-    chunks = _chunks(positions, tiles, blocks is not None, x.device)
+    chunks = _chunks(positions, tiles, interpret, x.device)
     chunk = -(-positions // chunks)
     rows = batch * d_out * h_out  # the tensor-core path's chunks are whole output rows
     row_chunk = -(-rows // chunks)
@@ -806,7 +825,7 @@ def _launch_kernel_grad(
         *x.stride(), *dy.stride(), *pad_before,
         KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier,
         TAP_LIST=tap_list, CHANNELS_LAST=channels_last, ACC=_acc_dtype(x.dtype),
-        DOT_F32=blocks is not None, PRECISION=_dot_precision(x.dtype, blocks is not None),
+        DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
         **(blocks or {}),
     )  # fmt: skip
     return partial.sum(0)

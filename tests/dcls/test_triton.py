@@ -556,6 +556,39 @@ def test_convnext_t_stage_shapes_on_gpu_in_bfloat16(channels, size):
         _assert_close(actual, r, max(1e-2, 2 * cudnn_err))
 
 
+def _configs_to_check(name: str, channels_last: bool) -> list[tuple]:
+    """Every dense autotune config on CUDA; under the interpreter the tensor-core ones (the FMA
+    path is checked with other blocks above, and runs too slowly interpreted at CUDA sizes)."""
+    table = dw_triton._config_table(name, channels_last, False, dot=True)
+    return table if CUDA else [c for c in table if c[0]["DOT"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_every_autotune_config_is_right(channels_last, device):
+    # The autotuner runs whichever config is fastest for a shape: each one must be right (on
+    # CUDA, compiled; here, the same block sizes under the interpreter). One ragged shape (C and
+    # sizes not multiples of the blocks), a 17x17 kernel, bf16.
+    x = _make((1, 18, 19, 17), 2, channels_last, torch.bfloat16, device, requires_grad=False)
+    w = _make((18, 1, 17, 17), 2, False, torch.bfloat16, device, requires_grad=False)
+    dy = _make((1, 18, 19, 17), 2, channels_last, torch.bfloat16, device, requires_grad=False)
+    ref, (_, ref_grad_w) = _reference(x, w, None, "same", dy)
+    pads, ks = [0, 8, 8], [1, 17, 17]
+    x3, dy3 = x.unsqueeze(2), dy.unsqueeze(2)
+    scale = (ref.abs().max().item(), ref_grad_w.abs().max().item())
+    for config in _configs_to_check("conv", channels_last):
+        out = torch.empty_like(dy3)
+        dw_triton._launch_conv(
+            x3, w.reshape(18, -1), None, out, pads, ks, 1, 1, False, channels_last, config
+        )
+        err = (out.squeeze(2).double() - ref).abs().max().item() / scale[0]
+        assert err < 1e-2, (config, err)
+    for config in _configs_to_check("kernel_grad", channels_last):
+        grad = dw_triton._launch_kernel_grad(x3, dy3, pads, ks, 1, None, channels_last, config)
+        err = (grad.reshape(18, 1, 17, 17).double() - ref_grad_w).abs().max().item() / scale[1]
+        assert err < 1e-2, (config, err)
+
+
 def _compile_for_hopper(fn, constexprs: dict, dtype: str, num_warps: int, num_stages: int):
     """``fn`` compiled to a cubin for sm_90 with Triton's bundled ptxas: no GPU needed. Pointers,
     strides and the channel count are marked 16-divisible, as the JIT marks them for ConvNeXt's

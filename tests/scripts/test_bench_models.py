@@ -66,12 +66,17 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
     script = SCRIPTS / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     import bench_layers
+    import bench_triton_kernels
 
     text = script.read_text().replace("\\\n", " ")  # join continued lines
     variables = dict(re.findall(r'^(\w+)="([^"$]+)"$', text, flags=re.MULTILINE))
     steps = [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("step ")]
     assert len(steps) >= 5
-    parsers = {"bench_layers.py": bench_layers, "bench_models.py": bench_models}
+    parsers = {
+        "bench_layers.py": bench_layers,
+        "bench_models.py": bench_models,
+        "bench_triton_kernels.py": bench_triton_kernels,
+    }
     benchmarks = 0
     for command in steps:
         words = shlex.split(" ".join(variables.get(w.lstrip("$"), w) for w in command))
