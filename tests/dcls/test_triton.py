@@ -217,7 +217,7 @@ def test_tensor_cores_are_autotune_candidates_except_for_float64_and_tap_tables(
 def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_cores, device):
     # float64 (gradcheck) has no tensor-core dot on the GPU: the launcher turns DOT off.
     for dtype, dot in ((torch.float64, False), (torch.float32, True)):
-        kernel, blocks, _ = dw_triton._kernel_for("conv", False, False, dtype, device)
+        kernel, blocks, _, _ = dw_triton._kernel_for("conv", False, False, dtype, device)
         if CUDA:  # the autotuner without the tensor-core configs
             assert kernel is dw_triton._kernels(False)["conv", False, False, dot]
         else:
