@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The one prepared GPU check for one H100/H200: the Triton kernel's CUDA tests, then the layer and
-# model benchmarks of issue 12's targets, most important first, bf16 AMP with channels_last (and
-# one fp32/TF32 row), each with the baseline in the same run. Seven steps of at most STEP_TIMEOUT
-# seconds: under 10 minutes (the device tool's limit per command) even if every step hits it. Writes Markdown to
-# $OUT/gpu_benchmarks.md ($OUT if set, else ./gpu_results) with the device, versions and commit.
-# Each step has a time limit (STEP_TIMEOUT seconds, default 80) and writes to the file, never
-# through a pipe; a step that fails or times out is noted and the others still run.
+# The one prepared GPU check for one H100/H200: the Triton kernel's CUDA tests, then the kernel,
+# layer and model benchmarks of issue 12's targets, most important first, bf16 AMP with
+# channels_last (and one fp32/TF32 row), each with the baseline in the same run. Eight steps, each
+# with its own time limit (570 s in all): under 10 minutes (the device tool's limit per command)
+# even if every step hits its limit. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
+# ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
+# a pipe; a step that fails or times out is noted and the others still run. The kernel, layer and
+# model tables end with the Triton autotuner's choice per shape (FMA or tensor cores, and both
+# paths' best times).
 # Missing packages (hydra-core, omegaconf, antlr4, the authors' dcls) install from wheels in
 # .whl/ if present (build them with: pip wheel --no-deps -w .whl hydra-core omegaconf
 # antlr4-python3-runtime==4.9.3 dcls==0.1.1). Paste the file into docs/benchmarks.md.
@@ -16,7 +18,6 @@ cd "$(dirname "$0")/.."
 PY="$(command -v python3 || command -v python)"
 OUT_DIR="${OUT:-./gpu_results}"
 RESULTS="$OUT_DIR/gpu_benchmarks.md"
-STEP_TIMEOUT="${STEP_TIMEOUT:-80}"
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's packages, not installed ones
 
@@ -34,43 +35,47 @@ fi
   "$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__, 'timm', timm.__version__)"
 } > "$RESULTS"
 
-step() {  # step TITLE COMMAND...: runs COMMAND with the time limit, its output into the file
+step() {  # step TITLE SECONDS COMMAND...: runs COMMAND with that time limit, output into the file
   local title="$1"
-  shift
+  local limit="$2"
+  shift 2
   echo "[gpu_check] $title" >&2
   local log="$OUT_DIR/step.log"
   local start=$SECONDS
-  timeout "$STEP_TIMEOUT" "$@" > "$log" 2>&1
+  timeout "$limit" "$@" > "$log" 2>&1
   local code=$?
   {
     echo
     echo "## $title"
     echo
-    echo "\`$*\` (exit $code, $((SECONDS - start)) s)"
+    echo "\`$*\` (exit $code, $((SECONDS - start)) s of $limit)"
     echo
     if [ "$code" -eq 0 ]; then grep -v '^\[' "$log" | tail -n 60; else tail -n 40 "$log"; fi
   } >> "$RESULTS"
 }
 
 BF16="--device cuda --amp bf16 --channels-last"
-step "Triton kernels on CUDA (gpu-marked tests: ConvNeXt-T shapes in bf16 against F.conv2d)" \
+step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16)" 100 \
   "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py
-step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" \
+step "Triton kernels one by one, ConvNeXt-T shapes, bf16 NHWC (which kernel, FMA or tensor cores)" 60 \
+  "$PY" scripts/bench_triton_kernels.py --device cuda --dtype bf16 --channels-last --batch 64 \
+  --repeats 10 --calls 5
+step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 70 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
   --conv-algorithms auto triton fft
-step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" \
+step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" 80 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 128 --repeats 5 --steps 3 \
   --modes train --conv-algorithms auto triton --no-authors
-step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" \
+step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 60 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
   --modes infer --conv-algorithms auto triton --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" \
-  "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
-  --conv-algorithms triton --triton-taps --spread-positions
-step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" \
+step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 60 \
   "$PY" scripts/bench_models.py --device cuda --channels-last --tf32 --models convnext_tiny \
   --batch 128 --repeats 3 --steps 2 --modes train --conv-algorithms auto --no-authors
-step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" \
+step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 80 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 60 \
+  "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
+  --conv-algorithms triton --triton-taps --spread-positions
 echo "[gpu_check] tables in $RESULTS" >&2

@@ -563,6 +563,7 @@ def _configs_to_check(name: str, channels_last: bool) -> list[tuple]:
     return table if CUDA else [c for c in table if c[0]["DOT"]]
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
 def test_every_autotune_config_is_right(channels_last, device):

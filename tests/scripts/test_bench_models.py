@@ -70,8 +70,11 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
 
     text = script.read_text().replace("\\\n", " ")  # join continued lines
     variables = dict(re.findall(r'^(\w+)="([^"$]+)"$', text, flags=re.MULTILINE))
-    steps = [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("step ")]
+    steps = [shlex.split(line)[1:] for line in text.splitlines() if line.startswith("step ")]
     assert len(steps) >= 5
+    # Each step's own limit; together under the device tool's 600 s per command.
+    assert sum(int(step[1]) for step in steps) <= 590
+    steps = [step[2:] for step in steps]
     parsers = {
         "bench_layers.py": bench_layers,
         "bench_models.py": bench_models,
