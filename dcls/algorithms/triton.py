@@ -123,7 +123,7 @@ INTERPRETER_BLOCKS: dict[str, dict[str, int]] = {
 }
 _INTERPRETER_DEFAULTS = {
     "conv": {"DOT": False, "BLOCK_K": 32},
-    "kernel_grad": {"DOT": False, "BLOCK_W": 16, "BLOCK_K": 32},
+    "kernel_grad": {"DOT": False, "BLOCK_W": 16, "BLOCK_K": 32, "BLOCK_KH": 1},
 }
 
 # CUDA autotune tables, per layout (True: channels-last, contiguous along C; False: NCHW,
@@ -181,21 +181,25 @@ _KERNEL_GRAD_CONFIGS = {
         (16, 128, 4, 8, 1),
     ],
 }
-# Kernel gradient, tensor cores: (BLOCK_P output rows, BLOCK_W, BLOCK_C, BLOCK_K, num_warps,
-# num_stages).
+# Kernel gradient, tensor cores: (BLOCK_P output rows, BLOCK_W, BLOCK_C, BLOCK_K, BLOCK_KH
+# kernel rows per program, num_warps, num_stages). More kernel rows per program read each output
+# gradient tile fewer times (17 times per tile with one row per program).
 _DOT_KERNEL_GRAD_CONFIGS = {
     True: [
-        (16, 16, 16, 32, 4, 1),
-        (16, 16, 8, 32, 4, 1),
-        (32, 16, 8, 32, 4, 1),
-        (32, 16, 16, 32, 8, 1),
-        (16, 32, 8, 64, 4, 1),
+        (16, 16, 16, 32, 1, 4, 1),
+        (16, 16, 8, 32, 1, 4, 1),
+        (32, 16, 8, 32, 1, 4, 1),
+        (16, 32, 8, 64, 1, 4, 1),
+        (16, 16, 8, 32, 4, 8, 1),
+        (16, 16, 16, 32, 2, 8, 1),
+        (32, 16, 8, 32, 2, 8, 1),
     ],
     False: [
-        (16, 16, 8, 32, 4, 1),
-        (32, 32, 2, 64, 4, 1),
-        (64, 16, 1, 32, 4, 1),
-        (64, 32, 1, 64, 4, 1),
+        (16, 16, 8, 32, 1, 4, 1),
+        (32, 32, 2, 64, 1, 4, 1),
+        (64, 16, 1, 32, 1, 4, 1),
+        (64, 32, 1, 64, 1, 4, 1),
+        (32, 16, 2, 32, 4, 4, 1),
     ],
 }
 # Tap-table modes (skip_zero_taps, kernel_grad_mask): the tables fix BLOCK_C per layout, so only
@@ -220,8 +224,10 @@ def _config_table(name: str, channels_last: bool, tap_list: bool, dot: bool) -> 
         fma = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
         dots = _DOT_CONV_CONFIGS[channels_last]
     else:
-        fma_names, fma_fixed = ("BLOCK_T", "BLOCK_P", "BLOCK_C"), {"BLOCK_W": 16, "BLOCK_K": 32}
-        dot_names, dot_fixed = ("BLOCK_P", "BLOCK_W", "BLOCK_C", "BLOCK_K"), {"BLOCK_T": 1}
+        fma_names = ("BLOCK_T", "BLOCK_P", "BLOCK_C")
+        fma_fixed = {"BLOCK_W": 16, "BLOCK_K": 32, "BLOCK_KH": 1}
+        dot_names = ("BLOCK_P", "BLOCK_W", "BLOCK_C", "BLOCK_K", "BLOCK_KH")
+        dot_fixed = {"BLOCK_T": 1}
         fma = (_TAP_KERNEL_GRAD_CONFIGS if tap_list else _KERNEL_GRAD_CONFIGS)[channels_last]
         dots = _DOT_KERNEL_GRAD_CONFIGS[channels_last]
     table = [
@@ -229,8 +235,9 @@ def _config_table(name: str, channels_last: bool, tap_list: bool, dot: bool) -> 
         for c in fma
     ]
     if dot and not tap_list:
+        count = len(dot_names)
         table += [
-            ({**dict(zip(dot_names, c[:4], strict=True)), **dot_fixed, "DOT": True}, *c[4:])
+            ({**dict(zip(dot_names, c[:count], strict=True)), **dot_fixed, "DOT": True}, *c[count:])
             for c in dots
         ]
     return table
@@ -412,7 +419,7 @@ if triton is not None:
         TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
         DOT: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_W: tl.constexpr, BLOCK_K: tl.constexpr,
+        BLOCK_W: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_KH: tl.constexpr,
     ):  # fmt: skip
         """part[chunk, co, t] = sum over this chunk's output positions p of
         x[b, co // M, p - pad + t] * dy[b, co, p]. DOT: the tensor-core path, whose chunks are
@@ -424,24 +431,29 @@ if triton is not None:
         c_ok = co < C_OUT
         if DOT:
             # Per channel and kernel row kh, G[k, j] = sum over output rows of x[row + kh,
-            # window + k] * dy[row, j], a [BLOCK_C] batch of [BLOCK_K, BLOCK_P] x [BLOCK_P,
-            # BLOCK_W] products summed over the column tiles too; then dW[kh, kw0 + t] = sum_j
-            # G[j + t, j], the diagonals of G (TAPS_K = BLOCK_K - BLOCK_W + 1 of them).
+            # window + k] * dy[row, j], summed over the column tiles too; then dW[kh, kw0 + t] =
+            # sum_j G[j + t, j], the diagonals of G (TAPS_K = BLOCK_K - BLOCK_W + 1 of them).
+            # BLOCK_KH kernel rows are stacked along the dot's M axis (m = row_in_block *
+            # BLOCK_K + k), so each output-gradient tile is loaded once for all of them: a
+            # [BLOCK_C] batch of [BLOCK_KH * BLOCK_K, BLOCK_P] x [BLOCK_P, BLOCK_W] products.
             TAPS_K: tl.constexpr = BLOCK_K - BLOCK_W + 1
             KW_CHUNKS: tl.constexpr = (KW + TAPS_K - 1) // TAPS_K
+            KH_BLOCKS: tl.constexpr = (KH + BLOCK_KH - 1) // BLOCK_KH
             kw0 = (tb % KW_CHUNKS) * TAPS_K
-            kh = (tb // KW_CHUNKS) % KH
-            kd = tb // (KW_CHUNKS * KH)
-            k = tl.arange(0, BLOCK_K)
+            kh0 = ((tb // KW_CHUNKS) % KH_BLOCKS) * BLOCK_KH
+            kd = tb // (KW_CHUNKS * KH_BLOCKS)
+            m = tl.arange(0, BLOCK_KH * BLOCK_K)
+            kh_m = kh0 + m // BLOCK_K  # the kernel row of each M index
+            k = m % BLOCK_K
             j = tl.arange(0, BLOCK_W)
             x_c = x_ptr + ((co // M) * sxc)[:, None, None]
             y_c = dy_ptr + (co * syc)[:, None, None]
             row_start = chunk * ROW_CHUNK
             row_end = tl.minimum(row_start + ROW_CHUNK, N_ROWS)
-            acc3 = tl.full([BLOCK_C, BLOCK_K, BLOCK_W], 0.0, dtype=ACC)
+            acc3 = tl.full([BLOCK_C, BLOCK_KH * BLOCK_K, BLOCK_W], 0.0, dtype=ACC)
             for w0 in range(0, W_OUT, BLOCK_W):
                 iw = w0 - PAD_W + kw0 + k
-                col_ok = c_ok[:, None, None] & ((iw >= 0) & (iw < W_IN))[None, :, None]
+                col_ok = (iw >= 0) & (iw < W_IN) & (kh_m < KH)
                 ow = w0 + j
                 out_col_ok = c_ok[:, None, None] & (ow < W_OUT)[None, None, :]
                 for r0 in range(row_start, row_end, BLOCK_P):
@@ -450,17 +462,18 @@ if triton is not None:
                     q = rows // H_OUT
                     od = q % D_OUT
                     b = (q // D_OUT).to(tl.int64)
-                    ih = oh - PAD_H + kh
                     i_d = od - PAD_D + kd
                     rows_ok = rows < row_end
-                    in_ok = rows_ok & (ih >= 0) & (ih < H_IN) & (i_d >= 0) & (i_d < D_IN)
-                    x_row = b * sxb + i_d * sxd + ih * sxh
-                    y_row = b * syb + od * syd + oh * syh
-                    xv = tl.load(  # x transposed: [BLOCK_C, BLOCK_K, BLOCK_P]
-                        x_c + (iw * sxw)[None, :, None] + x_row[None, None, :],
-                        mask=col_ok & in_ok[None, None, :],
+                    ih = (oh - PAD_H)[None, :] + kh_m[:, None]  # [M, BLOCK_P]
+                    in_ok = (rows_ok & (i_d >= 0) & (i_d < D_IN))[None, :] & col_ok[:, None]
+                    in_ok = in_ok & (ih >= 0) & (ih < H_IN)
+                    x_off = (iw * sxw)[:, None] + ih * sxh + (b * sxb + i_d * sxd)[None, :]
+                    xv = tl.load(  # x transposed: [BLOCK_C, M, BLOCK_P]
+                        x_c + x_off[None, :, :],
+                        mask=c_ok[:, None, None] & in_ok[None, :, :],
                         other=0.0,
                     )
+                    y_row = b * syb + od * syd + oh * syh
                     dy = tl.load(  # [BLOCK_C, BLOCK_P, BLOCK_W]
                         y_c + y_row[None, :, None] + (ow * syw)[None, None, :],
                         mask=out_col_ok & rows_ok[None, :, None],
@@ -470,11 +483,16 @@ if triton is not None:
                         xv = xv.to(tl.float32)
                         dy = dy.to(tl.float32)
                     acc3 = tl.dot(xv, dy, acc3, input_precision=PRECISION)
-            band = (k[:, None] - j[None, :])[None, :, :]
-            out = part_ptr + (chunk * C_OUT + co) * (KD * KH * KW) + (kd * KH + kh) * KW + kw0
+            acc4 = tl.reshape(acc3, [BLOCK_C, BLOCK_KH, BLOCK_K, BLOCK_W])
+            band = tl.arange(0, BLOCK_K)[:, None] - j[None, :]
+            rows_kh = kh0 + tl.arange(0, BLOCK_KH)
+            out = (chunk * C_OUT + co)[:, None] * (KD * KH * KW)
+            out += ((kd * KH + rows_kh) * KW)[None, :]
+            out_ok = c_ok[:, None] & (rows_kh < KH)[None, :]
             for t in tl.static_range(TAPS_K):
-                diagonal = tl.reduce(tl.where(band == t, acc3, 0.0), 2, _sum_combine)
-                tl.store(out + t, tl.reduce(diagonal, 1, _sum_combine), mask=c_ok & (kw0 + t < KW))
+                diagonal = tl.where((band == t)[None, None, :, :], acc4, 0.0)
+                diagonal = tl.reduce(tl.reduce(diagonal, 3, _sum_combine), 2, _sum_combine)
+                tl.store(part_ptr + out + kw0 + t, diagonal, mask=out_ok & (kw0 + t < KW))
             return
         t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
         start = chunk * CHUNK
@@ -569,6 +587,7 @@ def _describe_config(config) -> str:
         blocks = f"{meta['BLOCK_H']}x{meta['BLOCK_W']}x{meta['BLOCK_C']}"
     elif meta["DOT"]:
         blocks = f"rows {meta['BLOCK_P']} x {meta['BLOCK_W']}x{meta['BLOCK_C']}"
+        blocks += f" kh{meta['BLOCK_KH']}"
     else:
         blocks = f"taps {meta['BLOCK_T']} x pos {meta['BLOCK_P']} x {meta['BLOCK_C']}"
     path = f"DOT {blocks} k{meta['BLOCK_K']}" if meta["DOT"] else f"FMA {blocks}"
@@ -812,9 +831,10 @@ def _launch_kernel_grad(
         partial = torch.empty(chunks, c_out, taps, dtype=acc_dtype, device=x.device)
 
     def grid(meta: dict) -> tuple[int, int, int]:
-        if meta["DOT"]:  # one program per kernel row and window of BLOCK_K - BLOCK_W + 1 taps
+        if meta["DOT"]:  # per BLOCK_KH kernel rows and window of BLOCK_K - BLOCK_W + 1 taps
             windows = triton.cdiv(kernel_size[2], meta["BLOCK_K"] - meta["BLOCK_W"] + 1)
-            tap_blocks = kernel_size[0] * kernel_size[1] * windows
+            row_blocks = triton.cdiv(kernel_size[1], meta["BLOCK_KH"])
+            tap_blocks = kernel_size[0] * row_blocks * windows
         else:
             tap_blocks = triton.cdiv(taps, meta["BLOCK_T"])
         return triton.cdiv(c_out, meta["BLOCK_C"]), tap_blocks, chunks

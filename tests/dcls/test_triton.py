@@ -145,11 +145,13 @@ def test_matches_conv_and_its_gradients(case, batch, device):
 
 # The tensor-core (Toeplitz) path under the interpreter, with blocks small enough for ragged
 # tiles, several channel blocks, and kernel rows cut into windows of BLOCK_K - BLOCK_W + 1 = 9 taps
-# (a 17-tap row takes 2 windows, a 31-tap one 4, the last part empty).
+# (a 17-tap row takes 2 windows, a 31-tap one 4, the last part empty); the kernel gradient takes
+# BLOCK_KH = 2 kernel rows per program (odd kernel heights leave the last block half empty).
 DOT_BLOCKS = {
     "conv": {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 2, "BLOCK_K": 16, "DOT": True},
     "kernel_grad": {"BLOCK_T": 1, "BLOCK_P": 8, "BLOCK_C": 2, "BLOCK_W": 8, "BLOCK_K": 16},
 }
+DOT_BLOCKS["kernel_grad"]["BLOCK_KH"] = 2
 DOT_BLOCKS["kernel_grad"]["DOT"] = True
 
 
