@@ -49,8 +49,10 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   The bias gradient is ``dy.sum`` in torch. On tensor cores (``DOT``): per channel, kernel row
   ``kh`` and window, ``G[k, j] = sum over output rows (and column tiles) of x[row + kh, w0 + k] *
   dy[row, w0 + j]``, a ``[BLOCK_K, BLOCK_P] x [BLOCK_P, BLOCK_W]`` ``tl.dot`` per step of
-  ``BLOCK_P`` rows, and at the end ``dW[kh, kw] = sum_j G[j + kw, j]`` (diagonal sums); its
-  chunks are whole output rows, so every config writes the same ``[chunks, C, taps]`` buffer.
+  ``BLOCK_P`` rows, and at the end ``dW[kh, kw] = sum_j G[j + kw, j]`` (diagonal sums).
+  ``BLOCK_KH`` kernel rows share a program, stacked along the dot's M axis, so each output
+  gradient tile is read once for all of them. Its chunks are whole output rows, so every config
+  writes the same ``[chunks, C, taps]`` buffer.
 * Sparse taps: with ``skip_zero_taps=True`` the forward and input-gradient loops visit, per
   channel block, only the taps that are non-zero in at least one of its channels (a sorted tap
   table and its lengths, built by torch per call; the loop over them is dynamic).
