@@ -55,27 +55,27 @@ step() {  # step TITLE SECONDS COMMAND...: runs COMMAND with that time limit, ou
 }
 
 BF16="--device cuda --amp bf16 --channels-last"
-step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16)" 100 \
+step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16)" 150 \
   "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py
 step "Triton kernels one by one, ConvNeXt-T shapes, bf16 NHWC (which kernel, FMA or tensor cores)" 60 \
   "$PY" scripts/bench_triton_kernels.py --device cuda --dtype bf16 --channels-last --batch 64 \
   --repeats 10 --calls 5
-step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 70 \
+step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 60 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
   --conv-algorithms auto triton fft
 step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" 80 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 128 --repeats 5 --steps 3 \
   --modes train --conv-algorithms auto triton --no-authors
-step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 60 \
+step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
   --modes infer --conv-algorithms auto triton --no-authors
-step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 60 \
+step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 50 \
   "$PY" scripts/bench_models.py --device cuda --channels-last --tf32 --models convnext_tiny \
   --batch 128 --repeats 3 --steps 2 --modes train --conv-algorithms auto --no-authors
-step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 80 \
+step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 70 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 60 \
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 50 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
   --conv-algorithms triton --triton-taps --spread-positions
 echo "[gpu_check] tables in $RESULTS" >&2
