@@ -31,9 +31,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dcls import triton_construct
 from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
 from dcls.algorithms._common import autocast_enabled
 from dcls.algorithms.dispatch import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
+from dcls.algorithms.triton import triton_available
 
 __all__ = [
     "GAUSS_SIGMA_OFFSET",
@@ -293,10 +295,43 @@ def _kernel(
     if torch.jit.is_scripting():
         return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
     else:
+        if _use_triton_construction(weight, version, sizes, learnable_dims):
+            return _build_bilinear_triton(weight, P, sizes, version)
         if not autocast_enabled(weight.device.type):
             return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
         with torch.autocast(weight.device.type, enabled=False):
             return _build_kernel(weight, P, SIG, sizes, version, learnable_dims)
+
+
+def _use_triton_construction(
+    weight: Tensor, version: str, sizes: list[int], learnable_dims: list[int]
+) -> bool:
+    """Whether the kernel is built by :mod:`dcls.triton_construct` (two launches, forward and
+    backward, instead of some 60 small ones): a bilinear kernel with every axis learnable, on
+    CUDA, while :data:`dcls.triton_construct.ENABLED`."""
+    return (
+        triton_construct.ENABLED
+        and version in ("bilinear", "bilinear_unnormalized")
+        and len(learnable_dims) == len(sizes)
+        and weight.device.type == "cuda"
+        and triton_available(weight.device)
+    )
+
+
+def _build_bilinear_triton(weight: Tensor, P: Tensor, sizes: list[int], version: str) -> Tensor:
+    """:func:`_build_kernel`'s bilinear kernel with every axis learnable, from the Triton
+    kernels, in ``weight``'s dtype promoted to at least float32."""
+    out_channels, in_per_group, count = weight.shape
+    compute_dtype = torch.promote_types(weight.dtype, torch.float32)
+    batch = out_channels * in_per_group
+    kernel = triton_construct.bilinear_kernel(
+        weight.to(compute_dtype).reshape(batch, count),
+        P.to(compute_dtype).reshape(len(sizes), batch, count),
+        sizes,
+        version == "bilinear",
+        NORMALIZATION_EPS,
+    )
+    return kernel.reshape([out_channels, in_per_group, *sizes])
 
 
 def _build_kernel(
