@@ -55,8 +55,9 @@ step() {  # step TITLE SECONDS COMMAND...: runs COMMAND with that time limit, ou
 }
 
 BF16="--device cuda --amp bf16 --channels-last"
-step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16)" 150 \
-  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py
+step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16, the kernel construction)" 150 \
+  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py \
+  tests/dcls/test_triton_construct.py
 step "Triton kernels one by one, ConvNeXt-T shapes, bf16 NHWC (which kernel, FMA or tensor cores)" 60 \
   "$PY" scripts/bench_triton_kernels.py --device cuda --dtype bf16 --channels-last --batch 64 \
   --repeats 10 --calls 5

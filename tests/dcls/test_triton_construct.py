@@ -15,7 +15,10 @@ from dcls import triton_construct
 from dcls.triton_construct import bilinear_kernel
 
 CUDA = torch.cuda.is_available()
-pytestmark = pytest.mark.skipif(triton_construct.triton is None, reason="triton is not installed")
+pytestmark = [
+    pytest.mark.skipif(triton_construct.triton is None, reason="triton is not installed"),
+    pytest.mark.gpu,  # all of it runs in gpu_check.sh's first step, on CUDA
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
