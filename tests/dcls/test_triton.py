@@ -188,18 +188,6 @@ def test_tensor_core_path_takes_whole_rows_in_one_window(monkeypatch, device):
         _assert_close(actual, expected, 1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_tensor_core_path_rounds_once_in_half_precision(dtype, tensor_cores, device):
-    x = _make((2, 3, 9, 9), 2, True, dtype, device)
-    w = _make((3, 1, 11, 11), 2, False, dtype, device)
-    b = _make((3,), 2, False, dtype, device)
-    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, b)
-    ref, ref_grads = _reference(x, w, b, "same", grad.to(dtype))
-    _assert_rounded_once(out, ref, dtype)
-    for g, r in zip(grads, ref_grads, strict=True):
-        _assert_rounded_once(g, r, dtype)
-
-
 def test_tensor_cores_are_autotune_candidates_except_for_float64_and_tap_tables():
     for name in ("conv", "kernel_grad"):
         for channels_last in (True, False):
@@ -242,9 +230,14 @@ def _assert_rounded_once(actual: torch.Tensor, expected: torch.Tensor, dtype: to
     assert excess.max() <= 0, f"worse than one rounding to {dtype} by {excess.max().item():.2e}"
 
 
+@pytest.mark.parametrize("path", ["fma", "tensor_cores"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_half_precision_rounds_once_from_a_float32_accumulator(dtype, channels_last, device):
+def test_half_precision_rounds_once_from_a_float32_accumulator(
+    path, dtype, channels_last, request, device
+):
+    if path == "tensor_cores":
+        request.getfixturevalue("tensor_cores")
     x = _make((2, 3, 9, 9), 2, channels_last, dtype, device)
     w = _make((3, 1, 11, 11), 2, False, dtype, device)
     b = _make((3,), 2, False, dtype, device)
