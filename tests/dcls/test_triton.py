@@ -118,12 +118,37 @@ def _batches(case) -> list[int | None]:
     return [2] if max(case[3]) > 7 else [2, 1, None]
 
 
+# The tensor-core (Toeplitz) path under the interpreter, with blocks small enough for ragged
+# tiles, several channel blocks, and kernel rows cut into windows of BLOCK_K - BLOCK_W + 1 = 9 taps
+# (a 17-tap row takes 2 windows, a 31-tap one 4, the last part empty); the kernel gradient takes
+# BLOCK_KH = 2 kernel rows per program (odd kernel heights leave the last block half empty).
+DOT_BLOCKS = {
+    "conv": {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 2, "BLOCK_K": 16, "DOT": True},
+    "kernel_grad": {
+        "BLOCK_T": 1, "BLOCK_P": 8, "BLOCK_C": 2, "BLOCK_W": 8, "BLOCK_K": 16, "BLOCK_KH": 2,
+        "DOT": True,
+    },
+}  # fmt: skip
+
+
+@pytest.fixture
+def tensor_cores(monkeypatch):
+    """The interpreter runs the tensor-core path (on CUDA the autotuner chooses among both)."""
+    for name, blocks in DOT_BLOCKS.items():
+        monkeypatch.setitem(INTERPRETER_BLOCKS, name, blocks)
+
+
 @pytest.mark.parametrize(
-    ("case", "batch"),
-    [(case, batch) for case in CASES for batch in _batches(case)],
-    ids=lambda v: _case_id(v) if isinstance(v, tuple) else f"batch{v}" if v else "unbatched",
-)
-def test_matches_conv_and_its_gradients(case, batch, device):
+    ("case", "batch", "path"),
+    [(case, batch, "fma") for case in CASES for batch in _batches(case)]
+    + [(case, 2, "tensor_cores") for case in CASES],
+    ids=lambda v: _case_id(v) if isinstance(v, tuple)
+    else v.replace("_", "-") if isinstance(v, str)
+    else f"batch{v}" if v else "unbatched",
+)  # fmt: skip
+def test_matches_conv_and_its_gradients(case, batch, path, request, device):
+    if path == "tensor_cores":
+        request.getfixturevalue("tensor_cores")
     n, c, m, k, padding, sizes, channels_last, with_bias = case
     shape = ((batch,) if batch else ()) + (c, *sizes)
     channels_last = channels_last and batch is not None
@@ -141,38 +166,6 @@ def test_matches_conv_and_its_gradients(case, batch, device):
         assert grads[0].is_contiguous(memory_format=FORMATS[n + 2])
     else:
         assert out.is_contiguous()
-
-
-# The tensor-core (Toeplitz) path under the interpreter, with blocks small enough for ragged
-# tiles, several channel blocks, and kernel rows cut into windows of BLOCK_K - BLOCK_W + 1 = 9 taps
-# (a 17-tap row takes 2 windows, a 31-tap one 4, the last part empty); the kernel gradient takes
-# BLOCK_KH = 2 kernel rows per program (odd kernel heights leave the last block half empty).
-DOT_BLOCKS = {
-    "conv": {"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 2, "BLOCK_K": 16, "DOT": True},
-    "kernel_grad": {"BLOCK_T": 1, "BLOCK_P": 8, "BLOCK_C": 2, "BLOCK_W": 8, "BLOCK_K": 16},
-}
-DOT_BLOCKS["kernel_grad"]["BLOCK_KH"] = 2
-DOT_BLOCKS["kernel_grad"]["DOT"] = True
-
-
-@pytest.fixture
-def tensor_cores(monkeypatch):
-    """The interpreter runs the tensor-core path (on CUDA the autotuner chooses among both)."""
-    for name, blocks in DOT_BLOCKS.items():
-        monkeypatch.setitem(INTERPRETER_BLOCKS, name, blocks)
-
-
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_tensor_core_path_matches_conv_and_its_gradients(case, tensor_cores, device):
-    n, c, m, k, padding, sizes, channels_last, with_bias = case
-    x = _make((2, c, *sizes), n, channels_last, torch.float32, device)
-    w = _make((c * m, 1, *k), n, False, torch.float32, device)
-    b = _make((c * m,), n, False, torch.float32, device) if with_bias else None
-    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, padding), x, w, b)
-    ref, ref_grads = _reference(x, w, b, padding, grad)
-    _assert_close(out, ref, 1e-5)
-    for g, r in zip(grads, ref_grads, strict=True):
-        _assert_close(g, r, 1e-5)
 
 
 def test_tensor_core_path_takes_whole_rows_in_one_window(monkeypatch, device):
