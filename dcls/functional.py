@@ -20,7 +20,8 @@ Conventions (shared by every interpolation and every N):
   element's interpolation weights by their sum over the grid (plus ``1e-7``).
 
 Over 400 lines: two construction paths (factor product, bilinear scatter) and the public 1/2/3-D
-wrappers with their shape docstrings belong together. How the kernel is then applied (direct, FFT,
+wrappers with their shape docstrings belong together. On CUDA the bilinear scatter is replaced by
+:mod:`dcls.triton_construct` (one launch forward, one backward; same values). How the kernel is then applied (direct, FFT,
 auto) lives in :mod:`dcls.algorithms`.
 """
 
@@ -307,7 +308,7 @@ def _use_triton_construction(
     weight: Tensor, version: str, sizes: list[int], learnable_dims: list[int]
 ) -> bool:
     """Whether the kernel is built by :mod:`dcls.triton_construct` (two launches, forward and
-    backward, instead of some 60 small ones): a bilinear kernel with every axis learnable, on
+    backward, instead of 73 small ATen calls): a bilinear kernel with every axis learnable, on
     CUDA, while :data:`dcls.triton_construct.ENABLED`."""
     return (
         triton_construct.ENABLED
