@@ -21,8 +21,8 @@ Conventions (shared by every interpolation and every N):
 
 Over 400 lines: two construction paths (factor product, bilinear scatter) and the public 1/2/3-D
 wrappers with their shape docstrings belong together. On CUDA the bilinear scatter is replaced by
-:mod:`dcls.triton_construct` (one launch forward, one backward; same values). How the kernel is then applied (direct, FFT,
-auto) lives in :mod:`dcls.algorithms`.
+:mod:`dcls.triton_construct` (one launch forward, one backward; same values). How the kernel is
+then applied (direct, FFT, auto) lives in :mod:`dcls.algorithms`.
 """
 
 from __future__ import annotations
