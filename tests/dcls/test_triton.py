@@ -1,9 +1,9 @@
 """The Triton depthwise convolution against ``F.conv{1,2,3}d`` and its autograd.
 
-Without CUDA the kernels run in Triton's CPU interpreter: a module fixture turns it on
-(``TRITON_INTERPRET=1``) for these tests only. The kernels are wrapped on first use, so it does not
-matter whether ``dcls`` was imported before. Shapes are tiny: the interpreter runs each program in
-Python.
+Without CUDA the kernels run in Triton's CPU interpreter: ``triton_interpreter`` (conftest.py)
+turns it on (``TRITON_INTERPRET=1``) for this module only. The kernels are wrapped on first use,
+so it does not matter whether ``dcls`` was imported before. Shapes are tiny: the interpreter runs
+each program in Python.
 """
 
 import os
@@ -27,23 +27,8 @@ pytestmark = [
     pytest.mark.skipif(dw_triton.triton is None, reason="triton is not installed"),
     # F.conv's own warning, from the reference computations.
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths"),
+    pytest.mark.usefixtures("triton_interpreter"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    """Triton's interpreter on for this module when there is no GPU, off again afterwards."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not CUDA:
-            mp.setenv("TRITON_INTERPRET", "1")
-        # float32 comparisons at 1e-5: no TF32 in the tensor-core path (nor in cuDNN).
-        mp.setattr(torch.backends.cudnn, "allow_tf32", False)
-        yield
-
-
-@pytest.fixture
-def device() -> torch.device:
-    return torch.device("cuda" if CUDA else "cpu")
 
 
 def _make(shape, n, channels_last, dtype, device, requires_grad=True):

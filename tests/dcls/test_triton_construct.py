@@ -1,7 +1,7 @@
 """The Triton bilinear kernel construction against the torch one, values and gradients.
 
-Without CUDA the kernels run in Triton's interpreter (a module fixture sets ``TRITON_INTERPRET=1``
-for these tests only, as in ``test_triton.py``).
+Without CUDA the kernels run in Triton's interpreter (``triton_interpreter`` in conftest.py sets
+``TRITON_INTERPRET=1`` for this module only).
 """
 
 import types
@@ -18,22 +18,8 @@ CUDA = torch.cuda.is_available()
 pytestmark = [
     pytest.mark.skipif(triton_construct.triton is None, reason="triton is not installed"),
     pytest.mark.gpu,  # all of it runs in gpu_check.sh's first step, on CUDA
+    pytest.mark.usefixtures("triton_interpreter"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    with pytest.MonkeyPatch.context() as mp:
-        if not CUDA:
-            mp.setenv("TRITON_INTERPRET", "1")
-        # float32 comparisons at 1e-5 through a layer's convolution: no TF32 in cuDNN.
-        mp.setattr(torch.backends.cudnn, "allow_tf32", False)
-        yield
-
-
-@pytest.fixture
-def device() -> torch.device:
-    return torch.device("cuda" if CUDA else "cpu")
 
 
 def _positions(sizes, rows, count, dtype, device):
