@@ -18,7 +18,13 @@ __all__ = [
 
 def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` (never for types without autocast, e.g. the
-    "meta" device used to count FLOPs). Eager mode only."""
+    "meta" device used to count FLOPs).
+
+    Under ``torch.compile`` the device is a real one, and ``torch.amp.is_autocast_available`` is
+    skipped: Dynamo cannot trace it in torch 2.11 (a graph break), and ``fullgraph=True`` fails.
+    """
+    if torch.compiler.is_compiling():
+        return torch.is_autocast_enabled(device_type)
     return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 

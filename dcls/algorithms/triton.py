@@ -558,28 +558,26 @@ def _autotuned(fn, configs: list[tuple], key: list[str]):
     )(triton.runtime.jit.JITFunction(fn))
 
 
-# (kernel name, autotune key) -> {config: median ms}, for every shape tuned in this process
-# (filled through Triton's autotuning listener where this Triton has one).
+# (kernel name, autotune key) -> {config: median ms}, for every shape tuned in this process.
 _AUTOTUNE_TIMINGS: dict[tuple[str, tuple], dict] = {}
 
 
-def _listen_to_autotuning() -> None:
-    """Record every autotuning's timings, then call the listener already set, if any."""
-    autotuning = getattr(getattr(triton, "knobs", None), "autotuning", None)
-    if autotuning is None or not hasattr(autotuning, "listener"):
+def _record_autotuning(kernel) -> None:
+    """After a launch of an autotuned ``kernel``: keep the timings of the shape it has just tuned.
+
+    The autotuner adds each new key at the end of its ``cache`` and leaves that tuning's timings
+    in ``configs_timings`` (Triton 3.6 to 3.8; 3.6, the device image's, has no autotuning
+    listener). A launch that tuned nothing finds its last key recorded already.
+    """
+    cache = getattr(kernel, "cache", None)
+    timings = getattr(kernel, "configs_timings", None)
+    if not cache or not timings:
         return
-    previous = autotuning.listener
-
-    def listener(fn, key, best_config, configs_timings, **kwargs) -> None:
-        if fn.__name__ in ("_conv_kernel", "_kernel_grad_kernel") and configs_timings:
-            _AUTOTUNE_TIMINGS[fn.__name__, key] = {
-                c: t[0] if isinstance(t, list | tuple) else t for c, t in configs_timings.items()
-            }
-        if previous is not None:
-            previous(fn=fn, key=key, best_config=best_config, configs_timings=configs_timings,
-                     **kwargs)  # fmt: skip
-
-    autotuning.listener = listener
+    key = (kernel.base_fn.__name__, next(reversed(cache)))
+    if key not in _AUTOTUNE_TIMINGS:
+        _AUTOTUNE_TIMINGS[key] = {
+            c: t[0] if isinstance(t, list | tuple) else t for c, t in timings.items()
+        }
 
 
 def _describe_config(config) -> str:
@@ -634,7 +632,6 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
             "conv": InterpretedFunction(_conv_kernel),
             "kernel_grad": InterpretedFunction(_kernel_grad_kernel),
         }
-    _listen_to_autotuning()
     global _sum_combine
     if not isinstance(_sum_combine, triton.runtime.jit.JITFunction):
         # triton was imported under TRITON_INTERPRET=1: its combiner is an interpreted one.
@@ -784,6 +781,8 @@ def _launch_conv(
         ACC=_acc_dtype(y.dtype), DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
         **(blocks or {}),
     )  # fmt: skip
+    if not interpret:
+        _record_autotuning(kernel)
     if out is not y:
         y.copy_(out)
 
@@ -850,6 +849,8 @@ def _launch_kernel_grad(
         DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
         **(blocks or {}),
     )  # fmt: skip
+    if not interpret:
+        _record_autotuning(kernel)
     return partial.sum(0)
 
 

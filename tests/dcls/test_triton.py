@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -474,30 +473,34 @@ def test_bad_arguments_raise_value_error(kwargs, match, monkeypatch):
 
 
 def test_autotune_summary_names_the_choice_and_the_fastest_of_each_path(monkeypatch):
-    # No GPU here: a stand-in autotuner with one tuned key, timings as Triton's listener
-    # reports them ([median, p20, p80] per config), recorded by our listener.
+    # No GPU here: a real autotuner left as Triton's leaves it after tuning one key (the chosen
+    # config added to `cache`, that tuning's timings in `configs_timings`, [median, p20, p80]
+    # per config in Triton 3.8, a float in 3.6), recorded after the launch.
     triton = dw_triton.triton
     fma = triton.Config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 32, "BLOCK_K": 32, "DOT": False},
                         num_warps=4, num_stages=1)  # fmt: skip
     dot = triton.Config({"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 16, "BLOCK_K": 32, "DOT": True},
                         num_warps=4, num_stages=1)  # fmt: skip
-    key = (96, 1, 56, 56, 1, "torch.bfloat16")
-
-    tuner = types.SimpleNamespace(base_fn=dw_triton._conv_kernel, cache={key: dot})
+    tuner = dw_triton._autotuned(dw_triton._conv_kernel, [], key=["C_OUT"])
     monkeypatch.setattr(dw_triton, "_COMPILED_KERNELS", {("conv", True, False, True): tuner})
     monkeypatch.setattr(dw_triton, "_AUTOTUNE_TIMINGS", {})
-    knobs = triton.knobs.autotuning
-    heard = []
-    monkeypatch.setattr(knobs, "listener", lambda **kwargs: heard.append(kwargs["key"]))
-    dw_triton._listen_to_autotuning()
-    knobs.listener(fn=dw_triton._conv_kernel, key=key, best_config=dot,
-                   configs_timings={fma: [0.9, 0.8, 1.0], dot: [0.3, 0.2, 0.4]},
-                   duration=1.0, cache_hit=False)  # fmt: skip
-    assert heard == [key]  # the listener set before ours still hears
-    (line,) = dw_triton.autotune_summary()
-    assert line.startswith("conv/input grad NHWC key (96, 1, 56, 56, 1, 'torch.bfloat16'): DOT")
-    assert "best FMA 0.900 ms (FMA 8x8x32 w4 s1)" in line
-    assert "best DOT 0.300 ms (DOT 16x16x16 k32 w4 s1)" in line
+    key = (96, 1, 56, 56, 1, "torch.bfloat16")
+    tuner.cache[key] = dot
+    tuner.configs_timings = {fma: [0.9, 0.8, 1.0], dot: [0.3, 0.2, 0.4]}
+    dw_triton._record_autotuning(tuner)
+    other = (192, 1, 28, 28, 1, "torch.bfloat16")
+    tuner.cache[other] = fma
+    tuner.configs_timings = {fma: 0.1, dot: 0.2}
+    dw_triton._record_autotuning(tuner)
+    tuner.cache[key] = dot  # a launch with a tuned key leaves the last tuning's timings
+    dw_triton._record_autotuning(tuner)
+
+    first, second = dw_triton.autotune_summary()
+    assert first.startswith("conv/input grad NHWC key (96, 1, 56, 56, 1, 'torch.bfloat16'): DOT")
+    assert "best FMA 0.900 ms (FMA 8x8x32 w4 s1)" in first
+    assert "best DOT 0.300 ms (DOT 16x16x16 k32 w4 s1)" in first
+    assert second.startswith("conv/input grad NHWC key (192, 1, 28, 28, 1, 'torch.bfloat16'): FMA")
+    assert "best FMA 0.100 ms" in second and "best DOT 0.200 ms" in second
 
 
 def test_a_device_without_triton_raises_value_error(monkeypatch):
