@@ -12,24 +12,27 @@
 # .whl/ if present (build them with: pip wheel --no-deps -w .whl hydra-core omegaconf
 # antlr4-python3-runtime==4.9.3 dcls==0.1.1). Paste the file into docs/benchmarks.md.
 #
-#   bash scripts/gpu_check.sh
+#   COMMIT=$(git rev-parse --short HEAD) bash scripts/gpu_check.sh  # COMMIT: where .git is absent
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="$(command -v python3 || command -v python)"
 OUT_DIR="${OUT:-./gpu_results}"
 RESULTS="$OUT_DIR/gpu_benchmarks.md"
 mkdir -p "$OUT_DIR"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's packages, not installed ones
+SITE="${GPU_CHECK_SITE:-/tmp/gpu_check_site}"  # the carried wheels, installed beside the image's
+# This checkout's packages first, then the wheels, then the image's own.
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install --quiet --no-index --no-deps .whl/*.whl > "$OUT_DIR/pip.log" 2>&1 \
+  "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl > "$OUT_DIR/pip.log" 2>&1 \
     || echo "[gpu_check] wheel install failed (see pip.log)" >&2
 fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')" \
   || exit 1
 
 {
-  echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M') UTC, commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   echo
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   "$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__, 'timm', timm.__version__)"
