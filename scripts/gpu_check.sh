@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU check for one H100/H200: the Triton kernel's CUDA tests, then the kernel,
 # layer and model benchmarks of issue 12's targets, most important first, bf16 AMP with
-# channels_last (and one fp32/TF32 row), each with the baseline in the same run. Eight steps, each
-# with its own time limit (570 s in all): under 10 minutes (the device tool's limit per command)
+# channels_last (and one fp32/TF32 row), each with the baseline in the same run. Nine steps, each
+# with its own time limit (585 s in all): under 10 minutes (the device tool's limit per command)
 # even if every step hits its limit. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
 # ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
 # a pipe; a step that fails or times out is noted and the others still run. The kernel, layer and
@@ -58,13 +58,13 @@ step() {  # step TITLE SECONDS COMMAND...: runs COMMAND with that time limit, ou
 }
 
 BF16="--device cuda --amp bf16 --channels-last"
-step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16, the kernel construction)" 150 \
+step "Triton kernels on CUDA (gpu-marked tests: every autotune config, ConvNeXt-T shapes in bf16, the kernel construction)" 140 \
   "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/dcls/test_triton.py \
   tests/dcls/test_triton_construct.py
 step "Triton kernels one by one, ConvNeXt-T shapes, bf16 NHWC (which kernel, FMA or tensor cores)" 60 \
   "$PY" scripts/bench_triton_kernels.py --device cuda --dtype bf16 --channels-last --batch 64 \
   --repeats 10 --calls 5
-step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 60 \
+step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 55 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
   --conv-algorithms auto triton fft
 step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" 80 \
@@ -73,13 +73,16 @@ step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)"
 step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
   --modes infer --conv-algorithms auto triton --no-authors
-step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 50 \
+step "eval.py's throughput, ConvNeXt-T-dcls against ConvNeXt-T, bf16, batch 128 (the same ratios)" 55 \
+  "$PY" eval.py checkpoint=null model.name=convnext_tiny_dcls "sets=[throughput]" device=cuda \
+  throughput.batch_size=128 throughput.steps=5
+step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 45 \
   "$PY" scripts/bench_models.py --device cuda --channels-last --tf32 --models convnext_tiny \
   --batch 128 --repeats 3 --steps 2 --modes train --conv-algorithms auto --no-authors
-step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 70 \
+step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 60 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 50 \
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 40 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
   --conv-algorithms triton --triton-taps --spread-positions
 echo "[gpu_check] tables in $RESULTS" >&2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from hydra import compose, initialize_config_dir
 
 import dcls
 
@@ -80,7 +81,7 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
         "bench_models.py": bench_models,
         "bench_triton_kernels.py": bench_triton_kernels,
     }
-    benchmarks = 0
+    benchmarks = evals = 0
     for command in steps:
         words = shlex.split(" ".join(variables.get(w.lstrip("$"), w) for w in command))
         assert words[0] == "$PY"
@@ -88,10 +89,18 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
             assert words[2] == "pytest"
             assert all((SCRIPTS.parent / w).is_file() for w in words if w.startswith("tests/"))
             continue
+        if words[1] == "eval.py":  # Hydra overrides: they must compose
+            configs = str(SCRIPTS.parent / "configs")
+            with initialize_config_dir(config_dir=configs, version_base="1.3"):
+                cfg = compose(config_name="eval", overrides=words[2:])
+            assert cfg.device == "cuda" and list(cfg.sets) == ["throughput"]
+            assert cfg.checkpoint is None and cfg.model.name == "convnext_tiny_dcls"
+            evals += 1
+            continue
         parsed = parsers[Path(words[1]).name].build_parser().parse_args(words[2:])  # bad flag: exit
         assert parsed.device == "cuda"
         benchmarks += 1
-    assert benchmarks >= 4
+    assert benchmarks >= 4 and evals == 1
     assert "triton" in text and "--amp bf16 --channels-last" in text
 
 
