@@ -558,8 +558,9 @@ def _autotuned(fn, configs: list[tuple], key: list[str]):
     )(triton.runtime.jit.JITFunction(fn))
 
 
-# (kernel name, autotune key) -> {config: median ms}, for every shape tuned in this process.
-_AUTOTUNE_TIMINGS: dict[tuple[str, tuple], dict] = {}
+# (id of the autotuned kernel, autotune key) -> {config: median ms}, for every shape tuned in
+# this process (the dense and tap-list kernels share a name and their keys).
+_AUTOTUNE_TIMINGS: dict[tuple[int, tuple], dict] = {}
 
 
 def _record_autotuning(kernel) -> None:
@@ -573,7 +574,7 @@ def _record_autotuning(kernel) -> None:
     timings = getattr(kernel, "configs_timings", None)
     if not cache or not timings:
         return
-    key = (kernel.base_fn.__name__, next(reversed(cache)))
+    key = (id(kernel), next(reversed(cache)))
     if key not in _AUTOTUNE_TIMINGS:
         _AUTOTUNE_TIMINGS[key] = {
             c: t[0] if isinstance(t, list | tuple) else t for c, t in timings.items()
@@ -604,7 +605,7 @@ def autotune_summary() -> list[str]:
             kind = "kernel grad" if name == "kernel_grad" else "conv/input grad"
             layout = ("NHWC" if channels_last else "NCHW") + (" taps" if tap_list else "")
             line = f"{kind} {layout} key {key}: {_describe_config(chosen)}"
-            times = _AUTOTUNE_TIMINGS.get((kernel.base_fn.__name__, key), {})
+            times = _AUTOTUNE_TIMINGS.get((id(kernel), key), {})
             for label, dot in (("FMA", False), ("DOT", True)):
                 candidates = {c: t for c, t in times.items() if c.kwargs["DOT"] is dot}
                 if candidates:

@@ -482,7 +482,9 @@ def test_autotune_summary_names_the_choice_and_the_fastest_of_each_path(monkeypa
     dot = triton.Config({"BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_C": 16, "BLOCK_K": 32, "DOT": True},
                         num_warps=4, num_stages=1)  # fmt: skip
     tuner = dw_triton._autotuned(dw_triton._conv_kernel, [], key=["C_OUT"])
-    monkeypatch.setattr(dw_triton, "_COMPILED_KERNELS", {("conv", True, False, True): tuner})
+    taps = dw_triton._autotuned(dw_triton._conv_kernel, [], key=["C_OUT"])  # same name and keys
+    kernels = {("conv", True, False, True): tuner, ("conv", True, True, False): taps}
+    monkeypatch.setattr(dw_triton, "_COMPILED_KERNELS", kernels)
     monkeypatch.setattr(dw_triton, "_AUTOTUNE_TIMINGS", {})
     key = (96, 1, 56, 56, 1, "torch.bfloat16")
     tuner.cache[key] = dot
@@ -494,13 +496,19 @@ def test_autotune_summary_names_the_choice_and_the_fastest_of_each_path(monkeypa
     dw_triton._record_autotuning(tuner)
     tuner.cache[key] = dot  # a launch with a tuned key leaves the last tuning's timings
     dw_triton._record_autotuning(tuner)
+    taps.cache[key] = fma  # the tap-list kernel tuned on the same shape keeps its own timings
+    taps.configs_timings = {fma: 0.5}
+    dw_triton._record_autotuning(taps)
 
-    first, second = dw_triton.autotune_summary()
+    first, second, third = dw_triton.autotune_summary()
     assert first.startswith("conv/input grad NHWC key (96, 1, 56, 56, 1, 'torch.bfloat16'): DOT")
     assert "best FMA 0.900 ms (FMA 8x8x32 w4 s1)" in first
     assert "best DOT 0.300 ms (DOT 16x16x16 k32 w4 s1)" in first
     assert second.startswith("conv/input grad NHWC key (192, 1, 28, 28, 1, 'torch.bfloat16'): FMA")
     assert "best FMA 0.100 ms" in second and "best DOT 0.200 ms" in second
+    assert third.startswith("conv/input grad NHWC taps key (96, 1, 56, 56, 1, 'torch.bfloat16')")
+    assert third.split(": ", 1)[1].startswith("FMA")
+    assert "best FMA 0.500 ms" in third and "DOT" not in third.split(": ", 1)[1]
 
 
 def test_a_device_without_triton_raises_value_error(monkeypatch):
