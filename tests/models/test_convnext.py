@@ -242,7 +242,6 @@ def test_dcls_positions_keep_the_authors_init():
     assert positions.abs().max().item() <= 8
 
 
-
 def _bytes_saved_for_backward(model: torch.nn.Module, batch: int) -> int:
     """Bytes of the distinct storages that a training forward at 224x224 (channels-last) keeps
     for the backward, the parameters' own excluded. On the meta device: shapes only, no data."""

@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import dcls
+from tests.conftest import CONFIG_DIR
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -90,8 +91,7 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
             assert all((SCRIPTS.parent / w).is_file() for w in words if w.startswith("tests/"))
             continue
         if words[1] == "eval.py":  # Hydra overrides: they must compose
-            configs = str(SCRIPTS.parent / "configs")
-            with initialize_config_dir(config_dir=configs, version_base="1.3"):
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
                 cfg = compose(config_name="eval", overrides=words[2:])
             assert cfg.device == "cuda" and list(cfg.sets) == ["throughput"]
             assert cfg.checkpoint is None and cfg.model.name == "convnext_tiny_dcls"
