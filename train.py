@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, random_seed
 from torch.nn.parallel import DistributedDataParallel
 
 import dcls
@@ -34,6 +34,8 @@ from engine.config import (
 from engine.data.datasets import build_loaders
 from engine.distributed import (
     DistributedFaultError,
+    all_gather_objects,
+    barrier,
     cleanup,
     describe_fault,
     init_distributed,
@@ -77,7 +79,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     model = instantiate(cfg.model).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    torch.manual_seed(cfg.seed + dist_info.rank)  # then different augmentations per rank
+    random_seed(cfg.seed, dist_info.rank)  # then different augmentations per rank (torch,
+    # NumPy for timm's Mixup/CutMix, Python's random for RandAugment in the main process)
     # 3. data
     loaders = build_loaders(cfg.data, dist_info, cfg.seed)
     update_freq = cfg.trainer.update_freq
@@ -118,7 +121,16 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     resume_from = ckpt.resolve_resume(cfg.resume, checkpoint_dir)
     if resume_from is not None:
         checkpoint, resume_from = ckpt.load_resumable(resume_from)
-        ckpt.restore_training(state, model, checkpoint, cfg.data.batch_size, dist_info.world_size)
+        ckpt.restore_training(
+            state,
+            model,
+            checkpoint,
+            cfg.data.batch_size,
+            dist_info.world_size,
+            rank=dist_info.rank,
+            seed=cfg.seed,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
         _logger.info(
             "resumed from %s after epoch %d, step %d", resume_from, state.epoch, state.step
         )
@@ -126,14 +138,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         cfg.logger if dist_info.is_main else None,
         run_dir,
         OmegaConf.to_container(cfg, resolve=True),
+        resume_step=state.step if resume_from is not None else None,
     )
     media = EpochMedia(cfg, run_dir, logger, enabled=dist_info.is_main)  # snapshots, W&B media
 
-    def save(state: TrainState) -> None:
+    def save(state: TrainState) -> None:  # on every rank at once: gathers each rank's RNGs
+        rng = all_gather_objects(ckpt.capture_rng())
         if dist_info.is_main:
             ckpt.save_checkpoint(
-                ckpt.training_state(state, model, cfg), checkpoint_dir, keep_previous=True
+                ckpt.training_state(state, model, cfg, rng), checkpoint_dir, keep_previous=True
             )
+        barrier()  # no rank leaves (a preemption exit) before the checkpoint is on disk
 
     def on_update(state: TrainState, saved: bool = False) -> None:
         every = cfg.trainer.checkpoint_every

@@ -15,7 +15,9 @@ import torch.distributed as dist
 __all__ = [
     "DistInfo",
     "DistributedFaultError",
+    "all_gather_objects",
     "all_reduce_sum",
+    "barrier",
     "cleanup",
     "describe_fault",
     "init_distributed",
@@ -97,9 +99,18 @@ def _export_slurm_environment() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic matmuls
+
+
 def set_determinism(deterministic: bool) -> None:
     """Deterministic kernels (bitwise-reproducible runs), or cuDNN's autotuner, which picks the
-    fastest convolution algorithm per shape (the shapes of a training run are fixed)."""
+    fastest convolution algorithm per shape (the shapes of a training run are fixed).
+
+    Deterministic mode also sets ``CUBLAS_WORKSPACE_CONFIG`` unless the user did: without it,
+    ``torch.use_deterministic_algorithms(True)`` makes the first CUDA matmul raise.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
 
@@ -109,6 +120,21 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (picklable), indexed by rank; ``[obj]`` in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def cleanup() -> None:

@@ -1,5 +1,6 @@
 """train(cfg) end to end on CPU: a fast run, kill-and-resume, and the embedded default."""
 
+import csv
 import json
 import math
 import subprocess
@@ -31,6 +32,42 @@ def test_fast_run_writes_checkpoint_and_results(fast_train_cfg, tmp_path):
     checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 16
     assert any(k.endswith("dcls_positions.P") for k in checkpoint["model"])
+
+
+def _csv_rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_an_extended_run_follows_its_new_schedule_and_logs_each_epoch_once(
+    fast_train_cfg, tmp_path
+):
+    """Two epochs, then the same run resumed with trainer.epochs=4: its learning rates are those
+    of a fresh 4-epoch run (not the end of the 2-epoch cosine), one metrics.csv row per epoch."""
+    fast_train_cfg.logger = {"csv": {"filename": "metrics.csv"}, "wandb": None}
+    fast_train_cfg.trainer.ema.enabled = False
+    train_script.train(fast_train_cfg, run_dir=tmp_path / "extended")
+    fast_train_cfg.trainer.epochs = 4
+    train_script.train(fast_train_cfg, run_dir=tmp_path / "extended")  # resume=auto
+    train_script.train(fast_train_cfg, run_dir=tmp_path / "fresh")
+
+    extended, fresh = _csv_rows(tmp_path / "extended"), _csv_rows(tmp_path / "fresh")
+    assert [row["step"] for row in extended] == [row["step"] for row in fresh] == [8, 16, 24, 32]
+    min_lr = fast_train_cfg.scheduler.min_lr
+    assert extended[2]["lr"] == pytest.approx(fresh[2]["lr"]) and fresh[2]["lr"] > 10 * min_lr
+    assert extended[1]["lr"] == pytest.approx(min_lr, rel=1e-3)  # the 2-epoch run's last
+
+
+def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
+    """timm's Mixup draws from NumPy's global RNG: seeded with the run's seed, two runs agree."""
+    fast_train_cfg.data.mixup, fast_train_cfg.data.cutmix = 0.8, 1.0
+    fast_train_cfg.trainer.epochs = 1
+    first = train_script.train(fast_train_cfg, run_dir=tmp_path / "first")
+    second = train_script.train(fast_train_cfg, run_dir=tmp_path / "second")
+    assert first["train_loss"] == second["train_loss"]
+    expected, actual = _final_weights(tmp_path / "first"), _final_weights(tmp_path / "second")
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
 class _KilledError(Exception):

@@ -8,6 +8,7 @@ batch is unchanged.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -18,6 +19,11 @@ from engine.checkpoint.io import load_model_state
 from engine.config import ConfigError
 
 __all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
+
+_logger = logging.getLogger(__name__)
+
+# Config keys that shape the schedule or the optimizer: a resume that changes one logs it.
+_HYPERPARAMETER_KEYS = ("optimizer", "scheduler", "trainer.epochs")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -60,8 +66,24 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def training_state(state: Any, model: torch.nn.Module, cfg: Any) -> dict[str, Any]:
-    """Everything needed to continue ``state`` (a ``TrainState``) on the same trajectory."""
+def _seed_rng(seed: int, rank: int, step: int) -> None:
+    """Seed every RNG of this process from ``(seed, rank, step)``: independent streams per rank,
+    for a rank whose state a checkpoint does not hold (the world grew)."""
+    (derived,) = np.random.SeedSequence([seed, rank, step]).generate_state(1)
+    random.seed(int(derived))
+    np.random.seed(int(derived))
+    torch.manual_seed(int(derived))
+
+
+def training_state(
+    state: Any, model: torch.nn.Module, cfg: Any, rng: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Everything needed to continue ``state`` (a ``TrainState``) on the same trajectory.
+
+    Args:
+        rng: every rank's :func:`capture_rng`, indexed by rank (``all_gather_objects``); default:
+            this process's only.
+    """
     from omegaconf import OmegaConf
 
     return {
@@ -76,7 +98,7 @@ def training_state(state: Any, model: torch.nn.Module, cfg: Any) -> dict[str, An
         "best_val_top1": state.best_val_top1,
         "best_epoch": state.best_epoch,
         "world_size": _world_size(),
-        "rng": capture_rng(),
+        "rng": rng if rng is not None else [capture_rng()],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -112,19 +134,77 @@ def _resume_position(
     return checkpoint["batch_in_epoch"] * old_batch * old_world // (batch_size * world_size)
 
 
+def _changed_hyperparameters(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``"key old -> new"`` for every leaf under :data:`_HYPERPARAMETER_KEYS` that differs."""
+
+    def leaves(tree: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {
+            k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()
+        }
+
+    def select(cfg: dict[str, Any], dotted: str) -> Any:
+        for part in dotted.split("."):
+            cfg = cfg.get(part) if isinstance(cfg, dict) else None
+        return cfg
+
+    changes = []
+    for key in _HYPERPARAMETER_KEYS:
+        before, after = leaves(select(old, key), key), leaves(select(new, key), key)
+        changes += [
+            f"{k} {before.get(k)} -> {after.get(k)}"
+            for k in sorted(before.keys() | after.keys())
+            if before.get(k) != after.get(k)
+        ]
+    return changes
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The checkpoint's optimizer state (moments, step counts) under this run's per-group
+    hyperparameters (``load_state_dict`` would bring back the checkpoint's)."""
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update(own)
+
+
+def _restore_rng_of_rank(
+    saved: dict[str, Any] | list[dict[str, Any]], rank: int, seed: int, step: int
+) -> None:
+    """This rank's saved RNG states; a rank the checkpoint has none for (a larger world than the
+    checkpoint's) gets fresh streams from ``(seed, rank, step)``."""
+    states = saved if isinstance(saved, list) else [saved]  # one dict: an older checkpoint
+    if rank < len(states):
+        restore_rng(states[rank])
+    else:
+        _seed_rng(seed, rank, step)
+
+
 def restore_training(
     state: Any,
     model: torch.nn.Module,
     checkpoint: dict[str, Any],
     batch_size: int | None = None,
     world_size: int = 1,
+    *,
+    rank: int = 0,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
 ) -> None:
     """Load a :func:`training_state` checkpoint into ``model`` and ``state`` (in place).
+
+    The schedule and the optimizer's hyperparameters stay the ones ``state`` was built with
+    (this run's config); the optimizer's moments, the position in the run, the EMA, the scaler
+    and this rank's RNG states come from the checkpoint.
 
     Args:
         batch_size, world_size: this run's per-process batch and process count; given, a
             checkpoint from another world size resumes at the same image of the epoch (see
             ``_resume_position``: the effective batch must be unchanged).
+        rank, seed: this process's rank, and the run's seed for a rank the checkpoint holds no
+            RNG states for.
+        config: this run's resolved config, to log the hyperparameters that changed.
 
     Raises:
         CheckpointMismatchError: if the weights do not fit ``model``.
@@ -133,8 +213,14 @@ def restore_training(
     load_model_state(model, checkpoint["model"])
     if state.ema is not None and checkpoint.get("ema") is not None:
         state.ema.load_state_dict(checkpoint["ema"])
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
-    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    _load_optimizer_state(state.optimizer, checkpoint["optimizer"])
+    if config is not None:
+        changes = _changed_hyperparameters(checkpoint.get("config") or {}, config)
+        if changes:
+            _logger.warning(
+                "resuming with changed hyperparameters, which this run's config sets: %s",
+                "; ".join(changes),
+            )
     if state.scaler is not None and checkpoint.get("scaler") is not None:
         state.scaler.load_state_dict(checkpoint["scaler"])
     state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
@@ -146,4 +232,4 @@ def restore_training(
             checkpoint, batch_size, world_size, state.update_freq
         )
     state.scheduler.step_update(state.step)
-    restore_rng(checkpoint["rng"])
+    _restore_rng_of_rank(checkpoint["rng"], rank, seed, state.step)

@@ -33,6 +33,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+_DIGITS_MEAN = _DIGITS_STD = 0.5  # maps the digits' [0, 1] intensities to [-1, 1]
+
 
 class TensorImages(Dataset):
     """Images held in memory as a tensor ``(N, C, H, W)`` with labels ``(N,)``."""
@@ -55,9 +57,12 @@ class TensorImages(Dataset):
         return image, int(self.labels[index])
 
 
-def _random_shift(max_shift: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _random_shift(max_shift: int, fill: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Shift an image by up to ``max_shift`` pixels along each axis; uncovered pixels get
+    ``fill`` (the background's value)."""
+
     def shift(image: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(image, (max_shift,) * 4)
+        padded = F.pad(image, (max_shift,) * 4, value=fill)
         dy, dx = torch.randint(0, 2 * max_shift + 1, (2,)).tolist()
         return padded[:, dy : dy + image.shape[1], dx : dx + image.shape[2]]
 
@@ -86,11 +91,13 @@ def _digits(cfg: Any, split: str) -> Dataset:
     digits = load_digits()
     images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=cfg.image_size, mode="bilinear", align_corners=False)
-    images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    images = ((images - _DIGITS_MEAN) / _DIGITS_STD).expand(-1, 3, -1, -1).contiguous()
     labels = torch.as_tensor(digits.target)
     train_idx, val_idx = digits_split(labels, cfg.val_fraction, cfg.split_seed)
     idx = train_idx if split == "train" else val_idx
-    shift = _random_shift(cfg.max_shift) if split == "train" and cfg.max_shift > 0 else None
+    background = (0.0 - _DIGITS_MEAN) / _DIGITS_STD  # the digits' blank ink, normalised
+    use_shift = split == "train" and cfg.max_shift > 0
+    shift = _random_shift(cfg.max_shift, background) if use_shift else None
     return TensorImages(images[idx], labels[idx], shift)
 
 

@@ -67,9 +67,17 @@ class _Guarded(MetricLogger, abc.ABC):
 
 
 class CsvLogger(_Guarded):
-    """Appends one row per call to ``metrics.csv`` in the run folder (columns grow as needed)."""
+    """Appends one row per call to ``metrics.csv`` in the run folder (columns grow as needed).
 
-    def __init__(self, run_dir: Path, filename: str = "metrics.csv") -> None:
+    Args:
+        resume_step: the step of the checkpoint a resumed run starts from: the rows logged after
+            it (by a run killed between logging and checkpointing) are dropped, as the run
+            trains those steps again and logs them anew.
+    """
+
+    def __init__(
+        self, run_dir: Path, filename: str = "metrics.csv", resume_step: int | None = None
+    ) -> None:
         self.path = Path(run_dir) / filename
         self.rows: list[dict[str, float]] = []
         if self.path.is_file():  # a resumed run keeps its history
@@ -77,6 +85,8 @@ class CsvLogger(_Guarded):
                 self.rows = [
                     {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
                 ]
+        if resume_step is not None:
+            self.rows = [row for row in self.rows if row.get("step", 0) <= resume_step]
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         self.rows.append({"step": float(step), **metrics})
@@ -166,11 +176,18 @@ class LoggerGroup(MetricLogger):
             logger.finish()
 
 
-def build_logger(cfg: Any, run_dir: Path, config: dict[str, Any]) -> MetricLogger:
-    """The loggers the ``logger`` group names: ``csv`` and/or ``wandb`` (``None``: none)."""
+def build_logger(
+    cfg: Any, run_dir: Path, config: dict[str, Any], resume_step: int | None = None
+) -> MetricLogger:
+    """The loggers the ``logger`` group names: ``csv`` and/or ``wandb`` (``None``: none).
+
+    Args:
+        resume_step: a resumed run's checkpoint step (see :class:`CsvLogger`).
+    """
     loggers: list[MetricLogger] = []
     if cfg is not None and cfg.get("csv") is not None:
-        loggers.append(CsvLogger(run_dir, cfg.csv.get("filename", "metrics.csv")))
+        filename = cfg.csv.get("filename", "metrics.csv")
+        loggers.append(CsvLogger(run_dir, filename, resume_step))
     if cfg is not None and cfg.get("wandb") is not None:
         w = cfg.wandb
         loggers.append(

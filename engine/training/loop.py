@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +243,8 @@ def train_one_epoch(
         Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks
         together), ``updates`` and ``skipped_updates`` (non-finite); with the DCLS schedule,
         ``repulsive_loss`` (its mean, while its weight is > 0) and ``sigma`` (a scheduled width).
+        The means are NaN when there was nothing to average: no finite micro-batch, or none left
+        to train (a resume from a checkpoint taken at the epoch's last update).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
@@ -311,13 +314,13 @@ def train_one_epoch(
         [sums, torch.tensor([images_seen], dtype=torch.float64, device=state.device)]
     )
     loss_sum, batches, repulsion_sum, correct_sum, images_seen = all_reduce_sum(totals).tolist()
-    metrics = {
-        "train_loss": loss_sum / max(batches, 1),
-        "train_top1": 100 * correct_sum / max(images_seen, 1),
-        "images_per_s": images_seen / max(elapsed, 1e-9),
+    metrics = {  # NaN, not 0, where this call trained nothing to average
+        "train_loss": loss_sum / batches if batches else math.nan,
+        "train_top1": 100 * correct_sum / images_seen if images_seen else math.nan,
+        "images_per_s": images_seen / max(elapsed, 1e-9) if images_seen else math.nan,
         "updates": float(updates),
         "skipped_updates": float(skipped),
     }
     if policy.repulsive_weight > 0:
-        metrics["repulsive_loss"] = repulsion_sum / max(batches, 1)
+        metrics["repulsive_loss"] = repulsion_sum / batches if batches else math.nan
     return metrics | policy.metrics()

@@ -84,6 +84,9 @@ def test_checkpoint_of_two_ranks_resumes_in_one_process_with_doubled_update_freq
     assert [p.wait(timeout=BOUND_S) for p in ranks] == [1, 1]  # both died after update 3
     checkpoint = load_checkpoint(tmp_path / "run" / "train" / "run" / "checkpoints" / "last.pt")
     assert (checkpoint["world_size"], checkpoint["step"], checkpoint["batch_in_epoch"]) == (2, 2, 2)
+    rank0, rank1 = checkpoint["rng"]  # each rank's own streams (seed + rank), for its resume
+    assert not torch.equal(rank0["torch"], rank1["torch"])
+    assert not torch.equal(rank0["numpy"]["keys"], rank1["numpy"]["keys"])
 
     one = ["trainer.ema.enabled=false", "trainer.update_freq=2"]
     for log_dir in (tmp_path / "run", tmp_path / "reference"):  # resume; a one-process reference

@@ -28,6 +28,19 @@ def test_csv_logger_appends_and_keeps_history_on_resume(tmp_path):
     assert rows[1]["val_top1"] == "90.0" and rows[2]["val_top1"] == ""
 
 
+def test_csv_logger_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
+    """A run killed between logging epoch 2 (step 16) and checkpointing it resumes from step 8,
+    trains epoch 2 again and logs it anew: one row per step, the new one."""
+    killed = CsvLogger(tmp_path)
+    killed.log({"loss": 1.0}, step=8)
+    killed.log({"loss": 0.9}, step=16)
+    resumed = CsvLogger(tmp_path, resume_step=8)
+    resumed.log({"loss": 0.8}, step=16)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["loss"]) for r in rows] == [("8.0", "1.0"), ("16.0", "0.8")]
+
+
 def test_failing_logger_warns_once_and_goes_on(tmp_path, caplog):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")

@@ -1,5 +1,7 @@
 """engine.training.loop.train_one_epoch: the training top-1 it reports, computed by hand."""
 
+import math
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -55,6 +57,17 @@ def test_train_top1_with_mixup_scores_the_labels_before_mixing():
     loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
     metrics = train_one_epoch(_state(model, mixup=mixup), loader, BATCHES)
     assert metrics["train_top1"] == pytest.approx(expected)
+
+
+def test_an_epoch_resumed_after_its_last_batch_reports_nan_not_zero():
+    """A checkpoint taken at an epoch's last update (a preemption) resumes with nothing left to
+    train in that epoch: its training means are unknown, not 0 (a fake row in metrics.csv)."""
+    images, labels = _data()
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
+    state = _state(nn.Linear(3, 3), batch_in_epoch=BATCHES)
+    metrics = train_one_epoch(state, loader, BATCHES)
+    assert metrics["updates"] == 0
+    assert all(math.isnan(metrics[k]) for k in ("train_loss", "train_top1", "images_per_s"))
 
 
 def test_the_ddp_and_compile_wrappers_are_seen_through(tmp_path):
