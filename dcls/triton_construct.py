@@ -32,7 +32,7 @@ import functools
 import torch
 from torch import Tensor
 
-from dcls.algorithms.triton import tl, triton, triton_available
+from dcls.algorithms.triton import _on_device, tl, triton, triton_available
 
 __all__ = ["ENABLED", "bilinear_kernel", "bilinear_kernel_available"]
 
@@ -210,10 +210,11 @@ def _forward_op(weight: Tensor, P: Tensor, sizes: list[int], normalize: bool, ep
         def grid(meta: dict) -> tuple[int, int]:
             return triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(cells, meta["BLOCK_CELLS"])
 
-        _kernels(_interpret(weight.device))["forward"][grid](
-            weight, P, out, rows, count, eps,
-            L=len(sizes), S0=s0, S1=s1, S2=s2, NORMALIZE=normalize, **blocks,
-        )  # fmt: skip
+        with _on_device(weight):
+            _kernels(_interpret(weight.device))["forward"][grid](
+                weight, P, out, rows, count, eps,
+                L=len(sizes), S0=s0, S1=s1, S2=s2, NORMALIZE=normalize, **blocks,
+            )  # fmt: skip
     return out
 
 
@@ -235,10 +236,11 @@ def _backward_op(
     if weight.numel():
         s0, s1, s2 = _padded_sizes(sizes)
         grid = (triton.cdiv(rows * count, _BACKWARD_BLOCK),)
-        _kernels(_interpret(weight.device))["backward"][grid](
-            grad.contiguous(), weight, P, grad_weight, grad_p, rows, count, eps,
-            L=len(sizes), S0=s0, S1=s1, S2=s2, NORMALIZE=normalize, BLOCK=_BACKWARD_BLOCK,
-        )  # fmt: skip
+        with _on_device(weight):
+            _kernels(_interpret(weight.device))["backward"][grid](
+                grad.contiguous(), weight, P, grad_weight, grad_p, rows, count, eps,
+                L=len(sizes), S0=s0, S1=s1, S2=s2, NORMALIZE=normalize, BLOCK=_BACKWARD_BLOCK,
+            )  # fmt: skip
     return grad_weight, grad_p
 
 

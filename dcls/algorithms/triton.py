@@ -82,6 +82,7 @@ The file is longer than 400 lines because the two kernels, their launchers, the 
 ops and the public function belong together (it becomes ``dcls/algorithms/triton.py``).
 """
 
+import contextlib
 import functools
 import logging
 import math
@@ -149,7 +150,11 @@ _CONV_CONFIGS = {
 }
 # The tensor-core (Toeplitz) path: (BLOCK_H, BLOCK_W, BLOCK_C, BLOCK_K, num_warps, num_stages);
 # every dot dimension is at least 16, and BLOCK_K - BLOCK_W + 1 taps of a kernel row go per
-# window (17 for BLOCK_K = 32, BLOCK_W = 16: ConvNeXt-dcls's rows in one window).
+# window (17 for BLOCK_K = 32, BLOCK_W = 16: ConvNeXt-dcls's rows in one window). Triton lays
+# the warps of a batched (3-D) dot along its batch axis, BLOCK_C: where num_warps > BLOCK_C (the
+# NCHW rows) the warps repeat each other's MMAs but share the loads; with num_warps = BLOCK_C
+# those configs need 228-255 registers instead of 96-184 (sm_90, bf16, 17x17). Timed on a GPU,
+# the autotuner decides (docs/triton_plan.md, knob 6).
 _DOT_CONV_CONFIGS = {
     True: [
         (16, 16, 16, 32, 4, 1),
@@ -699,6 +704,13 @@ def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _on_device(t: Tensor) -> contextlib.AbstractContextManager:
+    """``t``'s CUDA device as the current one: Triton launches on the current device and its
+    current stream, which must be those of the tensors (``cuda:1`` while ``cuda:0`` is current
+    would run on the wrong GPU, unordered with torch's work on ``t``)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _as_3d(t: Tensor, n: int) -> Tensor:
     """``(B, C, *S)`` with ``n`` spatial axes as a ``(B, C, D, H, W)`` view (unit axes first)."""
     for _ in range(3 - n):
@@ -773,15 +785,18 @@ def _launch_conv(
         tiles = triton.cdiv(h_out, meta["BLOCK_H"]) * triton.cdiv(w_out, meta["BLOCK_W"])
         return batch * d_out * tiles, triton.cdiv(c_out, meta["BLOCK_C"])
 
-    kernel[grid](
-        x, w_t, bias if bias is not None else w_t, out, table, counts,
-        c_out, *x.shape[2:], d_out, h_out, w_out, w_t.shape[1],
-        *x.stride(), *out.stride(), *pad_before,
-        KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
-        HAS_BIAS=bias is not None, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
-        ACC=_acc_dtype(y.dtype), DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
-        **(blocks or {}),
-    )  # fmt: skip
+    has_bias = bias is not None
+    bias = bias.contiguous() if has_bias else w_t  # the kernel reads it with stride 1
+    with _on_device(x):
+        kernel[grid](
+            x, w_t, bias, out, table, counts,
+            c_out, *x.shape[2:], d_out, h_out, w_out, w_t.shape[1],
+            *x.stride(), *out.stride(), *pad_before,
+            KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
+            HAS_BIAS=has_bias, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
+            ACC=_acc_dtype(y.dtype), DOT_F32=interpret,
+            PRECISION=_dot_precision(x.dtype, interpret), **(blocks or {}),
+        )  # fmt: skip
     if not interpret:
         _record_autotuning(kernel)
     if out is not y:
@@ -841,15 +856,16 @@ def _launch_kernel_grad(
             tap_blocks = triton.cdiv(taps, meta["BLOCK_T"])
         return triton.cdiv(c_out, meta["BLOCK_C"]), tap_blocks, chunks
 
-    kernel[grid](
-        x, dy, partial, table, counts,
-        c_out, *x.shape[2:], d_out, h_out, w_out, positions, chunk, rows, row_chunk,
-        *x.stride(), *dy.stride(), *pad_before,
-        KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier,
-        TAP_LIST=tap_list, CHANNELS_LAST=channels_last, ACC=_acc_dtype(x.dtype),
-        DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
-        **(blocks or {}),
-    )  # fmt: skip
+    with _on_device(x):
+        kernel[grid](
+            x, dy, partial, table, counts,
+            c_out, *x.shape[2:], d_out, h_out, w_out, positions, chunk, rows, row_chunk,
+            *x.stride(), *dy.stride(), *pad_before,
+            KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier,
+            TAP_LIST=tap_list, CHANNELS_LAST=channels_last, ACC=_acc_dtype(x.dtype),
+            DOT_F32=interpret, PRECISION=_dot_precision(x.dtype, interpret),
+            **(blocks or {}),
+        )  # fmt: skip
     if not interpret:
         _record_autotuning(kernel)
     return partial.sum(0)

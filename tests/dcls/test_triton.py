@@ -20,6 +20,7 @@ from dcls.algorithms import triton as dw_triton
 from dcls.algorithms.triton import INTERPRETER_BLOCKS, triton_available, triton_depthwise_conv
 
 CUDA = torch.cuda.is_available()
+TF32_RTOL = 5e-3  # 10-bit mantissas (relative rounding 2^-11) summed over a 17x17 kernel
 CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 pytestmark = [
@@ -179,6 +180,15 @@ def test_tensor_cores_are_autotune_candidates_except_for_float64_and_tap_tables(
                     rows = meta["BLOCK_H"] if name == "conv" else meta["BLOCK_P"]
                     assert min(rows, meta["BLOCK_W"], meta["BLOCK_K"]) >= 16
                     assert meta["BLOCK_K"] >= meta["BLOCK_W"]
+
+
+def test_a_strided_bias_is_read_with_its_stride(device):
+    x = _make((2, 3, 6, 7), 2, False, torch.float32, device, requires_grad=False)
+    w = _make((3, 1, 3, 3), 2, False, torch.float32, device, requires_grad=False)
+    bias = torch.randn(6, dtype=torch.float32, device=device)[::2]  # stride 2
+    assert not bias.is_contiguous()
+    expected = F.conv2d(x, w, bias, 1, 1, 1, 3)
+    _assert_close(triton_depthwise_conv(x, w, bias, 1), expected, 1e-5)
 
 
 def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_cores, device):
@@ -538,6 +548,37 @@ def test_convnext_t_stage_shapes_on_gpu_in_bfloat16(channels, size):
     ):
         cudnn_err = ((cudnn.double() - r).abs().max() / r.abs().max()).item()
         _assert_close(actual, r, max(1e-2, 2 * cudnn_err))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_float32_with_tf32_on_gpu_every_tensor_core_config(monkeypatch):
+    """float32 takes TF32 tensor-core dots where cuDNN may use TF32 (the default): the autotuned
+    op, then each tensor-core config (compiled by the autotuning), at ConvNeXt-T's stage 2."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    device, c = torch.device("cuda"), 384
+    x = _make((8, c, 14, 14), 2, True, torch.float32, device)
+    w = _make((c, 1, 17, 17), 2, False, torch.float32, device)
+    out, grads, grad = _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, None)
+    ref, ref_grads = _reference(x, w, None, "same", grad)
+    for actual, expected in zip((out, *grads), (ref, *ref_grads), strict=True):
+        _assert_close(actual, expected, TF32_RTOL)
+    x3, dy3 = x.detach().unsqueeze(2), grad.view_as(out).unsqueeze(2)
+    pads, ks = [0, 8, 8], [1, 17, 17]
+    for config in _tensor_core_configs("conv"):
+        y = torch.empty_like(dy3)
+        dw_triton._launch_conv(
+            x3, w.detach().reshape(c, -1), None, y, pads, ks, 1, 1, False, True, config
+        )
+        _assert_close(y.squeeze(2), ref, TF32_RTOL)
+    for config in _tensor_core_configs("kernel_grad"):
+        g = dw_triton._launch_kernel_grad(x3, dy3, pads, ks, 1, None, True, config)
+        _assert_close(g.reshape(c, 1, 17, 17), ref_grads[1], TF32_RTOL)
+
+
+def _tensor_core_configs(name: str) -> list[tuple]:
+    """The channels-last tensor-core configs of one kernel's autotune table."""
+    return [c for c in dw_triton._config_table(name, True, False, dot=True) if c[0]["DOT"]]
 
 
 def _configs_to_check(name: str, channels_last: bool) -> list[tuple]:

@@ -104,6 +104,31 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
     assert "triton" in text and "--amp bf16 --channels-last" in text
 
 
+def test_gpu_check_steps_pass_their_unused_seconds_on(tmp_path):
+    """A step that ends early leaves its spare seconds to the next: ``sleep 3`` finishes in a
+    2 s step after a 5 s step that used (almost) none of its time; a step past its limit is
+    stopped and leaves nothing."""
+    text = (SCRIPTS / "gpu_check.sh").read_text()
+    function = re.search(r"^SPARE=0.*?^}$", text, flags=re.DOTALL | re.MULTILINE).group(0)
+    script = f"""
+        OUT_DIR={tmp_path}; RESULTS={tmp_path}/results.md
+        {function}
+        step quick 5 true
+        step slow 2 sleep 3
+        step late 1 sleep 30
+        echo "spare $SPARE"
+    """
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    results = (tmp_path / "results.md").read_text()
+    steps = [tuple(map(int, m)) for m in re.findall(r"\(exit (\d+), (\d+) s of (\d+)\)", results)]
+    (quick, quick_s, quick_limit), (slow, slow_s, slow_limit), (late, late_s, late_limit) = steps
+    assert (quick, slow, late) == (0, 0, 124)  # `sleep 3` would not fit its own 2 s
+    assert quick_limit == 5 and slow_limit == 2 + quick_limit - quick_s
+    assert late_limit == 1 + slow_limit - slow_s and late_s >= late_limit
+    assert quick_s + slow_s + late_s <= 5 + 2 + 1 + 1  # the nominal sum (+1: whole seconds)
+    assert run.stdout.strip() == "spare 0"
+
+
 def test_bench_layers_times_the_triton_sparsity_options_on_spread_positions(
     bench_models, monkeypatch
 ):
