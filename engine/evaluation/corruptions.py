@@ -7,7 +7,9 @@ percent). The 4 "extra" (held-out) corruptions are reported separately.
 
 A corrupted set is either a folder of the published ImageNet-C (``<root>/<corruption>/<1..5>/``)
 or any ImageNet-style validation folder corrupted on the fly by the ``imagecorruptions`` library
-(:class:`CorruptImage`, applied to the resized and cropped image, as ImageNet-C was made).
+(:class:`CorruptImage`, applied to the resized and cropped image, as ImageNet-C was made). The
+published files are already resized and cropped to 224x224, so they skip the eval transform's
+resize and crop (:func:`imagenet_c_transform`), as Hendrycks' ``test.py`` does.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ __all__ = [
     "corruption_summary",
     "evaluate_corruptions",
     "imagenet_c_folder",
+    "imagenet_c_transform",
 ]
+
+IMAGENET_C_SIZE = 224  # its images: validation images resized to 256 and centre-cropped to 224
 
 _logger = logging.getLogger(__name__)
 
@@ -163,13 +168,33 @@ class CorruptImage:
         return f"{type(self).__name__}({self.corruption!r}, severity={self.severity})"
 
 
+def _tensor_step(transform: T.Compose) -> int:
+    """Where ``transform`` (timm's eval transform) turns the PIL image into a tensor."""
+    steps = transform.transforms
+    position = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
+    if position is None:
+        raise ValueError(f"no ToTensor step in the eval transform {transform}")
+    return position
+
+
+def imagenet_c_transform(transform: T.Compose, input_size: int) -> T.Compose:
+    """``transform`` for ImageNet-C's files, already 224x224: without the resize and crop (a
+    second ``Resize(256)`` + ``CenterCrop(224)`` would zoom them 1.14x and cut their border);
+    resized to ``input_size`` where the model takes another size."""
+    steps = list(transform.transforms)
+    position = _tensor_step(transform)
+    resize = [t for t in steps[:position] if isinstance(t, T.Resize)]
+    interpolation = resize[0].interpolation if resize else T.InterpolationMode.BICUBIC
+    if input_size == IMAGENET_C_SIZE:
+        return T.Compose(steps[position:])
+    return T.Compose([T.Resize((input_size, input_size), interpolation), *steps[position:]])
+
+
 def corrupted_transform(transform: T.Compose, corruption: CorruptImage) -> T.Compose:
     """``transform`` with ``corruption`` applied to the resized, cropped PIL image (as
     ImageNet-C was made: resize, centre-crop, corrupt), before tensor conversion."""
     steps = list(transform.transforms)
-    position = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
-    if position is None:
-        raise ValueError(f"no ToTensor step in the eval transform {transform}")
+    position = _tensor_step(transform)
     return T.Compose([*steps[:position], corruption, *steps[position:]])
 
 
@@ -203,6 +228,9 @@ def imagenet_c_folder(
     root: str | Path, transform: Callable, corruptions: Sequence[str], severities: Sequence[int]
 ) -> Callable[[str, int], Dataset]:
     """``(corruption, severity) -> LabeledImageFolder(<root>/<corruption>/<severity>)``.
+
+    Args:
+        transform: applied as it is: for the eval transform, see :func:`imagenet_c_transform`.
 
     Raises:
         FileNotFoundError: before anything is evaluated, naming every missing folder.

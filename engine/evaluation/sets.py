@@ -29,7 +29,12 @@ from engine.config import ConfigError
 from engine.data.datasets import BUILTIN_KINDS, DATASETS
 from engine.data.eval_sets import EVAL_SETS, LabeledImageFolder
 from engine.evaluation.accuracy import EvalContext
-from engine.evaluation.corruptions import corrupted_folder, evaluate_corruptions, imagenet_c_folder
+from engine.evaluation.corruptions import (
+    corrupted_folder,
+    evaluate_corruptions,
+    imagenet_c_folder,
+    imagenet_c_transform,
+)
 from engine.evaluation.throughput import evaluate_throughput
 
 __all__ = ["SETS", "SET_RUNNERS", "EvalJob", "run_sets"]
@@ -127,8 +132,9 @@ def _corruption_groups(
 
 def _imagenet_c(job: EvalJob) -> dict[str, Any]:
     c = job.cfg.corruptions
+    transform = imagenet_c_transform(job.transform, job.resolution)
     dataset_for = imagenet_c_folder(
-        job.cfg.roots.in_c, job.transform, [*c.names, *c.extra], c.severities
+        job.cfg.roots.in_c, transform, [*c.names, *c.extra], c.severities
     )
     return _corruption_groups(job, "in_c", dataset_for, {})
 

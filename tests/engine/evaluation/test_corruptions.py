@@ -1,6 +1,10 @@
 """CE and mCE normalisation by AlexNet's published errors."""
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
 
 from engine.evaluation.corruptions import (
     ALEXNET_ERRORS,
@@ -8,6 +12,7 @@ from engine.evaluation.corruptions import (
     EXTRA_CORRUPTIONS,
     SEVERITIES,
     corruption_summary,
+    imagenet_c_transform,
 )
 
 
@@ -83,3 +88,21 @@ def test_corrupt_set_gives_mce_over_the_15_and_the_4_extra_apart(tmp_path, monke
     assert set(extra["ce"]) == set(EXTRA_CORRUPTIONS) and extra["mce"] is None
     assert extra["ce"] == pytest.approx(dict.fromkeys(EXTRA_CORRUPTIONS, 50.0))
     assert len(context.seen) == 19 * len(SEVERITIES)
+
+
+def test_imagenet_c_files_skip_the_resize_and_crop_they_already_had():
+    """ImageNet-C's 224x224 files, as Hendrycks' test.py reads them: tensor and normalise only
+    (timm's eval transform would resize them to 256 and crop 224 again, a 1.14x zoom)."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config({}, model=timm.create_model("test_convnext"))
+    config["input_size"] = (3, 224, 224)
+    transform = create_transform(**config, is_training=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    expected = T.Normalize(config["mean"], config["std"])(T.ToTensor()(image))
+    torch.testing.assert_close(imagenet_c_transform(transform, 224)(image), expected)
+    assert not torch.allclose(transform(image), expected)  # the double resize changes it
+    bigger = imagenet_c_transform(transform, 288)(image)  # a model taking 288 x 288 inputs
+    assert bigger.shape == (3, 288, 288)
