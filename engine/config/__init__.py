@@ -12,7 +12,12 @@ import os
 from omegaconf import OmegaConf
 
 from engine.config.checks import ConfigError, InputError, resolve_device
-from engine.config.entry import check_command_line, exit_on_bad_command_line, run_entry_point
+from engine.config.entry import (
+    check_command_line,
+    command_line_override,
+    exit_on_bad_command_line,
+    run_entry_point,
+)
 from engine.config.evaluation import validate_eval_config
 from engine.config.training import validate_train_config
 
@@ -23,6 +28,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "check_command_line",
+    "command_line_override",
     "exit_on_bad_command_line",
     "resolve_device",
     "run_entry_point",

@@ -15,6 +15,8 @@ and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left t
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -29,7 +31,13 @@ from omegaconf import DictConfig
 
 from engine.config.checks import ConfigError, InputError, close_matches
 
-__all__ = ["EXIT_BAD_INPUT", "check_command_line", "exit_on_bad_command_line", "run_entry_point"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "check_command_line",
+    "command_line_override",
+    "exit_on_bad_command_line",
+    "run_entry_point",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +46,19 @@ T = TypeVar("T")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+_PLAIN_VALUE = re.compile(r"[\w./+-]+")  # taken as they are by Hydra and by the shell
+
+
+def command_line_override(key: str, value: str) -> str:
+    """``key=value`` as one shell word that Hydra reads back as ``value``: quoted where the value
+    holds characters of Hydra's grammar or the shell's (a sweep job's folder name has ``=`` and
+    ``,``, which an unquoted override rejects)."""
+    if _PLAIN_VALUE.fullmatch(value):
+        return f"{key}={value}"
+    hydra_quoted = '"' + value.replace('"', '\\"') + '"'
+    return shlex.quote(f"{key}={hydra_quoted}")
 
 
 def _values(override: Override) -> list[Any]:

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from engine.config import command_line_override
 from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE
 from engine.evaluation.throughput import params_and_macs
 
@@ -147,7 +148,7 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
     _logger.info(
         "finished %d epoch%s in %.0f s: val top-1 %.2f, top-5 %.2f (last epoch, %s weights; %s)\n"
         "  checkpoint: %s\n  run folder: %s (%s, %s, train.log)\n"
-        "  same numbers from eval.py: python eval.py checkpoint=%s sets=[val]",
+        "  same numbers from eval.py: python eval.py %s sets=[val]",
         record.cfg.trainer.epochs,
         "" if record.cfg.trainer.epochs == 1 else "s",
         record.wall_time_s,
@@ -159,6 +160,6 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
         record.run_dir,
         RUN_RESULTS_FILE,
         RESULTS_FILE,
-        record.checkpoint,
+        command_line_override("checkpoint", str(record.checkpoint)),
     )
     return results

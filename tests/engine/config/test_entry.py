@@ -3,14 +3,21 @@ close matches for mistyped group options and keys, no traceback."""
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from engine.config import ConfigError, check_command_line, validate_train_config
+from engine.config import (
+    ConfigError,
+    check_command_line,
+    command_line_override,
+    validate_train_config,
+)
 from tests.conftest import CONFIG_DIR, compose_train
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -161,3 +168,22 @@ def test_scripts_report_bad_input_in_one_line(tmp_path, script, args, expected):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert expected in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "logs/train/run/checkpoints/last.pt",  # stays as it is
+        "logs/multiruns/2026-11-30/experiment=convnext_atto_dc_digits,seed=0/checkpoints/last.pt",
+        "/data/my runs/it's [v2] $HOME \\ \"x\"/last.pt",
+    ],
+)
+def test_a_printed_override_reads_back_as_its_value_in_the_shell_and_in_hydra(path):
+    """The ``eval.py checkpoint=...`` command a sweep job prints must run: its folder's ``=``
+    and ``,`` are Hydra syntax unless quoted."""
+    word = command_line_override("checkpoint", path)
+    (argument,) = shlex.split(word)  # one shell word
+    override = OverridesParser.create().parse_override(argument)
+    assert override.key_or_group == "checkpoint" and override.value() == path
+    if path.startswith("logs/train"):
+        assert word == f"checkpoint={path}"  # nothing to quote: printed as it is
