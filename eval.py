@@ -24,11 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 import models  # noqa: F401  (registers the DCLS variants with timm)
 from engine.amp import AMP_DTYPES
 from engine.checkpoint.models import LoadedModel, load_model
-from engine.config import exit_on_bad_command_line, run_entry_point, validate_eval_config
+from engine.config import (
+    exit_on_bad_command_line,
+    multirun_overrides,
+    run_entry_point,
+    validate_eval_config,
+)
 from engine.distributed import cleanup, init_distributed
 from engine.evaluation.accuracy import EvalContext, eval_transform
 from engine.evaluation.paper import released_check
-from engine.evaluation.results import RESULTS_FILE, results_markdown
+from engine.evaluation.results import RESULTS_FILE, eval_row_name, results_markdown
 from engine.evaluation.sets import SETS, EvalJob, run_sets
 from engine.evaluation.throughput import params_and_macs
 
@@ -72,7 +77,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[st
     )
     sets = run_sets(EvalJob(cfg, loaded, context, transform, resolution), list(cfg.sets))
     results = {
-        "name": cfg.name or loaded.training_config.get("name") or loaded.name,
+        "name": cfg.name
+        or eval_row_name(
+            loaded.training_config.get("name"),
+            loaded.name,
+            None if cfg.checkpoint is None else str(cfg.checkpoint),
+            multirun_overrides(),
+        ),
         "model": loaded.name,
         "seed": loaded.training_config.get("seed"),
         "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),

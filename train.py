@@ -15,7 +15,6 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from timm.utils import ModelEmaV3, random_seed
@@ -28,6 +27,7 @@ from engine.amp import AMP_DTYPES
 from engine.config import (
     ConfigError,
     exit_on_bad_command_line,
+    multirun_overrides,
     run_entry_point,
     validate_train_config,
 )
@@ -56,18 +56,11 @@ _logger = logging.getLogger("train")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def _multirun_overrides() -> list[str] | None:
-    """This job's command-line overrides when it is one job of a multirun, else ``None``."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return list(HydraConfig.get().overrides.task)
-
-
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``results.json``)."""
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     validate_train_config(cfg)  # every user-facing value, before anything is built
-    cfg.name = row_name(cfg, _multirun_overrides())  # stored in checkpoints, for eval.py's rows
+    cfg.name = row_name(cfg, multirun_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
     if not dist_info.is_main:  # one copy of every progress line and summary

@@ -54,7 +54,7 @@ def test_imagenet_val_top1_top5_match_hand_computation(tmp_path, stub_checkpoint
     assert result["sets"]["in1k"]["count"] == 7
     saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert saved["sets"]["in1k"]["top1"] == pytest.approx(top1)
-    assert saved["weights"] == "model" and saved["name"] == "LabelReader"
+    assert saved["weights"] == "model" and saved["name"] == "LabelReader [last.pt]"
     assert "released" not in saved
 
 

@@ -2,9 +2,10 @@
 the entry points' handling of bad input before and after Hydra runs (:mod:`.entry`), and the
 one-line errors all entry points report with exit status 2 (:mod:`.checks`).
 
-Importing this package registers the ``${cwd:}`` resolver the configs use for the project root
-(the folder a command runs from): unlike ``${hydra:runtime.cwd}`` it also resolves where Hydra
-has not set its runtime config yet, such as a multirun's sweep folder.
+Importing this package registers the resolvers the configs use: ``${cwd:}``, the project root (the
+folder a command runs from; unlike ``${hydra:runtime.cwd}`` it also resolves where Hydra has not
+set its runtime config yet, such as a multirun's sweep folder), and ``${job_folder:name,num}``,
+a sweep job's folder (``configs/hydra/default.yaml``).
 """
 
 import os
@@ -16,6 +17,7 @@ from engine.config.entry import (
     check_command_line,
     command_line_override,
     exit_on_bad_command_line,
+    multirun_overrides,
     run_entry_point,
 )
 from engine.config.evaluation import validate_eval_config
@@ -23,6 +25,8 @@ from engine.config.training import validate_train_config
 
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
+if not OmegaConf.has_resolver("job_folder"):  # a sweep job's folder: its overrides, or job<N>
+    OmegaConf.register_new_resolver("job_folder", lambda name, num: str(name) or f"job{num}")
 
 __all__ = [
     "ConfigError",
@@ -30,6 +34,7 @@ __all__ = [
     "check_command_line",
     "command_line_override",
     "exit_on_bad_command_line",
+    "multirun_overrides",
     "resolve_device",
     "run_entry_point",
     "validate_eval_config",

@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from engine.config.checks import ConfigError, InputError, close_matches
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_command_line",
     "command_line_override",
     "exit_on_bad_command_line",
+    "multirun_overrides",
     "run_entry_point",
 ]
 
@@ -59,6 +60,16 @@ def command_line_override(key: str, value: str) -> str:
         return f"{key}={value}"
     hydra_quoted = '"' + value.replace('"', '\\"') + '"'
     return shlex.quote(f"{key}={hydra_quoted}")
+
+
+def multirun_overrides() -> list[str] | None:
+    """This job's command-line overrides when it is one job of a multirun, else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return list(HydraConfig.get().overrides.task)
 
 
 def _values(override: Override) -> list[Any]:
@@ -107,6 +118,21 @@ def _check_launcher_command(group: str, option: str) -> None:
         )
 
 
+def _check_swept_keys_name_folders(config_dir: Path, overrides: Sequence[Override]) -> None:
+    """A sweep over a key that job folder names leave out (where data lives) would put its jobs
+    in one folder, each resuming the one before: refused."""
+    hydra_config = OmegaConf.load(config_dir / "hydra" / "default.yaml")
+    excluded = OmegaConf.select(hydra_config, "job.config.override_dirname.exclude_keys") or []
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_sweep_override() and key in excluded and not (config_dir / key).is_dir():
+            raise ConfigError(
+                f"{override.input_line} is invalid: {key} is left out of job folder names "
+                "(hydra.job.config.override_dirname.exclude_keys), so the jobs would share one "
+                "folder; run one sweep per value"
+            )
+
+
 def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
     """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
 
@@ -123,6 +149,8 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         overrides = parser.parse_overrides(texts)
     except HydraException as error:
         raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
+    if any(a in MULTIRUN_FLAGS for a in args):
+        _check_swept_keys_name_folders(config_dir, overrides)
     checked = [
         o
         for o in overrides

@@ -2,15 +2,74 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from engine.data.eval_sets import EVAL_SETS
 
-__all__ = ["RESULTS_FILE", "RUN_RESULTS_FILE", "results_markdown"]
+__all__ = ["RESULTS_FILE", "RUN_RESULTS_FILE", "eval_row_name", "named_row", "results_markdown"]
 
 RESULTS_FILE = "eval_results.json"  # what eval.py (and a finished training run) writes
 RUN_RESULTS_FILE = "results.json"  # a finished training run's final metrics
+
+
+def named_row(name: str, overrides: Iterable[str] | None, ignored: Iterable[str]) -> str:
+    """``name``, with a sweep job's overrides that make a row of their own: ``"name (a=1,b=2)"``.
+
+    Args:
+        overrides: the job's command-line overrides (``None`` outside a multirun).
+        ignored: keys that do not (a seed, where the data lives): an override is left out when its
+            key is one of them or lies under one (``roots`` leaves out ``roots.in_c=...``).
+    Overrides are sorted, so the same job named from two command lines gets one row.
+    """
+    ignored = tuple(ignored)
+
+    def kept(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        return not any(key == k or key.startswith(k + ".") for k in ignored)
+
+    swept = sorted(o for o in overrides or () if kept(o))
+    return f"{name} ({','.join(swept)})" if swept else name
+
+
+# eval.py overrides that say where the inputs are and how fast to go, not what is measured.
+EVAL_ROW_KEYS_IGNORED = (
+    "checkpoint",
+    "sets",
+    "roots",
+    "paths",
+    "name",
+    "batch_size",
+    "num_workers",
+    "device",
+    "throughput",
+)
+
+
+def eval_row_name(
+    training_name: str | None,
+    model_name: str,
+    checkpoint: str | None,
+    overrides: Iterable[str] | None,
+) -> str:
+    """The table row of an ``eval.py`` result (``name=`` on its command line wins over this).
+
+    Args:
+        training_name: the row name ``train.py`` stored in the checkpoint (``None`` for a
+            checkpoint from elsewhere, such as the authors' released files).
+        model_name: the timm model evaluated.
+        checkpoint: the evaluated file (``None``: random weights, for throughput).
+        overrides: the job's overrides in an ``eval.py -m`` sweep (``None`` outside one); those
+            that change what is measured (``transform.crop_pct``, ``weights``, ...) name rows.
+
+    A checkpoint from elsewhere gets a row of its own, named by its file: it has no seed, and it
+    is not one more seed of the runs trained with that model.
+    """
+    name = training_name
+    if name is None:
+        name = model_name if checkpoint is None else f"{model_name} [{Path(checkpoint).name}]"
+    return named_row(name, overrides, EVAL_ROW_KEYS_IGNORED)
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:

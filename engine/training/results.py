@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from engine.config import command_line_override
-from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE
+from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
 from engine.evaluation.throughput import params_and_macs
 
 __all__ = ["RunRecord", "row_name", "write_results"]
@@ -29,8 +29,9 @@ __all__ = ["RunRecord", "row_name", "write_results"]
 _logger = logging.getLogger(__name__)
 
 # Overrides that do not make a row of their own: a paper sweep's seeds and experiments share one
-# row per model; what the sweep folder's name leaves out (where data lives, resume, launcher) too.
-ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
+# row per model; a sweep over models (``-m model=a,b``) is named by the models themselves; what the
+# sweep folder's name leaves out (where data lives, resume, launcher) neither.
+ROW_KEYS_IGNORED = ("seed", "experiment", "run_name", "model")
 
 
 def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
@@ -39,18 +40,18 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     Args:
         cfg: the training config; its ``name``, if set, is the row name.
         overrides: this job's command-line overrides in a multirun (``None`` outside one). Those
-            that are neither in :data:`ROW_KEYS_IGNORED` nor left out of the sweep folder's name
-            (``hydra.job.config.override_dirname.exclude_keys``) are added to the model name,
-            so that the rows of a hyperparameter sweep stay apart.
+            that are neither in :data:`ROW_KEYS_IGNORED` (keys under ``model.`` do count) nor
+            left out of the sweep folder's name (``hydra.job.config.override_dirname
+            .exclude_keys``) are added to the model name, sorted, so that the rows of a
+            hyperparameter sweep stay apart.
     """
     if cfg.get("name"):
         return str(cfg.name)
-    name = str(cfg.model.get("model_name"))
-    ignored = set(ROW_KEYS_IGNORED)
+    ignored = set(ROW_KEYS_IGNORED) - {"model"}
     if HydraConfig.initialized():
         ignored |= set(HydraConfig.get().job.config.override_dirname.exclude_keys)
-    swept = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") not in ignored]
-    return f"{name} ({','.join(swept)})" if swept else name
+    overrides = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") != "model"]
+    return named_row(str(cfg.model.get("model_name")), overrides, ignored)
 
 
 @dataclass

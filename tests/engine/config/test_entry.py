@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from engine.config import (
     ConfigError,
@@ -46,6 +47,10 @@ CONFIGS = Path(CONFIG_DIR)
         ),
         (["seeed=1"], r"seeed is invalid: no such top-level key; close matches: seed"),
         (["trainer.epochs=="], r"is invalid"),
+        (  # the jobs of a sweep over where the data lives would share one folder
+            ["-m", "paths.data_dir=/data/a,/data/b", "seed=0,1"],
+            r"paths\.data_dir=/data/a,/data/b is invalid: paths\.data_dir is left out of job",
+        ),
     ],
 )
 def test_mistyped_overrides_name_the_close_matches(argv, message):
@@ -63,6 +68,8 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
         ["experiment=convnext_tiny_dcls_in1k", "trainer.update_freq=2"],  # keys an experiment has
         ["logger=wandb", "logger.wandb.mode=disabled"],  # keys a group option brings
         ["--cfg", "job"],  # other Hydra flags: left to Hydra
+        ["-m", "paths.data_dir=/data", "seed=0,1"],  # one data folder for the whole sweep
+        ["-m", "paper=convnext_tiny,convnext_small"],  # a group left out of names: its jobs differ
     ],
 )
 def test_valid_overrides_pass(argv):
@@ -175,7 +182,7 @@ def test_scripts_report_bad_input_in_one_line(tmp_path, script, args, expected):
     [
         "logs/train/run/checkpoints/last.pt",  # stays as it is
         "logs/multiruns/2026-11-30/experiment=convnext_atto_dc_digits,seed=0/checkpoints/last.pt",
-        "/data/my runs/it's [v2] $HOME \\ \"x\"/last.pt",
+        '/data/my runs/it\'s [v2] $HOME \\ "x"/last.pt',
     ],
 )
 def test_a_printed_override_reads_back_as_its_value_in_the_shell_and_in_hydra(path):
@@ -187,3 +194,15 @@ def test_a_printed_override_reads_back_as_its_value_in_the_shell_and_in_hydra(pa
     assert override.key_or_group == "checkpoint" and override.value() == path
     if path.startswith("logs/train"):
         assert word == f"checkpoint={path}"  # nothing to quote: printed as it is
+
+
+def test_a_sweep_job_without_a_named_override_gets_a_folder_of_its_own():
+    """``-m paths.data_dir=/x``: no override names the job, which would write into the sweep
+    folder itself (beside the other jobs'); it gets ``job<N>``."""
+    hydra_config = OmegaConf.load(CONFIGS / "hydra" / "default.yaml")
+    jobs = [{"override_dirname": name, "num": num} for num, name in enumerate(["", "seed=1"])]
+    folders = []
+    for job in jobs:
+        cfg = OmegaConf.create({"sweep": hydra_config.sweep, "hydra": {"job": job}, "now": {}})
+        folders.append(OmegaConf.select(cfg, "sweep.subdir"))
+    assert folders == ["job0", "seed=1"]
