@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluation.sweeps import summarize_sweep
+from engine.evaluation.sweeps import RUN_COLUMNS, summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -113,3 +113,27 @@ def test_the_runs_table_orders_numbers_by_value(tmp_path):
     text = summarize_sweep(tmp_path).read_text()
     rows = [line for line in text.splitlines() if line.startswith("| optimizer")]
     assert [row.split("|")[1].strip()[-2:].lstrip("=") for row in rows] == ["1", "5", "10"]
+
+
+@pytest.mark.slow
+def test_a_job_with_bad_input_fails_alone_and_the_summary_keeps_the_others(tmp_path):
+    """``-m trainer.update_freq=100,1``: 100 exceeds the batches of an epoch (a one-line config
+    error in that job); the other job still trains, and the summary lists both."""
+    sweep_args = ["-m", *TINY, "trainer.update_freq=100,1", f"paths.log_dir={tmp_path}"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *sweep_args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0  # Hydra reports the failed job at the end
+    assert "trainer.update_freq=100 is invalid: it exceeds the 8 batches of an epoch" in output
+    sweep = _sweep_dir(tmp_path)
+    (good,) = [p for p in sweep.iterdir() if "update_freq=1," in p.name + ","]
+    assert json.loads((good / "results.json").read_text())["epochs"] == 1
+    summary = (sweep / "sweep_summary.md").read_text()
+    bad_row = next(line for line in summary.splitlines() if "update_freq=100" in line)
+    assert f"| {good.name} | " in summary and bad_row.count("| - ") == len(RUN_COLUMNS)

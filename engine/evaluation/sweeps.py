@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from engine.evaluation.results import RUN_RESULTS_FILE
@@ -64,8 +66,9 @@ def _runs_table(sweep_dir: Path) -> list[list[str]]:
     return rows
 
 
-def summarize_sweep(sweep_dir: str | Path) -> Path:
-    """Write ``sweep_summary.md`` for the sweep in ``sweep_dir``; returns its path."""
+def summarize_sweep(sweep_dir: str | Path, log: bool = True) -> Path:
+    """Write ``sweep_summary.md`` for the sweep in ``sweep_dir`` (and log it, if ``log``);
+    returns its path."""
     sweep_dir = Path(sweep_dir)
     parts = [f"# Sweep {sweep_dir}", "", "## runs", "", markdown(_runs_table(sweep_dir))]
     try:
@@ -75,13 +78,26 @@ def summarize_sweep(sweep_dir: str | Path) -> Path:
     for title, rows in built.items():
         parts += ["", f"## {title}", "", markdown(rows)]
     path = sweep_dir / SUMMARY_FILE
-    path.write_text("\n".join(parts) + "\n")
-    _logger.info("sweep summary: %s\n%s", path, "\n".join(parts[4:]))
+    partial = path.with_name(f".{SUMMARY_FILE}.{os.getpid()}")  # one per writing process
+    partial.write_text("\n".join(parts) + "\n")
+    partial.replace(path)
+    if log:
+        _logger.info("sweep summary: %s\n%s", path, "\n".join(parts[4:]))
     return path
 
 
 class SweepSummary(Callback):
-    """Hydra callback: :func:`summarize_sweep` when a multirun ends."""
+    """Hydra callback: :func:`summarize_sweep` after each job of a multirun and when it ends.
+
+    After each job, because Hydra skips ``on_multirun_end`` when a job failed: the summary then
+    holds every job that finished, the failed ones listed with ``-``. Each write replaces the
+    file atomically (Slurm jobs end on several nodes at once).
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.hydra.mode == RunMode.MULTIRUN and sweep_dir.is_dir():
+            summarize_sweep(sweep_dir, log=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
