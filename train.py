@@ -48,7 +48,7 @@ from engine.training.loggers import build_logger
 from engine.training.loop import TrainState, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
 from engine.training.optim import build_optimizer, positions_lr
-from engine.training.results import RunRecord, row_name, write_results
+from engine.training.results import RunRecord, finished_results, row_name, write_results
 from engine.training.schedules import DclsSchedule, build_scheduler
 
 _logger = logging.getLogger("train")
@@ -127,6 +127,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         _logger.info(
             "resumed from %s after epoch %d, step %d", resume_from, state.epoch, state.step
         )
+    if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
+        _logger.info(  # a relaunched finished run (a resumed sweep): its results stand
+            "the run had finished all %d epochs: val top-1 %.2f (%s)",
+            cfg.trainer.epochs,
+            done["top1"],
+            run_dir / "results.json",
+        )
+        cleanup()
+        return done
     logger = build_logger(
         cfg.logger if dist_info.is_main else None,
         run_dir,

@@ -70,6 +70,16 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
+def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path):
+    """A resumed sweep relaunches its finished jobs: each reports the results it had (with its
+    training loss and time), not those of a validation alone."""
+    first = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    saved = (tmp_path / "results.json").read_text()
+    again = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert again == first and "train_loss" in again
+    assert (tmp_path / "results.json").read_text() == saved
+
+
 class _KilledError(Exception):
     """Stands for SIGKILL: the run stops right there, without any cleanup."""
 

@@ -24,7 +24,7 @@ from engine.config import command_line_override
 from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
 from engine.evaluation.throughput import params_and_macs
 
-__all__ = ["RunRecord", "row_name", "write_results"]
+__all__ = ["RunRecord", "finished_results", "row_name", "write_results"]
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
         ignored |= set(HydraConfig.get().job.config.override_dirname.exclude_keys)
     overrides = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") != "model"]
     return named_row(str(cfg.model.get("model_name")), overrides, ignored)
+
+
+def finished_results(run_dir: Path) -> dict[str, Any] | None:
+    """The ``results.json`` a finished run left in ``run_dir`` (``None`` if there is none): what a
+    relaunch of that run reports, instead of results of a validation alone."""
+    path = Path(run_dir) / RUN_RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 @dataclass
