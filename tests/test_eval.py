@@ -299,6 +299,30 @@ def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "weights=emma"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["transform.crop_pct=abc"], r"transform\.crop_pct='abc' is invalid: expected null"),
+        (["transform.interpolation=bicubik"], r"interpolation='bicubik' .*close matches: bicubic"),
+        (["sets=in1k"], r"sets='in1k' is invalid: expected a non-empty list, e\.g\. sets=\[in1k\]"),
+        (["sets=[]"], r"sets=\[\] is invalid: expected a non-empty list"),
+        (["sets=[throughput]", "throughput.steps=0"], r"throughput\.steps=0 is invalid"),
+        (
+            ["sets=[throughput]", "throughput.baseline=convnext_tinny"],
+            r"throughput\.baseline='convnext_tinny' .*close matches: convnext_tiny",
+        ),
+        (
+            ["sets=[corrupt]", "corruptions.names=[gaussian_nois]"],
+            r"corruptions\.names='gaussian_nois' .*close matches: gaussian_noise",
+        ),
+        (["sets=[in_c]", "corruptions.severities=[0]"], r"corruptions\.severities=0 is invalid"),
+    ],
+)
+def test_bad_eval_values_are_one_line_config_errors(tmp_path, stub_checkpoint, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", *overrides])
+
+
 def test_a_checkpoint_of_another_architecture_lists_the_keys(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("resnet18").state_dict(), path)

@@ -15,6 +15,7 @@ from engine.config.checks import (
     fail,
     int_at_least,
     is_int,
+    is_number,
 )
 
 __all__ = ["TRANSFORM_KEYS", "WEIGHTS", "validate_eval_config"]
@@ -23,6 +24,7 @@ WEIGHTS = ("auto", "ema", "model")
 TRANSFORM_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
 THROUGHPUT_AMP = ("auto", *AMP_CHOICES)
 THROUGHPUT_OPTIMIZERS = ("adamw", "sgd")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's names
 
 
 def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
@@ -41,6 +43,8 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
             "required: checkpoint=PATH (train.py's last.pt, a timm state dict or the authors' "
             "file), or checkpoint=null with sets=[throughput] model.name=<timm name>",
         )
+    if isinstance(cfg.sets, str) or not cfg.sets:
+        fail("sets", cfg.sets, f"expected a non-empty list, e.g. sets=[{cfg.sets or 'in1k'}]")
     sets = list(cfg.sets)
     for name in sets:
         if name not in set_names:
@@ -59,8 +63,15 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     if size is not None and (not is_int(size) or size < 1):
         fail("transform.img_size", size, "expected null (the checkpoint's) or an integer >= 1")
     crop = cfg.transform.get("crop_pct")
-    if crop is not None and not 0 < crop <= 1:
+    if crop is not None and not (is_number(crop) and 0 < crop <= 1):
         fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
+    interpolation = cfg.transform.get("interpolation")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        hint = close_matches(str(interpolation), INTERPOLATIONS)
+        allowed = f"expected null (the checkpoint's) or one of {', '.join(INTERPOLATIONS)}"
+        fail("transform.interpolation", interpolation, f"{allowed}; {hint}".rstrip("; "))
+    if "throughput" in sets:
+        _check_throughput(cfg.throughput)
     if "throughput" in sets and cfg.throughput.amp not in THROUGHPUT_AMP:
         fail("throughput.amp", cfg.throughput.amp, "expected auto, null, 'bf16' or 'fp16'")
     if (
@@ -77,3 +88,16 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
             )
     elif not Path(str(cfg.checkpoint)).is_file():
         fail("checkpoint", str(cfg.checkpoint), "no such file; expected a checkpoint file")
+
+
+def _check_throughput(cfg: Any) -> None:
+    """The ``throughput`` group: counts, and the baseline's name (a timm model)."""
+    import timm
+
+    for key, minimum in (("batch_size", 1), ("warmup", 0), ("steps", 1), ("rounds", 1)):
+        int_at_least(cfg, "throughput", key, minimum)
+    baseline = cfg.get("baseline")
+    if baseline not in (None, "auto") and not timm.is_model(baseline):
+        hint = close_matches(str(baseline), timm.list_models())
+        allowed = "expected auto, null or a timm model name"
+        fail("throughput.baseline", baseline, f"{allowed}; {hint}".rstrip("; "))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from engine.config.checks import ConfigError
 from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo
 
@@ -223,19 +224,19 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
     ``batch_size * world_size * trainer.update_freq``.
 
     Raises:
-        ValueError: on an unknown ``cfg.kind`` or a dataset smaller than one batch per rank.
+        ConfigError: on an unknown ``cfg.kind`` or a dataset smaller than one batch per rank.
     """
     if cfg.kind not in DATASETS:
-        raise ValueError(f"data.kind must be one of {sorted(DATASETS)}, got {cfg.kind!r}")
+        raise ConfigError(f"data.kind={cfg.kind!r} is invalid: expected one of {sorted(DATASETS)}")
     train_set, val_set = DATASETS[cfg.kind](cfg, "train"), DATASETS[cfg.kind](cfg, "val")
     rank, world = dist_info.rank, dist_info.world_size
     train_sampler = ResumableSampler(len(train_set), rank, world, shuffle=True, seed=seed)
     val_sampler = ResumableSampler(len(val_set), rank, world, shuffle=False, pad=False)
     steps = len(train_sampler) // cfg.batch_size
     if steps < 1:
-        raise ValueError(
-            f"data.batch_size={cfg.batch_size} exceeds the {len(train_sampler)} training images "
-            f"of each of the {world} processes"
+        raise ConfigError(
+            f"data.batch_size={cfg.batch_size} is invalid: it exceeds the {len(train_sampler)} "
+            f"training images of each of the {world} processes"
         )
     workers = usable_workers(cfg.num_workers)
     common = {

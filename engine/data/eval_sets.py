@@ -31,6 +31,8 @@ from PIL import Image
 from timm.data import ImageNetInfo
 from torch.utils.data import Dataset
 
+from engine.config.checks import InputError
+
 __all__ = [
     "EVAL_SETS",
     "EvalSet",
@@ -134,7 +136,7 @@ class LabeledImageFolder(Dataset):
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             label = label_of(folder.name)
             if label is None:
-                raise ValueError(
+                raise InputError(
                     f"{spec.title}: {folder} is not a class folder of this set; expected "
                     f"{spec.layout}"
                 )
@@ -144,7 +146,7 @@ class LabeledImageFolder(Dataset):
                 if path.suffix.lower() in IMAGE_EXTENSIONS
             ]
         if not self.samples:
-            raise ValueError(f"{spec.title}: no images under {self.root}; expected {spec.layout}")
+            raise InputError(f"{spec.title}: no images under {self.root}; expected {spec.layout}")
 
     def __len__(self) -> int:
         return len(self.samples)

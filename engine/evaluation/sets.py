@@ -26,10 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from engine.amp import amp_dtype
 from engine.checkpoint.models import LoadedModel
 from engine.config import ConfigError
+from engine.config.checks import close_matches, fail
 from engine.data.datasets import BUILTIN_KINDS, DATASETS
 from engine.data.eval_sets import EVAL_SETS, LabeledImageFolder
 from engine.evaluation.accuracy import EvalContext
 from engine.evaluation.corruptions import (
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
     corrupted_folder,
     evaluate_corruptions,
     imagenet_c_folder,
@@ -130,8 +134,22 @@ def _corruption_groups(
     }
 
 
+def _check_corruptions(c: DictConfig) -> None:
+    """``corruptions.names``, ``.extra`` and ``.severities`` name ImageNet-C's corruptions."""
+    for key, allowed in (("names", CORRUPTIONS), ("extra", EXTRA_CORRUPTIONS)):
+        for name in c[key]:
+            if name not in allowed:
+                hint = close_matches(str(name), [*CORRUPTIONS, *EXTRA_CORRUPTIONS])
+                expected = f"expected names from {list(allowed)}"
+                fail(f"corruptions.{key}", name, f"{expected}; {hint}".rstrip("; "))
+    for severity in c.severities:
+        if severity not in SEVERITIES:
+            fail("corruptions.severities", severity, f"expected values from {list(SEVERITIES)}")
+
+
 def _imagenet_c(job: EvalJob) -> dict[str, Any]:
     c = job.cfg.corruptions
+    _check_corruptions(c)
     transform = imagenet_c_transform(job.transform, job.resolution)
     dataset_for = imagenet_c_folder(
         job.cfg.roots.in_c, transform, [*c.names, *c.extra], c.severities
@@ -141,6 +159,7 @@ def _imagenet_c(job: EvalJob) -> dict[str, Any]:
 
 def _corrupt(job: EvalJob) -> dict[str, Any]:
     c = job.cfg.corruptions
+    _check_corruptions(c)
     dataset_for = corrupted_folder(c.root, job.transform, c.seed)
     return _corruption_groups(job, "corrupt", dataset_for, {"root": str(c.root)})
 

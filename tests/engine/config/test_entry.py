@@ -119,6 +119,7 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
         ("train.py", ["model=convnext_tinny_dcls"], "close matches: convnext_tiny_dcls"),
         ("train.py", ["trainer.epoch=3"], "close matches: trainer.epochs"),
         ("train.py", ["trainer.epochs=0"], "trainer.epochs=0 is invalid: expected an integer >= 1"),
+        ("train.py", ["data.batch_size=2000"], "data.batch_size=2000 is invalid: it exceeds the"),
         ("eval.py", ["checkpoint=/nowhere/last.pt"], "checkpoint='/nowhere/last.pt' is invalid"),
         ("eval.py", [], "checkpoint='???' is invalid: required"),
     ],
