@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.config import multirun_overrides
+
 __all__ = [
     "CsvLogger",
     "LoggerGroup",
@@ -127,14 +129,18 @@ class WandbLogger(_Guarded):
     ) -> None:
         import wandb
 
-        # The same id on a requeued job resumes the same W&B run.
+        # The same id on a requeued job resumes the same W&B run. A sweep job's folder is named
+        # by its overrides alone, the same in every sweep: its sweep folder (dated) is in the id.
+        run_dir = Path(run_dir)
+        in_sweep = multirun_overrides() is not None
+        folder = f"{run_dir.parent.name},{run_dir.name}" if in_sweep else run_dir.name
         self.run = wandb.init(
             project=project,
             mode=mode,
             dir=str(run_dir),
             config=config,
             name=name,
-            id=run_id or wandb_run_id(Path(run_dir).name),
+            id=run_id or wandb_run_id(folder),
             resume="allow",
             **kwargs,
         )
@@ -153,8 +159,9 @@ WANDB_ID_LENGTH = 64  # W&B's limit on a run id
 
 def wandb_run_id(name: str) -> str:
     """A W&B run id from a run folder's name (a sweep's is its overrides, ``seed=0,model=x``):
-    characters W&B refuses become ``-``, and a long name is cut and made unique by a hash."""
-    clean = re.sub(r"[^A-Za-z0-9_.=,+-]", "-", name)
+    characters W&B refuses (``:;,#?/'`` and spaces) become ``-``, and a long name is cut and made
+    unique by a hash."""
+    clean = re.sub(r"[^A-Za-z0-9_.=+-]", "-", name)
     if len(clean) <= WANDB_ID_LENGTH:
         return clean
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]

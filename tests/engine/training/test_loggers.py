@@ -119,6 +119,22 @@ def test_requeued_job_resumes_the_same_wandb_run(tmp_path, monkeypatch):
     assert list((run_dir / "wandb").glob("offline-run-*-my_run"))  # synced as one run id
 
 
+def test_a_sweep_jobs_wandb_run_id_names_its_sweep(tmp_path, monkeypatch):
+    """Sweep job folders are named by overrides alone (``seed=0``), the same in every sweep: the
+    dated sweep folder goes into the id, so a new sweep does not append to an old one's runs."""
+    import engine.training.loggers as loggers
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(loggers, "multirun_overrides", lambda: ["seed=0"])
+    cfg = OmegaConf.create({"wandb": {"project": "test", "mode": "offline"}})
+    ids = []
+    for sweep in ("2026-11-30_10-00-00", "2026-12-01_10-00-00"):
+        logger = build_logger(cfg, tmp_path / sweep / "seed=0", {})
+        ids.append(logger.run.id)
+        logger.finish()
+    assert ids == ["2026-11-30_10-00-00-seed=0", "2026-12-01_10-00-00-seed=0"]
+
+
 def test_logger_wandb_writes_the_csv_too(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = compose_train(tmp_path, ["logger=wandb"])
@@ -134,8 +150,8 @@ def test_logger_wandb_writes_the_csv_too(tmp_path, monkeypatch):
 
 def test_wandb_run_ids_from_sweep_folder_names():
     assert wandb_run_id("my_run") == "my_run"
-    swept = "experiment=convnext_tiny_dcls_in1k,seed=0"
-    assert wandb_run_id(swept) == swept
+    swept = "experiment=convnext_tiny_dcls_in1k,seed=0"  # W&B refuses the comma
+    assert wandb_run_id(swept) == "experiment=convnext_tiny_dcls_in1k-seed=0"
     assert wandb_run_id("a/b:c#d") == "a-b-c-d"
     long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
     assert len(wandb_run_id(long_a)) == 64 and wandb_run_id(long_a) != wandb_run_id(long_b)
