@@ -17,6 +17,7 @@ from engine.config.entry import (
     check_command_line,
     command_line_override,
     exit_on_bad_command_line,
+    job_folder,
     multirun_overrides,
     run_entry_point,
 )
@@ -25,8 +26,8 @@ from engine.config.training import validate_train_config
 
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
-if not OmegaConf.has_resolver("job_folder"):  # a sweep job's folder: its overrides, or job<N>
-    OmegaConf.register_new_resolver("job_folder", lambda name, num: str(name) or f"job{num}")
+if not OmegaConf.has_resolver("job_folder"):
+    OmegaConf.register_new_resolver("job_folder", job_folder)
 
 __all__ = [
     "ConfigError",
@@ -34,6 +35,7 @@ __all__ = [
     "check_command_line",
     "command_line_override",
     "exit_on_bad_command_line",
+    "job_folder",
     "multirun_overrides",
     "resolve_device",
     "run_entry_point",

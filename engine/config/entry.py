@@ -14,6 +14,7 @@ and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shlex
@@ -36,6 +37,7 @@ __all__ = [
     "check_command_line",
     "command_line_override",
     "exit_on_bad_command_line",
+    "job_folder",
     "multirun_overrides",
     "run_entry_point",
 ]
@@ -60,6 +62,22 @@ def command_line_override(key: str, value: str) -> str:
         return f"{key}={value}"
     hydra_quoted = '"' + value.replace('"', '\\"') + '"'
     return shlex.quote(f"{key}={hydra_quoted}")
+
+
+MAX_FOLDER_NAME_BYTES = 255  # what Linux file systems allow for one path component
+
+
+def job_folder(overrides_name: str, num: int) -> str:
+    """A sweep job's folder name (``configs/hydra/default.yaml``): its overrides, Hydra's
+    ``override_dirname`` (``seed=1,trainer.epochs=30``), with ``/`` as ``_`` (a value that is a
+    path would make nested folders); ``job<num>`` if no override names it; a name too long for
+    the file system cut and made unique by a hash of the whole."""
+    name = str(overrides_name).replace("/", "_") or f"job{num}"
+    if len(name.encode()) <= MAX_FOLDER_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    head = name.encode()[: MAX_FOLDER_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
 
 
 def multirun_overrides() -> list[str] | None:

@@ -17,6 +17,7 @@ from engine.config import (
     ConfigError,
     check_command_line,
     command_line_override,
+    job_folder,
     validate_train_config,
 )
 from tests.conftest import CONFIG_DIR, compose_train
@@ -207,3 +208,12 @@ def test_a_sweep_job_without_a_named_override_gets_a_folder_of_its_own():
         cfg = OmegaConf.create({"sweep": hydra_config.sweep, "hydra": {"job": job}, "now": {}})
         folders.append(OmegaConf.select(cfg, "sweep.subdir"))
     assert folders == ["job0", "seed=1"]
+
+
+def test_job_folders_stay_one_folder_within_the_file_systems_limit():
+    assert job_folder("checkpoint=logs/train/a/last.pt,seed=1", 0) == (
+        "checkpoint=logs_train_a_last.pt,seed=1"  # a path value makes no nested folders
+    )
+    long_a, long_b = "optimizer.lr=" + "1" * 300, "optimizer.lr=" + "1" * 299 + "2"
+    assert len(job_folder(long_a, 0).encode()) == 255
+    assert job_folder(long_a, 0) != job_folder(long_b, 0)  # cut, and told apart by a hash
