@@ -19,7 +19,12 @@ import eval as eval_script
 from engine.checkpoint.models import CheckpointMismatchError
 from engine.config import ConfigError
 from engine.data.eval_sets import imagenet_subset_indices
-from engine.evaluation.corruptions import ALEXNET_ERRORS, CORRUPTIONS, EXTRA_CORRUPTIONS
+from engine.evaluation.corruptions import (
+    ALEXNET_ERRORS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+)
 from tests.eval_helpers import (
     IMG,
     ROOT,
@@ -282,6 +287,19 @@ def test_a_folder_that_is_not_a_class_names_it_and_the_layout(tmp_path, stub_che
         FileNotFoundError,
         match=r"missing folders .*gaussian_noise/2, .*shot_noise/1, .* \(94 in all\); expected",
     ):
+        run_eval(
+            tmp_path,
+            [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path / 'in_c'}"],
+        )
+
+
+def test_imagenet_c_without_the_extra_corruptions_says_how_to_leave_them_out(
+    tmp_path, stub_checkpoint
+):
+    for corruption in CORRUPTIONS:  # the 15 benchmark ones only, as often downloaded
+        for severity in SEVERITIES:
+            write_folder(tmp_path / "in_c" / corruption / str(severity), [(WNIDS[0], 0)])
+    with pytest.raises(FileNotFoundError, match=r"speckle_noise/1.*corruptions\.extra=\[\]"):
         run_eval(
             tmp_path,
             [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path / 'in_c'}"],

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -182,11 +183,16 @@ def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
 
 
 @pytest.mark.parametrize(("amp", "update_freq"), [("bf16", 1), ("fp16", 2)])
-def test_mixed_precision_channels_last_and_accumulation(fast_train_cfg, tmp_path, amp, update_freq):
+def test_mixed_precision_channels_last_and_accumulation(
+    fast_train_cfg, tmp_path, amp, update_freq, caplog
+):
     fast_train_cfg.trainer.amp = amp
     fast_train_cfg.trainer.channels_last = True
     fast_train_cfg.trainer.update_freq = update_freq
-    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    with caplog.at_level(logging.INFO):
+        results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    # the printed eval.py command validates in the precision training validated in
+    assert f"sets=[val] amp={amp}" in caplog.text
     assert results["updates"] == 8 // update_freq and results["skipped_updates"] == 0
     assert math.isfinite(results["train_loss"]) and results["train_loss"] < 10
     weights = _final_weights(tmp_path)  # autocast leaves the stored weights in float32

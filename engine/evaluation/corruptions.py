@@ -246,7 +246,11 @@ def imagenet_c_folder(
         shown = ", ".join(missing[:5]) + (
             f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
         )
-        raise FileNotFoundError(f"{spec.title}: missing folders {shown}; expected {spec.layout}")
+        extra_only = all(Path(m).parent.name in EXTRA_CORRUPTIONS for m in missing)
+        hint = "; corruptions.extra=[] leaves out the 4 held-out corruptions" if extra_only else ""
+        raise FileNotFoundError(
+            f"{spec.title}: missing folders {shown}; expected {spec.layout}{hint}"
+        )
 
     def dataset_for(corruption: str, severity: int) -> Dataset:
         return LabeledImageFolder(Path(root) / corruption / str(severity), spec, transform)

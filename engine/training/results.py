@@ -54,6 +54,15 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     return named_row(str(cfg.model.get("model_name")), overrides, ignored)
 
 
+def _eval_arguments(record: RunRecord) -> str:
+    """``eval.py``'s arguments that validate ``record``'s checkpoint as training did: the same
+    split, and the same autocast precision (ImageNet runs validate in bf16)."""
+    arguments = [command_line_override("checkpoint", str(record.checkpoint)), "sets=[val]"]
+    if record.cfg.trainer.get("amp") is not None:
+        arguments.append(f"amp={record.cfg.trainer.amp}")
+    return " ".join(arguments)
+
+
 def finished_results(run_dir: Path) -> dict[str, Any] | None:
     """The ``results.json`` a finished run left in ``run_dir`` (``None`` if there is none): what a
     relaunch of that run reports, instead of results of a validation alone."""
@@ -156,7 +165,7 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
     _logger.info(
         "finished %d epoch%s in %.0f s: val top-1 %.2f, top-5 %.2f (last epoch, %s weights; %s)\n"
         "  checkpoint: %s\n  run folder: %s (%s, %s, train.log)\n"
-        "  same numbers from eval.py: python eval.py %s sets=[val]",
+        "  same numbers from eval.py: python eval.py %s",
         record.cfg.trainer.epochs,
         "" if record.cfg.trainer.epochs == 1 else "s",
         record.wall_time_s,
@@ -168,6 +177,6 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
         record.run_dir,
         RUN_RESULTS_FILE,
         RESULTS_FILE,
-        command_line_override("checkpoint", str(record.checkpoint)),
+        _eval_arguments(record),
     )
     return results
