@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from engine.config import run_entry_point
-from engine.evaluation.tables import load_results, markdown, tables
+from engine.evaluation.tables import TABLES, load_results, markdown, numeric_table, tables
 
 _logger = logging.getLogger("make_tables")
 
@@ -28,15 +28,23 @@ _logger = logging.getLogger("make_tables")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="eval_results.json files or folders")
-    parser.add_argument("--csv", type=Path, help="also write imagenet.csv, robustness.csv here")
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        help="also write imagenet.csv and robustness.csv here: one line per model and metric "
+        "(mean, std, n, delta to the baseline, paper), numbers only",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for title, rows in tables(load_results(args.paths)).items():
+    results = load_results(args.paths)
+    for title, rows in tables(results).items():
         sys.stdout.write(f"\n## {title}\n\n{markdown(rows)}\n")
         if args.csv is not None:
             args.csv.mkdir(parents=True, exist_ok=True)
             with (args.csv / f"{title}.csv").open("w", newline="") as handle:
-                csv.writer(handle).writerows(rows)
+                writer = csv.writer(handle)
+                for line in numeric_table(results, TABLES[title]):
+                    writer.writerow(["" if v is None else v for v in line])
     return 0
 
 

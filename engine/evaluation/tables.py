@@ -31,6 +31,7 @@ __all__ = [
     "Column",
     "load_results",
     "markdown",
+    "numeric_table",
     "result_files",
     "table",
     "tables",
@@ -247,9 +248,11 @@ def _model(results: list[dict]) -> str:
     return results[-1].get("model") or results[-1]["name"]
 
 
-def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]:
-    """Header and rows of strings: each measured column, its ``Δ`` to the baseline and the
-    paper's value, where any row has one."""
+def _measured(
+    rows: dict[str, list[dict]], columns: list[Column]
+) -> tuple[list[Column], dict[str, dict[str, _Stat | None]], dict[str, dict[str, float | None]]]:
+    """The columns some row has a value for, every row's statistics per column, and the paper's
+    value per column (``{}`` for columns the paper has none of) and row."""
     stats = {
         name: {c.title: _aggregate([c.get(r) for r in res]) for c in columns}
         for name, res in rows.items()
@@ -261,6 +264,13 @@ def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]
         else {}
         for c in used
     }
+    return used, stats, papers
+
+
+def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]:
+    """Header and rows of strings: each measured column, its ``Δ`` to the baseline and the
+    paper's value, where any row has one."""
+    used, stats, papers = _measured(rows, columns)
     header = ["model"]
     for column in used:
         header.append(column.title)
@@ -282,6 +292,25 @@ def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]
                 value = papers[column.title][name]
                 row.append("-" if value is None else _number(value, column.digits))
         out.append(row)
+    return out
+
+
+def numeric_table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[Any]]:
+    """The same numbers as :func:`table`, one line per row and metric, for a CSV file: header
+    ``model, baseline, metric, mean, std, n, delta, paper`` (``None`` where there is none; std
+    and delta unrounded, std ``None`` for a single seed)."""
+    used, stats, papers = _measured(rows, columns)
+    out: list[list[Any]] = [["model", "baseline", "metric", "mean", "std", "n", "delta", "paper"]]
+    for name, baseline in ordered_rows(rows):
+        for column in used:
+            stat = stats[name][column.title]
+            if stat is None:
+                continue
+            reference = stats[baseline][column.title] if baseline else None
+            delta = stat.mean - reference.mean if column.delta and reference else None
+            std = stat.std if stat.n > 1 else None
+            paper = papers[column.title].get(name)
+            out.append([name, baseline, column.title, stat.mean, std, stat.n, delta, paper])
     return out
 
 

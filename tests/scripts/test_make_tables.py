@@ -75,9 +75,13 @@ def test_tables_put_each_variant_after_its_baseline_with_deltas(result_folder, t
     )
     assert expected_imagenet in output
     assert expected_robustness in output
-    rows = list(csv.reader((tmp_path / "csv" / "imagenet.csv").open()))
-    assert rows[0] == ["model", "params (M)", "GMACs", "top-1", "Δ top-1"]
-    assert rows[3] == ["stub_dcls", "1e-06", "0.00", f"{in1k_dcls:.2f}", f"{in1k_dcls - in1k:+.2f}"]
+    # the CSV holds numbers (one line per model and metric), unrounded, for pandas and plots
+    rows = list(csv.DictReader((tmp_path / "csv" / "imagenet.csv").open()))
+    top1 = {r["model"]: r for r in rows if r["metric"] == "top-1"}
+    assert set(top1) == {"other", "stub", "stub_dcls"} and top1["stub_dcls"]["baseline"] == "stub"
+    assert float(top1["stub_dcls"]["mean"]) == pytest.approx(in1k_dcls)
+    assert float(top1["stub_dcls"]["delta"]) == pytest.approx(in1k_dcls - in1k)
+    assert top1["stub"]["delta"] == top1["stub"]["std"] == "" and top1["stub"]["n"] == "1"
 
 
 def test_throughput_and_mce_columns_appear_when_measured(tmp_path, capsys):
