@@ -47,7 +47,7 @@ from engine.training import preemption
 from engine.training.loggers import build_logger
 from engine.training.loop import TrainState, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
-from engine.training.optim import build_optimizer, positions_lr
+from engine.training.optim import build_optimizer, positions_lr, schedule_lr
 from engine.training.results import RunRecord, finished_results, row_name, write_results
 from engine.training.schedules import DclsSchedule, build_scheduler
 
@@ -179,7 +179,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         metrics = train_one_epoch(state, loaders.train, updates_per_epoch, on_update)
         metrics |= validate()
         metrics |= dcls.position_statistics(model)
-        metrics |= {"epoch": state.epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= {"epoch": state.epoch + 1, "lr": schedule_lr(optimizer)}
         metrics |= positions_lr(optimizer)
         state.record_val_top1(metrics["val_ema_top1" if ema is not None else "val_top1"])
         _logger.info(

@@ -31,6 +31,7 @@ import dcls
 from engine.amp import autocast_context
 from engine.distributed import all_reduce_sum
 from engine.training import preemption
+from engine.training.optim import schedule_lr
 from engine.training.schedules import DclsSchedule, EpochPolicy
 
 __all__ = ["TrainState", "train_one_epoch"]
@@ -205,7 +206,7 @@ def _log_progress(
         state.epochs,
         state.step,
         loss_sum / max(batches, 1),
-        state.optimizer.param_groups[0]["lr"],
+        schedule_lr(state.optimizer),
         images_seen / max(elapsed, 1e-9),
         _duration(left_in_epoch * seconds_per_batch),
         _duration(left_in_run * seconds_per_batch),

@@ -17,7 +17,7 @@ from torch import nn
 
 import dcls
 
-__all__ = ["build_optimizer", "positions_lr", "scaled_lr"]
+__all__ = ["build_optimizer", "positions_lr", "scaled_lr", "schedule_lr"]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,6 +71,13 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
         )
     _logger.debug("parameter groups:\n%s", dcls.describe_param_groups(model, groups))
     return optimizer
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The schedule's learning rate now, before any group's ``lr_scale`` (layer-wise decay,
+    positions): what ``optimizer.lr`` and the scheduler config describe, and what is logged."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
 
 
 def positions_lr(optimizer: torch.optim.Optimizer) -> dict[str, float]:

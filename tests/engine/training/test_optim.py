@@ -7,7 +7,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 import models  # noqa: F401
-from engine.training.optim import build_optimizer, scaled_lr
+from engine.training.optim import build_optimizer, scaled_lr, schedule_lr
 from tests.conftest import compose_train
 
 
@@ -43,8 +43,10 @@ def test_position_lr_is_five_times_the_schedule(tmp_path, layer_decay):
         )
         assert position_group["weight_decay"] == 0.0
         assert position_group["lr"] == pytest.approx(5.0 * weights_group["lr"])
+        # the logged lr is the schedule's, whatever layer-wise decay does to the first group
+        assert schedule_lr(optimizer) == pytest.approx(scheduler._get_lr(step)[0])
     if layer_decay:
-        assert weights_group["lr_scale"] < 1.0
+        assert weights_group["lr_scale"] < 1.0 and optimizer.param_groups[0]["lr_scale"] < 1.0
 
 
 def test_recipe_lr_scales_linearly_with_the_effective_batch(tmp_path):
