@@ -15,7 +15,12 @@ Meta tensors, strided convolutions and code traced by ``torch.jit.trace`` go to 
 without a trial (so FLOP counting on the meta device counts the dense convolution). Code traced
 by ``torch.compile`` cannot run a trial either; it gets ``"triton"`` for depthwise convolutions
 on CUDA where Triton runs (the GPU kernel written for large depthwise kernels), else
-``"direct"``; name an algorithm to compile another. Under DDP each process runs its own trial;
+``"direct"``; name an algorithm to compile another. The same static choice holds in
+deterministic mode (``torch.use_deterministic_algorithms(True)``: a timed choice could differ
+between two runs, and the results with it) and under ``torch.func`` transforms. Inside a
+checkpointed segment (``torch.utils.checkpoint``, timm's ``set_grad_checkpointing``) a cached
+choice never changes, so that the recomputation runs what the forward ran, and a first trial
+keeps its tensors out of the segment. Under DDP each process runs its own trial;
 processes that choose differently compute gradients that differ at float rounding level before
 they are averaged, which keeps replicas in sync.
 """
@@ -199,14 +204,36 @@ def _trial(key: ProblemKey, padding: str | list[int], run: Runner) -> dict[str, 
     return _time_candidates(key, make_run, device)
 
 
-def _select(key: ProblemKey, padding: str | list[int], run: Runner) -> str:
+def _saved_tensor_hooks_active() -> bool:
+    """Whether autograd's saved-tensor hooks are on: inside ``torch.utils.checkpoint``'s forward
+    or its recomputation (timm's ``set_grad_checkpointing``), or a user's hooks."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # torch >= 2.0
+    return top is not None and top(False) is not None
+
+
+def _functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ...) is running: a trial's random
+    tensors and ``backward`` are not allowed there."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def _select(key: ProblemKey, padding: str | list[int], run: Runner, frozen: bool = False) -> str:
     """The cached choice for ``key``: trialled at its first call and once more
-    :data:`RECHECK_AFTER` calls later (then final)."""
+    :data:`RECHECK_AFTER` calls later (then final).
+
+    Args:
+        frozen: the choice must not change (inside a checkpointed segment, whose recomputation
+            must run what its forward ran): a cached choice is kept, not counted towards its
+            re-check; a first trial runs under its own saved-tensor hooks, so that the segment
+            does not record the trial's tensors.
+    """
     choice = _AUTO_CACHE.get(key)
-    if choice is not None and (choice.final or choice.calls < RECHECK_AFTER):
-        choice.calls += 1
+    if choice is not None and (frozen or choice.final or choice.calls < RECHECK_AFTER):
+        choice.calls += not frozen
         return choice.algorithm
-    seconds = _trial(key, padding, run)
+    with torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+        seconds = _trial(key, padding, run)
     if choice is None:
         choice = _AUTO_CACHE[key] = _Choice(min(seconds, key=seconds.get), seconds)
         choice.final = RECHECK_AFTER <= 0
@@ -225,6 +252,11 @@ def _select(key: ProblemKey, padding: str | list[int], run: Runner) -> str:
         ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()),
     )
     return choice.algorithm
+
+
+def _keep(t: Tensor) -> Tensor:
+    """The identity saved-tensor hook (pack and unpack)."""
+    return t
 
 
 def _compiled_choice(input: Tensor, kernel: Tensor, groups: int) -> str:
@@ -261,11 +293,19 @@ def resolve_auto(
         The cached or newly trialled choice; without a trial, ``"direct"`` on meta tensors, for
         strided convolutions and under ``torch.jit.trace`` (the trial's own convolutions would
         be recorded), and :func:`_compiled_choice` inside ``torch.compile`` (a trial there
-        breaks the graph, and inductor fails on the resumed graphs' dynamic shapes).
+        breaks the graph, and inductor fails on the resumed graphs' dynamic shapes), under
+        ``torch.func`` transforms, and in deterministic mode
+        (``torch.use_deterministic_algorithms``: a timed choice could differ between two runs,
+        or after a resume, and their results with it). Inside a checkpointed segment the choice
+        does not change (see :func:`_select`).
     """
     if input.device.type == "meta" or any(s != 1 for s in stride) or torch.jit.is_tracing():
         return "direct"
-    if torch.compiler.is_compiling():
+    if (
+        torch.compiler.is_compiling()
+        or torch.are_deterministic_algorithms_enabled()
+        or _functorch_active()
+    ):
         return _compiled_choice(input, kernel, groups)
     need_grad = torch.is_grad_enabled() and (
         input.requires_grad or kernel.requires_grad or (bias is not None and bias.requires_grad)
@@ -280,4 +320,4 @@ def resolve_auto(
         groups,
         need_grad,
     )
-    return _select(key, padding, run)
+    return _select(key, padding, run, frozen=_saved_tensor_hooks_active())

@@ -361,6 +361,47 @@ def test_auto_compiles_to_direct_without_a_trial(monkeypatch):
     assert algorithms.auto_cache() == {}
 
 
+@pytest.mark.parametrize("recheck_after", [50, 2])  # 2: re-checks fall inside the segments
+def test_auto_under_timms_gradient_checkpointing(recheck_after, monkeypatch):
+    """timm's ``set_grad_checkpointing``: a recomputed segment must save what its forward saved,
+    so a trial inside the forward stays out of the segment and no choice changes within it."""
+    monkeypatch.setattr(auto, "RECHECK_AFTER", recheck_after)
+    algorithms.clear_auto_cache()
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext_dcls", num_classes=3, conv_algorithm="auto")
+    reference = copy.deepcopy(model)
+    model.set_grad_checkpointing(True)
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(4):
+        model.zero_grad()
+        model(x).sum().backward()  # raised CheckpointError before
+    assert algorithms.auto_cache()
+    reference(x).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_auto_does_not_time_under_torch_func_or_in_deterministic_mode(monkeypatch):
+    algorithms.clear_auto_cache()
+    monkeypatch.setattr(auto, "_time_candidates", lambda *a: pytest.fail("no trial here"))
+    direct, layer = _pair(CASES[1])
+    layer.conv_algorithm = "auto"
+    x = torch.randn(2, 4, 9, 11)
+    params = dict(layer.named_parameters())
+
+    def loss(params, x):
+        return torch.func.functional_call(layer, params, (x,)).square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x[:, None])
+    assert per_sample["weight"].shape == (2, *layer.weight.shape)
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.testing.assert_close(layer(x), direct(x))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert algorithms.auto_cache() == {}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
