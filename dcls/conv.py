@@ -394,11 +394,19 @@ def _drop_shared_positions(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
 ) -> None:
     """State-dict post-hook of every DCLS layer: a shared :class:`DclsPositions` is saved once,
-    at its owner, not again under each layer that holds it (the checkpoint format)."""
-    if module.shared_positions is None:
+    at its owner, not again under each layer that holds it (the checkpoint format). The layer
+    keeps its copy where the owner's is not in ``state_dict`` (the state dict of a block, or of
+    anything else that holds the layer but not the owner), so that no positions go missing."""
+    shared = module.shared_positions
+    if shared is None:
         return
     child = f"{prefix}{SHARED_CHILD_NAME}"
-    for key in [k for k in state_dict if k.startswith(child + ".")]:
+    own = [k for k in state_dict if k.startswith(child + ".")]
+    address = shared.P.data_ptr()
+    saved = (v for k, v in state_dict.items() if k not in own and isinstance(v, torch.Tensor))
+    if not any(v.data_ptr() == address for v in saved):
+        return
+    for key in own:
         del state_dict[key]
     metadata = getattr(state_dict, "_metadata", None)
     if metadata is not None:

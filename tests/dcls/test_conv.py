@@ -151,6 +151,29 @@ def test_shared_positions_appear_once():
     assert clone.positions.P is not model.positions.P
 
 
+def test_a_layer_saved_without_the_owner_of_its_positions_keeps_them():
+    """The state dict of one block (or layer) holds the shared positions it uses, so that a
+    strict load elsewhere restores them instead of keeping the target's own."""
+
+    def model() -> torch.nn.Module:
+        net = torch.nn.Module()
+        net.positions = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
+        net.layer = dcls.Dcls2d(
+            8, 8, 4, padding=4, dilated_kernel_size=9, groups=8, version="bilinear",
+            positions=net.positions,
+        )  # fmt: skip
+        return net
+
+    torch.manual_seed(0)
+    source, target = model(), model()
+    block = source.layer.state_dict()
+    assert {"shared_positions.P", "weight", "bias"} <= set(block)
+    target.layer.load_state_dict(block)  # strict
+    x = torch.randn(1, 8, 12, 12)
+    torch.testing.assert_close(target.layer(x), source.layer(x))
+    assert [k for k in source.state_dict() if k.endswith(".P")] == ["positions.P"]  # once
+
+
 def test_shared_positions_must_fit():
     shared = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
     with pytest.raises(ValueError, match=r"shared positions must have P of shape \(2, 8, 1, 5\)"):
