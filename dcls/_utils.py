@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 __all__ = [
@@ -12,30 +13,46 @@ __all__ = [
 ]
 
 
+def _as_int(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer (numpy's too, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    """Turn an int or a sequence of ``n`` ints into a tuple of ``n`` ints.
+    """Turn an int or a sequence of ``n`` ints into a tuple of ``n`` ints (numpy integers are
+    ints here, as for ``nn.Conv2d``).
 
     Raises:
         ValueError: if ``value`` is a sequence whose length is not ``n``, or holds a non-int.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-    if isinstance(value, int):
-        return (value,) * n
-    values = tuple(value)
-    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    single = _as_int(value)
+    if single is not None:
+        return (single,) * n
+    try:
+        values = () if isinstance(value, str) else tuple(value)
+    except TypeError:  # not iterable
+        values = ()
+    ints = tuple(_as_int(v) for v in values)
+    if len(ints) != n or any(v is None for v in ints):
         raise ValueError(
             f"{name} must be an int or a tuple of {n} ints (one per spatial dimension), "
             f"got {value!r}"
         )
-    return values
+    return ints
 
 
 def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Return ``value`` as an int if it is an integer >= 1, else raise a ValueError naming
+    ``name``."""
+    number = _as_int(value)
+    if number is None or number < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return number
 
 
 def normalize_learnable_dims(learnable_dims: Sequence[int] | None, n: int) -> tuple[int, ...]:

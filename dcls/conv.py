@@ -12,6 +12,7 @@ The file runs past 400 lines because each public class keeps its full signature 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -155,16 +156,22 @@ class _DclsNd(nn.Module):
     ) -> None:
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
-        check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
-        check_positive_int(groups, "groups")
+        in_channels = check_positive_int(in_channels, "in_channels")
+        out_channels = check_positive_int(out_channels, "out_channels")
+        groups = check_positive_int(groups, "groups")
         if in_channels % groups != 0:
             raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
         if out_channels % groups != 0:
             raise ValueError(
                 f"out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
-        check_positive_int(kernel_count, "kernel_count")
+        kernel_count = check_positive_int(kernel_count, "kernel_count")
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        if not _is_real(position_init_std) or position_init_std < 0:
+            raise ValueError(f"position_init_std must be a number >= 0, got {position_init_std!r}")
+        if sigma_init is not None and (not _is_real(sigma_init) or sigma_init < 0):
+            raise ValueError(f"sigma_init must be None or a number >= 0, got {sigma_init!r}")
         sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
         for size in sizes:
             check_positive_int(size, "every dilated_kernel_size entry")
@@ -390,6 +397,11 @@ class _DclsNd(nn.Module):
         return s
 
 
+def _is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (an int or float of any library, not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _drop_shared_positions(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
 ) -> None:
@@ -498,8 +510,10 @@ _ARGS_DOC = """
         conv_algorithm: how the constructed kernel is applied: ``"direct"`` (``F.conv``),
             ``"channels_last"`` (``F.conv`` in NHWC), ``"fft"`` (stride 1 only; fast for large
             depthwise kernels), ``"split"`` (depthwise, stride 1: a backward pass made of forward
-            convolutions, fast on CPU) or ``"auto"`` (a cached one-time timed trial per input
-            shape); see :mod:`dcls.algorithms`. Default: ``"direct"``.
+            convolutions, fast on CPU), ``"triton"`` (depthwise, stride 1, CUDA: a Triton kernel
+            for large depthwise kernels) or ``"auto"`` (a cached timed trial per input shape,
+            checked once more after :data:`dcls.algorithms.RECHECK_AFTER` calls); see
+            :mod:`dcls.algorithms`. Default: ``"direct"``.
 
     Attributes:
         weight: ``(out_channels, in_channels // groups, kernel_count, *dense_sizes)``,

@@ -3,6 +3,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,12 +91,26 @@ def test_learnable_dims_dense_along_the_others():
         ({"stride": 0}, r"stride entry must be an int >= 1"),
         ({"learnable_dims": (2,)}, r"learnable_dims must be .* in \[-2, 1\], got \(2,\)"),
         ({"learnable_dims": (0, -2)}, r"learnable_dims must not repeat"),
+        ({"bias": "yes"}, r"bias must be True or False, got 'yes'"),
+        ({"position_init_std": -1}, r"position_init_std must be a number >= 0, got -1"),
+        ({"sigma_init": "a"}, r"sigma_init must be None or a number >= 0, got 'a'"),
+        ({"stride": 1.5}, r"stride must be an int or a tuple of 2 ints"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
     arguments = {"in_channels": 6, "out_channels": 6, "kernel_count": 3, "dilated_kernel_size": 5}
     with pytest.raises(ValueError, match=message):
         dcls.Dcls2d(**{**arguments, **kwargs})
+
+
+def test_numpy_integers_are_accepted_as_for_nn_conv2d():
+    layer = dcls.Dcls2d(
+        np.int64(6), 6, np.int64(3), dilated_kernel_size=np.int64(5), padding=np.int64(2),
+        stride=(np.int32(1), 1), groups=np.int64(6),
+    )  # fmt: skip
+    assert (layer.in_channels, layer.dilated_kernel_size, layer.padding) == (6, (5, 5), (2, 2))
+    assert type(layer.in_channels) is int
+    assert layer(torch.randn(1, 6, 8, 8)).shape == (1, 6, 8, 8)
 
 
 def test_bad_input_raises_value_errors():
