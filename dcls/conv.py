@@ -26,7 +26,7 @@ from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
 from dcls.algorithms._common import pad_argument, pad_pairs
 
-__all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions"]
+__all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions", "authors_axis_order"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
@@ -47,6 +47,18 @@ _AUTHORS_AXIS_ORDER = {
     (3, "gauss"): (2, 1, 0),
     (3, "triangle"): (2, 1, 0),
 }
+
+
+def authors_axis_order(layer: nn.Module) -> list[int] | None:
+    """How to index the authors' ``P``/``SIG`` (their first axis) to get ``layer``'s: ``ours =
+    theirs[order]``; ``None`` where the two orders agree, or where ``layer`` does not learn
+    positions on every axis. For filter functions that read the authors' checkpoints, which
+    lose the state dict's version metadata :meth:`_DclsNd._load_from_state_dict` relies on."""
+    n = len(layer.dilated_kernel_size)
+    order = _AUTHORS_AXIS_ORDER.get((n, layer.version))
+    if order is None or list(order) == list(range(n)) or len(layer.learnable_dims) != n:
+        return None
+    return list(order)
 
 
 def _init_positions_(P: Tensor, sizes: Sequence[int], std: float) -> None:
@@ -355,11 +367,11 @@ class _DclsNd(nn.Module):
             )
         if not from_authors:
             return
-        order = _AUTHORS_AXIS_ORDER.get((n, self.version))
-        if order is not None and len(self.learnable_dims) == n:
+        order = authors_axis_order(self)
+        if order is not None:
             for key in (prefix + "P", prefix + "SIG"):
                 if key in state_dict and state_dict[key].dim() >= 1:
-                    state_dict[key] = state_dict[key][list(order)]
+                    state_dict[key] = state_dict[key][order]
         weight = state_dict.get(prefix + "weight")
         dense = [self.dilated_kernel_size[d] for d in range(n) if d not in self.learnable_dims]
         if weight is not None and dense and weight.dim() == 3:

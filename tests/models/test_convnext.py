@@ -103,16 +103,17 @@ def test_dcls_keyword_arguments():
     assert all(m.P is not None for m in layers)
 
 
-def _to_authors_layout(state_dict, depths):
+def _to_authors_layout(state_dict, depths, axis_order=(0, 1)):
     """Write a timm-format ConvNeXt-dcls state dict in facebookresearch-ConvNeXt's layout, with
-    each stage's shared P repeated under every block, as the released checkpoints are."""
+    each stage's shared P repeated under every block, as the released checkpoints are, and the
+    position axes in the authors' order (``theirs[axis_order] == ours``; a swap in 2-D)."""
     out = {}
     for key, value in state_dict.items():
         stage_positions = re.fullmatch(r"stages\.(\d+)\.dcls_positions\.(P|SIG)", key)
         if stage_positions:
             i, name = int(stage_positions[1]), stage_positions[2]
             for j in range(depths[i]):
-                out[f"stages.{i}.{j}.dwconv.{name}"] = value.clone()
+                out[f"stages.{i}.{j}.dwconv.{name}"] = value[list(axis_order)].clone()
             continue
         key = key.replace("stem.", "downsample_layers.0.")
         key = re.sub(r"stages\.(\d+)\.downsample\.(\d+)", r"downsample_layers.\1.\2", key)
@@ -123,19 +124,22 @@ def _to_authors_layout(state_dict, depths):
     return out
 
 
-def test_authors_checkpoint_layout_loads_with_identical_outputs(tmp_path):
-    source = timm.create_model("test_convnext_dcls", version="v0").eval()
+@pytest.mark.parametrize(("version", "axis_order"), [("v0", (0, 1)), ("v1", (1, 0))])
+def test_authors_checkpoint_layout_loads_with_identical_outputs(tmp_path, version, axis_order):
+    """Their "v1" (and "gauss") files hold the two position axes swapped against torch order;
+    the filter puts them back, as the lost version metadata would have had the layers do."""
+    source = timm.create_model("test_convnext_dcls", version=version).eval()
     with torch.no_grad():
         for module in source.modules():
             if isinstance(module, dcls.DclsPositions):
                 module.P.uniform_(-8, 8)
-    authors = _to_authors_layout(source.state_dict(), SIZES_TEST_DEPTHS)
+    authors = _to_authors_layout(source.state_dict(), SIZES_TEST_DEPTHS, axis_order)
     assert "stages.2.3.dwconv.P" in authors and "downsample_layers.1.1.weight" in authors
     path = tmp_path / "convnext_dcls_authors.pth"
     torch.save({"model": authors}, path)
     loaded = timm.create_model(
         "test_convnext_dcls",
-        version="v0",
+        version=version,
         pretrained=True,
         pretrained_cfg_overlay={"file": str(path)},
     ).eval()
