@@ -131,8 +131,9 @@ def test_authors_checkpoint_layout_loads_with_identical_outputs(tmp_path, versio
     source = timm.create_model("test_convnext_dcls", version=version).eval()
     with torch.no_grad():
         for module in source.modules():
-            if isinstance(module, dcls.DclsPositions):
-                module.P.uniform_(-8, 8)
+            if isinstance(module, dcls.DclsPositions):  # spread over the kernel: not symmetric
+                half = min(module.sizes) // 2
+                module.P.uniform_(-half, half)
     authors = _to_authors_layout(source.state_dict(), SIZES_TEST_DEPTHS, axis_order)
     assert "stages.2.3.dwconv.P" in authors and "downsample_layers.1.1.weight" in authors
     path = tmp_path / "convnext_dcls_authors.pth"
@@ -145,6 +146,12 @@ def test_authors_checkpoint_layout_loads_with_identical_outputs(tmp_path, versio
     ).eval()
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x), source(x))
+    # ConvNeXt's layer scale (1e-6 at init) hides the blocks in the outputs: the kernels too
+    layers = (n for n, m in source.named_modules() if isinstance(m, dcls.Dcls2d))
+    kernels = {n: source.get_submodule(n).construct_kernel() for n in layers}
+    assert kernels
+    for name, kernel in kernels.items():
+        torch.testing.assert_close(loaded.get_submodule(name).construct_kernel(), kernel)
 
 
 def test_authors_checkpoint_with_unshared_positions_is_refused(tmp_path):
