@@ -79,6 +79,9 @@ def interleaved_medians(
     """
     for run in runs.values():  # warm-up (and the "auto" trials)
         run()
+    if dcls.algorithms.settle_auto_choices():  # "auto"'s second trials too, before timing
+        for run in runs.values():
+            run()
     times = time_interleaved(runs, repeats, device)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 

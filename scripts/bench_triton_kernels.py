@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # the dense baselines get cuDNN's fastest algorithm
     if args.size < 1 or args.size % 2 == 0:
         raise SystemExit(f"--size must be odd and >= 1 (a centred 'same' kernel), got {args.size}")
     if not dw_triton.triton_available(args.device):

@@ -35,6 +35,7 @@ from dcls.algorithms.auto import (
     auto_cache,
     auto_summary,
     clear_auto_cache,
+    settle_auto_choices,
 )
 from dcls.algorithms.dispatch import (
     CONV_ALGORITHMS,
@@ -61,6 +62,7 @@ __all__ = [
     "clear_auto_cache",
     "convolve",
     "fft_conv",
+    "settle_auto_choices",
     "split_conv",
     "triton_available",
     "triton_depthwise_conv",

@@ -134,6 +134,17 @@ def auto_summary() -> str:
     return "; ".join(f"{name} for {', '.join(problems)}" for name, problems in groups.items())
 
 
+def settle_auto_choices() -> bool:
+    """Make the second trial of every provisional choice due at its problem's next call; returns
+    whether any choice was provisional. For benchmarks: after a warm-up, settle and warm up once
+    more, so that no re-check trial (due after :data:`RECHECK_AFTER` calls) lands in a timed
+    round or a memory measurement."""
+    pending = [choice for choice in _AUTO_CACHE.values() if not choice.final]
+    for choice in pending:
+        choice.calls = RECHECK_AFTER
+    return bool(pending)
+
+
 def clear_auto_cache() -> None:
     """Forget every ``"auto"`` choice (the next call of each problem runs a new trial)."""
     _AUTO_CACHE.clear()

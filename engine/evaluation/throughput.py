@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dcls.algorithms import settle_auto_choices
 from dcls.timing import time_interleaved
 from engine.amp import autocast_context
 
@@ -51,6 +52,9 @@ def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tu
     with torch.device("meta"):
         model = build().eval()
         image = torch.empty(1, 3, resolution, resolution)
+    for module in model.modules():  # the dense convolution counts as one (fft and triton
+        if hasattr(module, "conv_algorithm"):  # run no aten convolution the counter sees)
+            module.conv_algorithm = "direct"
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(image)
@@ -152,6 +156,9 @@ def measure_throughput(
     for step in step_fns.values():
         for _ in range(warmup):
             step()
+    if settle_auto_choices():  # "auto"'s second trials run here, not in a timed round
+        for step in step_fns.values():
+            step()
     seconds = time_interleaved(step_fns, rounds, device, calls=steps)
     return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}
 
@@ -187,6 +194,8 @@ def measure_peak_memory(
             optimizer,
         ).values()
         step()
+        if settle_auto_choices():  # no "auto" trial in the measured step
+            step()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
@@ -228,7 +237,11 @@ def evaluate_throughput(
     training steps, default ``"adamw"`` as the recipe). On CUDA the peak memory of a step of each
     model is reported too, with its ratio to the baseline's.
     """
+    if device.type == "cuda":  # timm's benchmark: cuDNN picks its fastest algorithm per shape
+        torch.backends.cudnn.benchmark = True
     named = {model_name: copy.deepcopy(model)}  # training steps must not touch the weights
+    home = next(model.parameters(), torch.empty(0)).device
+    model.to("cpu")  # only the timed copies on the device: the memory peaks hold one model each
     baseline = baseline_name(model_name, cfg["baseline"])
     if baseline is not None:
         if not timm.is_model(baseline):
@@ -289,4 +302,5 @@ def evaluate_throughput(
             baseline,
             "  ".join(f"{mode} {ratio:.3f}x" for mode, ratio in result["ratio"].items()),
         )
+    model.to(home)
     return result

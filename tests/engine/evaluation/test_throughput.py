@@ -1,0 +1,49 @@
+"""Throughput and model size: no "auto" trial inside the timed rounds, and the MACs of a DCLS
+model whatever algorithm it runs."""
+
+import timm
+import torch
+
+import dcls
+import models  # noqa: F401  (registers the DCLS variants)
+from dcls.algorithms import auto
+from engine.evaluation import throughput
+
+
+def test_no_auto_trial_runs_inside_a_timed_round(monkeypatch):
+    """ConvNeXt's DCLS layers reach their re-check (:data:`RECHECK_AFTER` calls) within a few
+    steps: it must fall in the warm-up, not in the rounds whose median is the result."""
+    monkeypatch.setattr(auto, "RECHECK_AFTER", 4)
+    dcls.algorithms.clear_auto_cache()
+    timing, trials = {"on": False}, []
+    original_trial, original_time = auto._trial, throughput.time_interleaved
+
+    def trial(*args, **kwargs):
+        trials.append(timing["on"])
+        return original_trial(*args, **kwargs)
+
+    def timed(*args, **kwargs):
+        timing["on"] = True
+        try:
+            return original_time(*args, **kwargs)
+        finally:
+            timing["on"] = False
+
+    monkeypatch.setattr(auto, "_trial", trial)
+    monkeypatch.setattr(throughput, "time_interleaved", timed)
+    model = timm.create_model("test_convnext_dcls", conv_algorithm="auto").eval()
+    rates = throughput.measure_throughput(
+        {"dcls": model}, 2, 32, torch.device("cpu"), warmup=1, steps=3, rounds=3
+    )
+    assert rates["dcls"] > 0
+    assert trials and not any(trials)  # first and second trials, all before the timing
+    assert "?" not in dcls.algorithms.auto_summary()  # every choice final
+
+
+def test_macs_count_the_dense_convolution_whatever_the_algorithm():
+    def build(algorithm):
+        return lambda: timm.create_model("test_convnext_dcls", conv_algorithm=algorithm)
+
+    direct = throughput.params_and_macs(build("direct"), 64)
+    assert throughput.params_and_macs(build("fft"), 64) == direct
+    assert throughput.params_and_macs(build("auto"), 64) == direct
