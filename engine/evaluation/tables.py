@@ -118,7 +118,7 @@ IMAGENET_COLUMNS = [
 ]
 ROBUSTNESS_COLUMNS = [
     Column("IN-C mCE (lower is better)", _get("sets", "in_c", "mce"), 2, True, sets=("in_c",)),
-    Column("IN-C error", _get("sets", "in_c", "mean_error"), 2, True, "in_c_error", sets=("in_c",)),
+    Column("IN-C error", _get("sets", "in_c", "mean_error"), 2, True, sets=("in_c",)),
     Column("IN-A", _get("sets", "in_a", "top1"), 2, True, "in_a", sets=("in_a",)),
     Column("IN-R", _get("sets", "in_r", "top1"), 2, True, "in_r", sets=("in_r",)),
     Column("IN-Sketch", _get("sets", "in_sketch", "top1"), 2, True, "in_sketch", ("in_sketch",)),
