@@ -18,6 +18,7 @@ from torch import nn
 
 import dcls
 from engine.pictures.positions import (
+    HISTORY_DIR,
     grid_coordinates,
     position_snapshots,
     save_snapshot,
@@ -72,8 +73,11 @@ class EpochMedia:
                 raise ValueError(f"{key} must be >= 0 (0: off), got {value}")
 
     def start(self, model: nn.Module, epoch: int) -> None:
-        """Snapshot the initial positions (epoch 0) of a run that starts from scratch."""
-        if self.enabled and epoch == 0 and self.history_every > 0 and _has_positions(model):
+        """Snapshot the initial positions (epoch 0) of a run that starts from scratch (not again
+        when it resumes within its first epoch: the model has trained since)."""
+        taken = (self.run_dir / HISTORY_DIR / "epoch_0000.pt").is_file()
+        due = self.enabled and epoch == 0 and self.history_every > 0 and not taken
+        if due and _has_positions(model):
             save_snapshot(model, self.run_dir, 0, self.max_out_channels)
 
     def end(self, model: nn.Module, epoch: int, step: int) -> None:

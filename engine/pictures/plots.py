@@ -253,7 +253,9 @@ def run_figure(
             for column, style in columns:
                 if column in metrics and np.isfinite(metrics[column]).any():
                     y = metrics[column]
-                    ax.plot(x, y, style, color=color, label=f"{run}: {column}")
+                    single = np.isfinite(y).sum() == 1  # one epoch: a point, not an empty line
+                    marker = "o" if single else None
+                    ax.plot(x, y, style, color=color, marker=marker, label=f"{run}: {column}")
         if title in _LOG_SCALE_PANELS and ax.lines:
             ax.set_yscale("log")
         ax.set_title(title)

@@ -11,6 +11,7 @@ import abc
 import csv
 import hashlib
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,14 @@ class CsvLogger(_Guarded):
             self.rows = [row for row in self.rows if row.get("step", 0) <= resume_step]
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
-        self.rows.append({"step": float(step), **metrics})
+        row = {"step": float(step), **metrics}
+        if self.rows and self.rows[-1].get("step") == row["step"]:
+            # The same step again (a run resumed from a checkpoint at its epoch's last update
+            # logs that epoch once more, with nothing trained): one row, known values kept.
+            known = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            self.rows[-1] = {**self.rows[-1], **known}
+        else:
+            self.rows.append(row)
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", newline="") as f:

@@ -300,3 +300,24 @@ def test_negative_intervals_are_refused():
     cfg = OmegaConf.create({"trainer": {"epochs": 1, "position_history": {"every": -1}}})
     with pytest.raises(ValueError, match=r"position_history.every must be >= 0 \(0: off\), got -1"):
         EpochMedia(cfg, Path("unused"), None)
+
+
+def test_a_resume_in_the_first_epoch_keeps_the_initial_snapshot(tmp_path):
+    """epoch_0000.pt holds the positions at initialisation: a run resumed mid-epoch 1 (trained
+    since) must not overwrite it."""
+    import timm
+
+    import models  # noqa: F401
+    from engine.pictures.positions import HISTORY_DIR
+    from engine.training.loggers import MetricLogger
+
+    cfg = compose_train(tmp_path, ["trainer.position_history.every=1"])
+    model = timm.create_model("test_convnext_dcls")
+    media = EpochMedia(cfg, tmp_path, MetricLogger())
+    media.start(model, 0)
+    first = (tmp_path / HISTORY_DIR / "epoch_0000.pt").read_bytes()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    EpochMedia(cfg, tmp_path, MetricLogger()).start(model, 0)  # the resumed process
+    assert (tmp_path / HISTORY_DIR / "epoch_0000.pt").read_bytes() == first

@@ -41,6 +41,19 @@ def test_csv_logger_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_pat
     assert [(r["step"], r["loss"]) for r in rows] == [("8.0", "1.0"), ("16.0", "0.8")]
 
 
+def test_a_step_logged_again_is_one_row_with_the_known_values(tmp_path):
+    """A run resumed from a checkpoint at its epoch's last update logs that epoch again with
+    nothing trained (NaN training means): the row keeps the first values where the second has
+    none, and takes the new validation."""
+    logger = CsvLogger(tmp_path)
+    logger.log({"train_loss": 1.5, "val_top1": 60.0}, step=22)
+    resumed = CsvLogger(tmp_path, resume_step=22)
+    resumed.log({"train_loss": float("nan"), "val_top1": 61.0}, step=22)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["train_loss"], r["val_top1"]) for r in rows] == [("22.0", "1.5", "61.0")]
+
+
 def test_failing_logger_warns_once_and_goes_on(tmp_path, caplog):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
