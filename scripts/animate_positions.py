@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 from engine.pictures.positions import load_history
 
 _logger = logging.getLogger("animate_positions")
@@ -24,10 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a train.py run folder")
     parser.add_argument("--out", type=Path, help="a .gif or .mp4 (default: <run>/positions.gif)")
-    parser.add_argument("--fps", type=float, default=4)
-    parser.add_argument("--dpi", type=float, default=100)
-    parser.add_argument("--panel", type=float, default=3.0, help="inches per position set")
-    parser.add_argument("--max-points", type=int, default=2000, help="elements drawn per set")
+    parser.add_argument("--fps", type=cli_number(float, 0, strict=True), default=4)
+    parser.add_argument("--dpi", type=cli_number(float, 0, strict=True), default=100)
+    parser.add_argument(
+        "--panel",
+        type=cli_number(float, 0, strict=True),
+        default=3.0,
+        help="inches per position set",
+    )
+    parser.add_argument(
+        "--max-points", type=cli_number(), default=2000, help="elements drawn per set"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 from engine.data.datasets import DATASETS
 
 _logger = logging.getLogger("bench_data")
@@ -48,10 +48,14 @@ def write_folder(root: Path, count: int, seed: int = 0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2, help="loader processes to time")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--target", type=float, default=3000.0, help="images/s to feed")
+    parser.add_argument("--images", type=cli_number(), default=256)
+    parser.add_argument(
+        "--workers", type=cli_number(int, 0), default=2, help="loader processes to time"
+    )
+    parser.add_argument("--batch", type=cli_number(), default=64)
+    parser.add_argument(
+        "--target", type=cli_number(float, 0, strict=True), default=3000.0, help="images/s to feed"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # as in a loader worker

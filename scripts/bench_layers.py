@@ -41,7 +41,7 @@ from dcls._utils import position_limits
 from dcls.algorithms.triton import triton_depthwise_conv
 from dcls.timing import time_interleaved
 from engine.amp import autocast_context
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 
 _logger = logging.getLogger("bench_layers")
 
@@ -195,9 +195,9 @@ def bench_shape(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=17, help="dilated kernel size")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=cli_number(), default=16)
+    parser.add_argument("--size", type=cli_number(), default=17, help="dilated kernel size")
+    parser.add_argument("--repeats", type=cli_number(), default=5)
     parser.add_argument("--versions", nargs="+", default=list(dcls.VERSIONS), choices=dcls.VERSIONS)
     parser.add_argument("--models", nargs="+", default=["T", "S", "B"], choices=["T", "S", "B"])
     parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=range(4))

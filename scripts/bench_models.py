@@ -33,7 +33,7 @@ from torch import nn
 
 import dcls
 import models  # noqa: F401  (registers the DCLS models)
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 from engine.evaluation.throughput import measure_peak_memory, measure_throughput
 
 _logger = logging.getLogger("bench_models")
@@ -104,11 +104,17 @@ def bench_pair(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_PAIRS, choices=list(PAIRS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
-    parser.add_argument("--steps", type=int, default=1, help="timed steps per model per round")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    parser.add_argument("--batch", type=cli_number(), default=16)
+    parser.add_argument("--img-size", type=cli_number(int, 32), default=224)
+    parser.add_argument(
+        "--repeats", type=cli_number(), default=5, help="interleaved rounds (median)"
+    )
+    parser.add_argument(
+        "--steps", type=cli_number(), default=1, help="timed steps per model per round"
+    )
+    parser.add_argument(
+        "--warmup", type=cli_number(int, 0), default=1, help="untimed steps per model first"
+    )
     add_run_arguments(parser, channels_last="models and input NHWC")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")

@@ -30,6 +30,7 @@ from torch import Tensor
 import dcls
 from dcls.algorithms import triton as dw_triton
 from dcls.timing import synchronize, time_interleaved
+from engine.config import cli_number
 
 _logger = logging.getLogger("bench_triton_kernels")
 
@@ -108,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, ... (cpu: interpreter)")
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     parser.add_argument("--channels-last", action="store_true", help="NHWC inputs")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=17, help="the Triton kernel's size (odd)")
+    parser.add_argument("--batch", type=cli_number(), default=64)
+    parser.add_argument(
+        "--size", type=cli_number(), default=17, help="the Triton kernel's size (odd)"
+    )
     parser.add_argument(
         "--shapes",
         nargs="+",
@@ -117,20 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=[parse_shape(s) for s in CONVNEXT_T_SHAPES],
         help="CHANNELSxSIZE per layer shape (default: ConvNeXt-T's four stages)",
     )
-    parser.add_argument("--repeats", type=int, default=20, help="interleaved rounds")
-    parser.add_argument("--calls", type=int, default=5, help="calls per timed round")
+    parser.add_argument("--repeats", type=cli_number(), default=20, help="interleaved rounds")
+    parser.add_argument("--calls", type=cli_number(), default=5, help="calls per timed round")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # the dense baselines get cuDNN's fastest algorithm
-    if args.size < 1 or args.size % 2 == 0:
-        raise SystemExit(f"--size must be odd and >= 1 (a centred 'same' kernel), got {args.size}")
+    if args.size % 2 == 0:
+        parser.error(f"--size must be odd (a centred 'same' kernel), got {args.size}")
     if not dw_triton.triton_available(args.device):
-        raise SystemExit(
+        parser.error(
             f"the Triton kernels cannot run on {args.device!r}: use a CUDA device, or the CPU "
             f"with TRITON_INTERPRET=1"
         )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import dcls
 from dcls.functional import construct_kernel
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 
 _logger = logging.getLogger("fit_positions")
 
@@ -102,10 +102,10 @@ def fit_positions(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="bilinear", choices=dcls.VERSIONS)
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--steps", type=cli_number(), default=400)
+    parser.add_argument("--lr", type=cli_number(float, 0, strict=True), default=0.05)
     parser.add_argument("--init-offset", type=float, default=0.7)
-    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--tolerance", type=cli_number(float, 0, strict=True), default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         "(mean, std, n, delta to the baseline, paper), numbers only",
     )
     args = parser.parse_args(argv)
+    if args.csv is not None and args.csv.exists() and not args.csv.is_dir():
+        parser.error(f"--csv must be a folder, got the file {args.csv}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = load_results(args.paths)
     for title, rows in tables(results).items():

@@ -16,7 +16,7 @@ import sys
 import timm
 
 import models  # noqa: F401  (registers the DCLS variants)
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 from engine.evaluation.paper import paper_value
 from engine.evaluation.throughput import params_and_macs as count_params_and_macs
 
@@ -38,7 +38,7 @@ def params_and_macs(name: str, resolution: int = 224, **kwargs: object) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--resolution", type=cli_number(int, 32), default=224)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lines = [

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from engine.checkpoint.models import load_model
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 from engine.pictures.positions import set_pictures
 
 _logger = logging.getLogger("plot_kernels")
@@ -45,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint (last.pt)")
     parser.add_argument("--out", type=Path, help="folder (default: <run folder>/pictures)")
-    parser.add_argument("--channels", type=int, default=8, help="kernels drawn per set")
+    parser.add_argument("--channels", type=cli_number(), default=8, help="kernels drawn per set")
     parser.add_argument("--ema", action="store_true", help="draw the EMA weights")
     parser.add_argument(
         "--dense-size",
         type=int,
         help="dense kernel to outline (default: 7 for ConvNeXt, 3 for ResNet)",
     )
-    parser.add_argument("--size", type=float, nargs=2, default=(12.0, 5.0), help="inches")
-    parser.add_argument("--dpi", type=float, default=100)
+    parser.add_argument(
+        "--size",
+        type=cli_number(float, 0, strict=True),
+        nargs=2,
+        default=(12.0, 5.0),
+        help="inches",
+    )
+    parser.add_argument("--dpi", type=cli_number(float, 0, strict=True), default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or args.checkpoint.resolve().parent.parent / "pictures"

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.config import run_entry_point
+from engine.config import cli_number, run_entry_point
 
 _logger = logging.getLogger("plot_run")
 
@@ -22,8 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="train.py run folders")
     parser.add_argument("--out", type=Path, help="image file (default: <first run>/curves.png)")
-    parser.add_argument("--size", type=float, nargs=2, default=(12.0, 8.0), help="inches")
-    parser.add_argument("--dpi", type=float, default=100)
+    parser.add_argument(
+        "--size",
+        type=cli_number(float, 0, strict=True),
+        nargs=2,
+        default=(12.0, 8.0),
+        help="inches",
+    )
+    parser.add_argument("--dpi", type=cli_number(float, 0, strict=True), default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

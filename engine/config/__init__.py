@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from engine.config.checks import ConfigError, InputError, resolve_device
 from engine.config.entry import (
     check_command_line,
+    cli_number,
     command_line_override,
     exit_on_bad_command_line,
     job_folder,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "check_command_line",
+    "cli_number",
     "command_line_override",
     "exit_on_bad_command_line",
     "job_folder",

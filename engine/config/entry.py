@@ -14,6 +14,7 @@ and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left t
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import re
@@ -35,6 +36,7 @@ from engine.config.checks import ConfigError, InputError, close_matches
 __all__ = [
     "EXIT_BAD_INPUT",
     "check_command_line",
+    "cli_number",
     "command_line_override",
     "exit_on_bad_command_line",
     "job_folder",
@@ -78,6 +80,26 @@ def job_folder(overrides_name: str, num: int) -> str:
     digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     head = name.encode()[: MAX_FOLDER_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
     return f"{head}-{digest}"
+
+
+def cli_number(kind: type = int, minimum: float = 1, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` for the scripts: ``kind(text)``, at least ``minimum`` (above it if
+    ``strict``); otherwise argparse prints the usage and one error line and exits with status 2.
+    """
+    noun = "an integer" if kind is int else "a number"
+    bound = f"> {minimum}" if strict else f">= {minimum}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{noun} {bound}"  # what argparse names in its message
+    return parse
 
 
 def multirun_overrides() -> list[str] | None:

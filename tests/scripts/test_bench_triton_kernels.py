@@ -64,6 +64,14 @@ def test_bad_shapes_are_refused_with_the_format(bench, argv, match, capsys):
     assert match in capsys.readouterr().err
 
 
-def test_an_even_kernel_size_is_refused(bench):
-    with pytest.raises(SystemExit, match="--size must be odd"):
-        bench.main(["--device", "cpu", "--size", "4"])
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--device", "cpu", "--size", "4"], "--size must be odd"),
+        (["--repeats", "0"], "argument --repeats: expected an integer >= 1, got '0'"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_them(bench, argv, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2 and match in capsys.readouterr().err

@@ -3,6 +3,7 @@ close matches for mistyped group options and keys, no traceback."""
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from engine.config import (
     ConfigError,
     check_command_line,
+    cli_number,
     command_line_override,
     job_folder,
     validate_train_config,
@@ -217,3 +219,21 @@ def test_job_folders_stay_one_folder_within_the_file_systems_limit():
     long_a, long_b = "optimizer.lr=" + "1" * 300, "optimizer.lr=" + "1" * 299 + "2"
     assert len(job_folder(long_a, 0).encode()) == 255
     assert job_folder(long_a, 0) != job_folder(long_b, 0)  # cut, and told apart by a hash
+
+
+@pytest.mark.parametrize(
+    ("kind", "minimum", "strict", "text", "error"),
+    [
+        (int, 1, False, "0", "expected an integer >= 1, got '0'"),
+        (int, 0, False, "x", "expected an integer >= 0, got 'x'"),
+        (float, 0, True, "0", "expected a number > 0, got '0'"),
+        (float, 0, True, "-1.5", "expected a number > 0, got '-1.5'"),
+    ],
+)
+def test_script_numbers_are_refused_below_their_minimum(kind, minimum, strict, text, error):
+    import argparse
+
+    parse = cli_number(kind, minimum, strict)
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(error)):
+        parse(text)
+    assert parse(str(minimum + 1)) == minimum + 1
