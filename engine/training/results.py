@@ -28,10 +28,11 @@ __all__ = ["RunRecord", "finished_results", "row_name", "write_results"]
 
 _logger = logging.getLogger(__name__)
 
-# Overrides that do not make a row of their own: a paper sweep's seeds and experiments share one
-# row per model; a sweep over models (``-m model=a,b``) is named by the models themselves; what the
-# sweep folder's name leaves out (where data lives, resume, launcher) neither.
-ROW_KEYS_IGNORED = ("seed", "experiment", "run_name", "model")
+# Overrides that do not make a row of their own (nor the keys under them): a paper sweep's seeds
+# and experiments share one row per model; what the sweep folder's name leaves out (where data
+# lives, resume, launcher) neither. The model group option (``-m model=a,b``) is the row's model
+# name already; keys under ``model.`` do name rows.
+ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
 
 
 def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
@@ -40,18 +41,18 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     Args:
         cfg: the training config; its ``name``, if set, is the row name.
         overrides: this job's command-line overrides in a multirun (``None`` outside one). Those
-            that are neither in :data:`ROW_KEYS_IGNORED` (keys under ``model.`` do count) nor
-            left out of the sweep folder's name (``hydra.job.config.override_dirname
-            .exclude_keys``) are added to the model name, sorted, so that the rows of a
-            hyperparameter sweep stay apart.
+            that are neither in :data:`ROW_KEYS_IGNORED`, nor the model group option, nor left
+            out of the sweep folder's name (``hydra.job.config.override_dirname.exclude_keys``)
+            are added to the model name, sorted, so that the rows of a hyperparameter sweep stay
+            apart.
     """
     if cfg.get("name"):
         return str(cfg.name)
-    ignored = set(ROW_KEYS_IGNORED) - {"model"}
+    ignored = set(ROW_KEYS_IGNORED)
     if HydraConfig.initialized():
         ignored |= set(HydraConfig.get().job.config.override_dirname.exclude_keys)
-    overrides = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") != "model"]
-    return named_row(str(cfg.model.get("model_name")), overrides, ignored)
+    swept = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") != "model"]
+    return named_row(str(cfg.model.get("model_name")), swept, ignored)
 
 
 def _eval_arguments(record: RunRecord) -> str:
