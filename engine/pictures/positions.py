@@ -99,7 +99,9 @@ class SetPicture:
         name: the set's name.
         layer: the layer whose kernels are shown (the first one using the set).
         channels: the output channels shown, shape ``(n,)``.
-        kernels: constructed kernels ``layer.construct_kernel()[channels, 0]``, ``(n, S0, S1)``.
+        kernels: constructed kernels ``layer.construct_kernel()[channels, 0]``, ``(n, S0, S1)``
+            (along the learnable axes; a dense axis, as in a ``Dcls3d`` learning two of its
+            three, at its centre tap).
         points: every position of the set on the grid, ``(N, 2)`` as (row, column).
         sizes: the dilated grid ``(S0, S1)``.
         dense_size: the dense kernel size to outline, or ``None``.
@@ -119,6 +121,20 @@ def _sample_channels(count: int, available: int) -> np.ndarray:
     return np.unique(np.linspace(0, available - 1, min(count, available)).round().astype(int))
 
 
+def _learnable_plane(kernels: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """The kernels along the layer's learnable axes, at the centre tap of every other axis.
+
+    Shape:
+        ``kernels``: ``(n, *dilated_kernel_size)``; returns ``(n, S_0, S_1)`` for the two
+        learnable axes (a ``Dcls3d`` with ``learnable_dims=(1, 2)`` gives its middle depth slice).
+    """
+    index = [slice(None)] + [
+        slice(None) if axis in layer.learnable_dims else size // 2
+        for axis, size in enumerate(kernels.shape[1:])
+    ]
+    return kernels[tuple(index)]
+
+
 @torch.no_grad()
 def set_pictures(
     model: nn.Module, channels: int = 8, dense_size: int | None = None
@@ -126,7 +142,8 @@ def set_pictures(
     """The arrays to draw for every 2-D position set of ``model``.
 
     Args:
-        model: a model with 2-D DCLS layers.
+        model: a model with DCLS layers learning positions along 2 axes (``Dcls2d``, or
+            ``Dcls3d`` with two ``learnable_dims``).
         channels: output channels whose kernels are shown, evenly spaced over the layer.
         dense_size: dense kernel size to outline; ``None`` to infer it from the layer name.
 
@@ -143,7 +160,7 @@ def set_pictures(
         layer = modules[pset.layers[0]]
         chosen = _sample_channels(channels, layer.out_channels)
         outline = dense_size if dense_size is not None else dense_kernel_size(pset.layers[0])
-        kernels = layer.construct_kernel()[torch.as_tensor(chosen), 0]
+        kernels = _learnable_plane(layer.construct_kernel()[torch.as_tensor(chosen), 0], layer)
         pictures.append(
             SetPicture(
                 name=pset.name,

@@ -296,6 +296,28 @@ def test_unshared_sets_are_per_layer_and_the_outline_can_be_given():
         set_pictures(torch.nn.Conv2d(1, 1, 3))
 
 
+@pytest.mark.parametrize("learnable_dims", [(1, 2), (0, 2)])
+def test_a_3d_layer_learning_two_axes_is_drawn_along_them(learnable_dims, tmp_path):
+    layer = dcls.Dcls3d(
+        3,
+        3,
+        4,
+        groups=3,
+        dilated_kernel_size=(5, 3, 7),
+        padding="same",
+        learnable_dims=learnable_dims,
+    )
+    [picture] = set_pictures(torch.nn.Sequential(layer), channels=2)
+    dense_axis = ({0, 1, 2} - set(learnable_dims)).pop()
+    kernels = layer.construct_kernel().detach()[picture.channels, 0]
+    middle = kernels.select(dense_axis + 1, kernels.shape[dense_axis + 1] // 2)
+    assert picture.sizes == tuple(layer.dilated_kernel_size[d] for d in learnable_dims)
+    np.testing.assert_array_equal(picture.kernels, middle.numpy())
+    assert picture.kernels.shape == (2, *picture.sizes) and np.abs(picture.kernels).sum() > 0
+    path = plots.save_figure(plots.kernel_figure(picture, (6.0, 3.0), DPI), tmp_path / "k.png")
+    assert Image.open(path).size == (6 * DPI, 3 * DPI)
+
+
 def test_negative_intervals_are_refused():
     cfg = OmegaConf.create({"trainer": {"epochs": 1, "position_history": {"every": -1}}})
     with pytest.raises(ValueError, match=r"position_history.every must be >= 0 \(0: off\), got -1"):
