@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import timm
 import torch
@@ -34,7 +35,7 @@ from torch import nn
 import dcls
 import models  # noqa: F401  (registers the DCLS models)
 from engine.config import cli_number, run_entry_point
-from engine.evaluation.throughput import measure_peak_memory, measure_throughput
+from engine.evaluation.throughput import measure_peak_memory, measure_throughput, profile_steps
 
 _logger = logging.getLogger("bench_models")
 
@@ -71,8 +72,9 @@ def build_models(
 def bench_pair(
     baseline: str, variant: str, args: argparse.Namespace, authors_cls: type | None
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{mode: {"ms": {model: ms per step}, "gib": {model: peak GiB}}}``, modes "train" and
-    "infer" as ``args.modes`` asks (``gib`` empty off CUDA)."""
+    """``{mode: {"ms": {model: ms per step}, "gib": {model: peak GiB}, "profile": {model:
+    table}}}``, modes "train" and "infer" as ``args.modes`` asks (``gib`` empty off CUDA,
+    ``profile`` empty without ``--profile-out``)."""
     built = build_models(baseline, variant, args, authors_cls)
     timing = {
         "batch_size": args.batch,
@@ -94,9 +96,20 @@ def bench_pair(
             optimizer="adamw",
         )
         memory = measure_peak_memory(built, **timing, train=train, optimizer="adamw") or {}
+        profiles = {}
+        if args.profile_out is not None:
+            profiles = profile_steps(
+                built,
+                **timing,
+                train=train,
+                optimizer="adamw",
+                steps=args.profile_steps,
+                row_limit=args.profile_rows,
+            )
         results[mode] = {
             "ms": {name: 1e3 * args.batch / rate for name, rate in rates.items()},
             "gib": memory,
+            "profile": profiles,
         }
     return results
 
@@ -118,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(parser, channels_last="models and input NHWC")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        help="also profile each model's step (torch.profiler) and write the tables to this file",
+    )
+    parser.add_argument(
+        "--profile-steps", type=cli_number(), default=2, help="steps per profile (--profile-out)"
+    )
+    parser.add_argument(
+        "--profile-rows", type=cli_number(), default=20, help="ops per profile (--profile-out)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -133,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
+    profiles = []
     for pair in args.models:
         baseline, variant = PAIRS[pair]
         for mode, result in bench_pair(baseline, variant, args, authors_cls).items():
             ms, gib = result["ms"], result["gib"]
             for name, value in ms.items():
                 label = baseline if name == "baseline" else f"{variant} ({name})"
+                if name in result["profile"]:
+                    profiles += [f"## {mode}: {label}", "", "```", result["profile"][name], "```"]
                 memory = gib.get(name, nan)
                 rows.append(
                     f"| {pair} | {mode} | {label} | {value:.1f} | {1e3 * args.batch / value:.0f} "
@@ -157,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     tuned = [f"triton autotune: {line}" for line in dcls.algorithms.autotune_summary()]
     lines = [header, *([f"auto chose: {choices}"] if choices else []), *tuned, "", *rows]
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.profile_out is not None:
+        args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        args.profile_out.write_text("\n".join([f"# Profiles: {header}", "", *profiles]) + "\n")
+        _logger.info("profiles in %s", args.profile_out)
     return 0
 
 

@@ -8,7 +8,8 @@
 # ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
 # a pipe; a step that fails or times out is noted and the others still run. The kernel, layer and
 # model tables end with the Triton autotuner's choice per shape (FMA or tensor cores, and both
-# paths' best times).
+# paths' best times). The ConvNeXt-T steps also write torch.profiler tables of each model's step
+# (top kernels by GPU time, GPU busy time against wall time) to $OUT/profile_convnext_tiny_*.md.
 # Missing packages (hydra-core, omegaconf, antlr4, the authors' dcls) install from wheels in
 # .whl/ if present (build them with: pip wheel --no-deps -w .whl hydra-core omegaconf
 # antlr4-python3-runtime==4.9.3 dcls==0.1.1). Paste the file into docs/benchmarks.md.
@@ -71,12 +72,14 @@ step "Triton kernels one by one, ConvNeXt-T shapes, bf16 NHWC (which kernel, FMA
 step "Layers, ConvNeXt-T, bf16 (target: ours/dense 7x7 <= 1.5)" 50 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 20 \
   --conv-algorithms auto triton fft
-step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" 80 \
+step "ConvNeXt-T train, bf16, batch 128 (targets: time <= 1.15, memory <= 1.10)" 90 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 128 --repeats 5 --steps 3 \
-  --modes train --conv-algorithms auto triton --no-authors
-step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 45 \
+  --modes train --conv-algorithms auto triton --no-authors \
+  --profile-out "$OUT_DIR/profile_convnext_tiny_train.md" --profile-rows 30
+step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
-  --modes infer --conv-algorithms auto triton --no-authors
+  --modes infer --conv-algorithms auto triton --no-authors \
+  --profile-out "$OUT_DIR/profile_convnext_tiny_infer.md" --profile-rows 30
 step "eval.py's throughput, ConvNeXt-T-dcls against ConvNeXt-T, bf16, batch 128 (the same ratios)" 50 \
   "$PY" eval.py checkpoint=null model.name=convnext_tiny_dcls "sets=[throughput]" device=cuda \
   throughput.batch_size=128 throughput.steps=5
@@ -86,7 +89,7 @@ step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 45 \
 step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 55 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 40 \
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 25 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
   --conv-algorithms triton --triton-taps --spread-positions
 echo "[gpu_check] tables in $RESULTS" >&2

@@ -19,6 +19,7 @@ import copy
 import gc
 import logging
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcls.algorithms import settle_auto_choices
-from dcls.timing import time_interleaved
+from dcls.timing import synchronize, time_interleaved
 from engine.amp import autocast_context
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "measure_peak_memory",
     "measure_throughput",
     "params_and_macs",
+    "profile_steps",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -206,6 +208,61 @@ def measure_peak_memory(
     for model in named_models.values():
         model.to(device)
     return peaks
+
+
+def profile_steps(
+    named_models: Mapping[str, nn.Module],
+    batch_size: int,
+    resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    train: bool = False,
+    optimizer: str = "adamw",
+    steps: int = 2,
+    row_limit: int = 15,
+) -> dict[str, str]:
+    """Where each model's step spends its time: ``torch.profiler``'s table of the ops and kernels
+    with the most self time (device time on CUDA, else CPU time) over ``steps`` steps, after one
+    untimed step.
+
+    The table's first line gives, per step, the wall time, on CUDA the device's busy time (the sum
+    of its kernels' times), and the host's time in operators: a device busy for much less than
+    the wall time waits on the host (launch overhead, synchronisations). The profiler slows the
+    host, so the wall times are not the benchmark's.
+
+    Returns:
+        ``{name: text}``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    step_fns = _prepared_steps(
+        named_models, batch_size, resolution, device, amp_dtype, channels_last, train, optimizer
+    )
+    tables = {}
+    for name, step in step_fns.items():
+        step()
+        synchronize(device)
+        with torch.profiler.profile(activities=activities) as profiler:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            synchronize(device)
+            wall = time.perf_counter() - start
+        events = profiler.key_averages()
+        busy_us = sum(e.self_device_time_total for e in events)
+        host_us = sum(e.self_cpu_time_total for e in events)
+        busy = f", device busy {busy_us / 1e3 / steps:.1f} ms" if device.type == "cuda" else ""
+        summary = (
+            f"{name}: per step under the profiler, wall {1e3 * wall / steps:.1f} ms{busy}, host "
+            f"in operators {host_us / 1e3 / steps:.1f} ms ({steps} steps)"
+        )
+        tables[name] = summary + "\n" + events.table(sort_by=sort_by, row_limit=row_limit)
+    return tables
 
 
 def baseline_name(model_name: str, baseline: str | None) -> str | None:

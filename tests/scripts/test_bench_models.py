@@ -52,6 +52,24 @@ def test_prints_the_ratio_table_for_the_pair(bench_models, capsys):
             assert lowest <= ratio <= highest, (ratio, ms, baseline_ms)
 
 
+def test_profiles_show_each_models_own_ops(bench_models, tmp_path):
+    out = tmp_path / "profiles" / "train.md"
+    argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "32", "--repeats", "1"]
+    argv += ["--modes", "train", "--conv-algorithms", "direct", "--no-authors"]
+    argv += ["--profile-out", str(out), "--profile-steps", "1", "--profile-rows", "500"]
+    assert bench_models.main(argv) == 0
+    sections = out.read_text().split("## train: ")[1:]
+    tables = {section.split("\n", 1)[0]: section for section in sections}
+    assert list(tables) == ["test_convnext", "test_convnext_dcls (dcls direct)"]
+    for table in tables.values():
+        assert re.search(r"per step under the profiler, wall \d+\.\d ms, host in operators", table)
+        assert "Self CPU time total" in table
+    # the DCLS layers' kernel construction shows in their model's profile only
+    construction = r"aten::(scatter_add|bmm)"
+    assert re.search(construction, tables["test_convnext_dcls (dcls direct)"])
+    assert not re.search(construction, tables["test_convnext"])
+
+
 def test_authors_layers_are_swapped_in(bench_models):
     authors_cls = bench_models.load_authors()
     if authors_cls is None:
