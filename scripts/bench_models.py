@@ -98,14 +98,17 @@ def bench_pair(
         memory = measure_peak_memory(built, **timing, train=train, optimizer="adamw") or {}
         profiles = {}
         if args.profile_out is not None:
-            profiles = profile_steps(
-                built,
-                **timing,
-                train=train,
-                optimizer="adamw",
-                steps=args.profile_steps,
-                row_limit=args.profile_rows,
-            )
+            try:  # a diagnostic: a profiler that cannot start (no CUPTI) must not lose the table
+                profiles = profile_steps(
+                    built,
+                    **timing,
+                    train=train,
+                    optimizer="adamw",
+                    steps=args.profile_steps,
+                    row_limit=args.profile_rows,
+                )
+            except RuntimeError as error:
+                _logger.warning("%s %s: profiling failed: %s", variant, mode, error)
         results[mode] = {
             "ms": {name: 1e3 * args.batch / rate for name, rate in rates.items()},
             "gib": memory,

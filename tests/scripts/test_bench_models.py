@@ -70,6 +70,18 @@ def test_profiles_show_each_models_own_ops(bench_models, tmp_path):
     assert not re.search(construction, tables["test_convnext"])
 
 
+def test_a_profiler_that_fails_keeps_the_table(bench_models, tmp_path, monkeypatch, capsys):
+    def no_cupti(*args, **kwargs):
+        raise RuntimeError("CUPTI not found")
+
+    monkeypatch.setattr(bench_models, "profile_steps", no_cupti)
+    argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "32", "--repeats", "1"]
+    argv += ["--modes", "infer", "--conv-algorithms", "direct", "--no-authors"]
+    assert bench_models.main([*argv, "--profile-out", str(tmp_path / "p.md")]) == 0
+    assert "| test_convnext | infer | test_convnext_dcls (dcls direct) |" in capsys.readouterr().out
+    assert "## infer" not in (tmp_path / "p.md").read_text()
+
+
 def test_authors_layers_are_swapped_in(bench_models):
     authors_cls = bench_models.load_authors()
     if authors_cls is None:
