@@ -5,9 +5,11 @@ import logging
 import pytest
 import torch
 from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import dcls
 from engine.training.loop import TrainState, train_one_epoch
 
 BATCHES = 6
@@ -62,10 +64,59 @@ def test_nan_loss_skips_the_update_but_advances_the_schedule(caplog):
     assert torch.equal(weights[2], weights[1])  # the poisoned update changed nothing
     assert not torch.equal(weights[3], weights[2])  # the next one trains again
     assert all(torch.isfinite(w).all() for w in weights)
-    assert metrics["train_loss"] == metrics["train_loss"]  # the mean excludes the NaN
     assert any(
         "skipped update at epoch 0, step 2: non-finite loss" in r.message for r in caplog.records
     )
+
+
+def test_the_mean_loss_is_over_the_finite_batches_only():
+    state = _state(_PoisonedLoss({2}))
+    for group in state.optimizer.param_groups:  # lr 0: the model stays as it is, so the
+        group["lr"] = group["initial_lr"] = 0.0  # batch losses can be computed afterwards
+    state.scheduler = CosineLRScheduler(state.optimizer, t_initial=BATCHES, t_in_epochs=False)
+    metrics = train_one_epoch(state, _loader(), BATCHES)
+    with torch.no_grad():
+        losses = [nn.functional.cross_entropy(state.model(x), y) for x, y in _loader()]
+    expected = torch.stack(losses[:2] + losses[3:]).mean().item()  # batch 2 was NaN
+    assert metrics["train_loss"] == pytest.approx(expected, rel=1e-6)
+    assert metrics["train_loss"] != pytest.approx(torch.stack(losses).mean().item(), rel=1e-3)
+
+
+class _DclsThenLinear(nn.Module):
+    """A Dcls1d over the 4 features (one position set outside its kernel), then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dcls = dcls.Dcls1d(1, 1, 2, dilated_kernel_size=5, padding=2, version="bilinear")
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dcls(x.unsqueeze(1)).flatten(1))
+
+
+def test_a_skipped_update_runs_no_clamp_and_no_ema_update():
+    model = _DclsThenLinear()
+    with torch.no_grad():
+        model.dcls.P[0, 0, 0, 0] = 10.0  # outside the kernel: the next clamp moves it to 2
+    state = _state(_PoisonedLoss({0}))
+    state.model = model
+    state.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state.scheduler = CosineLRScheduler(state.optimizer, t_initial=BATCHES, t_in_epochs=False)
+    state.ema = ModelEmaV3(model, decay=0.5)
+    initial_ema = {k: v.clone() for k, v in state.ema.module.state_dict().items()}
+    seen = []
+
+    def after_update(s: TrainState) -> None:
+        ema = s.ema.module.state_dict()
+        unchanged = all(torch.equal(ema[k], v) for k, v in initial_ema.items())
+        seen.append((s.model.dcls.P[0, 0, 0, 0].item(), unchanged))
+        if len(seen) == 2:
+            raise StopIteration  # two updates are enough
+
+    with pytest.raises(StopIteration):
+        train_one_epoch(state, _loader(), BATCHES, after_update)
+    assert seen[0] == (10.0, True)  # the poisoned update: no clamp, no EMA update
+    assert seen[1] == (2.0, False)  # the next one clamps and updates the EMA
 
 
 def test_nan_gradients_with_a_finite_loss_are_skipped():
