@@ -411,12 +411,19 @@ def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, cap
     import train as train_script
 
     fast_train_cfg.trainer.epochs = 1
+    fast_train_cfg.trainer.ema.decay = 0.5  # EMA and raw weights differ after 8 updates
     results = train_script.train(fast_train_cfg, run_dir=tmp_path / "run")
+    assert results["val_loss"] != pytest.approx(results["val_ema_loss"], rel=1e-4)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     with caplog.at_level(logging.INFO):
         overrides = [f"checkpoint={checkpoint}", "sets=[val]", "transform.img_size=32"]
         evaluated = run_eval(tmp_path, overrides)  # (the stub sets elsewhere here are 16x16)
-    assert evaluated["weights"] == results["weights"] == "ema"
-    assert evaluated["sets"]["val"]["top1"] == results["top1"]
+        raw = run_eval(tmp_path, [*overrides, "weights=model"], run="raw")
+    assert evaluated["weights"] == results["weights"] == "ema" and raw["weights"] == "model"
+    assert evaluated["sets"]["val"]["top1"] == results["top1"] == results["val_ema_top1"]
+    # the losses tell the two sets of weights apart (one epoch on fake data: top-1s may tie)
+    assert evaluated["sets"]["val"]["loss"] == pytest.approx(results["val_ema_loss"], rel=1e-6)
+    assert raw["sets"]["val"]["loss"] == pytest.approx(results["val_loss"], rel=1e-6)
+    assert raw["sets"]["val"]["top1"] == results["val_top1"]
     assert evaluated["sets"]["val"]["count"] == 32 and evaluated["sets"]["val"]["data"] == "fake"
     assert "| validation split (data=fake) | top-1 / top-5 |" in caplog.text
