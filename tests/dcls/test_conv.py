@@ -27,13 +27,22 @@ def test_output_shape_follows_the_docstring_formula(n, stride, padding, size):
     assert layer(torch.randn(4, *spatial)).shape == (6, *expected)  # unbatched
 
 
-@pytest.mark.parametrize("size", [4, 5])
-@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
-def test_same_padding_keeps_the_size(size, padding_mode):
+@pytest.mark.parametrize("size", [(4, 6), (5, 4)])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular", "replicate"])
+def test_same_padding_is_nn_conv2ds(size, padding_mode):
+    """Even kernels pad one more on the right/bottom, as ``nn.Conv2d(padding="same")``: the
+    output equals it with the constructed kernel, in every padding mode."""
     layer = dcls.Dcls2d(
         3, 3, 2, padding="same", dilated_kernel_size=size, padding_mode=padding_mode
     )
-    assert layer(torch.randn(1, 3, 9, 8)).shape == (1, 3, 9, 8)
+    x = torch.randn(1, 3, 9, 8)
+    dense = torch.nn.Conv2d(3, 3, size, padding="same", padding_mode=padding_mode)
+    with torch.no_grad():
+        dense.weight.copy_(layer.construct_kernel())
+        dense.bias.copy_(layer.bias)
+    out = layer(x)
+    assert out.shape == (1, 3, 9, 8)
+    torch.testing.assert_close(out, dense(x), rtol=1e-5, atol=1e-6)
 
 
 def test_parameter_shapes_and_initialisation():

@@ -84,8 +84,7 @@ def test_a_profiler_that_fails_keeps_the_table(bench_models, tmp_path, monkeypat
 
 def test_authors_layers_are_swapped_in(bench_models):
     authors_cls = bench_models.load_authors()
-    if authors_cls is None:
-        pytest.skip("the authors' package (test dependency dcls==0.1.1) is not installed")
+    assert authors_cls is not None, "the authors' package (dev extra: dcls==0.1.1) is missing"
     model = timm.create_model("test_convnext_dcls", num_classes=10)
     count = sum(isinstance(m, dcls.Dcls2d) for m in model.modules())
     assert bench_models.swap_in_authors_layers(model, authors_cls, use_implicit_gemm=False) == count
