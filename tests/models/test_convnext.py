@@ -42,6 +42,25 @@ def test_forward_backward_and_default_cfg(name):
     assert tuple(features.shape[-2:]) == tuple(cfg["pool_size"])
 
 
+def test_convnext_dcls_is_timms_convnext_with_the_built_kernels():
+    """Frozen (each DCLS layer a dense 17x17 conv holding its built kernel), ConvNeXt-atto-dcls
+    loads strictly into timm's own ConvNeXt-atto with 17x17 depthwise kernels, and both give the
+    DCLS model's outputs: same blocks, names, shapes and padding, in values."""
+    torch.manual_seed(0)
+    ours = timm.create_model("convnext_atto_dcls", num_classes=10).eval()
+    with torch.no_grad():  # layer scale 1 (not 1e-6): the depthwise kernels matter in the output
+        for name, parameter in ours.named_parameters():
+            if name.endswith(".gamma"):
+                parameter.fill_(1.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = ours(x)
+        timms = timm.create_model("convnext_atto", num_classes=10, kernel_sizes=17).eval()
+        timms.load_state_dict(dcls.freeze(ours).state_dict(), strict=True)
+        torch.testing.assert_close(timms(x), expected, rtol=1e-4, atol=1e-5)
+        assert expected.std() > 0.1
+
+
 @pytest.mark.parametrize(("size", "count"), [("tiny", 34), ("small", 40), ("base", 40)])
 def test_iso_parameter_kernel_count_and_parameter_count(size, count):
     assert models.iso_parameter_kernel_count(SIZES[size]["depths"], SIZES[size]["dims"]) == count
