@@ -47,6 +47,10 @@ def test_resume_takes_the_moments_from_the_checkpoint_and_the_hyperparameters_fr
 
     saved = checkpoint["optimizer"]["state"][0]["exp_avg"]
     torch.testing.assert_close(state.optimizer.state_dict()["state"][0]["exp_avg"], saved)
+    # the trained weights, not this run's fresh (same-seed) initial ones
+    assert not torch.equal(checkpoint["model"]["weight"], _state(0.05, UPDATES).model.weight)
+    assert torch.equal(state.model.weight, checkpoint["model"]["weight"])
+    assert torch.equal(state.model.bias, checkpoint["model"]["bias"])
     group = state.optimizer.param_groups[0]
     assert group["weight_decay"] == 0.05  # load_state_dict alone would bring back 0.1
     expected_lr = CosineLRScheduler(
