@@ -84,7 +84,11 @@ def test_tiny_depthwise_parameters_match_the_paper():
         for n, p in variant.named_parameters()
         if "conv_dw.weight" in n or n.endswith("dcls_positions.P")
     )
-    assert (dense, ours) == (324_576, 323_136)
+    # ConvNeXt-T: depths (3, 3, 9, 3), dims (96, 192, 384, 768); sum(depth * dim) = 6624 channels
+    channels = 3 * 96 + 3 * 192 + 9 * 384 + 3 * 768
+    shared_channels = sum((96, 192, 384, 768))  # one position set (2 axes) per stage
+    assert dense == 49 * channels == 324_576  # the paper's 7x7 weights
+    assert ours == 34 * channels + 34 * 2 * shared_channels == 323_136  # 34 elements, 2 positions
 
 
 def test_positions_are_shared_per_stage():
