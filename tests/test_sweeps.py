@@ -137,3 +137,30 @@ def test_a_job_with_bad_input_fails_alone_and_the_summary_keeps_the_others(tmp_p
     summary = (sweep / "sweep_summary.md").read_text()
     bad_row = next(line for line in summary.splitlines() if "update_freq=100" in line)
     assert f"| {good.name} | " in summary and bad_row.count("| - ") == len(RUN_COLUMNS)
+
+
+@pytest.mark.slow
+def test_a_relaunched_sweep_resumes_each_job_from_its_folder(tmp_path):
+    """The same ``-m`` command in the same sweep folder: a finished job reports its results
+    without training, and a job stopped after its first epoch (its epoch-1 checkpoint back in
+    place, no results) trains only its second."""
+    sweep = tmp_path / "train" / "multiruns" / "sweep"
+    command = ["-m", *TINY, "trainer.epochs=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    _train(command, tmp_path)
+    finished, stopped = sorted(p for p in sweep.iterdir() if p.is_dir())
+    results = json.loads((finished / "results.json").read_text())
+    checkpoints = stopped / "checkpoints"
+    (checkpoints / "last.previous.pt").replace(checkpoints / "last.pt")  # the epoch-1 one
+    uninterrupted = json.loads((stopped / "results.json").read_text())
+    (stopped / "results.json").unlink()
+    output = _train(command, tmp_path)
+    log = output.stdout + output.stderr
+    assert json.loads((finished / "results.json").read_text()) == results  # not trained again
+    assert "the run had finished all 2 epochs" in (finished / "train.log").read_text()
+    stopped_log = (stopped / "train.log").read_text()
+    assert "after epoch 1, step 8" in stopped_log and "epoch 2/2" in stopped_log
+    assert "epoch 1/2" not in stopped_log.split("after epoch 1, step 8")[1]  # only epoch 2 ran
+    resumed = json.loads((stopped / "results.json").read_text())
+    assert resumed["epochs"] == 2
+    assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-6)  # exact resume
+    assert "Traceback" not in log
