@@ -71,7 +71,7 @@ def build_models(
 
 def bench_pair(
     baseline: str, variant: str, args: argparse.Namespace, authors_cls: type | None
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> dict[str, dict[str, dict[str, float | str]]]:
     """``{mode: {"ms": {model: ms per step}, "gib": {model: peak GiB}, "profile": {model:
     table}}}``, modes "train" and "infer" as ``args.modes`` asks (``gib`` empty off CUDA,
     ``profile`` empty without ``--profile-out``)."""
