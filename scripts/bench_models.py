@@ -61,6 +61,8 @@ def build_models(
         built[f"dcls {algorithm}"] = timm.create_model(
             variant, num_classes=NUM_CLASSES, conv_algorithm=algorithm
         )
+    if args.compile:  # compiled at the warm-up's first step; "auto" takes its static choice
+        built = {name: torch.compile(m, backend=args.compile) for name, m in built.items()}
     if authors_cls is not None:
         authors = timm.create_model(variant, num_classes=NUM_CLASSES)
         use_implicit_gemm = args.device.startswith("cuda")
@@ -135,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--no-authors", action="store_true", help="skip the authors' layers")
     parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="time torch.compile'd models (backend: inductor if not named; the authors' layers "
+        "are not compiled)",
+    )
+    parser.add_argument(
         "--profile-out",
         type=Path,
         help="also profile each model's step (torch.profiler) and write the tables to this file",
@@ -179,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     precision = f"AMP {args.amp}" if args.amp else "fp32"
     header = (
         f"device {args.device}, batch {args.batch}, {args.img_size}x{args.img_size}, {precision}, "
-        f"{'channels_last' if args.channels_last else 'NCHW'}, AdamW training step, median of "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, "
+        f"{f'torch.compile ({args.compile}), ' if args.compile else ''}AdamW training step, "
+        f"median of "
         f"{args.repeats} interleaved rounds of {args.steps} step(s), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )

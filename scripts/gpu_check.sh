@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check for one H100/H200: the Triton kernel's CUDA tests, then the kernel,
 # layer and model benchmarks of issue 12's targets, most important first, bf16 AMP with
-# channels_last (and one fp32/TF32 row), each with the baseline in the same run. Nine steps, each
+# channels_last (and one fp32/TF32 row), each with the baseline in the same run. Ten steps, each
 # with its own time limit (585 s in all) plus what the steps before it left unused (compilations
 # and autotuning cost the step that needs them first): under 10 minutes (the device tool's limit
 # per command) however the steps go. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
@@ -83,13 +83,16 @@ step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 50 \
 step "eval.py's throughput, ConvNeXt-T-dcls against ConvNeXt-T, bf16, batch 128 (the same ratios)" 50 \
   "$PY" eval.py checkpoint=null model.name=convnext_tiny_dcls "sets=[throughput]" device=cuda \
   throughput.batch_size=128 throughput.steps=5
-step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 45 \
+step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 40 \
   "$PY" scripts/bench_models.py --device cuda --channels-last --tf32 --models convnext_tiny \
   --batch 128 --repeats 3 --steps 2 --modes train --conv-algorithms auto --no-authors
-step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 55 \
+step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 25 \
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 20 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
   --conv-algorithms triton --triton-taps --spread-positions
+step "ConvNeXt-T inference under torch.compile (inductor), bf16, batch 256 (does the compiled model run the Triton path, and at what ratio? mostly on the seconds left over)" 15 \
+  "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 3 --steps 5 \
+  --modes infer --conv-algorithms auto --no-authors --compile
 echo "[gpu_check] tables in $RESULTS" >&2

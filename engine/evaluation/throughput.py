@@ -84,9 +84,11 @@ def _step_fn(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     step = OPTIMIZERS[optimizer](model.parameters(), lr=1e-6)
-    model.eval()
-    with torch.no_grad(), autocast_context(device, amp_dtype):
-        num_classes = model(images[:1]).shape[-1]
+    num_classes = getattr(model, "num_classes", None)  # timm's models (and compiled ones) say
+    if num_classes is None:  # others: one forward tells (a compiled model would compile it)
+        model.eval()
+        with torch.no_grad(), autocast_context(device, amp_dtype):
+            num_classes = model(images[:1]).shape[-1]
     model.train()
     targets = torch.randint(num_classes, (images.shape[0],), device=device)
 

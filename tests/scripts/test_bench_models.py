@@ -70,6 +70,23 @@ def test_profiles_show_each_models_own_ops(bench_models, tmp_path):
     assert not re.search(construction, tables["test_convnext"])
 
 
+def test_compiled_models_are_timed_and_dcls_takes_its_static_choice(bench_models, capsys):
+    """``--compile eager`` (Dynamo's tracing without inductor's code generation, fast on a CPU):
+    both models are compiled, and the DCLS layers under Dynamo run no "auto" trial."""
+    dcls.algorithms.clear_auto_cache()
+    argv = ["--models", "test_convnext", "--batch", "2", "--img-size", "32", "--repeats", "1"]
+    argv += ["--modes", "infer", "--conv-algorithms", "auto", "--no-authors"]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    assert bench_models.main([*argv, "--compile", "eager"]) == 0
+    out = capsys.readouterr().out
+    assert "torch.compile (eager)" in out and "auto chose" not in out
+    assert "| test_convnext | infer | test_convnext_dcls (dcls auto) |" in out
+    assert dcls.algorithms.auto_cache() == {}  # no trial: the static choice under compile
+    frames = torch._dynamo.utils.counters["frames"]
+    assert frames["ok"] >= 2  # each model's forward went through Dynamo
+
+
 def test_a_profiler_that_fails_keeps_the_table(bench_models, tmp_path, monkeypatch, capsys):
     def no_cupti(*args, **kwargs):
         raise RuntimeError("CUPTI not found")

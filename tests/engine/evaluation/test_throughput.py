@@ -1,6 +1,7 @@
 """Throughput and model size: no "auto" trial inside the timed rounds, and the MACs of a DCLS
 model whatever algorithm it runs."""
 
+import pytest
 import timm
 import torch
 
@@ -10,9 +11,11 @@ from dcls.algorithms import auto
 from engine.evaluation import throughput
 
 
-def test_no_auto_trial_runs_inside_a_timed_round(monkeypatch):
+@pytest.mark.parametrize("train", [False, True])
+def test_no_auto_trial_runs_inside_a_timed_round(monkeypatch, train):
     """ConvNeXt's DCLS layers reach their re-check (:data:`RECHECK_AFTER` calls) within a few
-    steps: it must fall in the warm-up, not in the rounds whose median is the result."""
+    steps: it must fall in the warm-up, not in the rounds whose median is the result; and only
+    the timed batch's problems are trialled (no extra forward to count the classes)."""
     monkeypatch.setattr(auto, "RECHECK_AFTER", 4)
     dcls.algorithms.clear_auto_cache()
     timing, trials = {"on": False}, []
@@ -33,11 +36,14 @@ def test_no_auto_trial_runs_inside_a_timed_round(monkeypatch):
     monkeypatch.setattr(throughput, "time_interleaved", timed)
     model = timm.create_model("test_convnext_dcls", conv_algorithm="auto").eval()
     rates = throughput.measure_throughput(
-        {"dcls": model}, 2, 32, torch.device("cpu"), warmup=1, steps=3, rounds=3
+        {"dcls": model}, 2, 32, torch.device("cpu"), warmup=1, steps=3, rounds=3, train=train
     )
     assert rates["dcls"] > 0
     assert trials and not any(trials)  # first and second trials, all before the timing
     assert "?" not in dcls.algorithms.auto_summary()  # every choice final
+    problems = dcls.algorithms.auto_cache()
+    assert problems and {key.input.shape[0] for key in problems} == {2}
+    assert {key.need_grad for key in problems} == {train}
 
 
 def test_macs_count_the_dense_convolution_whatever_the_algorithm():
