@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from timm.data.auto_augment import AugmentOp, RandAugment
 
-from engine.data.datasets import build_loaders, use_compatible_posterize
+from engine.data.datasets import build_loaders, digits_split, use_compatible_posterize
 from engine.distributed import DistInfo
 from tests.conftest import compose_train
 
@@ -80,3 +80,30 @@ def test_the_validation_split_needs_no_training_only_key(tmp_path: Path):
     for key in ("auto_augment", "color_jitter", "re_prob", "re_mode", "re_count"):
         del data[key]
     assert len(DATASETS["folder"](OmegaConf.create(data), "val")) == 2
+
+
+def test_the_digits_split_is_disjoint_complete_and_stratified():
+    from sklearn.datasets import load_digits
+
+    labels = torch.as_tensor(load_digits().target)
+    train, val = digits_split(labels, 0.2, seed=0)
+    assert not set(train.tolist()) & set(val.tolist())  # no validation digit is trained on
+    assert sorted(train.tolist() + val.tolist()) == list(range(len(labels)))  # 1797 in all
+    for digit in range(10):  # each class splits 80/20 on its own
+        count = int((labels == digit).sum())
+        assert int((labels[val] == digit).sum()) == round(0.2 * count)
+    other_train, _ = digits_split(labels, 0.2, seed=1)
+    assert not torch.equal(train, other_train)  # the seed chooses the validation digits
+    assert torch.equal(digits_split(labels, 0.2, seed=0)[0], train)  # and fixes them
+
+
+def test_the_digits_loaders_hold_the_split(tmp_path: Path):
+    from sklearn.datasets import load_digits
+
+    labels = torch.as_tensor(load_digits().target)
+    counts = [int((labels == d).sum()) for d in range(10)]
+    expected_val = sum(round(0.2 * c) for c in counts)  # 359 with scikit-learn's class counts
+    cfg = compose_train(tmp_path, ["data=digits", "data.val_fraction=0.2"])
+    loaders = build_loaders(cfg.data, CPU, 0)
+    assert len(loaders.val.dataset) == expected_val
+    assert len(loaders.train.dataset) == len(labels) - expected_val
