@@ -138,20 +138,30 @@ def test_results_of_one_model_merge_and_the_newest_set_wins(tmp_path, capsys, ca
 
 
 def test_seeds_aggregate_and_rows_stand_next_to_the_paper(tmp_path, capsys):
-    for seed, (base_top1, dcls_top1) in enumerate([(82.0, 82.6), (82.2, 82.4), (82.1, 82.5)]):
+    # skewed seeds: the mean differs from the median and from the last seed
+    for seed, (base_top1, dcls_top1) in enumerate([(82.0, 82.9), (82.1, 82.4), (82.6, 82.5)]):
         for model, top1 in (("convnext_tiny", base_top1), ("convnext_tiny_dcls", dcls_top1)):
             result = {"name": model, "model": model, "seed": seed, "params": 28.6e6, "gmacs": 4.5}
             _write(
                 tmp_path / f"{model}_{seed}" / "eval_results.json",
                 result | {"sets": {"val": {"top1": top1}}},
             )
-    make_tables.main([str(tmp_path)])
+    make_tables.main([str(tmp_path), "--csv", str(tmp_path / "csv")])
     output = capsys.readouterr().out
     header = "| model | params (M) | paper params | GMACs | paper GMACs | top-1 | Δ top-1 |"
     assert header + " paper top-1 |" in output
-    # mean 82.10 ± 0.10 vs 82.50 ± 0.10 (sample std), the paper's 82.1 and 82.5 beside them
-    assert "| convnext_tiny | 28.6 | 28.0 | 4.50 | 4.50 | 82.10 ± 0.10 (n=3) |  | 82.10 |" in output
+    # by hand: baseline mean 246.7 / 3 = 82.2333, sample std sqrt((0.2333^2 + 0.1333^2 +
+    # 0.3667^2) / 2) = 0.3215; DCLS mean 82.6, std sqrt((0.3^2 + 0.2^2 + 0.1^2) / 2) = 0.2646;
+    # the paper's 82.1 and 82.5 beside them
+    assert "| convnext_tiny | 28.6 | 28.0 | 4.50 | 4.50 | 82.23 ± 0.32 (n=3) |  | 82.10 |" in output
     assert (
-        "| convnext_tiny_dcls | 28.6 | 28.0 | 4.50 | 5.00 | 82.50 ± 0.10 (n=3) | +0.40 | 82.50 |"
+        "| convnext_tiny_dcls | 28.6 | 28.0 | 4.50 | 5.00 | 82.60 ± 0.26 (n=3) | +0.37 | 82.50 |"
         in output
     )
+    rows = list(csv.DictReader((tmp_path / "csv" / "imagenet.csv").open()))
+    top1 = {r["model"]: r for r in rows if r["metric"] == "top-1"}
+    assert float(top1["convnext_tiny"]["mean"]) == pytest.approx(246.7 / 3)
+    assert float(top1["convnext_tiny"]["std"]) == pytest.approx(0.103333**0.5, rel=1e-4)
+    assert float(top1["convnext_tiny_dcls"]["std"]) == pytest.approx(0.07**0.5)
+    assert float(top1["convnext_tiny_dcls"]["delta"]) == pytest.approx(82.6 - 246.7 / 3)
+    assert top1["convnext_tiny_dcls"]["n"] == "3"
