@@ -42,3 +42,47 @@ def test_fewer_classes_than_five_count_every_sample_in_top5():
     loader = DataLoader(TensorDataset(torch.arange(3), targets), batch_size=2)
     result = evaluate(_Lookup(logits), loader, torch.device("cpu"))
     assert result["top1"] == 100 * 1 / 3 and result["top5"] == 100.0
+
+
+def test_eval_preprocesses_as_training_validated_and_as_the_config_says(tmp_path):
+    """One photo-like image through the training run's validation transform (a folder dataset)
+    and through eval.py's transform built from that run's data config: the same tensor, equal to
+    timm's transform with those values, and unlike the ImageNet defaults'."""
+    import numpy as np
+    import timm
+    from omegaconf import OmegaConf
+    from PIL import Image
+    from timm.data import create_transform
+
+    from engine.checkpoint.models import training_data_config
+    from engine.data.datasets import DATASETS
+    from engine.evaluation.accuracy import eval_transform
+    from tests.conftest import compose_train
+
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "n01440764").mkdir(parents=True)
+        Image.fromarray(pixels).save(tmp_path / "data" / split / "n01440764" / "a.png")
+    values = {
+        "image_size": 24,
+        "crop_pct": 0.8,
+        "interpolation": "bilinear",
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.5, 0.6, 0.7],
+    }
+    overrides = [f"data.{k}={v}" for k, v in values.items()]
+    cfg = compose_train(tmp_path, ["data=imagenet", f"data.root={tmp_path / 'data'}", *overrides])
+    validated = DATASETS["folder"](cfg.data, "val")[0][0]
+    model = timm.create_model("test_convnext")
+    config = training_data_config(OmegaConf.to_container(cfg, resolve=True))
+    transform, _ = eval_transform(model, config)
+    image = Image.open(tmp_path / "data" / "val" / "n01440764" / "a.png").convert("RGB")
+    evaluated = transform(image)
+    assert evaluated.shape == (3, 24, 24) and torch.equal(evaluated, validated)
+    mean, std = tuple(values["mean"]), tuple(values["std"])
+    reference = create_transform(
+        24, crop_pct=0.8, interpolation="bilinear", mean=mean, std=std, is_training=False
+    )
+    torch.testing.assert_close(evaluated, reference(image), rtol=0, atol=0)
+    defaults = create_transform(24, crop_pct=0.875, interpolation="bicubic", is_training=False)
+    assert (evaluated - defaults(image)).abs().max() > 0.1
