@@ -64,14 +64,22 @@ def test_evaluation_shards_cover_every_sample_once():
         assert sorted(i for shard in shards for i in shard) == list(range(length))
 
 
-def test_training_shards_are_equal_and_resume_mid_epoch():
-    shards = [ResumableSampler(30, r, 4, seed=3) for r in range(4)]
+@pytest.mark.parametrize("length", [30, 31, 32])
+def test_training_shards_cover_the_data_reshuffle_and_resume_mid_epoch(length):
+    shards = [ResumableSampler(length, r, 4, seed=3) for r in range(4)]
     for sampler in shards:
         sampler.set_epoch(2)
-    assert len({len(s) for s in shards}) == 1
-    full = list(shards[1])
+    epoch_2 = [list(s) for s in shards]
+    per_rank = -(-length // 4)
+    assert all(len(shard) == len(s) == per_rank for shard, s in zip(epoch_2, shards, strict=True))
+    drawn = [i for shard in epoch_2 for i in shard]
+    assert set(drawn) == set(range(length))  # every sample, on one rank or another
+    assert len(drawn) - length == 4 * per_rank - length  # only the padding repeats
+    for sampler in shards:
+        sampler.set_epoch(3)
+    assert [list(s) for s in shards] != epoch_2  # a new order each epoch
     shards[1].set_epoch(2, start=5)
-    assert list(shards[1]) == full[5:]
+    assert list(shards[1]) == epoch_2[1][5:]
 
 
 def test_slurm_environment_is_exported_like_torchrun(monkeypatch):
