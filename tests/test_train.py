@@ -69,6 +69,10 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     assert first["train_loss"] == second["train_loss"]
     expected, actual = _final_weights(tmp_path / "first"), _final_weights(tmp_path / "second")
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    # and Mixup/CutMix did run: without them the same seed trains otherwise
+    fast_train_cfg.data.mixup, fast_train_cfg.data.cutmix = 0.0, 0.0
+    plain = train_script.train(fast_train_cfg, run_dir=tmp_path / "plain")
+    assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
 
 
 def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path):
