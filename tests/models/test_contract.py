@@ -179,6 +179,9 @@ def test_features_only_with_hooks_and_fx(name):
 @pytest.mark.parametrize("name", SMALL)
 def test_forward_intermediates(name):
     model = _create(name).eval()
+    with torch.no_grad():  # weights unlike a fresh seeded model's: the features must load them
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
     info = FeatureInfo(model.feature_info, len(model.feature_info))
     x = torch.randn(1, *INPUT)
     with torch.inference_mode():
@@ -186,6 +189,14 @@ def test_forward_intermediates(name):
         torch.testing.assert_close(output, model.forward_features(x))
     assert [t.shape[1] for t in intermediates] == info.channels()
     assert [INPUT[1] // t.shape[2] for t in intermediates] == info.reduction()
+    features = _create(name, features_only=True).eval()
+    weights = model.state_dict()  # FeatureListNet flattens top-level names: stages_0 <- stages.0
+    features.load_state_dict(
+        {k: weights[k if k in weights else k.replace("_", ".", 1)] for k in features.state_dict()}
+    )
+    with torch.inference_mode():
+        for intermediate, feature in zip(intermediates, features(x), strict=True):
+            torch.testing.assert_close(intermediate, feature)
 
 
 def _algorithms(name: str) -> list[str]:
@@ -303,11 +314,17 @@ def test_compile_fullgraph_in_every_algorithm(algorithm):
     model = _create("test_convnext_dcls", num_classes=5, conv_algorithm=algorithm)
     x = torch.randn(2, *INPUT, requires_grad=True)
     expected = model(x)
+    expected.square().sum().backward()
+    eager_grads = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
+    x.grad = None
+    model.zero_grad(set_to_none=True)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     out = compiled(x)
     torch.testing.assert_close(out, expected)
-    out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    out.square().sum().backward()  # the compiled backward: the same gradients as eager
+    grads = [x.grad] + [p.grad for p in model.parameters()]
+    for grad, eager in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(grad, eager, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
