@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from timm.data import ImageNetInfo
 
 from engine.data.datasets import build_loaders
 from engine.data.image_folder import BadImageError
@@ -56,3 +57,27 @@ def test_class_folders_without_images_fail_at_start_up(tmp_path):
         (tmp_path / "imagenet" / split / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"imagenet/train is missing or empty; expected .*<class"):
         build_loaders(_cfg(tmp_path, "skip").data, CPU, 0)
+
+
+def test_labels_come_from_the_sorted_class_folder_names(tmp_path):
+    """Folders created out of order: each image's label is its folder's rank among the sorted
+    names (ImageNet's class index when the folders are its 1000 WNIDs), in both splits."""
+    wnids = ["n04589890", "n01440764", "n02102040", "n01443537"]  # creation order
+    for split in ("train", "val"):
+        for code, wnid in enumerate(wnids):
+            (tmp_path / "imagenet" / split / wnid).mkdir(parents=True)
+            Image.new("RGB", (40, 40), (code * 60, 0, 0)).save(
+                tmp_path / "imagenet" / split / wnid / f"{code}.JPEG"
+            )
+    cfg = _cfg(tmp_path, "fail")
+    loaders = build_loaders(cfg.data, CPU, 0)
+    expected = {wnid: sorted(wnids).index(wnid) for wnid in wnids}
+    for dataset in (loaders.train.dataset, loaders.val.dataset):
+        labels = {
+            Path(dataset.filename(i, absolute=True)).parent.name: dataset[i][1]
+            for i in range(len(dataset))
+        }
+        assert labels == expected
+    # with all 1000 WNID folders, the sorted ranks are timm's ImageNet class indices (eval.py's)
+    names = list(ImageNetInfo().label_names())
+    assert len(names) == 1000 and names == sorted(names)
