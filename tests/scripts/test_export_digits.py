@@ -31,3 +31,39 @@ def test_val_folder_holds_the_default_split_under_the_first_ten_wnids(tmp_path):
         assert path.parent.name == WNIDS[label]
         pixels = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1) / 255
         torch.testing.assert_close(pixels, image * 0.5 + 0.5, atol=1 / 255, rtol=0)
+
+
+def test_imagenet_c_tree_holds_every_corruption_and_severity_in_eval_layout(tmp_path, monkeypatch):
+    """``--imagenet-c`` on three digits, with a stand-in for the (slow) corruption library: one
+    folder per corruption and severity in ImageNet-C's layout, which eval.py's reader accepts,
+    each image corrupted with its own corruption, severity and the seed."""
+    from engine.evaluation.corruptions import (
+        CORRUPTIONS,
+        EXTRA_CORRUPTIONS,
+        SEVERITIES,
+        imagenet_c_folder,
+    )
+
+    digits = [(Image.new("RGB", (32, 32), (d * 20, 0, 0)), d) for d in (0, 3, 7)]
+    monkeypatch.setattr(export_digits, "digits_val_images", lambda: digits)
+    calls = []
+
+    class Recording:
+        def __init__(self, corruption, severity, seed):
+            calls.append((corruption, severity, seed))
+            self.shade = 100 + 5 * severity
+
+        def __call__(self, image):
+            return Image.new("RGB", image.size, (image.getpixel((0, 0))[0], self.shade, 0))
+
+    monkeypatch.setattr(export_digits, "CorruptImage", Recording)
+    assert export_digits.main([str(tmp_path), "--imagenet-c", "--seed", "4"]) == 0
+    names = CORRUPTIONS + EXTRA_CORRUPTIONS
+    assert sorted(calls) == sorted((c, s, 4) for c in names for s in SEVERITIES)
+    read = imagenet_c_folder(tmp_path / "imagenet-c", np.asarray, names, SEVERITIES)
+    for corruption in names:
+        for severity in SEVERITIES:
+            dataset = read(corruption, severity)
+            samples = sorted((int(image[0, 0, 0]), label) for image, label in dataset)
+            assert samples == [(0, 0), (60, 3), (140, 7)]  # every digit, under its class
+            assert {int(image[0, 0, 1]) for image, _ in dataset} == {100 + 5 * severity}
