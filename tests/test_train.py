@@ -149,7 +149,8 @@ def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "train" / "default"
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["val_top1"] >= 95.0 and results["top1"] == results["val_top1"]
+    # 99.16% (356 of 359) in every CI run since 6573f6a (README); 98% leaves room for 4 more errors
+    assert results["val_top1"] >= 98.0 and results["top1"] == results["val_top1"]
     assert results["best_val_top1"] >= results["top1"] and 1 <= results["best_epoch"] <= 15
     log = result.stderr + result.stdout
     assert "finished 15 epochs" in log and "epoch 15/15" in log and "ETA epoch" in log
@@ -162,6 +163,7 @@ def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
     result = _run(root, "eval.py", [*common, "sets=[val]", "run_name=val"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     val = json.loads((evals / "eval" / "val" / "eval_results.json").read_text())["sets"]["val"]
+    # 359: round(0.2 x count) held out of each digit's class (tests/engine/data/test_datasets.py)
     assert val["top1"] == pytest.approx(results["top1"], abs=1e-9) and val["count"] == 359
 
     # without a dataset folder: one line saying what to do, exit status 2

@@ -663,7 +663,12 @@ def _hopper_configs() -> list:
         return []
     return [
         pytest.param(
-            name, channels_last, tap_list, meta, warps, stages,
+            name,
+            channels_last,
+            tap_list,
+            meta,
+            warps,
+            stages,
             id=f"{name}-{'nhwc' if channels_last else 'nchw'}-{'taps' if tap_list else 'dense'}-"
             f"{'dot' if meta['DOT'] else 'fma'}{i}",
         )

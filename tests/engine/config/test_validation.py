@@ -76,7 +76,7 @@ def test_missing_dataset_folder_is_a_config_error(tmp_path):
         validate_train_config(cfg)
 
 
-def test_default_and_every_experiment_validate(tmp_path):
+def test_the_default_and_a_resnet_on_fake_data_validate(tmp_path):  # experiments: test_configs
     validate_train_config(compose_train(tmp_path))
     validate_train_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
 
