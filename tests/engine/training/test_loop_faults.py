@@ -94,6 +94,10 @@ class _DclsThenLinear(nn.Module):
         return self.head(self.dcls(x.unsqueeze(1)).flatten(1))
 
 
+class _EnoughUpdatesError(Exception):
+    """Stops an epoch from a callback: two updates are enough."""
+
+
 def test_a_skipped_update_runs_no_clamp_and_no_ema_update():
     model = _DclsThenLinear()
     with torch.no_grad():
@@ -111,9 +115,9 @@ def test_a_skipped_update_runs_no_clamp_and_no_ema_update():
         unchanged = all(torch.equal(ema[k], v) for k, v in initial_ema.items())
         seen.append((s.model.dcls.P[0, 0, 0, 0].item(), unchanged))
         if len(seen) == 2:
-            raise StopIteration  # two updates are enough
+            raise _EnoughUpdatesError
 
-    with pytest.raises(StopIteration):
+    with pytest.raises(_EnoughUpdatesError):
         train_one_epoch(state, _loader(), BATCHES, after_update)
     assert seen[0] == (10.0, True)  # the poisoned update: no clamp, no EMA update
     assert seen[1] == (2.0, False)  # the next one clamps and updates the EMA
