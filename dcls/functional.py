@@ -100,14 +100,20 @@ def _bilinear_cell(position: Tensor, size: int) -> tuple[Tensor, Tensor]:
     The element puts ``1 - frac`` on ``base`` and ``frac`` on ``base + 1``: the tent's values. At
     an integer coordinate the split is chosen so that the derivative is the one-sided one pointing
     to the kernel centre; the tent written with relu/abs has exactly zero gradient there, so a
-    position clamped onto the border could never move back.
+    position clamped onto the border could never move back. An element wholly outside the grid
+    (coordinate ``<= -1`` or ``>= size``: only set by hand, e.g. by the authors' clamp, which
+    allows ``+size // 2`` for even sizes) takes the side pointing away, so that its value and
+    gradient are 0 as the authors' (the normalised kernel jumps there: the side pointing in gives
+    a gradient of about ``1 / eps``).
 
     Returns:
         ``base`` (no gradient) and ``frac``, both of ``position``'s shape.
     """
     center = size // 2
     p = position + center
-    base = torch.where(p > center, torch.ceil(p) - 1, torch.floor(p)).detach()
+    toward_centre = torch.where(p > center, torch.ceil(p) - 1, torch.floor(p))
+    away = torch.where(p > center, torch.floor(p), torch.ceil(p) - 1)
+    base = torch.where((p > -1) & (p < size), toward_centre, away).detach()
     return base, p - base
 
 

@@ -76,7 +76,9 @@ if triton is not None:
                 x = x0 if a == 0 else (x1 if a == 1 else x2)
                 p = tl.load(p_ptr + ((a - 3 + L) * ROWS + rows) * K + k, mask=rows_ok, other=0.0)
                 p = p + size // 2
-                base = tl.where(p > size // 2, tl.ceil(p) - 1, tl.floor(p))
+                toward_centre = tl.where(p > size // 2, tl.ceil(p) - 1, tl.floor(p))
+                away = tl.where(p > size // 2, tl.floor(p), tl.ceil(p) - 1)  # wholly outside
+                base = tl.where((p > -1) & (p < size), toward_centre, away)
                 frac = p - base
                 corner = tl.where(x == base[:, None], 1 - frac[:, None], 0.0)
                 corner = tl.where(x == base[:, None] + 1, frac[:, None], corner)
@@ -122,7 +124,9 @@ if triton is not None:
         for a in tl.static_range(3 - L, 3):
             size = S0 if a == 0 else (S1 if a == 1 else S2)
             p = tl.load(p_ptr + (a - 3 + L) * ROWS * K + pairs, mask=ok, other=0.0) + size // 2
-            base = tl.where(p > size // 2, tl.ceil(p) - 1, tl.floor(p))
+            toward_centre = tl.where(p > size // 2, tl.ceil(p) - 1, tl.floor(p))
+            away = tl.where(p > size // 2, tl.floor(p), tl.ceil(p) - 1)  # wholly outside
+            base = tl.where((p > -1) & (p < size), toward_centre, away)
             frac = p - base
             low_in = (base >= 0) & (base < size)
             high_in = (base + 1 >= 0) & (base + 1 < size)

@@ -100,6 +100,28 @@ def test_outputs_and_gradients_match_authors(
         _assert_close(grads_o[name], grad, rtol=1e-9)
 
 
+@pytest.mark.parametrize("version", ["v0", "v1"])
+def test_an_element_on_the_authors_outer_limit_is_zero_with_zero_gradient(version):
+    """Their clamp lets a position reach ``+size // 2`` on an even-sized kernel: one cell past the
+    grid. There the element is 0 and so is its gradient, as theirs (the side pointing in gave
+    about ``1 / eps`` for the normalised kernel)."""
+    torch.manual_seed(0)
+    theirs, ours = _pair(2, 6, version, in_channels=2, out_channels=2, kernel_count=3, groups=2)
+    with torch.no_grad():
+        theirs.P[0, :, :, 0] = 3.0  # row 3 + 3 = 6: past the last row
+        theirs.P[1, :, :, 1] = 3.0  # the same along the columns
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 2, 9, 8, dtype=torch.float64)
+    out_t, grads_t = _grads(theirs.double(), x)
+    out_o, grads_o = _grads(ours.double(), x)
+    _assert_close(out_o, out_t, rtol=1e-9)
+    order = dcls.conv._AUTHORS_AXIS_ORDER.get((2, ours.version), (0, 1))
+    _assert_close(grads_o["P"], grads_t["P"][list(order)], rtol=1e-9)
+    assert grads_o["P"][order.index(0), :, :, 0].abs().max() == 0
+    assert grads_o["P"][order.index(1), :, :, 1].abs().max() == 0
+    assert grads_o["P"].abs().max() > 0  # the other positions learn
+
+
 @pytest.mark.parametrize("version", ["bilinear", "gauss", "triangle", "bilinear_unnormalized"])
 def test_non_square_kernel_puts_each_element_where_its_position_says(version):
     # One element at P = (row -2, column +3) in a 5x9 kernel: peak at (5//2 - 2, 9//2 + 3).

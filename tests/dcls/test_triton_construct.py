@@ -25,7 +25,7 @@ pytestmark = [
 def _positions(sizes, rows, count, dtype, device):
     """Random positions over the grid and a little beyond, with the special cases of the torch
     construction's one-sided derivative: integer coordinates on each side of the centre, the
-    border, and half outside."""
+    border, half outside and wholly outside."""
     spread = torch.tensor([s / 2 for s in sizes], dtype=torch.float64).view(-1, 1, 1)
     P = (torch.rand(len(sizes), rows, count, dtype=torch.float64) * 2.4 - 1.2) * spread
     for a, size in enumerate(sizes):
@@ -33,6 +33,9 @@ def _positions(sizes, rows, count, dtype, device):
         P[a, :, 1] = -(size // 2)  # integer, the first cell
         P[a, :, 2] = size / 2 + 0.3  # half outside
         P[a, :, 3] = -1.0 if size > 2 else 0.0  # integer, left of the centre
+        if count > 4:
+            P[a, 0::2, 4] = size - size // 2  # one cell past the last: wholly outside
+            P[a, 1::2, 4] = -(size // 2) - 1  # one cell before the first: wholly outside
     return P.to(device=device, dtype=dtype).requires_grad_()
 
 
