@@ -37,6 +37,7 @@ try:
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 except ImportError as error:  # the viz extra is optional
     raise ImportError(INSTALL_HINT) from error
 
@@ -260,6 +261,7 @@ def run_figure(
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.25
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -173,7 +173,12 @@ def test_plot_run_draws_the_metrics_of_several_runs(run_dir, tmp_path):
     assert Image.open(out).size == (12 * DPI, 8 * DPI) and out.stat().st_size > 1000
 
     runs = {d.name: plots.read_metrics(d) for d in (run_dir, other)}
-    drawn = {line.get_label(): line for ax in plots.run_figure(runs).axes for line in ax.lines}
+    figure = plots.run_figure(runs)
+    figure.canvas.draw()
+    for ax in figure.axes:  # whole epochs on the x axis (matplotlib's default gave 1.25, 1.5)
+        shown = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert shown and all(t == int(t) for t in shown), shown
+    drawn = {line.get_label(): line for ax in figure.axes for line in ax.lines}
     plotted = {column for columns in plots.RUN_PANELS.values() for column, _ in columns}
     expected = {
         f"{d.name}: {column}": [float(v) if v else np.nan for v in values]
