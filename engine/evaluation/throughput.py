@@ -20,7 +20,7 @@ import gc
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import timm
@@ -35,6 +35,7 @@ from engine.amp import autocast_context
 __all__ = [
     "OPTIMIZERS",
     "baseline_name",
+    "device_busy_us",
     "evaluate_throughput",
     "measure_peak_memory",
     "measure_throughput",
@@ -212,6 +213,18 @@ def measure_peak_memory(
     return peaks
 
 
+def device_busy_us(events: Sequence[Any]) -> float:
+    """Microseconds the device spent in kernels: the device events' own times. An operator's
+    ``self_device_time_total`` repeats the time of the kernels it launched, which are events of
+    their own (as ``torch.profiler``'s table totals them); user annotations are ranges, not work.
+    """
+    return sum(
+        e.self_device_time_total
+        for e in events
+        if e.device_type != torch.autograd.DeviceType.CPU and not e.is_user_annotation
+    )
+
+
 def profile_steps(
     named_models: Mapping[str, nn.Module],
     batch_size: int,
@@ -256,7 +269,7 @@ def profile_steps(
             synchronize(device)
             wall = time.perf_counter() - start
         events = profiler.key_averages()
-        busy_us = sum(e.self_device_time_total for e in events)
+        busy_us = device_busy_us(events)
         host_us = sum(e.self_cpu_time_total for e in events)
         busy = f", device busy {busy_us / 1e3 / steps:.1f} ms" if device.type == "cuda" else ""
         summary = (

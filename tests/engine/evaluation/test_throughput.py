@@ -53,3 +53,24 @@ def test_macs_count_the_dense_convolution_whatever_the_algorithm():
     direct = throughput.params_and_macs(build("direct"), 64)
     assert throughput.params_and_macs(build("fft"), 64) == direct
     assert throughput.params_and_macs(build("auto"), 64) == direct
+
+
+def test_device_busy_time_counts_each_kernel_once():
+    """An operator's self device time repeats its kernels' (profiler events of their own): only
+    the device events count, and not the user annotations' ranges."""
+    from types import SimpleNamespace
+
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+
+    def event(device_type, us, annotation=False):
+        return SimpleNamespace(
+            device_type=device_type, self_device_time_total=us, is_user_annotation=annotation
+        )
+
+    events = [
+        event(cpu, 300.0),  # aten::conv2d: the time of the kernel below
+        event(cuda, 300.0),  # its kernel
+        event(cuda, 50.0),  # another kernel
+        event(cuda, 1000.0, annotation=True),  # a range around both
+    ]
+    assert throughput.device_busy_us(events) == 350.0
