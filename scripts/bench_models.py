@@ -12,6 +12,9 @@ the ratios DCLS/baseline.
     python scripts/bench_models.py --models convnext_tiny --batch 16 --img-size 224 --repeats 5
     python scripts/bench_models.py --device cuda --amp bf16 --channels-last --batch 128 \\
         --models convnext_tiny --conv-algorithms auto triton fft
+
+``--profile-out FILE`` also writes ``torch.profiler`` tables of each model's step (where the time
+goes); ``--compile`` times ``torch.compile``'d models.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ step "ConvNeXt-T inference, bf16, batch 256 (target: time <= 1.10)" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_tiny --batch 256 --repeats 5 --steps 5 \
   --modes infer --conv-algorithms auto triton --no-authors \
   --profile-out "$OUT_DIR/profile_convnext_tiny_infer.md" --profile-rows 30
-step "eval.py's throughput, ConvNeXt-T-dcls against ConvNeXt-T, bf16, batch 128 (the same ratios)" 50 \
+step "eval.py's throughput, ConvNeXt-T-dcls against ConvNeXt-T, bf16, batch 128 (the same ratios)" 45 \
   "$PY" eval.py checkpoint=null model.name=convnext_tiny_dcls "sets=[throughput]" device=cuda \
   throughput.batch_size=128 throughput.steps=5
 step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 40 \
@@ -89,7 +89,7 @@ step "ConvNeXt-T train, fp32 with TF32, batch 128 (target: time <= 1.3)" 40 \
 step "ConvNeXt-S and -B, ResNet-50, bf16, batch 128" 50 \
   "$PY" scripts/bench_models.py $BF16 --models convnext_small convnext_base resnet50 --batch 128 \
   --repeats 3 --steps 2 --conv-algorithms auto --no-authors
-step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 20 \
+step "Triton sparsity options, ConvNeXt-T layers, bf16, trained-like positions (does skipping pay?)" 25 \
   "$PY" scripts/bench_layers.py $BF16 --models T --versions bilinear --batch 64 --repeats 10 \
   --conv-algorithms triton --triton-taps --spread-positions
 step "ConvNeXt-T inference under torch.compile (inductor), bf16, batch 256 (does the compiled model run the Triton path, and at what ratio? mostly on the seconds left over)" 15 \

@@ -37,6 +37,7 @@ __all__ = [
     "baseline_name",
     "device_busy_us",
     "evaluate_throughput",
+    "host_busy_us",
     "measure_peak_memory",
     "measure_throughput",
     "params_and_macs",
@@ -86,7 +87,8 @@ def _step_fn(
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     step = OPTIMIZERS[optimizer](model.parameters(), lr=1e-6)
     num_classes = getattr(model, "num_classes", None)  # timm's models (and compiled ones) say
-    if num_classes is None:  # others: one forward tells (a compiled model would compile it)
+    if not isinstance(num_classes, int) or num_classes < 1:  # others (or a timm model without a
+        # classifier, num_classes=0, which outputs its features): one forward tells
         model.eval()
         with torch.no_grad(), autocast_context(device, amp_dtype):
             num_classes = model(images[:1]).shape[-1]
@@ -225,6 +227,13 @@ def device_busy_us(events: Sequence[Any]) -> float:
     )
 
 
+def host_busy_us(events: Sequence[Any]) -> float:
+    """Microseconds the host spent in operators, not waiting for the device (the
+    ``cudaDeviceSynchronize``-like calls, whose wait would make a device-bound step look
+    host-bound)."""
+    return sum(e.self_cpu_time_total for e in events if "Synchronize" not in e.key)
+
+
 def profile_steps(
     named_models: Mapping[str, nn.Module],
     batch_size: int,
@@ -261,6 +270,8 @@ def profile_steps(
     tables = {}
     for name, step in step_fns.items():
         step()
+        if settle_auto_choices():  # no "auto" re-check inside the profile
+            step()
         synchronize(device)
         with torch.profiler.profile(activities=activities) as profiler:
             start = time.perf_counter()
@@ -269,8 +280,7 @@ def profile_steps(
             synchronize(device)
             wall = time.perf_counter() - start
         events = profiler.key_averages()
-        busy_us = device_busy_us(events)
-        host_us = sum(e.self_cpu_time_total for e in events)
+        busy_us, host_us = device_busy_us(events), host_busy_us(events)
         busy = f", device busy {busy_us / 1e3 / steps:.1f} ms" if device.type == "cuda" else ""
         summary = (
             f"{name}: per step under the profiler, wall {1e3 * wall / steps:.1f} ms{busy}, host "

@@ -55,22 +55,38 @@ def test_macs_count_the_dense_convolution_whatever_the_algorithm():
     assert throughput.params_and_macs(build("auto"), 64) == direct
 
 
-def test_device_busy_time_counts_each_kernel_once():
+def test_busy_times_count_each_kernel_once_and_no_waits():
     """An operator's self device time repeats its kernels' (profiler events of their own): only
-    the device events count, and not the user annotations' ranges."""
+    the device events count, and not the user annotations' ranges; the host's time leaves out
+    its waits for the device."""
     from types import SimpleNamespace
 
     cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
 
-    def event(device_type, us, annotation=False):
+    def event(key, device_type, device_us, host_us=0.0, annotation=False):
         return SimpleNamespace(
-            device_type=device_type, self_device_time_total=us, is_user_annotation=annotation
+            key=key,
+            device_type=device_type,
+            self_device_time_total=device_us,
+            self_cpu_time_total=host_us,
+            is_user_annotation=annotation,
         )
 
     events = [
-        event(cpu, 300.0),  # aten::conv2d: the time of the kernel below
-        event(cuda, 300.0),  # its kernel
-        event(cuda, 50.0),  # another kernel
-        event(cuda, 1000.0, annotation=True),  # a range around both
+        event("aten::conv2d", cpu, 300.0, host_us=20.0),  # the time of the kernel below
+        event("conv_kernel", cuda, 300.0),  # its kernel
+        event("other_kernel", cuda, 50.0),  # another kernel
+        event("step", cuda, 1000.0, annotation=True),  # a range around both
+        event("cudaDeviceSynchronize", cpu, 0.0, host_us=900.0),  # the host waiting
     ]
     assert throughput.device_busy_us(events) == 350.0
+    assert throughput.host_busy_us(events) == 20.0  # work, not the wait for the device
+
+
+def test_a_model_without_classifier_is_timed_too():
+    """``num_classes=0``: the pooled features are the output; a training step still runs."""
+    model = timm.create_model("test_convnext", num_classes=0)
+    rates = throughput.measure_throughput(
+        {"features": model}, 2, 32, torch.device("cpu"), warmup=1, steps=1, rounds=1, train=True
+    )
+    assert rates["features"] > 0
