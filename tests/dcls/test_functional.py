@@ -107,6 +107,21 @@ def test_bilinear_position_on_the_border_still_gets_a_gradient(size, border, ver
     assert P.grad.item() * inward < 0  # gradient descent moves the position inward
 
 
+@pytest.mark.parametrize("size", [5, 6])
+@pytest.mark.parametrize("side", ["before", "past"])
+@pytest.mark.parametrize("version", ["bilinear", "bilinear_unnormalized"])
+def test_bilinear_element_wholly_outside_is_zero_with_zero_gradient(size, side, version):
+    """One cell before the first or past the last (grid coordinate -1 or ``size``): nothing on
+    the kernel and no gradient, as the authors' tent (not ~1/eps from the normalisation)."""
+    coordinate = -1 if side == "before" else size
+    P = torch.full((1, 1, 1, 1), float(coordinate - size // 2), requires_grad=True)
+    weight = torch.ones(1, 1, 1, requires_grad=True)
+    kernel = DF.construct_kernel(weight, P, None, (size,), version)
+    assert kernel.abs().max() == 0
+    (kernel * torch.arange(1.0, size + 1)).sum().backward()
+    assert P.grad.item() == 0 and weight.grad.item() == 0
+
+
 def test_triangle_width_learns_from_its_initial_value():
     # The triangle width is |SIG| + 1 with SIG initialised to 0, where torch.abs has zero gradient.
     weight = torch.ones(1, 1, 1)

@@ -31,11 +31,13 @@ def _positions(sizes, rows, count, dtype, device):
     for a, size in enumerate(sizes):
         P[a, :, 0] = size // 3  # integer, right of the centre
         P[a, :, 1] = -(size // 2)  # integer, the first cell
-        P[a, :, 2] = size / 2 + 0.3  # half outside
+        P[a, :, 2] = size - 1 - size // 2 + 0.5  # half past the last cell
         P[a, :, 3] = -1.0 if size > 2 else 0.0  # integer, left of the centre
-        if count > 4:
-            P[a, 0::2, 4] = size - size // 2  # one cell past the last: wholly outside
-            P[a, 1::2, 4] = -(size // 2) - 1  # one cell before the first: wholly outside
+        if count > 4:  # wholly outside along one axis only (row r: axis r % L, side r // L % 2)
+            outside = torch.arange(rows) % len(sizes) == a
+            past = (torch.arange(rows) // len(sizes)) % 2 == 0
+            P[a, outside & past, 4] = size - size // 2  # one cell past the last
+            P[a, outside & ~past, 4] = -(size // 2) - 1  # one cell before the first
     return P.to(device=device, dtype=dtype).requires_grad_()
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_training_shards_cover_the_data_reshuffle_and_resume_mid_epoch(length):
     assert all(len(shard) == len(s) == per_rank for shard, s in zip(epoch_2, shards, strict=True))
     drawn = [i for shard in epoch_2 for i in shard]
     assert set(drawn) == set(range(length))  # every sample, on one rank or another
-    assert len(drawn) - length == 4 * per_rank - length  # only the padding repeats
+    assert max(Counter(drawn).values()) <= 2  # the padding repeats a few samples, once each
     for sampler in shards:
         sampler.set_epoch(3)
     assert [list(s) for s in shards] != epoch_2  # a new order each epoch

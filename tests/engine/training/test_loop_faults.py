@@ -70,6 +70,7 @@ def test_nan_loss_skips_the_update_but_advances_the_schedule(caplog):
 
 
 def test_the_mean_loss_is_over_the_finite_batches_only():
+    torch.manual_seed(0)  # the model: with it, counting the NaN batch changes the mean by > 0.1%
     state = _state(_PoisonedLoss({2}))
     for group in state.optimizer.param_groups:  # lr 0: the model stays as it is, so the
         group["lr"] = group["initial_lr"] = 0.0  # batch losses can be computed afterwards
