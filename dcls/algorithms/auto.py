@@ -17,7 +17,8 @@ by ``torch.compile`` cannot run a trial either; it gets ``"triton"`` for depthwi
 on CUDA where Triton runs (the GPU kernel written for large depthwise kernels), else
 ``"direct"``; name an algorithm to compile another. The same static choice holds in
 deterministic mode (``torch.use_deterministic_algorithms(True)``: a timed choice could differ
-between two runs, and the results with it) and under ``torch.func`` transforms. Inside a
+between two runs, and the results with it; Triton then runs one fixed config, not its
+autotuner's timed choice) and under ``torch.func`` transforms. Inside a
 checkpointed segment (``torch.utils.checkpoint``, timm's ``set_grad_checkpointing``) a cached
 choice never changes, so that the recomputation runs what the forward ran, and a first trial
 keeps its tensors out of the segment. Under DDP each process runs its own trial;

@@ -67,6 +67,8 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
 * Block sizes and FMA or tensor-core path: ``triton.autotune`` on CUDA over the small per-layout
   tables below (keyed by shapes, kernel size, layout, dtype and dot precision); every config
   compiles for sm_90 without register spills (a test checks it with Triton's bundled ``ptxas``).
+  In deterministic mode (``torch.use_deterministic_algorithms(True)``) one fixed FMA config per
+  kernel instead: configs sum in different orders, and a timed choice may differ between runs.
   Under the interpreter one fixed config (:data:`INTERPRETER_BLOCKS`, the FMA path unless a test
   asks for ``DOT``; the interpreter's dot runs on float32 copies of the operands).
 
@@ -671,7 +673,11 @@ def _kernel_for(
     """(kernel, explicit launch meta-parameters or None when autotuned, tap-table channel block,
     whether interpreted). ``config``, ``(meta-parameters, num_warps, num_stages)`` as in
     :func:`_config_table`, forces one config (tests check every config that way; the
-    interpreter ignores its warps and stages)."""
+    interpreter ignores its warps and stages). In deterministic mode
+    (``torch.use_deterministic_algorithms(True)``) CUDA launches the first FMA config of the
+    table instead of the autotuner: configs sum in different orders (the kernel gradient's
+    ``BLOCK_P``, the tensor-core path), so a timed choice could change the bits between two
+    runs, or a run and its resume."""
     dot = dtype != torch.float64
     if _interpreting():
         blocks = {**_INTERPRETER_DEFAULTS[name], **INTERPRETER_BLOCKS[name]}
@@ -685,6 +691,8 @@ def _kernel_for(
             f"interpreter (TRITON_INTERPRET=1), got a tensor on {device}"
         )
     kernel = _kernels(False)[name, channels_last, tap_list, dot]
+    if config is None and torch.are_deterministic_algorithms_enabled():
+        config = _config_table(name, channels_last, tap_list, dot=False)[0]
     if config is None:
         return kernel, None, _TAP_BLOCK_C[channels_last], False
     meta, warps, stages = config

@@ -6,6 +6,7 @@ so it does not matter whether ``dcls`` was imported before. Shapes are tiny: the
 each program in Python.
 """
 
+import itertools
 import os
 import subprocess
 import sys
@@ -205,6 +206,30 @@ def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_core
     ref, ref_grads = _reference(x, w, None, 1, grad)
     for actual, expected in zip((out, *grads), (ref, *ref_grads), strict=True):
         _assert_close(actual, expected, 1e-12)  # float64 accumulation
+
+
+@pytest.mark.parametrize("name", ["conv", "kernel_grad"])
+def test_deterministic_mode_launches_one_fixed_config_on_cuda(name, monkeypatch):
+    # The autotuner's configs sum in different orders (the kernel gradient's BLOCK_P, the
+    # tensor cores): a timed choice could change the bits between a run and its resume.
+    monkeypatch.setattr(dw_triton, "_interpreting", lambda: False)  # as on a GPU machine
+    cuda = torch.device("cuda")
+    for channels_last, tap_list in itertools.product((True, False), repeat=2):
+        autotuned = dw_triton._kernels(False)[name, channels_last, tap_list, True]
+        kernel, launch, _, _ = dw_triton._kernel_for(
+            name, channels_last, tap_list, torch.bfloat16, cuda
+        )
+        assert (kernel, launch) == (autotuned, None)
+        torch.use_deterministic_algorithms(True)
+        try:
+            kernel, launch, _, _ = dw_triton._kernel_for(
+                name, channels_last, tap_list, torch.bfloat16, cuda
+            )
+        finally:
+            torch.use_deterministic_algorithms(False)
+        meta, warps, stages = dw_triton._config_table(name, channels_last, tap_list, False)[0]
+        assert kernel is autotuned.fn and not launch["DOT"]
+        assert launch == {**meta, "num_warps": warps, "num_stages": stages}
 
 
 def _assert_rounded_once(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype):
