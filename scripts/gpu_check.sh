@@ -2,9 +2,9 @@
 # The one prepared GPU check for one H100/H200: the Triton kernel's CUDA tests, then the kernel,
 # layer and model benchmarks of issue 12's targets, most important first, bf16 AMP with
 # channels_last (and one fp32/TF32 row), each with the baseline in the same run. Ten steps, each
-# with its own time limit (585 s in all) plus what the steps before it left unused (compilations
-# and autotuning cost the step that needs them first): under 10 minutes (the device tool's limit
-# per command) however the steps go. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
+# with its own time limit (585 s in all, counted from the script's start) plus what the steps
+# before it left unused (compilations and autotuning cost the step that needs them first): under
+# 10 minutes (the device tool's limit per command) however the steps go. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
 # ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
 # a pipe; a step that fails or times out is noted and the others still run. The kernel, layer and
 # model tables end with the Triton autotuner's choice per shape (FMA or tensor cores, and both
@@ -40,10 +40,15 @@ fi
   "$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__, 'timm', timm.__version__)"
 } > "$RESULTS"
 
-SPARE=0  # seconds the steps so far left unused: the next step may use them
-step() {  # step TITLE SECONDS COMMAND...: runs COMMAND within SECONDS (+ SPARE), output to the file
+# The steps' limits add up from the script's start (bash's SECONDS): a step may use what the
+# steps before it left, and the set-up's seconds (wheels, imports) come off the first step, so
+# the whole script stays within the sum of the limits however the steps go.
+ALLOTTED=0
+step() {  # step TITLE SECONDS COMMAND...: runs COMMAND within what is left of the allotment
   local title="$1"
-  local limit=$(($2 + SPARE))
+  ALLOTTED=$((ALLOTTED + $2))
+  local limit=$((ALLOTTED - SECONDS))
+  [ "$limit" -ge 1 ] || limit=1
   shift 2
   echo "[gpu_check] $title" >&2
   local log="$OUT_DIR/step.log"
@@ -51,7 +56,6 @@ step() {  # step TITLE SECONDS COMMAND...: runs COMMAND within SECONDS (+ SPARE)
   timeout "$limit" "$@" > "$log" 2>&1
   local code=$?
   local used=$((SECONDS - start))
-  SPARE=$((used < limit ? limit - used : 0))
   {
     echo
     echo "## $title"
