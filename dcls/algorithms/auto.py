@@ -173,16 +173,38 @@ def _time_candidates(
     """Median seconds of each candidate, interleaved, after one timed warm-up run each.
 
     A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
-    dropped (its warm-up time is reported): a slow candidate is not run again and again.
+    dropped (its warm-up time is reported): a slow candidate is not run again and again. A
+    candidate that raises in its warm-up (out of memory, a kernel that fails to compile) is left
+    out with a warning; if every candidate raises, the first error is raised.
     """
-    runs = {name: make_run(name) for name in _candidates(key)}
+    failed: dict[str, Exception] = {}
+
+    def guarded(name: str, run: Callable[[], None]) -> Callable[[], None]:
+        def call() -> None:
+            if name not in failed:
+                try:
+                    run()
+                except Exception as error:  # a candidate that cannot run is not a choice
+                    failed[name] = error
+
+        return call
+
+    runs = {name: guarded(name, make_run(name)) for name in _candidates(key)}
     if device.type == "cuda":  # first calls compile, autotune and plan: not what is compared
         for run in runs.values():
             run()
         synchronize(device)
     warm = {name: times[0] for name, times in time_interleaved(runs, 1, device).items()}
+    for name, error in failed.items():
+        _logger.warning(
+            "conv_algorithm='auto': %s left out for %s, it raised %s: %s",
+            name, _describe(key), type(error).__name__, error,
+        )  # fmt: skip
+        del warm[name]
+    if not warm:
+        raise next(iter(failed.values()))
     fastest = min(warm.values())
-    runs = {k: r for k, r in runs.items() if warm[k] <= TRIAL_DROP_FACTOR * fastest}
+    runs = {k: r for k, r in runs.items() if warm.get(k, math.inf) <= TRIAL_DROP_FACTOR * fastest}
     times = time_interleaved(runs, TRIAL_REPEATS, device)
     return warm | {name: statistics.median(values) for name, values in times.items()}
 

@@ -1,6 +1,7 @@
 """Convolution algorithms of the DCLS layers: fft against direct, the auto trial's cache, errors."""
 
 import copy
+import logging
 from pathlib import Path
 
 import pytest
@@ -332,6 +333,33 @@ def test_trial_drops_candidates_far_slower_than_the_best_warm_up(monkeypatch):
     assert times == cost
     repeats = algorithms.TRIAL_REPEATS
     assert calls == {"direct": 1, "channels_last": 1 + repeats, "fft": 1 + repeats}
+
+
+def test_trial_leaves_out_a_candidate_that_raises_and_warns(monkeypatch, caplog):
+    # On a GPU: a candidate out of memory, or a kernel that fails to compile, is not a choice;
+    # the trial goes on with the others.
+    calls = {"direct": 0, "channels_last": 0, "fft": 0}
+
+    def make_run(name):
+        def run():
+            calls[name] += 1
+            if name in broken:
+                raise RuntimeError(f"{name}: out of memory")
+
+        return run
+
+    key = _key((2, 4, 8, 8), (4, 2, 3, 3), 2, True)
+    broken = {"fft"}
+    with caplog.at_level(logging.WARNING, logger="dcls.algorithms.auto"):
+        times = auto._time_candidates(key, make_run, torch.device("cpu"))
+    assert set(times) == {"direct", "channels_last"}
+    assert calls["fft"] == 1  # not run again after it raised
+    assert "fft left out for 4x8x8 k3x3 train, it raised RuntimeError: fft: out of memory" in (
+        caplog.text
+    )
+    broken = set(calls)
+    with pytest.raises(RuntimeError, match="direct: out of memory"):  # the first error
+        auto._time_candidates(key, make_run, torch.device("cpu"))
 
 
 def test_auto_without_trial_on_meta_and_strided(monkeypatch):
