@@ -48,7 +48,8 @@ def evaluate(
     criterion = nn.CrossEntropyLoss(reduction="sum")
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
     for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
+        images = images.to(device, non_blocking=True)  # pinned by the loader: copies overlap
+        targets = targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, amp_dtype):
