@@ -244,8 +244,17 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
         "pin_memory": dist_info.device.type == "cuda",
         "persistent_workers": workers > 0,
     }
-    train = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **common)
-    val = DataLoader(val_set, cfg.eval_batch_size, sampler=val_sampler, **common)
+    # Each loader draws its workers' base seed from its own generator, at every `iter`: from the
+    # global RNG, a resumed run's extra `iter` would shift every later draw of the model's
+    # (drop path) and the main process's augmentations, and the run off its trajectory.
+    train = DataLoader(
+        train_set, cfg.batch_size, sampler=train_sampler, drop_last=True,
+        generator=torch.Generator().manual_seed(seed), **common,
+    )  # fmt: skip
+    val = DataLoader(
+        val_set, cfg.eval_batch_size, sampler=val_sampler,
+        generator=torch.Generator().manual_seed(seed + 1), **common,
+    )  # fmt: skip
     _logger.info(
         "data %s: %d train / %d val images, %d steps per epoch per process",
         cfg.kind,

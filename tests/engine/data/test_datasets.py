@@ -107,3 +107,14 @@ def test_the_digits_loaders_hold_the_split(tmp_path: Path):
     loaders = build_loaders(cfg.data, CPU, 0)
     assert len(loaders.val.dataset) == expected_val
     assert len(loaders.train.dataset) == len(labels) - expected_val
+
+
+def test_starting_an_epoch_leaves_the_global_rng_alone(tmp_path: Path):
+    # A resumed run starts its loaders once more than the run it continues: a draw from the
+    # global RNG there would shift the model's drop path and the main process's augmentations.
+    cfg = compose_train(tmp_path, ["data=fake"])
+    loaders = build_loaders(cfg.data, CPU, 0)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    iter(loaders.train), iter(loaders.val)
+    assert torch.equal(torch.get_rng_state(), state)
