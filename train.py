@@ -45,7 +45,7 @@ from engine.evaluation.accuracy import evaluate
 from engine.pictures.media import EpochMedia
 from engine.training import preemption
 from engine.training.loggers import build_logger
-from engine.training.loop import TrainState, train_one_epoch
+from engine.training.loop import TrainState, epoch_totals, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
 from engine.training.optim import build_optimizer, positions_lr, schedule_lr
 from engine.training.results import RunRecord, finished_results, row_name, write_results
@@ -146,9 +146,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
 
     def save(state: TrainState) -> None:  # on every rank at once: gathers each rank's RNGs
         rng = all_gather_objects(ckpt.capture_rng())
+        totals = epoch_totals(state)  # also collective: the unfinished epoch's metric sums
         if dist_info.is_main:
             ckpt.save_checkpoint(
-                ckpt.training_state(state, model, cfg, rng), checkpoint_dir, keep_previous=True
+                ckpt.training_state(state, model, cfg, rng, totals),
+                checkpoint_dir,
+                keep_previous=True,
             )
         barrier()  # no rank leaves (a preemption exit) before the checkpoint is on disk
 

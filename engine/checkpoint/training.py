@@ -76,13 +76,20 @@ def _seed_rng(seed: int, rank: int, step: int) -> None:
 
 
 def training_state(
-    state: Any, model: torch.nn.Module, cfg: Any, rng: list[dict[str, Any]] | None = None
+    state: Any,
+    model: torch.nn.Module,
+    cfg: Any,
+    rng: list[dict[str, Any]] | None = None,
+    epoch_totals: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue ``state`` (a ``TrainState``) on the same trajectory.
 
     Args:
         rng: every rank's :func:`capture_rng`, indexed by rank (``all_gather_objects``); default:
             this process's only.
+        epoch_totals: the unfinished epoch's sums over all ranks
+            (``engine.training.loop.epoch_totals``), so that a resumed epoch reports all its
+            batches; None between epochs.
     """
     from omegaconf import OmegaConf
 
@@ -95,6 +102,7 @@ def training_state(
         "epoch": state.epoch,
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
+        "epoch_totals": epoch_totals,
         "best_val_top1": state.best_val_top1,
         "best_epoch": state.best_epoch,
         "world_size": _world_size(),
@@ -181,6 +189,20 @@ def _restore_rng_of_rank(
         _seed_rng(seed, rank, step)
 
 
+def _restore_epoch_totals(state: Any, totals: dict[str, float] | None, rank: int) -> None:
+    """Start a resumed epoch from its checkpoint's totals: rank 0 holds the sums (the epoch's
+    metrics add every rank's), every rank the update counts. Without totals (between epochs, or
+    a checkpoint from before them) the epoch's metrics cover the batches trained from here."""
+    if totals is None or state.batch_in_epoch == 0:
+        return
+    keys = ("loss_sum", "finite_batches", "repulsion_sum", "correct")
+    sums = [totals[k] if rank == 0 else 0.0 for k in keys]
+    state.epoch_sums = torch.tensor(sums, dtype=torch.float64, device=state.device)
+    state.epoch_images = int(totals["images"]) if rank == 0 else 0
+    state.epoch_updates = int(totals["updates"])
+    state.epoch_skipped = int(totals["skipped_updates"])
+
+
 def restore_training(
     state: Any,
     model: torch.nn.Module,
@@ -231,5 +253,6 @@ def restore_training(
         state.batch_in_epoch = _resume_position(
             checkpoint, batch_size, world_size, state.update_freq
         )
+    _restore_epoch_totals(state, checkpoint.get("epoch_totals"), rank)
     state.scheduler.step_update(state.step)
     _restore_rng_of_rank(checkpoint["rng"], rank, seed, state.step)

@@ -34,7 +34,7 @@ from engine.training import preemption
 from engine.training.optim import schedule_lr
 from engine.training.schedules import DclsSchedule, EpochPolicy
 
-__all__ = ["TrainState", "train_one_epoch"]
+__all__ = ["EPOCH_TOTALS", "TrainState", "epoch_totals", "train_one_epoch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class TrainState:
     best_val_top1: float | None = None  # of the reported weights (EMA if any), over the epochs
     best_epoch: int | None = None  # 1-based
     auto_choices: str = ""  # conv_algorithm="auto"'s choices as last logged
+    # The epoch so far, for its metrics: this process's device sums of the finite micro-batches'
+    # loss, their count, the repulsive loss and the correct top-1 guesses, its images, and the
+    # updates and skipped updates; a resumed epoch starts from its checkpoint's totals (rank 0).
+    epoch_sums: torch.Tensor | None = None
+    epoch_images: int = 0
+    epoch_updates: int = 0
+    epoch_skipped: int = 0
     stop_requested: bool = False  # a preemption signal reached some rank (set at each update)
 
     def should_stop(self) -> bool:
@@ -91,6 +98,24 @@ class TrainState:
         """The model itself, without the DDP and ``torch.compile`` wrappers."""
         ddp = self.ddp
         return ddp.module if ddp is not None else getattr(self.model, "_orig_mod", self.model)
+
+
+# What a checkpoint keeps of an unfinished epoch (epoch_totals), all ranks together.
+EPOCH_TOTALS = ("loss_sum", "finite_batches", "repulsion_sum", "correct", "images")
+
+
+def epoch_totals(state: TrainState) -> dict[str, float] | None:
+    """The unfinished epoch's sums over every rank (:data:`EPOCH_TOTALS`, with ``updates`` and
+    ``skipped_updates``), for a checkpoint: a resumed epoch then reports all its batches. None
+    between epochs. A collective under DDP: call it on every rank at once."""
+    if state.batch_in_epoch == 0 or state.epoch_sums is None:
+        return None
+    images = torch.tensor([state.epoch_images], dtype=torch.float64, device=state.device)
+    sums = all_reduce_sum(torch.cat([state.epoch_sums, images])).tolist()
+    return dict(zip(EPOCH_TOTALS, sums, strict=True)) | {
+        "updates": state.epoch_updates,
+        "skipped_updates": state.epoch_skipped,
+    }
 
 
 def _to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState) -> tuple:
@@ -239,13 +264,15 @@ def train_one_epoch(
         on_update: called after every optimizer update (checkpointing, fault injection).
 
     Returns:
-        ``train_loss`` (mean over this call's finite micro-batch losses of all ranks),
-        ``train_top1`` (percent of this call's images whose arg-max logit is their label, before
-        Mixup/CutMix; the model changes during the epoch), ``images_per_s`` (all ranks
-        together), ``updates`` and ``skipped_updates`` (non-finite); with the DCLS schedule,
-        ``repulsive_loss`` (its mean, while its weight is > 0) and ``sigma`` (a scheduled width).
-        The means are NaN when there was nothing to average: no finite micro-batch, or none left
-        to train (a resume from a checkpoint taken at the epoch's last update).
+        Over the whole epoch (a resumed one included the batches before its checkpoint where
+        the checkpoint kept their totals, :func:`epoch_totals`): ``train_loss`` (mean of the
+        finite micro-batch losses of all ranks), ``train_top1`` (percent of the images whose
+        arg-max logit is their label, before Mixup/CutMix; the model changes during the
+        epoch), ``updates`` and ``skipped_updates`` (non-finite); with the DCLS schedule,
+        ``repulsive_loss`` (its mean, while its weight is > 0) and ``sigma`` (a scheduled
+        width). Over this call: ``images_per_s`` (all ranks together). A mean is NaN when there
+        was nothing to average: no finite micro-batch, or none left to train and no totals (a
+        checkpoint from before the totals, taken at the epoch's last update).
 
     Raises:
         FloatingPointError: after ``state.max_bad_steps`` consecutive skipped updates.
@@ -258,10 +285,14 @@ def train_one_epoch(
         else EpochPolicy(repulsive_weight=0.0, sigma=None)
     )
     total_batches = updates_per_epoch * state.update_freq
-    images_seen, updates, skipped, first_index = 0, 0, 0, state.batch_in_epoch
-    # Summed on the device: loss of the finite micro-batches, their count, repulsive loss,
-    # correct top-1 guesses; and whether this update's micro-batches had a non-finite loss.
-    sums = torch.zeros(4, dtype=torch.float64, device=state.device)
+    images_seen, first_index = 0, state.batch_in_epoch
+    if state.batch_in_epoch == 0 or state.epoch_sums is None:  # a new epoch (or no totals)
+        # Summed on the device: loss of the finite micro-batches, their count, repulsive loss,
+        # correct top-1 guesses.
+        state.epoch_sums = torch.zeros(4, dtype=torch.float64, device=state.device)
+        state.epoch_images = state.epoch_updates = state.epoch_skipped = 0
+    sums = state.epoch_sums
+    # Whether this update's micro-batches had a non-finite loss.
     bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
@@ -289,10 +320,11 @@ def train_one_epoch(
         step_sums = [torch.where(finite, loss.detach(), 0), finite, repulsion.detach(), correct]
         sums += torch.stack([t.to(torch.float64) for t in step_sums])
         images_seen += len(images)
+        state.epoch_images += len(images)
         state.batch_in_epoch = index + 1
         if boundary:
-            skipped += not _optimizer_update(state, bad_loss)
-            updates = updates + 1
+            state.epoch_skipped += not _optimizer_update(state, bad_loss)
+            state.epoch_updates += 1
             bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
             if on_update is not None:
                 on_update(state)
@@ -311,16 +343,17 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     _log_auto_choices(state)
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
-    totals = torch.cat(
-        [sums, torch.tensor([images_seen], dtype=torch.float64, device=state.device)]
-    )
-    loss_sum, batches, repulsion_sum, correct_sum, images_seen = all_reduce_sum(totals).tolist()
-    metrics = {  # NaN, not 0, where this call trained nothing to average
+    counts = [state.epoch_images, images_seen]
+    totals = torch.cat([sums, torch.tensor(counts, dtype=torch.float64, device=state.device)])
+    loss_sum, batches, repulsion_sum, correct_sum, images, images_seen = all_reduce_sum(
+        totals
+    ).tolist()
+    metrics = {  # NaN, not 0, where there is nothing to average
         "train_loss": loss_sum / batches if batches else math.nan,
-        "train_top1": 100 * correct_sum / images_seen if images_seen else math.nan,
+        "train_top1": 100 * correct_sum / images if images else math.nan,
         "images_per_s": images_seen / max(elapsed, 1e-9) if images_seen else math.nan,
-        "updates": float(updates),
-        "skipped_updates": float(skipped),
+        "updates": float(state.epoch_updates),
+        "skipped_updates": float(state.epoch_skipped),
     }
     if policy.repulsive_weight > 0:
         metrics["repulsive_loss"] = repulsion_sum / batches if batches else math.nan

@@ -5,13 +5,15 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 from timm.data import Mixup
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine.training.loop import TrainState, train_one_epoch
+from engine.checkpoint import restore_training, training_state
+from engine.training.loop import TrainState, epoch_totals, train_one_epoch
 
 BATCHES, BATCH = 4, 4
 
@@ -60,14 +62,57 @@ def test_train_top1_with_mixup_scores_the_labels_before_mixing():
 
 
 def test_an_epoch_resumed_after_its_last_batch_reports_nan_not_zero():
-    """A checkpoint taken at an epoch's last update (a preemption) resumes with nothing left to
-    train in that epoch: its training means are unknown, not 0 (a fake row in metrics.csv)."""
+    """A checkpoint taken at an epoch's last update (a preemption) without the epoch's totals
+    (from before they were kept) resumes with nothing left to train in that epoch: its training
+    means are unknown, not 0 (a fake row in metrics.csv)."""
     images, labels = _data()
     loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
     state = _state(nn.Linear(3, 3), batch_in_epoch=BATCHES)
     metrics = train_one_epoch(state, loader, BATCHES)
     assert metrics["updates"] == 0
     assert all(math.isnan(metrics[k]) for k in ("train_loss", "train_top1", "images_per_s"))
+
+
+class _PreemptedError(Exception):
+    pass
+
+
+def _stop_after(updates: int):
+    def on_update(state: TrainState) -> None:
+        if state.step == updates:
+            raise _PreemptedError
+
+    return on_update
+
+
+@pytest.mark.parametrize("stop_after", [2, BATCHES])  # mid-epoch, and at its last update
+def test_a_resumed_epoch_reports_the_whole_epochs_metrics(stop_after):
+    """A preempted epoch's checkpoint keeps its metric sums: the resumed epoch reports what the
+    uninterrupted one does (not only the batches after the resume, nor NaN after the last)."""
+    images, labels = _data()
+    model = nn.Linear(3, 3)  # lr 0: the same model in both runs
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
+    expected = train_one_epoch(_state(model), loader, BATCHES)
+    interrupted = _state(model)
+    with pytest.raises(_PreemptedError):
+        train_one_epoch(interrupted, loader, BATCHES, _stop_after(stop_after))
+    checkpoint = training_state(
+        interrupted, model, OmegaConf.create({}), epoch_totals=epoch_totals(interrupted)
+    )
+    for rank in (0, 1):  # the sums on rank 0 (the epoch's metrics add every rank's)
+        resumed = _state(model)
+        restore_training(resumed, model, checkpoint, rank=rank)
+        assert resumed.batch_in_epoch == stop_after
+        rest = DataLoader(TensorDataset(images[stop_after * BATCH :], labels[stop_after * BATCH :]),
+                          batch_size=BATCH)  # fmt: skip
+        metrics = train_one_epoch(resumed, rest, BATCHES)
+        assert metrics["updates"] == expected["updates"] == BATCHES
+        if rank == 0:
+            for key in ("train_loss", "train_top1", "skipped_updates"):
+                assert metrics[key] == pytest.approx(expected[key]), key
+        else:
+            assert resumed.epoch_images == (BATCHES - stop_after) * BATCH
+    assert epoch_totals(_state(model)) is None  # between epochs: nothing to keep
 
 
 def test_the_ddp_and_compile_wrappers_are_seen_through(tmp_path):
