@@ -129,8 +129,13 @@ def test_a_job_with_bad_input_fails_alone_and_the_summary_keeps_the_others(tmp_p
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0  # Hydra reports the failed job at the end
-    assert "trainer.update_freq=100 is invalid: it exceeds the 8 batches of an epoch" in output
+    assert result.returncode == 1  # Hydra reports the failed job at the end, in one line
+    error = "trainer.update_freq=100 is invalid: it exceeds the 8 batches of an epoch"
+    assert error in output and "Traceback" not in output
+    # Hydra's line naming the job's overrides, the error, Hydra's hint about HYDRA_FULL_ERROR
+    job, line, _ = [line for line in result.stderr.splitlines() if line.strip()][-3:]
+    assert "Error executing job" in job and "'trainer.update_freq=100'" in job
+    assert line.endswith(error)
     sweep = _sweep_dir(tmp_path)
     (good,) = [p for p in sweep.iterdir() if "update_freq=1," in p.name + ","]
     assert json.loads((good / "results.json").read_text())["epochs"] == 1

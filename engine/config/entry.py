@@ -244,17 +244,21 @@ def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:
     """``run()``, with bad input reported in one line (exit 2) and Ctrl-C in one line (exit 130).
 
     ``FileNotFoundError`` counts as bad input: every file or folder the project opens is named
-    by the user (a checkpoint, a dataset root). In one job of a multirun the error is raised
-    after its line instead: the sweep's other jobs still run, and Hydra reports the failed ones
-    at the end.
+    by the user (a checkpoint, a dataset root). In one job of a multirun the job fails after its
+    line instead: the sweep's other jobs still run, and Hydra reports the first failed job when
+    the sweep ends, in one line too (a ``CompactHydraException``: no traceback), with exit
+    status 1.
     """
     try:
         return run()
     except (InputError, FileNotFoundError) as error:
         message = str(error).strip().splitlines()
-        logger.error("%s", message[0] if message else type(error).__name__)
-        if multirun_overrides() is not None:
-            raise
+        line = message[0] if message else type(error).__name__
+        logger.error("%s", line)
+        if multirun_overrides() is not None:  # Hydra names the job's overrides before the line
+            from hydra.errors import CompactHydraException
+
+            raise CompactHydraException(line) from error
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         logger.error("interrupted (Ctrl-C)")
