@@ -79,6 +79,7 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
         and cfg.throughput.get("optimizer", "adamw") not in THROUGHPUT_OPTIMIZERS
     ):
         fail("throughput.optimizer", cfg.throughput.optimizer, "expected adamw or sgd")
+    _check_model_name(cfg.model.name)
     if cfg.checkpoint is None:
         if sets != ["throughput"] or cfg.model.name is None:
             fail(
@@ -88,6 +89,17 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
             )
     elif not Path(str(cfg.checkpoint)).is_file():
         fail("checkpoint", str(cfg.checkpoint), "no such file; expected a checkpoint file")
+
+
+def _check_model_name(name: Any) -> None:
+    """``model.name``: null (the checkpoint's) or a timm model, ours registered."""
+    import timm
+
+    import models  # noqa: F401  (registers the DCLS variants)
+
+    if name is not None and not (isinstance(name, str) and timm.is_model(name)):
+        hint = close_matches(str(name), timm.list_models()) or "see timm.list_models()"
+        fail("model.name", name, f"expected null (the checkpoint's) or a timm model name; {hint}")
 
 
 def _check_throughput(cfg: Any) -> None:

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dcls.algorithms import CONV_ALGORITHMS
+from dcls.functional import VERSION_ALIASES, VERSIONS
 from dcls.model_tools import REPULSIVE_FORMULAS
 from engine.config.checks import (
     check_amp_and_device,
@@ -58,6 +60,14 @@ def _check_model(cfg: Any) -> None:
             )
     if "drop_path_rate" in cfg and not 0 <= cfg.drop_path_rate < 1:
         fail("model.drop_path_rate", cfg.drop_path_rate, "expected a number in [0, 1)")
+    for key, allowed in (
+        ("version", (*VERSIONS, *VERSION_ALIASES)),
+        ("conv_algorithm", CONV_ALGORITHMS),
+    ):
+        if key in cfg and cfg[key] not in allowed:
+            hint = close_matches(str(cfg[key]), allowed)
+            expected = f"expected one of {', '.join(allowed)}; {hint}".rstrip("; ")
+            fail(f"model.{key}", cfg[key], expected)
 
 
 def _check_data(cfg: Any) -> None:

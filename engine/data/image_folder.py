@@ -18,6 +18,8 @@ from typing import Any
 from PIL import Image
 from timm.data import ImageDataset
 
+from engine.config.checks import InputError
+
 __all__ = ["BAD_IMAGE_ERRORS", "BadImageError", "CheckedImageFolder", "check_image_folder"]
 
 _logger = logging.getLogger(__name__)
@@ -35,14 +37,14 @@ def check_image_folder(split_dir: Path, layout: str) -> None:
     """Fail early, naming the path and ``layout``, if ``split_dir`` has no class folder with files.
 
     Raises:
-        ValueError: if ``split_dir`` is missing, empty, or its class folders hold no files.
+        InputError: if ``split_dir`` is missing, empty, or its class folders hold no files.
     """
     has_files = split_dir.is_dir() and any(
         f.is_file() for d in split_dir.iterdir() if d.is_dir() for f in d.iterdir()
     )
     if not has_files:
         found = "no such folder" if not split_dir.is_dir() else "no <class>/<file> inside"
-        raise ValueError(f"data.root: {split_dir} is missing or empty; expected {layout} ({found})")
+        raise InputError(f"data.root: {split_dir} is missing or empty; expected {layout} ({found})")
 
 
 class CheckedImageFolder(ImageDataset):

@@ -125,10 +125,23 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
         ("train.py", ["data.batch_size=2000"], "data.batch_size=2000 is invalid: it exceeds the"),
         ("eval.py", ["checkpoint=/nowhere/last.pt"], "checkpoint='/nowhere/last.pt' is invalid"),
         ("eval.py", [], "checkpoint='???' is invalid: required"),
+        (
+            "eval.py",
+            ["checkpoint=null", "model.name=convnext_tinny_dcls", "sets=[throughput]"],
+            "model.name='convnext_tinny_dcls' is invalid: expected null (the checkpoint's) or a "
+            "timm model name; close matches: convnext_tiny_dcls",
+        ),
     ],
 )
 def test_entry_points_exit_2_with_one_line(tmp_path, script, args, expected):
     assert expected in _one_error_line(_run(script, args, tmp_path))
+
+
+def test_an_empty_dataset_folder_is_one_line(tmp_path):
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)  # there, but no class folder inside
+    args = ["data=imagenet", f"data.root={tmp_path / 'imagenet'}", "trainer.device=cpu"]
+    line = _one_error_line(_run("train.py", args, tmp_path))
+    assert f"data.root: {tmp_path / 'imagenet' / 'train'} is missing or empty" in line
 
 
 def test_a_truncated_checkpoint_is_one_line(tmp_path):

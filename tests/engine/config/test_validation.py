@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[3]
             r"close matches: convnext_tiny_dcls",
         ),
         (["model.kernel_count=0"], r"model\.kernel_count=0 is invalid: expected null .* or >= 1"),
+        (
+            ["model=convnext_dcls", "model.version=bilinaer"],
+            r"model\.version='bilinaer' is invalid: expected one of bilinear, .*v1.*; "
+            r"close matches: bilinear",
+        ),
+        (
+            ["model=convnext_dcls", "model.conv_algorithm=trition"],
+            r"model\.conv_algorithm='trition' is invalid: expected one of .*auto; "
+            r"close matches: triton",
+        ),
         (["model.dilated_kernel_size=0"], r"model\.dilated_kernel_size=0 is invalid"),
         (
             ["model.kernel_count=26", "model.dilated_kernel_size=5"],
