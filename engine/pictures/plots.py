@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.config.checks import InputError
 from engine.pictures.positions import (
     PositionHistory,
     SetPicture,
@@ -165,7 +166,7 @@ def animation_frames(history: PositionHistory, max_points: int = 2000) -> dict[s
         keep = np.unique(np.linspace(0, points.shape[1] - 1, max_points).round().astype(int))
         frames[name] = points[:, keep]
     if not frames:
-        raise ValueError("the history has no position set with 2 learnable axes to animate")
+        raise InputError("the history has no position set with 2 learnable axes to animate")
     return frames
 
 
@@ -187,17 +188,17 @@ def save_animation(
     ffmpeg is on the PATH), one frame per snapshot, one panel per 2-D position set.
 
     Raises:
-        ValueError: on another suffix, or ``.mp4`` without ffmpeg.
+        InputError: on another suffix, or ``.mp4`` without ffmpeg.
     """
     path = Path(path)
     if path.suffix == ".gif":
         writer = animation.PillowWriter(fps=fps)
     elif path.suffix == ".mp4":
         if not animation.writers.is_available("ffmpeg"):
-            raise ValueError(f"{path}: .mp4 needs ffmpeg on the PATH; write a .gif instead")
+            raise InputError(f"{path}: .mp4 needs ffmpeg on the PATH; write a .gif instead")
         writer = animation.FFMpegWriter(fps=fps)
     else:
-        raise ValueError(f"animation file must end in .gif or .mp4, got {path.name!r}")
+        raise InputError(f"animation file must end in .gif or .mp4, got {path.name!r}")
     frames = animation_frames(history, max_points)
     fig = _new_figure(animation_size(len(frames), panel), dpi)
     cols = min(len(frames), 4)

@@ -26,6 +26,7 @@ from torch import nn
 
 import dcls
 from engine.checkpoint.io import save_checkpoint
+from engine.config.checks import InputError
 
 __all__ = [
     "HISTORY_DIR",
@@ -173,7 +174,7 @@ def set_pictures(
             )
         )
     if not pictures:
-        raise ValueError("the model has no DCLS layer with 2 learnable axes to draw")
+        raise InputError("the model has no DCLS layer with 2 learnable axes to draw")
     return pictures
 
 
@@ -217,7 +218,8 @@ def load_history(run_dir: Path) -> PositionHistory:
     """Read the snapshots :func:`save_snapshot` wrote for the run in ``run_dir``.
 
     Raises:
-        FileNotFoundError: if the run has no snapshot (``trainer.position_history.every=0``).
+        FileNotFoundError: if the run has no snapshot (no DCLS layer, or
+            ``trainer.position_history.every=0``).
     """
     folder = Path(run_dir) / HISTORY_DIR
     files = sorted(
@@ -227,7 +229,8 @@ def load_history(run_dir: Path) -> PositionHistory:
     )
     if not files:
         raise FileNotFoundError(
-            f"no position snapshots in {folder}: train with trainer.position_history.every >= 1"
+            f"no position snapshots in {folder}: the run's model has no DCLS layer, or it "
+            "trained with trainer.position_history.every=0 (snapshots need >= 1)"
         )
     snapshots = [torch.load(p, map_location="cpu", weights_only=True) for _, p in files]
     names = list(snapshots[0]["sets"])

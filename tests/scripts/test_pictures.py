@@ -28,6 +28,7 @@ import engine.pictures.media
 import train as train_script
 from engine.checkpoint import load_checkpoint
 from engine.checkpoint.models import load_model
+from engine.config import InputError
 from engine.pictures import plots
 from engine.pictures.media import EpochMedia
 from engine.pictures.positions import (
@@ -152,14 +153,14 @@ def test_animate_positions_writes_one_gif_frame_per_snapshot(run_dir, checkpoint
 
 def test_animation_format_errors_name_the_file(run_dir, tmp_path):
     history = load_history(run_dir)
-    with pytest.raises(ValueError, match=r"\.gif or \.mp4, got 'positions\.png'"):
+    with pytest.raises(InputError, match=r"\.gif or \.mp4, got 'positions\.png'"):
         plots.save_animation(history, tmp_path / "positions.png")
     if shutil.which("ffmpeg") is None:
-        with pytest.raises(ValueError, match="needs ffmpeg"):
+        with pytest.raises(InputError, match="needs ffmpeg"):
             plots.save_animation(history, tmp_path / "positions.mp4")
     else:
         assert plots.save_animation(history, tmp_path / "p.mp4", dpi=DPI).stat().st_size > 0
-    with pytest.raises(FileNotFoundError, match=r"position_history\.every"):
+    with pytest.raises(FileNotFoundError, match=r"no DCLS layer, or .*position_history\.every"):
         load_history(tmp_path)
 
 
@@ -297,7 +298,7 @@ def test_unshared_sets_are_per_layer_and_the_outline_can_be_given():
     assert [list(p.channels) for p in pictures] == [[0, 1, 2, 3]] * 2  # all 4 when asked for 10
     with pytest.raises(ValueError, match="channels must be >= 1, got 0"):
         set_pictures(model, channels=0)
-    with pytest.raises(ValueError, match="no DCLS layer"):
+    with pytest.raises(InputError, match="no DCLS layer"):
         set_pictures(torch.nn.Conv2d(1, 1, 3))
 
 
