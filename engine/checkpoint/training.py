@@ -189,20 +189,6 @@ def _restore_rng_of_rank(
         _seed_rng(seed, rank, step)
 
 
-def _restore_epoch_totals(state: Any, totals: dict[str, float] | None, rank: int) -> None:
-    """Start a resumed epoch from its checkpoint's totals: rank 0 holds the sums (the epoch's
-    metrics add every rank's), every rank the update counts. Without totals (between epochs, or
-    a checkpoint from before them) the epoch's metrics cover the batches trained from here."""
-    if totals is None or state.batch_in_epoch == 0:
-        return
-    keys = ("loss_sum", "finite_batches", "repulsion_sum", "correct")
-    sums = [totals[k] if rank == 0 else 0.0 for k in keys]
-    state.epoch_sums = torch.tensor(sums, dtype=torch.float64, device=state.device)
-    state.epoch_images = int(totals["images"]) if rank == 0 else 0
-    state.epoch_updates = int(totals["updates"])
-    state.epoch_skipped = int(totals["skipped_updates"])
-
-
 def restore_training(
     state: Any,
     model: torch.nn.Module,
@@ -253,6 +239,6 @@ def restore_training(
         state.batch_in_epoch = _resume_position(
             checkpoint, batch_size, world_size, state.update_freq
         )
-    _restore_epoch_totals(state, checkpoint.get("epoch_totals"), rank)
+    state.resume_epoch(checkpoint.get("epoch_totals"), main=rank == 0)
     state.scheduler.step_update(state.step)
     _restore_rng_of_rank(checkpoint["rng"], rank, seed, state.step)

@@ -82,6 +82,19 @@ class TrainState:
         distributed = dist.is_available() and dist.is_initialized()
         return self.stop_requested or (not distributed and preemption.signal_received())
 
+    def resume_epoch(self, totals: dict[str, float] | None, main: bool) -> None:
+        """Continue an unfinished epoch from a checkpoint's :func:`epoch_totals`: the main
+        process holds the sums (the epoch's metrics add every rank's), every rank the update
+        counts. Without totals (between epochs, or a checkpoint from before them) the epoch's
+        metrics cover the batches trained from here."""
+        if totals is None or self.batch_in_epoch == 0:
+            return
+        sums = [totals[k] if main else 0.0 for k in EPOCH_TOTALS]
+        self.epoch_sums = torch.tensor(sums[:-1], dtype=torch.float64, device=self.device)
+        self.epoch_images = int(sums[-1])
+        self.epoch_updates = int(totals["updates"])
+        self.epoch_skipped = int(totals["skipped_updates"])
+
     def record_val_top1(self, top1: float) -> None:
         """Keep the best validation top-1 and its (1-based) epoch; call once per epoch."""
         if self.best_val_top1 is None or top1 > self.best_val_top1:

@@ -150,13 +150,18 @@ def test_gpu_check_script_parses_and_its_steps_are_accepted(bench_models):
     assert "triton" in text and "--amp bf16 --channels-last" in text
 
 
+def _step_function() -> str:
+    """gpu_check.sh's ``step`` function and the allotment it counts."""
+    text = (SCRIPTS / "gpu_check.sh").read_text()
+    return re.search(r"^ALLOTTED=0.*?^}$", text, flags=re.DOTALL | re.MULTILINE).group(0)
+
+
 def test_gpu_check_steps_pass_their_unused_seconds_on(tmp_path):
     """The steps' limits add up from the script's start: 2 s of set-up come off a 5 s first step;
     ``sleep 3`` finishes in a 2 s step on what the first step left; a step past its limit is
     stopped, and the whole script ends within the sum of the limits (bash counts whole seconds:
     +-1)."""
-    text = (SCRIPTS / "gpu_check.sh").read_text()
-    function = re.search(r"^ALLOTTED=0.*?^}$", text, flags=re.DOTALL | re.MULTILINE).group(0)
+    function = _step_function()
     script = f"""
         OUT_DIR={tmp_path}; RESULTS={tmp_path}/results.md
         {function}
@@ -177,8 +182,7 @@ def test_gpu_check_steps_pass_their_unused_seconds_on(tmp_path):
 
 
 def test_gpu_check_a_step_past_the_allotment_still_gets_a_second(tmp_path):
-    text = (SCRIPTS / "gpu_check.sh").read_text()
-    function = re.search(r"^ALLOTTED=0.*?^}$", text, flags=re.DOTALL | re.MULTILINE).group(0)
+    function = _step_function()
     script = f"""
         OUT_DIR={tmp_path}; RESULTS={tmp_path}/results.md
         {function}

@@ -74,7 +74,7 @@ def test_an_epoch_resumed_after_its_last_batch_reports_nan_not_zero():
 
 
 class _PreemptedError(Exception):
-    pass
+    """Stands for a preemption signal: stops the epoch after an update."""
 
 
 def _stop_after(updates: int):
