@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -217,6 +218,12 @@ class Loaders:
     steps_per_epoch: int
 
 
+def _loader_generator(seed: int, rank: int, loader: int) -> torch.Generator:
+    """A loader's own RNG (its workers' base seeds), independent per run seed, rank and loader."""
+    (derived,) = np.random.SeedSequence([seed, rank, loader]).generate_state(1)
+    return torch.Generator().manual_seed(int(derived))
+
+
 def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
     """Build both loaders from the ``data`` config group.
 
@@ -246,14 +253,15 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
     }
     # Each loader draws its workers' base seed from its own generator, at every `iter`: from the
     # global RNG, a resumed run's extra `iter` would shift every later draw of the model's
-    # (drop path) and the main process's augmentations, and the run off its trajectory.
+    # (drop path) and the main process's augmentations, and the run off its trajectory. One
+    # stream per rank, so that the ranks' workers augment differently.
     train = DataLoader(
         train_set, cfg.batch_size, sampler=train_sampler, drop_last=True,
-        generator=torch.Generator().manual_seed(seed), **common,
+        generator=_loader_generator(seed, rank, 0), **common,
     )  # fmt: skip
     val = DataLoader(
         val_set, cfg.eval_batch_size, sampler=val_sampler,
-        generator=torch.Generator().manual_seed(seed + 1), **common,
+        generator=_loader_generator(seed, rank, 1), **common,
     )  # fmt: skip
     _logger.info(
         "data %s: %d train / %d val images, %d steps per epoch per process",

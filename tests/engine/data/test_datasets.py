@@ -118,3 +118,15 @@ def test_starting_an_epoch_leaves_the_global_rng_alone(tmp_path: Path):
     state = torch.get_rng_state()
     iter(loaders.train), iter(loaders.val)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_each_rank_seeds_its_loader_workers_differently(tmp_path: Path):
+    # The same base seed on every rank would give every rank's workers the same augmentations.
+    cfg = compose_train(tmp_path, ["data=fake"])
+
+    def base_seeds(rank: int) -> tuple[int, int]:
+        loaders = build_loaders(cfg.data, DistInfo(rank, 2, rank, torch.device("cpu")), 0)
+        return iter(loaders.train)._base_seed, iter(loaders.val)._base_seed
+
+    assert base_seeds(0) == base_seeds(0)  # reproducible
+    assert len({*base_seeds(0), *base_seeds(1)}) == 4
