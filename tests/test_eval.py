@@ -427,3 +427,25 @@ def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, cap
     assert raw["sets"]["val"]["top1"] == results["val_top1"]
     assert evaluated["sets"]["val"]["count"] == 32 and evaluated["sets"]["val"]["data"] == "fake"
     assert "| validation split (data=fake) | top-1 / top-5 |" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("convnext_tiny_dcls", None),
+        ("convnext_tiny.fb_in1k", None),  # a pretrained tag
+        ("hf-hub:timm/convnext_tiny.fb_in1k", None),  # a source timm resolves when it builds
+        ("convnext_tinny_dcls", r"timm model name; close matches: convnext_tiny_dcls"),
+        ("timm/convnext_tiny", r"Use 'hf-hub:timm/convnext_tiny'"),
+    ],
+)
+def test_model_name_is_checked_before_anything_is_loaded(tmp_path, name, error):
+    from engine.config import validate_eval_config
+
+    overrides = ["checkpoint=null", "sets=[throughput]", f"model.name={name}"]
+    cfg = compose_eval(tmp_path, overrides)
+    if error is None:
+        validate_eval_config(cfg, eval_script.SETS)
+    else:
+        with pytest.raises(ConfigError, match=rf"model\.name='{name}' is invalid: .*{error}"):
+            validate_eval_config(cfg, eval_script.SETS)

@@ -174,8 +174,9 @@ def _time_candidates(
 
     A candidate whose warm-up took over :data:`TRIAL_DROP_FACTOR` times the fastest warm-up is
     dropped (its warm-up time is reported): a slow candidate is not run again and again. A
-    candidate that raises in its warm-up (out of memory, a kernel that fails to compile) is left
-    out with a warning; if every candidate raises, the first error is raised.
+    candidate that raises in any of its runs (out of memory, a kernel that fails to compile) is
+    not run again and left out, with a warning; if every candidate raises, the first error is
+    raised.
     """
     failed: dict[str, Exception] = {}
 
@@ -185,7 +186,7 @@ def _time_candidates(
                 try:
                     run()
                 except Exception as error:  # a candidate that cannot run is not a choice
-                    failed[name] = error
+                    failed[name] = error.with_traceback(None)  # frees the failed run's tensors
 
         return call
 
@@ -195,18 +196,21 @@ def _time_candidates(
             run()
         synchronize(device)
     warm = {name: times[0] for name, times in time_interleaved(runs, 1, device).items()}
-    for name, error in failed.items():
+    fastest = min((t for name, t in warm.items() if name not in failed), default=math.inf)
+    runs = {
+        k: r for k, r in runs.items() if k not in failed and warm[k] <= TRIAL_DROP_FACTOR * fastest
+    }
+    times = time_interleaved(runs, TRIAL_REPEATS, device)
+    seconds = warm | {name: statistics.median(values) for name, values in times.items()}
+    for name, error in failed.items():  # in the warm-up or a timed round: not timed, not chosen
         _logger.warning(
             "conv_algorithm='auto': %s left out for %s, it raised %s: %s",
             name, _describe(key), type(error).__name__, error,
         )  # fmt: skip
-        del warm[name]
-    if not warm:
+        del seconds[name]
+    if not seconds:
         raise next(iter(failed.values()))
-    fastest = min(warm.values())
-    runs = {k: r for k, r in runs.items() if warm.get(k, math.inf) <= TRIAL_DROP_FACTOR * fastest}
-    times = time_interleaved(runs, TRIAL_REPEATS, device)
-    return warm | {name: statistics.median(values) for name, values in times.items()}
+    return seconds
 
 
 def _trial(key: ProblemKey, padding: str | list[int], run: Runner) -> dict[str, float]:

@@ -92,14 +92,24 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
 
 
 def _check_model_name(name: Any) -> None:
-    """``model.name``: null (the checkpoint's) or a timm model, ours registered."""
+    """``model.name``: null (the checkpoint's), a registered timm model (ours too), or a timm
+    source (``hf-hub:...``, ``local-dir:...``, resolved when the model is built)."""
     import timm
+    from timm.models import parse_model_name
 
     import models  # noqa: F401  (registers the DCLS variants)
 
-    if name is not None and not (isinstance(name, str) and timm.is_model(name)):
-        hint = close_matches(str(name), timm.list_models()) or "see timm.list_models()"
-        fail("model.name", name, f"expected null (the checkpoint's) or a timm model name; {hint}")
+    if name is None:
+        return
+    if isinstance(name, str):
+        try:
+            source, _ = parse_model_name(name)
+        except ValueError as error:  # e.g. 'timm/x': a hub id without its 'hf-hub:' prefix
+            fail("model.name", name, str(error))
+        if source is not None or timm.is_model(name):
+            return
+    hint = close_matches(str(name), timm.list_models()) or "see timm.list_models()"
+    fail("model.name", name, f"expected null (the checkpoint's) or a timm model name; {hint}")
 
 
 def _check_throughput(cfg: Any) -> None:

@@ -362,6 +362,29 @@ def test_trial_leaves_out_a_candidate_that_raises_and_warns(monkeypatch, caplog)
         auto._time_candidates(key, make_run, torch.device("cpu"))
 
 
+def test_trial_leaves_out_a_candidate_that_raises_in_a_timed_round(monkeypatch, caplog):
+    # fft passes its warm-up, then runs out of memory: its later rounds must not time a no-op
+    # (a median near 0 would make it the choice).
+    calls = {"direct": 0, "channels_last": 0, "fft": 0}
+    clock = {"now": 0.0}
+
+    def make_run(name):
+        def run():
+            calls[name] += 1
+            if name == "fft" and calls[name] == 2:
+                raise RuntimeError("fft: out of memory")
+            clock["now"] += 1.0
+
+        return run
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["now"])
+    key = _key((2, 4, 8, 8), (4, 2, 3, 3), 2, True)
+    with caplog.at_level(logging.WARNING, logger="dcls.algorithms.auto"):
+        times = auto._time_candidates(key, make_run, torch.device("cpu"))
+    assert times == {"direct": 1.0, "channels_last": 1.0}
+    assert calls["fft"] == 2 and "fft left out" in caplog.text
+
+
 def test_auto_without_trial_on_meta_and_strided(monkeypatch):
     algorithms.clear_auto_cache()
     monkeypatch.setattr(auto, "_time_candidates", lambda *a: pytest.fail("no trial here"))
