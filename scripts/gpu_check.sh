@@ -4,8 +4,8 @@
 # channels_last (and one fp32/TF32 row), each with the baseline in the same run. Ten steps, each
 # with its own time limit (585 s in all, counted from the script's start) plus what the steps
 # before it left unused (compilations and autotuning cost the step that needs them first): under
-# 10 minutes (the device tool's limit per command) however the steps go. Writes Markdown to $OUT/gpu_benchmarks.md ($OUT if set, else
-# ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
+# 10 minutes (the device tool's limit per command) however the steps go. Writes Markdown to
+# $OUT/gpu_benchmarks.md ($OUT if set, else ./gpu_results) with the device, versions and commit. Each step writes to the file, never through
 # a pipe; a step that fails or times out is noted and the others still run. The kernel, layer and
 # model tables end with the Triton autotuner's choice per shape (FMA or tensor cores, and both
 # paths' best times). The ConvNeXt-T steps also write torch.profiler tables of each model's step
