@@ -20,7 +20,14 @@ import sys
 from pathlib import Path
 
 from engine.config import run_entry_point
-from engine.evaluation.tables import TABLES, load_results, markdown, numeric_table, tables
+from engine.evaluation.tables import (
+    TABLE_HEADINGS,
+    TABLES,
+    load_results,
+    markdown,
+    numeric_table,
+    tables,
+)
 
 _logger = logging.getLogger("make_tables")
 
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = load_results(args.paths)
     for title, rows in tables(results).items():
-        sys.stdout.write(f"\n## {title}\n\n{markdown(rows)}\n")
+        sys.stdout.write(f"\n## {TABLE_HEADINGS[title]}\n\n{markdown(rows)}\n")
         if args.csv is not None:
             args.csv.mkdir(parents=True, exist_ok=True)
             with (args.csv / f"{title}.csv").open("w", newline="") as handle:

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from engine.evaluation.results import RUN_RESULTS_FILE
-from engine.evaluation.tables import load_results, markdown, tables
+from engine.evaluation.tables import TABLE_HEADINGS, load_results, markdown, tables
 
 __all__ = ["RUN_COLUMNS", "SUMMARY_FILE", "SweepSummary", "summarize_sweep"]
 
@@ -76,7 +76,7 @@ def summarize_sweep(sweep_dir: str | Path, log: bool = True) -> Path:
     except FileNotFoundError:
         built = {}
     for title, rows in built.items():
-        parts += ["", f"## {title}", "", markdown(rows)]
+        parts += ["", f"## {TABLE_HEADINGS[title]}", "", markdown(rows)]
     path = sweep_dir / SUMMARY_FILE
     partial = path.with_name(f".{SUMMARY_FILE}.{os.getpid()}")  # one per writing process
     partial.write_text("\n".join(parts) + "\n")

@@ -28,6 +28,7 @@ __all__ = [
     "IMAGENET_COLUMNS",
     "ROBUSTNESS_COLUMNS",
     "TABLES",
+    "TABLE_HEADINGS",
     "Column",
     "load_results",
     "markdown",
@@ -124,7 +125,14 @@ ROBUSTNESS_COLUMNS = [
     Column("IN-Sketch", _get("sets", "in_sketch", "top1"), 2, True, "in_sketch", ("in_sketch",)),
     Column("IN-V2", _get("sets", "in_v2", "top1"), 2, True, sets=("in_v2",)),
 ]
-TABLES = {"imagenet": IMAGENET_COLUMNS, "robustness": ROBUSTNESS_COLUMNS}
+TABLES = {"imagenet": IMAGENET_COLUMNS, "robustness": ROBUSTNESS_COLUMNS}  # names: the CSV files'
+# Each table's heading in Markdown: what its top-1 is, so that a digits sweep does not read as
+# ImageNet.
+TABLE_HEADINGS = {
+    "imagenet": "top-1 and cost (the paper's ImageNet-1k table; top-1 on ImageNet-1k val from "
+    "eval.py, else on the run's own validation split)",
+    "robustness": "robustness (ImageNet-C, -A, -R, -Sketch, -V2)",
+}
 
 
 def result_files(paths: Sequence[str | Path]) -> list[Path]:

@@ -73,6 +73,8 @@ def test_tables_put_each_variant_after_its_baseline_with_deltas(result_folder, t
             f"| stub_dcls | {in_a_dcls:.2f} | {in_a_dcls - in_a:+.2f} |",
         ]
     )
+    heading = "## top-1 and cost (the paper's ImageNet-1k table; top-1 on ImageNet-1k val"
+    assert heading in output and "## robustness (" in output  # what each table holds
     assert expected_imagenet in output
     assert expected_robustness in output
     # the CSV holds numbers (one line per model and metric), unrounded, for pandas and plots
