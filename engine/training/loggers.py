@@ -105,8 +105,14 @@ class CsvLogger(_Guarded):
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(self.rows)
+            writer.writerows([{k: _csv_value(v) for k, v in row.items()} for row in self.rows])
         tmp.replace(self.path)
+
+
+def _csv_value(value: Any) -> Any:
+    """Whole numbers as integers (``44``, not ``44.0``): steps, epochs and counts read the same
+    in every row, those read back from the file after a resume included."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class WandbLogger(_Guarded):

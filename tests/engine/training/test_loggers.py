@@ -18,14 +18,15 @@ from tests.conftest import compose_train
 
 def test_csv_logger_appends_and_keeps_history_on_resume(tmp_path):
     logger = CsvLogger(tmp_path)
-    logger.log({"loss": 1.0}, step=1)
-    logger.log({"loss": 0.5, "val_top1": 90.0}, step=2)
+    logger.log({"loss": 1.0, "epoch": 1}, step=1)
+    logger.log({"loss": 0.5, "val_top1": 90.5, "epoch": 2}, step=2)
     resumed = CsvLogger(tmp_path)
-    resumed.log({"loss": 0.25}, step=3)
+    resumed.log({"loss": 0.25, "epoch": 3}, step=3)
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["step"] for r in rows] == ["1.0", "2.0", "3.0"]
-    assert rows[1]["val_top1"] == "90.0" and rows[2]["val_top1"] == ""
+    # whole numbers stay whole in the rows read back after the resume, as in the new one
+    assert [(r["step"], r["epoch"]) for r in rows] == [("1", "1"), ("2", "2"), ("3", "3")]
+    assert rows[1]["val_top1"] == "90.5" and rows[2]["val_top1"] == ""
 
 
 def test_csv_logger_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
@@ -38,7 +39,7 @@ def test_csv_logger_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_pat
     resumed.log({"loss": 0.8}, step=16)
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["step"], r["loss"]) for r in rows] == [("8.0", "1.0"), ("16.0", "0.8")]
+    assert [(r["step"], r["loss"]) for r in rows] == [("8", "1"), ("16", "0.8")]
 
 
 def test_a_step_logged_again_is_one_row_with_the_known_values(tmp_path):
@@ -51,7 +52,7 @@ def test_a_step_logged_again_is_one_row_with_the_known_values(tmp_path):
     resumed.log({"train_loss": float("nan"), "val_top1": 61.0}, step=22)
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["step"], r["train_loss"], r["val_top1"]) for r in rows] == [("22.0", "1.5", "61.0")]
+    assert [(r["step"], r["train_loss"], r["val_top1"]) for r in rows] == [("22", "1.5", "61")]
 
 
 def test_failing_logger_warns_once_and_goes_on(tmp_path, caplog):
@@ -99,7 +100,7 @@ def test_full_disk_csv_warns_once_and_training_goes_on(tmp_path, monkeypatch, ca
     assert len(warnings) == 1 and logger.failed
     monkeypatch.undo()
     with open(tmp_path / "metrics.csv", newline="") as f:
-        assert [r["loss"] for r in csv.DictReader(f)] == ["1.0"]  # the good history survives
+        assert [r["loss"] for r in csv.DictReader(f)] == ["1"]  # the good history survives
 
 
 def test_wandb_init_failure_warns_once_and_logging_is_a_no_op(tmp_path, monkeypatch, caplog):
@@ -157,7 +158,7 @@ def test_logger_wandb_writes_the_csv_too(tmp_path, monkeypatch):
     logger.log({"loss": 1.0}, step=1)
     logger.finish()
     with open(tmp_path / "metrics.csv", newline="") as f:
-        assert [r["loss"] for r in csv.DictReader(f)] == ["1.0"]  # plot_run.py can draw it
+        assert [r["loss"] for r in csv.DictReader(f)] == ["1"]  # plot_run.py can draw it
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
