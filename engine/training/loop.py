@@ -182,7 +182,7 @@ def _optimizer_update(state: TrainState, bad_loss: torch.Tensor | bool = False) 
         state.bad_steps += 1
         _logger.warning(
             "skipped update at epoch %d, step %d: non-finite %s (%d in a row, limit %d)",
-            state.epoch,
+            state.epoch + 1,  # counted from 1, as the progress lines
             state.step,
             "loss" if bad_loss else "gradients" if bad_grads else "loss on another rank",
             state.bad_steps,
@@ -191,9 +191,9 @@ def _optimizer_update(state: TrainState, bad_loss: torch.Tensor | bool = False) 
         if state.bad_steps >= state.max_bad_steps:
             raise FloatingPointError(
                 f"{state.bad_steps} consecutive updates had a non-finite loss or gradients "
-                f"(trainer.max_bad_steps={state.max_bad_steps}), last at epoch {state.epoch}, "
+                f"(trainer.max_bad_steps={state.max_bad_steps}), last at epoch {state.epoch + 1}, "
                 f"step {state.step}: lower the learning rate, set trainer.clip_grad, or check the "
-                "data; the last checkpoint holds the last finite weights"
+                "data; the last checkpoint, if one was written, holds the last finite weights"
             )
     else:
         state.bad_steps = 0

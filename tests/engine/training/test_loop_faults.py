@@ -64,8 +64,8 @@ def test_nan_loss_skips_the_update_but_advances_the_schedule(caplog):
     assert torch.equal(weights[2], weights[1])  # the poisoned update changed nothing
     assert not torch.equal(weights[3], weights[2])  # the next one trains again
     assert all(torch.isfinite(w).all() for w in weights)
-    assert any(
-        "skipped update at epoch 0, step 2: non-finite loss" in r.message for r in caplog.records
+    assert any(  # epochs counted from 1, as the progress lines
+        "skipped update at epoch 1, step 2: non-finite loss" in r.message for r in caplog.records
     )
 
 
