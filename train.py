@@ -63,8 +63,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     cfg.name = row_name(cfg, multirun_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
-    if not dist_info.is_main:  # one copy of every progress line and summary
-        logging.getLogger().setLevel(logging.WARNING)
     device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.trainer.amp]
     set_determinism(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

@@ -63,6 +63,8 @@ def init_distributed(
         timeout_s: a collective waiting longer fails (``trainer.dist_timeout_s``) instead of
             hanging; ``None``: torch's default.
 
+    Ranks other than 0 log warnings and errors only (their info lines would repeat rank 0's).
+
     Raises:
         ValueError: on an unknown device, or ``"cuda"`` without a GPU.
     """
@@ -82,6 +84,8 @@ def init_distributed(
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s is not None else None
         dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), timeout=timeout)
         _logger.info("rank %d/%d joined the process group on %s", rank, world_size, torch_device)
+    if rank != 0:  # one copy of every progress line and summary: rank 0's; warnings from all
+        logging.getLogger().setLevel(logging.WARNING)
     return DistInfo(rank, world_size, local_rank, torch_device)
 
 

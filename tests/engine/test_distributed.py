@@ -112,3 +112,22 @@ def test_slurm_environment_is_exported_like_torchrun(monkeypatch):
         "1",
     )
     assert os.environ["MASTER_ADDR"] == "gpu07"
+
+
+def test_ranks_but_the_first_log_warnings_only(monkeypatch):
+    """eval.py and train.py under torchrun: one copy of every info line (rank 0's)."""
+    import logging
+
+    from engine.distributed import init_distributed
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        for rank, level in (("0", logging.INFO), ("1", logging.WARNING)):
+            monkeypatch.setenv("RANK", rank)
+            monkeypatch.setenv("WORLD_SIZE", "1")  # no process group to join
+            assert init_distributed("cpu").rank == int(rank)
+            assert root.level == level
+    finally:
+        root.setLevel(before)
