@@ -172,7 +172,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         return metrics
 
     # 6. epochs, 7. checkpoints
-    start_time = time.perf_counter()
+    state.clock_start = time.perf_counter()  # the run's time: from here, plus a resume's before
     metrics = {} if state.epoch < cfg.trainer.epochs else validate()  # a finished run: report
     media.start(model, state.epoch)
     while state.epoch < cfg.trainer.epochs:
@@ -203,7 +203,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         val_count=len(loaders.val.dataset),
         best_val_top1=state.best_val_top1,
         best_epoch=state.best_epoch,
-        wall_time_s=time.perf_counter() - start_time,
+        wall_time_s=state.run_seconds(),
         weights="ema" if ema is not None else "model",
     )
     results = write_results(record, model, enabled=dist_info.is_main)

@@ -103,6 +103,7 @@ def training_state(
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
         "epoch_totals": epoch_totals,
+        "run_seconds": state.run_seconds(),
         "best_val_top1": state.best_val_top1,
         "best_epoch": state.best_epoch,
         "world_size": _world_size(),
@@ -240,5 +241,6 @@ def restore_training(
             checkpoint, batch_size, world_size, state.update_freq
         )
     state.resume_epoch(checkpoint.get("epoch_totals"), main=rank == 0)
+    state.seconds_before = checkpoint.get("run_seconds", 0.0)
     state.scheduler.step_update(state.step)
     _restore_rng_of_rank(checkpoint["rng"], rank, seed, state.step)

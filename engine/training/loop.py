@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -75,6 +75,8 @@ class TrainState:
     epoch_updates: int = 0
     epoch_skipped: int = 0
     stop_requested: bool = False  # a preemption signal reached some rank (set at each update)
+    seconds_before: float = 0.0  # the run's training time before this process (a resume's)
+    clock_start: float = field(default_factory=lambda: time.perf_counter())  # this process
 
     def should_stop(self) -> bool:
         """Whether to checkpoint and stop now: a preemption signal reached some rank by the last
@@ -94,6 +96,11 @@ class TrainState:
         self.epoch_images = int(sums[-1])
         self.epoch_updates = int(totals["updates"])
         self.epoch_skipped = int(totals["skipped_updates"])
+
+    def run_seconds(self) -> float:
+        """The run's training time so far: its processes' one after another (a resumed run
+        counts the seconds up to its checkpoint, not those lost after it)."""
+        return self.seconds_before + time.perf_counter() - self.clock_start
 
     def record_val_top1(self, top1: float) -> None:
         """Keep the best validation top-1 and its (1-based) epoch; call once per epoch."""

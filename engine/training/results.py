@@ -83,7 +83,8 @@ class RunRecord:
         val_count: images in the validation split.
         best_val_top1, best_epoch: the best validation top-1 of the reported weights, and its
             1-based epoch.
-        wall_time_s: seconds this process trained (a resumed run: since it resumed).
+        wall_time_s: seconds the run trained, its processes one after another (a resumed run
+            adds the seconds up to its checkpoint).
         weights: the reported weights, ``"ema"`` or ``"model"``.
     """
 

@@ -2,6 +2,7 @@
 
 import logging
 import random
+import time
 
 import numpy as np
 import pytest
@@ -120,3 +121,23 @@ def test_a_checkpoint_with_one_rng_state_still_resumes():
     state = _state(weight_decay=0.1, t_initial=UPDATES)
     restore_training(state, state.model, checkpoint)
     assert _draws() == draws
+
+
+def test_a_resumed_run_counts_the_training_time_before_its_checkpoint(monkeypatch):
+    """results.json's wall_time_s (the sweep summary's minutes): every process of the run, not
+    only the last one."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+    first = _state(weight_decay=0.1, t_initial=UPDATES)  # its clock starts at 1000
+    clock["now"] += 60.0  # trains a minute, then checkpoints
+    checkpoint = training_state(first, first.model, OmegaConf.create({}))
+    assert checkpoint["run_seconds"] == 60.0
+    clock["now"] += 500.0  # killed; requeued later
+    resumed = _state(weight_decay=0.1, t_initial=UPDATES)
+    restore_training(resumed, resumed.model, checkpoint)
+    clock["now"] += 30.0
+    assert resumed.run_seconds() == 90.0  # not 30 (this process), nor 590 (the lost time too)
+    del checkpoint["run_seconds"]  # a checkpoint from before the key: this process only
+    older = _state(weight_decay=0.1, t_initial=UPDATES)
+    restore_training(older, older.model, checkpoint)
+    assert older.run_seconds() == 0.0
