@@ -16,8 +16,9 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   generic strides: NCHW and NHWC tensors (and expanded output gradients) are read in place.
 * Forward (``_conv_kernel``): one program computes an output tile of ``BLOCK_H x BLOCK_W``
   positions (one depth slice) by ``BLOCK_C`` channels in a float32 accumulator. It loops over
-  the taps, ``kd``/``kh`` as ``scf.for`` loops and ``kw`` unrolled (``tl.static_range``, so a
-  31x31 kernel does not unroll 961 bodies), and per tap does one masked load of the shifted input
+  the taps, ``kd``/``kh`` as ``scf.for`` loops and ``kw`` unrolled (so a 31x31 kernel does not
+  unroll 961 bodies; rows longer than 32 taps unroll 4 at a time, for compile time), and per
+  tap does one masked load of the shifted input
   tile (the mask is the zero padding), one load of the tap's ``BLOCK_C`` weights (the kernel is
   passed transposed, ``(taps, C)``, so that load is contiguous) and one FMA. The halo is re-read
   from L1/L2 per tap: Triton has no register shifts, so the tile's inputs are not reused in
@@ -25,7 +26,8 @@ Design (written for Hopper; untimed here, see ``docs/triton_plan.md`` for what t
   (contiguous along C), NCHW configs take wide ``BLOCK_W`` (contiguous along W); Triton's
   coalescing pass orders each access by the contiguity it proves (strides equal to 1 are
   specialised). Programs on one channel block walk the spatial tiles of one image in order, so
-  neighbouring tiles share their halo in L2.
+  neighbouring tiles share their halo in L2. A single output row (1-D convolutions) takes its
+  own tables of ``BLOCK_H = 1`` configs.
 * Forward on tensor cores (``DOT``, autotune candidates beside the FMA configs, not for float64):
   per channel and kernel row ``kh``, a tile's outputs are ``y[h, j] += sum_k x[h + kh, w0 + k] *
   T[k, j]`` with ``T`` the banded (Toeplitz) ``BLOCK_K x BLOCK_W`` matrix ``T[k, j] = w[kh, k -
@@ -174,6 +176,22 @@ _DOT_CONV_CONFIGS = {
         (64, 16, 1, 32, 4, 1),
     ],
 }
+# Single output rows (1-D convolutions, and 2-D ones with one output row): the FMA path with
+# BLOCK_H = 1, as wide along W as the 2-D configs are in positions (the 2-D tables tile 2 to 8
+# rows, mostly masked there). No tensor-core configs: their dots need 16 rows per tile.
+_ROW_CONV_CONFIGS = {
+    True: [(1, 32, 64, 4, 1), (1, 64, 32, 4, 1), (1, 32, 128, 8, 1), (1, 64, 64, 8, 1)],
+    False: [(1, 128, 8, 4, 1), (1, 256, 4, 4, 1), (1, 64, 16, 4, 1), (1, 256, 8, 8, 1)],
+}
+_ROW_TAP_CONV_CONFIGS = {
+    True: [(1, 32, 32, 4, 1), (1, 64, 32, 8, 1)],
+    False: [(1, 256, 1, 4, 1), (1, 512, 1, 4, 1), (1, 1024, 1, 8, 1)],
+}
+# Kernel rows up to this length are unrolled in the forward's FMA loop (ConvNeXt-dcls: 17 taps);
+# longer ones (1-D DCLS kernels of a hundred taps and more) run a loop unrolled this many times:
+# full unrolling compiles in 11 s per config at 101 taps and 100 s at 251 (sm_90, bf16).
+_MAX_UNROLLED_KW = 32
+_LONG_ROW_UNROLL = 4
 # Kernel gradient, FMA path: (BLOCK_T, BLOCK_P, BLOCK_C, num_warps, num_stages).
 _KERNEL_GRAD_CONFIGS = {
     True: [
@@ -224,14 +242,21 @@ _TAP_KERNEL_GRAD_CONFIGS = {
 }
 
 
-def _config_table(name: str, channels_last: bool, tap_list: bool, dot: bool) -> list[tuple]:
+def _config_table(
+    name: str, channels_last: bool, tap_list: bool, dot: bool, single_row: bool = False
+) -> list[tuple]:
     """``(meta-parameters, num_warps, num_stages)`` per autotune config of one kernel: the FMA
-    configs, plus the tensor-core ones if ``dot`` (never with tap tables)."""
+    configs, plus the tensor-core ones if ``dot`` (never with tap tables). ``single_row``: for
+    the forward, one output row (the 1-row tables, FMA only); for the kernel gradient, kernel
+    rows of one tap (the tensor-core configs that stack one kernel row per program)."""
     if name == "conv":
         fma_names, fma_fixed = ("BLOCK_H", "BLOCK_W", "BLOCK_C"), {"BLOCK_K": 32}
         dot_names, dot_fixed = ("BLOCK_H", "BLOCK_W", "BLOCK_C", "BLOCK_K"), {}
-        fma = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
-        dots = _DOT_CONV_CONFIGS[channels_last]
+        if single_row:
+            fma = (_ROW_TAP_CONV_CONFIGS if tap_list else _ROW_CONV_CONFIGS)[channels_last]
+        else:
+            fma = (_TAP_CONV_CONFIGS if tap_list else _CONV_CONFIGS)[channels_last]
+        dots = [] if single_row else _DOT_CONV_CONFIGS[channels_last]
     else:
         fma_names = ("BLOCK_T", "BLOCK_P", "BLOCK_C")
         fma_fixed = {"BLOCK_W": 16, "BLOCK_K": 32, "BLOCK_KH": 1}
@@ -239,6 +264,8 @@ def _config_table(name: str, channels_last: bool, tap_list: bool, dot: bool) -> 
         dot_fixed = {"BLOCK_T": 1}
         fma = (_TAP_KERNEL_GRAD_CONFIGS if tap_list else _KERNEL_GRAD_CONFIGS)[channels_last]
         dots = _DOT_KERNEL_GRAD_CONFIGS[channels_last]
+        if single_row:  # BLOCK_KH > 1 would stack masked kernel rows
+            dots = [c for c in dots if c[4] == 1]
     table = [
         ({**dict(zip(fma_names, c[:3], strict=True)), **fma_fixed, "DOT": False}, *c[3:])
         for c in fma
@@ -298,7 +325,7 @@ if triton is not None:
         HAS_BIAS: tl.constexpr, TAP_LIST: tl.constexpr, CHANNELS_LAST: tl.constexpr,
         ACC: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_K: tl.constexpr,
+        BLOCK_K: tl.constexpr, UNROLL_KW: tl.constexpr,
     ):  # fmt: skip
         """y[b, co, o] = sum over r < R and the taps of x[b, (co * R + r) // M, o - pad + tap] *
         w[tap, co * R + r] (+ bias[co]). ``w`` is ``(taps, W_STRIDE)``; CHANNELS_LAST only keys
@@ -403,7 +430,7 @@ if triton is not None:
                         row_ok = (d_ok & (ih >= 0) & (ih < H_IN))[:, None] & c_ok[None, :]
                         row = x_c + (i_d * sxd + ih * sxh + (ow - PAD_W) * sxw)[:, None]
                         w_row = w_ptr + (kd * KH + kh) * KW * W_STRIDE + wc
-                        for kw in tl.static_range(KW):
+                        for kw in tl.range(KW, loop_unroll_factor=UNROLL_KW):
                             ok = row_ok & ((ow >= PAD_W - kw) & (ow < W_IN + PAD_W - kw))[:, None]
                             xv = tl.load(row + kw * sxw, mask=ok, other=0.0)
                             wv = tl.load(w_row + kw * W_STRIDE, mask=c_ok, other=0.0)
@@ -607,10 +634,11 @@ def autotune_summary() -> list[str]:
     where this Triton reports timings, the fastest FMA and tensor-core configs with their times
     (what the tensor cores gain on that shape). Empty before any CUDA call."""
     lines = []
-    for (name, channels_last, tap_list, _dot), kernel in _COMPILED_KERNELS.items():
+    for (name, channels_last, tap_list, _dot, single_row), kernel in _COMPILED_KERNELS.items():
         for key, chosen in getattr(kernel, "cache", {}).items():
             kind = "kernel grad" if name == "kernel_grad" else "conv/input grad"
             layout = ("NHWC" if channels_last else "NCHW") + (" taps" if tap_list else "")
+            layout += " 1-row" if single_row else ""
             line = f"{kind} {layout} key {key}: {_describe_config(chosen)}"
             times = _AUTOTUNE_TIMINGS.get((id(kernel), key), {})
             for label, dot in (("FMA", False), ("DOT", True)):
@@ -629,8 +657,9 @@ _COMPILED_KERNELS: dict[tuple, object] = {}  # _kernels(False), once built
 def _kernels(interpret: bool) -> dict[tuple, object]:
     """The launchable kernels for one mode, built on first use (see the module docstring).
 
-    Compiled ones are keyed ``(name, channels_last, tap_list, dot)``: ``dot`` adds the
-    tensor-core configs to the autotuner's choice (not for float64, nor for tap tables).
+    Compiled ones are keyed ``(name, channels_last, tap_list, dot, single_row)``: ``dot`` adds
+    the tensor-core configs to the autotuner's choice (not for float64, nor for tap tables);
+    ``single_row`` takes the 1-row tables (:func:`_config_table`).
     """
     _logger.debug("building the Triton depthwise kernels (interpreter: %s)", interpret)
     if interpret:
@@ -651,13 +680,14 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
     }
     fns = {"conv": _conv_kernel, "kernel_grad": _kernel_grad_kernel}
     _COMPILED_KERNELS.update(
-        ((name, channels_last, tap_list, dot), _autotuned(
-            fns[name], _config_table(name, channels_last, tap_list, dot), keys[name]
+        ((name, channels_last, tap_list, dot, single_row), _autotuned(
+            fns[name], _config_table(name, channels_last, tap_list, dot, single_row), keys[name]
         ))
         for name in fns
         for channels_last in (True, False)
         for tap_list in (False, True)
         for dot in (False, True)
+        for single_row in (False, True)
     )  # fmt: skip
     return _COMPILED_KERNELS
 
@@ -669,15 +699,16 @@ def _kernel_for(
     dtype: torch.dtype,
     device: torch.device,
     config: tuple | None = None,
+    single_row: bool = False,
 ) -> tuple[object, dict | None, int, bool]:
     """(kernel, explicit launch meta-parameters or None when autotuned, tap-table channel block,
-    whether interpreted). ``config``, ``(meta-parameters, num_warps, num_stages)`` as in
-    :func:`_config_table`, forces one config (tests check every config that way; the
-    interpreter ignores its warps and stages). In deterministic mode
-    (``torch.use_deterministic_algorithms(True)``) CUDA launches the first FMA config of the
-    table instead of the autotuner: configs sum in different orders (the kernel gradient's
-    ``BLOCK_P``, the tensor-core path), so a timed choice could change the bits between two
-    runs, or a run and its resume."""
+    whether interpreted); ``single_row`` as in :func:`_config_table`. ``config``,
+    ``(meta-parameters, num_warps, num_stages)`` as in :func:`_config_table`, forces one config
+    (tests check every config that way; the interpreter ignores its warps and stages). In
+    deterministic mode (``torch.use_deterministic_algorithms(True)``) CUDA launches the first
+    FMA config of the table instead of the autotuner: configs sum in different orders (the
+    kernel gradient's ``BLOCK_P``, the tensor-core path), so a timed choice could change the
+    bits between two runs, or a run and its resume."""
     dot = dtype != torch.float64
     if _interpreting():
         blocks = {**_INTERPRETER_DEFAULTS[name], **INTERPRETER_BLOCKS[name]}
@@ -690,14 +721,20 @@ def _kernel_for(
             f"the Triton depthwise convolution runs on CUDA, or on the CPU under Triton's "
             f"interpreter (TRITON_INTERPRET=1), got a tensor on {device}"
         )
-    kernel = _kernels(False)[name, channels_last, tap_list, dot]
+    kernel = _kernels(False)[name, channels_last, tap_list, dot, single_row]
     if config is None and torch.are_deterministic_algorithms_enabled():
-        config = _config_table(name, channels_last, tap_list, dot=False)[0]
+        config = _config_table(name, channels_last, tap_list, False, single_row)[0]
     if config is None:
         return kernel, None, _TAP_BLOCK_C[channels_last], False
     meta, warps, stages = config
     launch = {**meta, "num_warps": warps, "num_stages": stages}
     return kernel.fn, launch, meta["BLOCK_C"] if tap_list else _TAP_BLOCK_C[channels_last], False
+
+
+def _kw_unroll(kernel_width: int) -> int:
+    """How many taps of a kernel row the forward's FMA loop unrolls: all of them up to
+    :data:`_MAX_UNROLLED_KW`, else :data:`_LONG_ROW_UNROLL` (compile time)."""
+    return kernel_width if kernel_width <= _MAX_UNROLLED_KW else _LONG_ROW_UNROLL
 
 
 def _dot_precision(dtype: torch.dtype, interpret: bool) -> str:
@@ -774,15 +811,15 @@ def _launch_conv(
     c_out = y.shape[1]
     taps = math.prod(kernel_size)
     tap_list = skip_zero_taps
+    batch, _, d_out, h_out, w_out = y.shape
     kernel, blocks, tap_block, interpret = _kernel_for(
-        "conv", channels_last, tap_list, x.dtype, x.device, config
+        "conv", channels_last, tap_list, x.dtype, x.device, config, single_row=h_out == 1
     )
     w_t = weight.t().contiguous()  # (taps, C_w): one contiguous load of BLOCK_C weights per tap
     table = counts = w_t
     if tap_list:
         used = (weight != 0).reshape(c_out, reduce, taps).any(1)
         table, counts = _tap_table(used, tap_block)
-    batch, _, d_out, h_out, w_out = y.shape
     # The interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest even: there
     # the kernel writes float32 and torch rounds.
     out = y
@@ -803,7 +840,8 @@ def _launch_conv(
             KD=kernel_size[0], KH=kernel_size[1], KW=kernel_size[2], M=multiplier, R=reduce,
             HAS_BIAS=has_bias, TAP_LIST=tap_list, CHANNELS_LAST=channels_last,
             ACC=_acc_dtype(y.dtype), DOT_F32=interpret,
-            PRECISION=_dot_precision(x.dtype, interpret), **(blocks or {}),
+            PRECISION=_dot_precision(x.dtype, interpret), UNROLL_KW=_kw_unroll(kernel_size[2]),
+            **(blocks or {}),
         )  # fmt: skip
     if not interpret:
         _record_autotuning(kernel)
@@ -840,8 +878,9 @@ def _launch_kernel_grad(
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     tap_list = mask is not None
     kernel, blocks, tap_block, interpret = _kernel_for(
-        "kernel_grad", channels_last, tap_list, x.dtype, x.device, config
-    )
+        "kernel_grad", channels_last, tap_list, x.dtype, x.device, config,
+        single_row=kernel_size[1] == 1,
+    )  # fmt: skip
     nominal_c, nominal_t = (blocks["BLOCK_C"], blocks["BLOCK_T"]) if interpret else _CHUNK_NOMINAL
     tiles = -(-c_out // nominal_c) * -(-taps // nominal_t)
     chunks = _chunks(positions, tiles, interpret, x.device)

@@ -85,6 +85,7 @@ CASES = [
     (1, 3, 1, (4,), "same", (12,), False, True),
     (1, 3, 1, (5,), 7, (12,), False, False),  # padding above the kernel size
     (1, 3, 1, (31,), "same", (40,), False, True),
+    (1, 2, 1, (41,), "same", (50,), False, True),  # a long row: its taps loop, 4 unrolled
     (1, 2, 3, (6,), "valid", (12,), False, True),
     (3, 2, 1, (3, 3, 3), 1, (5, 6, 5), True, True),
     (3, 2, 1, (2, 3, 4), "same", (5, 6, 7), False, True),
@@ -197,7 +198,7 @@ def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_core
     for dtype, dot in ((torch.float64, False), (torch.float32, True)):
         kernel, blocks, _, _ = dw_triton._kernel_for("conv", False, False, dtype, device)
         if CUDA:  # the autotuner without the tensor-core configs
-            assert kernel is dw_triton._kernels(False)["conv", False, False, dot]
+            assert kernel is dw_triton._kernels(False)["conv", False, False, dot, False]
         else:
             assert blocks["DOT"] is dot
     x = _make((1, 2, 6, 5), 2, False, torch.float64, device)
@@ -215,7 +216,7 @@ def test_deterministic_mode_launches_one_fixed_config_on_cuda(name, monkeypatch)
     monkeypatch.setattr(dw_triton, "_interpreting", lambda: False)  # as on a GPU machine
     cuda = torch.device("cuda")
     for channels_last, tap_list in itertools.product((True, False), repeat=2):
-        autotuned = dw_triton._kernels(False)[name, channels_last, tap_list, True]
+        autotuned = dw_triton._kernels(False)[name, channels_last, tap_list, True, False]
         kernel, launch, _, _ = dw_triton._kernel_for(
             name, channels_last, tap_list, torch.bfloat16, cuda
         )
@@ -518,7 +519,7 @@ def test_autotune_summary_names_the_choice_and_the_fastest_of_each_path(monkeypa
                         num_warps=4, num_stages=1)  # fmt: skip
     tuner = dw_triton._autotuned(dw_triton._conv_kernel, [], key=["C_OUT"])
     taps = dw_triton._autotuned(dw_triton._conv_kernel, [], key=["C_OUT"])  # same name and keys
-    kernels = {("conv", True, False, True): tuner, ("conv", True, True, False): taps}
+    kernels = {("conv", True, False, True, False): tuner, ("conv", True, True, False, False): taps}
     monkeypatch.setattr(dw_triton, "_COMPILED_KERNELS", kernels)
     monkeypatch.setattr(dw_triton, "_AUTOTUNE_TIMINGS", {})
     key = (96, 1, 56, 56, 1, "torch.bfloat16")
@@ -683,7 +684,8 @@ def _local_memory_bytes(cubin: bytes, tmp_path: Path) -> int:
 
 
 def _hopper_configs() -> list:
-    """Every autotune config of both kernels, both layouts, dense and tap tables."""
+    """Every autotune config of both kernels, both layouts, dense and tap tables, and the
+    forward's 1-row tables (the kernel gradient's are a subset of its others)."""
     if dw_triton.triton is None:
         return []
     return [
@@ -695,13 +697,14 @@ def _hopper_configs() -> list:
             warps,
             stages,
             id=f"{name}-{'nhwc' if channels_last else 'nchw'}-{'taps' if tap_list else 'dense'}-"
-            f"{'dot' if meta['DOT'] else 'fma'}{i}",
+            f"{'row-' if single_row else ''}{'dot' if meta['DOT'] else 'fma'}{i}",
         )
         for name in ("conv", "kernel_grad")
         for channels_last in (True, False)
         for tap_list in (False, True)
+        for single_row in ((False, True) if name == "conv" else (False,))
         for i, (meta, warps, stages) in enumerate(
-            dw_triton._config_table(name, channels_last, tap_list, dot=True)
+            dw_triton._config_table(name, channels_last, tap_list, True, single_row)
         )
     ]
 
@@ -723,7 +726,7 @@ def test_every_autotune_config_compiles_for_hopper_without_spills(
     constexprs |= {"PRECISION": "tf32", **meta}
     if name == "conv":
         fn = dw_triton._conv_kernel
-        constexprs |= {"R": 1, "HAS_BIAS": True}
+        constexprs |= {"R": 1, "HAS_BIAS": True, "UNROLL_KW": 17}
     else:
         fn = dw_triton._kernel_grad_kernel
     kernel = _compile_for_hopper(fn, constexprs, "bf16", warps, stages)
@@ -738,6 +741,104 @@ def test_tensor_core_path_compiles_for_float32_as_tf32(tmp_path):
     assert meta["DOT"]
     constexprs = {"KD": 1, "KH": 17, "KW": 17, "M": 1, "R": 1, "TAP_LIST": False, "sxc": 1}
     constexprs |= {"syc": 1, "HAS_BIAS": True, "CHANNELS_LAST": True, "ACC": dw_triton.tl.float32}
-    constexprs |= {"DOT_F32": False, "PRECISION": "tf32", **meta}
+    constexprs |= {"DOT_F32": False, "PRECISION": "tf32", "UNROLL_KW": 17, **meta}
     kernel = _compile_for_hopper(dw_triton._conv_kernel, constexprs, "fp32", warps, stages)
     assert ".tf32" in kernel.asm["ptx"]
+
+
+def _fma_count(kernel_width: int, tmp_path: Path) -> int:
+    """FMAs in the PTX of the 1-row NCHW forward (its first config) for one kernel width."""
+    import re
+
+    dw_triton._kernels(False)
+    meta, warps, stages = dw_triton._config_table("conv", False, False, True, True)[0]
+    constexprs = {"KD": 1, "KH": 1, "KW": kernel_width, "M": 1, "R": 1, "TAP_LIST": False}
+    constexprs |= {"sxw": 1, "syw": 1, "HAS_BIAS": False, "CHANNELS_LAST": False}
+    constexprs |= {"ACC": dw_triton.tl.float32, "DOT_F32": False, "PRECISION": "tf32"}
+    constexprs |= {"UNROLL_KW": dw_triton._kw_unroll(kernel_width), **meta}
+    kernel = _compile_for_hopper(dw_triton._conv_kernel, constexprs, "bf16", warps, stages)
+    assert _local_memory_bytes(kernel.asm["cubin"], tmp_path) == 0
+    return len(re.findall(r"\bfma\.rn\.f32\b", kernel.asm["ptx"]))
+
+
+def test_short_kernel_rows_unroll_fully_and_long_ones_loop(tmp_path):
+    # ConvNeXt-dcls's 17-tap rows: one body per tap, as with Triton's static_range. A 1-D DCLS
+    # kernel of 101 taps unrolled fully compiled in 11 s per config (251 taps: 100 s): long rows
+    # loop, 4 taps per iteration.
+    per_tap = _fma_count(1, tmp_path)
+    assert per_tap > 0
+    assert _fma_count(17, tmp_path) == 17 * per_tap
+    assert dw_triton._kw_unroll(dw_triton._MAX_UNROLLED_KW) == dw_triton._MAX_UNROLLED_KW
+    long_row = _fma_count(101, tmp_path)
+    assert long_row <= 2 * dw_triton._LONG_ROW_UNROLL * per_tap  # the loop and its remainder
+
+
+def test_single_output_rows_take_one_row_tiles_without_tensor_cores():
+    # A 1-D convolution has one output row: the 2-D tables' 2 to 16 rows per tile would be masked.
+    for channels_last, tap_list in itertools.product((True, False), repeat=2):
+        rows = dw_triton._config_table("conv", channels_last, tap_list, True, single_row=True)
+        assert rows and all(meta["BLOCK_H"] == 1 and not meta["DOT"] for meta, *_ in rows)
+        tiles = dw_triton._config_table("conv", channels_last, tap_list, True)
+        assert all(meta["BLOCK_H"] > 1 for meta, *_ in tiles)
+        if tap_list:  # the tap tables fix the channel block
+            block_c = dw_triton._TAP_BLOCK_C[channels_last]
+            assert all(meta["BLOCK_C"] == block_c for meta, *_ in rows)
+        # Kernel rows of one tap: no tensor-core config stacking several kernel rows.
+        grads = dw_triton._config_table("kernel_grad", channels_last, tap_list, True, True)
+        assert all(meta["BLOCK_KH"] == 1 for meta, *_ in grads)
+        assert any(meta["DOT"] for meta, *_ in grads) is not tap_list
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_launchers_ask_for_one_row_tables_where_there_is_one_row(n, monkeypatch, device):
+    calls = []
+    kernel_for = dw_triton._kernel_for
+
+    def spy(name, *args, single_row=False, **kwargs):
+        calls.append((name, single_row))
+        return kernel_for(name, *args, single_row=single_row, **kwargs)
+
+    monkeypatch.setattr(dw_triton, "_kernel_for", spy)
+    x = _make((2, 3, *(9,) * n), n, False, torch.float32, device)
+    w = _make((3, 1, *(5,) * n), n, False, torch.float32, device)
+    _run(lambda x, w, b: triton_depthwise_conv(x, w, b, "same"), x, w, None)
+    one_row = n == 1
+    assert sorted(calls) == [("conv", one_row), ("conv", one_row), ("kernel_grad", one_row)]
+
+
+def test_deterministic_mode_takes_the_one_row_table_for_one_row(monkeypatch):
+    monkeypatch.setattr(dw_triton, "_interpreting", lambda: False)  # as on a GPU machine
+    cuda = torch.device("cuda")
+    torch.use_deterministic_algorithms(True)
+    try:
+        _, launch, _, _ = dw_triton._kernel_for(
+            "conv", False, False, torch.bfloat16, cuda, single_row=True
+        )
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert launch["BLOCK_H"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_every_one_row_config_is_right(channels_last, device):
+    # Each 1-row config, as the autotuner may run it, on a 2-D input of one output row (the
+    # layouts 1-D tensors lack) with a 41-tap row: ragged along W and C. Tap tables on a kernel
+    # with zero taps. On CUDA, compiled.
+    c = 40
+    x = _make((2, c, 3, 300), 2, channels_last, torch.float32, device, requires_grad=False)
+    w = _make((c, 1, 3, 41), 2, False, torch.float32, device, requires_grad=False)
+    x3 = x.unsqueeze(2)
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    for tap_list in (False, True):
+        kernel = w.clone()
+        if tap_list:
+            kernel[:, :, :, ::3] = 0
+        expected = F.conv2d(x.double(), kernel.double(), None, 1, (0, 20), 1, c)
+        for config in dw_triton._config_table("conv", channels_last, tap_list, True, True):
+            out = torch.empty((2, c, 1, 1, 300), device=device).contiguous(memory_format=fmt)
+            dw_triton._launch_conv(
+                x3, kernel.reshape(c, -1), None, out, [0, 0, 20], [1, 3, 41], 1, 1, tap_list,
+                channels_last, config,
+            )  # fmt: skip
+            _assert_close(out.squeeze(2), expected, 1e-5)
