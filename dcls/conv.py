@@ -26,7 +26,7 @@ from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
 from dcls.algorithms._common import pad_argument, pad_pairs
 
-__all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions", "authors_axis_order"]
+__all__ = ["Dcls1d", "Dcls2d", "Dcls3d", "DclsPositions", "authors_axis_order", "authors_to_ours"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
@@ -59,6 +59,31 @@ def authors_axis_order(layer: nn.Module) -> list[int] | None:
     if order is None or list(order) == list(range(n)) or len(layer.learnable_dims) != n:
         return None
     return list(order)
+
+
+def authors_to_ours(layer: nn.Module, name: str, value: Tensor) -> Tensor:
+    """``layer``'s ``P`` or ``SIG`` (``name``) as the authors' package stores it, in ours.
+
+    Their axes are reordered (:func:`authors_axis_order`). Where their order differs from ours,
+    they centre the positions they store for axis ``a`` on the middle of axis ``a``'s size but
+    apply them along another axis, so on a non-square kernel ``ours[d] = theirs[order[d]] +
+    S[order[d]] // 2 - S[d] // 2`` (no shift on square and cubic kernels). Their kernels are
+    then ours, for every shape.
+
+    Shape:
+        value ``(N, out, in/groups, K)``; returns the same shape.
+    """
+    order = authors_axis_order(layer)
+    if order is None or value.dim() < 1:
+        return value
+    value = value[order]
+    if name == "P":
+        sizes = layer.dilated_kernel_size
+        shift = [sizes[axis] // 2 - sizes[d] // 2 for d, axis in enumerate(order)]
+        value = value + torch.tensor(shift, dtype=value.dtype, device=value.device).view(
+            -1, *(1,) * (value.dim() - 1)
+        )
+    return value
 
 
 def _init_positions_(P: Tensor, sizes: Sequence[int], std: float) -> None:
@@ -367,11 +392,9 @@ class _DclsNd(nn.Module):
             )
         if not from_authors:
             return
-        order = authors_axis_order(self)
-        if order is not None:
-            for key in (prefix + "P", prefix + "SIG"):
-                if key in state_dict and state_dict[key].dim() >= 1:
-                    state_dict[key] = state_dict[key][order]
+        for name in ("P", "SIG"):
+            if prefix + name in state_dict:
+                state_dict[prefix + name] = authors_to_ours(self, name, state_dict[prefix + name])
         weight = state_dict.get(prefix + "weight")
         dense = [self.dilated_kernel_size[d] for d in range(n) if d not in self.learnable_dims]
         if weight is not None and dense and weight.dim() == 3:
@@ -462,9 +485,15 @@ def _layer_forward(
     the kernel construction, whose Python control flow depends on shapes.
 
     Raises:
-        ValueError: if the input's rank or channel count does not fit the layer.
+        ValueError: if the input's rank, channel count or dtype does not fit the layer, or
+            ``P``/``SIG`` (replaced by the user) not its shape.
     """
     n = len(dilated_kernel_size)
+    if not input.is_floating_point():
+        raise ValueError(
+            f"Dcls{n}d expects a floating-point input (its kernel is real-valued), got "
+            f"{input.dtype}: convert it first, e.g. input.float()"
+        )
     if input.dim() != n + 1 and input.dim() != n + 2:
         raise ValueError(
             f"Dcls{n}d expects a {n + 2}-D (batched) or {n + 1}-D (unbatched) input, got "
@@ -476,6 +505,13 @@ def _layer_forward(
             f"Dcls{n}d expects {in_channels} input channels, got {channels} (input shape "
             f"{list(input.shape)})"
         )
+    expected = [len(learnable_dims), weight.shape[0], weight.shape[1], weight.shape[2]]
+    for name, tensor in (("P", P), ("SIG", SIG)):
+        if tensor is not None and list(tensor.shape) != expected:
+            raise ValueError(
+                f"Dcls{n}d's {name} must have shape {expected} (learnable axes, out_channels, "
+                f"in_channels / groups, kernel_count), got {list(tensor.shape)}"
+            )
     if padding_mode != "zeros":
         input = F.pad(input, pad_before, mode=padding_mode)
         padding = [0] * n

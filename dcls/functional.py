@@ -246,7 +246,14 @@ def _check_kernel_arguments(
         )
     expected_p = (len(learnable_dims), out_channels, in_per_group, count)
     if tuple(P.shape) != expected_p:
-        raise ValueError(f"P must have shape {expected_p}, got {tuple(P.shape)}")
+        axes = ""
+        if P.dim() == 4 and P.shape[0] != len(learnable_dims):
+            axes = (
+                f": P holds positions along {P.shape[0]} axes, but dilated_kernel_size {sizes} "
+                f"with learnable_dims {learnable_dims} has {len(learnable_dims)} learnable axes "
+                f"(one size per spatial axis)"
+            )
+        raise ValueError(f"P must have shape {expected_p}, got {tuple(P.shape)}{axes}")
     if has_sigma(version) != (SIG is not None):
         raise ValueError(f"SIG must be given exactly for 'gauss' and 'triangle', not {version!r}")
     if SIG is not None and SIG.shape != P.shape:

@@ -393,16 +393,42 @@ def set_sigma_(model: nn.Module, value: float) -> int:
         ValueError: if ``value`` is below the interpolation's minimum width.
     """
     offsets = {"gauss": GAUSS_SIGMA_OFFSET, "triangle": TRIANGLE_WIDTH_OFFSET}
-    count = 0
-    for entry in position_sets(model):
-        if entry.SIG is None:
-            continue
+    entries = [entry for entry in position_sets(model) if entry.SIG is not None]
+    for entry in entries:  # every width checked before any is set
         offset = offsets[entry.version]
         if value < offset:
             raise ValueError(f"sigma must be >= {offset} for {entry.version!r}, got {value}")
-        entry.SIG.fill_(value - offset)
-        count += 1
-    return count
+    for entry in entries:
+        entry.SIG.fill_(value - offsets[entry.version])
+    return len(entries)
+
+
+def load_authors_state_dict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True
+) -> nn.modules.module._IncompatibleKeys:
+    """Load into ``model`` a state dict saved from the authors' DCLS layers (their ``DCLS``
+    package), with or without its version metadata.
+
+    ``model.load_state_dict`` converts the authors' layout itself when the state dict still
+    carries the metadata ``state_dict()`` saves with it (``_version`` 1 of their layers). A dict
+    rebuilt by hand (keys renamed, ``module.`` stripped, timm's ``clean_state_dict``) has lost
+    it and would load as ours, with the position axes of 2-D and 3-D ``"v1"``/``"gauss"``/
+    ``"max"`` layers swapped: this function converts every DCLS layer's entries
+    (:func:`dcls.conv.authors_to_ours`; the ``Dcls2dK1d`` weight layout) whatever the metadata.
+
+    Args:
+        model: the model whose DCLS layers have the authors' layers' names, sizes and versions.
+        state_dict: the authors' model's state dict (not modified).
+        strict: as in ``nn.Module.load_state_dict``.
+
+    Returns:
+        ``load_state_dict``'s missing and unexpected keys.
+    """
+    converted = dict(state_dict)  # without metadata: loaded as converted here
+    for name, module in model.named_modules():
+        if isinstance(module, _DclsNd):
+            module._check_authors_layout(converted, f"{name}." if name else "", True)
+    return model.load_state_dict(converted, strict=strict)
 
 
 def sigma_parameters(model: nn.Module) -> list[torch.Tensor]:

@@ -22,7 +22,7 @@ from timm.models.convnext import checkpoint_filter_fn as timm_checkpoint_filter_
 from torch import Tensor, nn
 
 import dcls
-from dcls.conv import authors_axis_order
+from dcls.conv import authors_to_ours
 from models._grouping import with_shared_positions
 
 __all__ = [
@@ -172,7 +172,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
     (``stages.{i}.{j}.dwconv.P``); ours holds them once at ``stages.{i}.dcls_positions.P``. Their
     position axes come in their package's order (reversed for "v1"/"gauss"/"max" in 2-D), which
     the layers would read from the state dict's version metadata, lost here: they are put in
-    ours (:func:`dcls.conv.authors_axis_order`). The other keys are remapped by timm's own
+    ours (:func:`dcls.conv.authors_to_ours`). The other keys are remapped by timm's own
     ConvNeXt filter. timm-format state dicts pass unchanged.
 
     Raises:
@@ -185,9 +185,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
     for key, value in state_dict.items():
         match = _AUTHORS_POSITION_KEY.fullmatch(key)
         layer = layers.get(f"stages.{match[1]}.blocks.{match[2]}.conv_dw") if match else None
-        order = authors_axis_order(layer) if layer is not None else None
-        if order is not None and value.dim() >= 1:
-            value = value[order]
+        if layer is not None:
+            value = authors_to_ours(layer, match[3], value)
         owner = f"stages.{match[1]}.{dcls.SHARED_POSITIONS_NAME}" if match else None
         if owner in shared:
             target = f"{owner}.{match[3]}"

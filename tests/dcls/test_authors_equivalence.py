@@ -225,3 +225,78 @@ def test_dcls3_1d_state_dict_is_refused_naming_its_layout():
     ours = dcls.Dcls3d(4, 4, 5, dilated_kernel_size=(3, 3, 9), learnable_dims=(2,))
     with pytest.raises(ValueError, match=r"P has shape \(1, 4, 4, 3, 3, 5\).*authors' Dcls3_1d"):
         ours.load_state_dict(theirs.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"), [(2, (7, 5)), (2, (5, 9)), (3, (7, 5, 3)), (3, (5, 5, 7))], ids=str
+)
+@pytest.mark.parametrize("version", AUTHOR_VERSIONS)
+def test_non_square_state_dicts_load_exactly(n, sizes, version):
+    # Their position along one axis is centred on another axis's middle where their axis order
+    # differs from ours: the load shifts it (authors_to_ours), so their kernel is ours.
+    torch.manual_seed(0)
+    theirs = THEIRS[n](2, 2, 3, dilated_kernel_size=sizes, groups=2, version=version, padding=1)
+    with torch.no_grad():
+        theirs.P.uniform_(-1.4, 1.4)  # inside every axis of either convention
+        if theirs.SIG is not None:
+            theirs.SIG.uniform_(0.1, 0.8)
+    ours = OURS[n](2, 2, 3, dilated_kernel_size=sizes, groups=2, version=version, padding=1)
+    ours.double().load_state_dict(theirs.double().state_dict())  # shifted in float64
+    x = torch.randn(2, 2, *(9,) * n, dtype=torch.float64)
+    out_t, grads_t = _grads(theirs, x)
+    out_o, grads_o = _grads(ours, x)
+    _assert_close(out_o, out_t, rtol=1e-9)
+    order = dcls.conv.authors_axis_order(ours) or list(range(n))
+    _assert_close(grads_o["P"], grads_t["P"][order], rtol=1e-9)
+    _assert_close(grads_o["weight"], grads_t["weight"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("version", ["v1", "gauss"])
+def test_a_state_dict_without_metadata_loads_through_load_authors_state_dict(version):
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(
+        authors.Dcls2d(2, 2, 3, dilated_kernel_size=(7, 5), groups=2, version=version, padding=2)
+    )
+    _randomize_(theirs[0], 5)
+    ours = torch.nn.Sequential(
+        dcls.Dcls2d(2, 2, 3, dilated_kernel_size=(7, 5), groups=2, version=version, padding=2)
+    )
+    rebuilt = {key: value for key, value in theirs.state_dict().items()}  # metadata lost
+    x = torch.randn(1, 2, 9, 9)
+    ours.load_state_dict(rebuilt)  # taken as ours: the axes stay swapped
+    assert (ours(x) - theirs(x)).abs().max() > 1e-2
+    result = dcls.load_authors_state_dict(ours, rebuilt)
+    assert not result.missing_keys and not result.unexpected_keys
+    _assert_close(ours(x), theirs(x))
+    torch.testing.assert_close(rebuilt["0.P"], theirs[0].P)  # the caller's dict is unchanged
+
+
+def test_a_bilinear_position_on_a_grid_point_gets_the_one_sided_gradient():
+    # Theirs is 0 there (relu(1 - |x|) at its kinks): a rounded position would never move again.
+    torch.manual_seed(0)
+    theirs, ours = _pair(2, 7, "v1", in_channels=2, out_channels=2, kernel_count=3, groups=2)
+    with torch.no_grad():
+        theirs.P.copy_(torch.randint(-2, 3, theirs.P.shape).float())
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    out_t, grads_t = _grads(theirs.double(), x)
+    out_o, grads_o = _grads(ours.double(), x)
+    _assert_close(out_o, out_t, rtol=1e-9)
+    assert grads_t["P"].abs().max() == 0
+    assert (grads_o["P"] != 0).float().mean() > 0.5
+
+
+def test_a_gaussian_width_at_its_minimum_still_learns():
+    # set_sigma_ to the minimum width (0.27) gives SIG = 0, where their |SIG| has zero gradient.
+    torch.manual_seed(0)
+    theirs, ours = _pair(2, 7, "gauss", in_channels=2, out_channels=2, kernel_count=3, groups=2)
+    with torch.no_grad():
+        theirs.SIG.zero_()
+    ours.load_state_dict(theirs.state_dict())
+    assert dcls.set_sigma_(ours, 0.27) == 1 and ours.SIG.abs().max() == 0
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    out_t, grads_t = _grads(theirs.double(), x)
+    out_o, grads_o = _grads(ours.double(), x)
+    _assert_close(out_o, out_t, rtol=1e-9)
+    assert grads_t["SIG"].abs().max() == 0
+    assert (grads_o["SIG"] != 0).float().mean() > 0.5

@@ -128,6 +128,19 @@ def test_bad_input_raises_value_errors():
         layer(torch.randn(1, 5, 8, 8))
     with pytest.raises(ValueError, match=r"expects a 4-D \(batched\) or 3-D \(unbatched\) input"):
         layer(torch.randn(8, 8))
+    # An integer input would cast the kernel to integers (all zero here): refused, as by F.conv.
+    for dtype in (torch.int64, torch.uint8, torch.bool):
+        with pytest.raises(ValueError, match=rf"floating-point input .* got {dtype}"):
+            layer(torch.ones(1, 3, 8, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("name", ["P", "SIG"])
+def test_replaced_positions_of_another_shape_are_named_in_forward(name):
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, groups=2)
+    setattr(layer, name, torch.nn.Parameter(torch.zeros(2, 4, 2, 5)))  # kernel_count 5, not 3
+    message = rf"{name} must have shape \[2, 4, 2, 3\] .* got \[2, 4, 2, 5\]"
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(1, 4, 8, 8))
 
 
 def test_extra_repr_shows_only_non_defaults():

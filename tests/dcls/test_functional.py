@@ -203,3 +203,10 @@ def test_sparse_bilinear_path_equals_the_factor_product(sizes, version):
     grads_factors = torch.autograd.grad(factors.reshape(batch, -1), (weight, P), g)
     for a, b in zip(grads_sparse, grads_factors, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_size_per_axis_missing_names_dilated_kernel_size():
+    # A 2-D layer's tensors with a 1-D dilated_kernel_size: the bad value is the size's length.
+    weight, P = torch.randn(3, 2, 4), torch.randn(2, 3, 2, 4)
+    with pytest.raises(ValueError, match=r"dilated_kernel_size \(7,\) .* has 1 learnable axes"):
+        DF.construct_kernel(weight, P, torch.zeros_like(P), (7,), "gauss")

@@ -246,6 +246,19 @@ def test_set_sigma_and_sigma_parameters():
         dcls.set_sigma_(model, 0.1)
 
 
+def test_set_sigma_checks_every_width_before_setting_any():
+    # 0.5 suits a Gaussian (>= 0.27), not a triangle (>= 1): nothing is set.
+    model = torch.nn.Sequential(
+        dcls.Dcls2d(2, 2, 3, dilated_kernel_size=7, groups=2, version="gauss"),
+        dcls.Dcls2d(2, 2, 3, dilated_kernel_size=7, groups=2, version="triangle"),
+    )
+    before = [s.clone() for s in dcls.sigma_parameters(model)]
+    with pytest.raises(ValueError, match=r"sigma must be >= 1.0 for 'triangle', got 0.5"):
+        dcls.set_sigma_(model, 0.5)
+    for old, new in zip(before, dcls.sigma_parameters(model), strict=True):
+        assert torch.equal(old, new)
+
+
 def test_position_sets_yield_each_set_once_with_its_layers():
     model = dcls.convert(
         TinyConvNeXt(),
