@@ -643,44 +643,24 @@ def test_every_autotune_config_is_right(channels_last, device):
         assert err < 1e-2, (config, err)
 
 
+def _triton_sass():
+    """``scripts/triton_sass.py``: compilation for sm_90 with Triton's bundled ptxas (no GPU)
+    and ``cuobjdump``'s resource usage and SASS."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        import triton_sass
+    finally:
+        sys.path.pop(0)
+    return triton_sass
+
+
 def _compile_for_hopper(fn, constexprs: dict, dtype: str, num_warps: int, num_stages: int):
-    """``fn`` compiled to a cubin for sm_90 with Triton's bundled ptxas: no GPU needed. Pointers,
-    strides and the channel count are marked 16-divisible, as the JIT marks them for ConvNeXt's
-    shapes."""
-    import inspect
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from triton.runtime.jit import JITFunction
-
-    signature, attrs = {}, {}
-    for i, name in enumerate(inspect.signature(fn).parameters):
-        if name in constexprs:
-            signature[name] = "constexpr"
-            continue
-        pointer = {"tap_ptr": "*i32", "count_ptr": "*i32", "part_ptr": "*fp32"}
-        signature[name] = pointer.get(name, f"*{dtype}") if name.endswith("_ptr") else "i32"
-        if name.endswith("_ptr") or name.startswith("s") or name in ("W_STRIDE", "C_OUT"):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    source = ASTSource(JITFunction(fn), signature, constexprs, attrs)
-    options = {"num_warps": num_warps, "num_stages": num_stages}
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    return _triton_sass().compile_for_hopper(fn, constexprs, dtype, num_warps, num_stages)
 
 
-def _local_memory_bytes(cubin: bytes, tmp_path: Path) -> int:
-    """Per-thread local memory (register spills) of a cubin, from ``cuobjdump -res-usage``."""
-    import re
-
-    import triton
-
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    path = tmp_path / "kernel.cubin"
-    path.write_bytes(cubin)
-    usage = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True)
-    found = re.search(r"LOCAL:(\d+)", usage.stdout)
-    assert found, usage.stdout + usage.stderr
-    return int(found.group(1))
+def _spills(cubin: bytes) -> int:
+    """Per-thread local memory (register spills), in bytes."""
+    return _triton_sass().resource_usage(cubin)["local_bytes"]
 
 
 def _hopper_configs() -> list:
@@ -713,7 +693,7 @@ def _hopper_configs() -> list:
 @pytest.mark.parametrize(("name", "channels_last", "tap_list", "meta", "warps", "stages"),
                          _hopper_configs())  # fmt: skip
 def test_every_autotune_config_compiles_for_hopper_without_spills(
-    name, channels_last, tap_list, meta, warps, stages, tmp_path
+    name, channels_last, tap_list, meta, warps, stages
 ):
     # The interpreter runs the kernels as Python: this catches what only the compiler rejects
     # (an autotune config that fails to compile would stop the autotuner on the GPU), and
@@ -730,12 +710,12 @@ def test_every_autotune_config_compiles_for_hopper_without_spills(
     else:
         fn = dw_triton._kernel_grad_kernel
     kernel = _compile_for_hopper(fn, constexprs, "bf16", warps, stages)
-    assert _local_memory_bytes(kernel.asm["cubin"], tmp_path) == 0
+    assert _spills(kernel.asm["cubin"]) == 0
     # The tensor-core configs issue mma instructions, the FMA ones none.
     assert ("mma" in kernel.asm["ptx"]) == meta["DOT"]
 
 
-def test_tensor_core_path_compiles_for_float32_as_tf32(tmp_path):
+def test_tensor_core_path_compiles_for_float32_as_tf32():
     dw_triton._kernels(False)
     meta, warps, stages = dw_triton._config_table("conv", True, False, dot=True)[-1]
     assert meta["DOT"]
@@ -746,7 +726,7 @@ def test_tensor_core_path_compiles_for_float32_as_tf32(tmp_path):
     assert ".tf32" in kernel.asm["ptx"]
 
 
-def _fma_count(kernel_width: int, tmp_path: Path) -> int:
+def _fma_count(kernel_width: int) -> int:
     """FMAs in the PTX of the 1-row NCHW forward (its first config) for one kernel width."""
     import re
 
@@ -757,19 +737,19 @@ def _fma_count(kernel_width: int, tmp_path: Path) -> int:
     constexprs |= {"ACC": dw_triton.tl.float32, "DOT_F32": False, "PRECISION": "tf32"}
     constexprs |= {"UNROLL_KW": dw_triton._kw_unroll(kernel_width), **meta}
     kernel = _compile_for_hopper(dw_triton._conv_kernel, constexprs, "bf16", warps, stages)
-    assert _local_memory_bytes(kernel.asm["cubin"], tmp_path) == 0
+    assert _spills(kernel.asm["cubin"]) == 0
     return len(re.findall(r"\bfma\.rn\.f32\b", kernel.asm["ptx"]))
 
 
-def test_short_kernel_rows_unroll_fully_and_long_ones_loop(tmp_path):
+def test_short_kernel_rows_unroll_fully_and_long_ones_loop():
     # ConvNeXt-dcls's 17-tap rows: one body per tap, as with Triton's static_range. A 1-D DCLS
     # kernel of 101 taps unrolled fully compiled in 11 s per config (251 taps: 100 s): long rows
     # loop, 4 taps per iteration.
-    per_tap = _fma_count(1, tmp_path)
+    per_tap = _fma_count(1)
     assert per_tap > 0
-    assert _fma_count(17, tmp_path) == 17 * per_tap
+    assert _fma_count(17) == 17 * per_tap
     assert dw_triton._kw_unroll(dw_triton._MAX_UNROLLED_KW) == dw_triton._MAX_UNROLLED_KW
-    long_row = _fma_count(101, tmp_path)
+    long_row = _fma_count(101)
     assert long_row <= 2 * dw_triton._LONG_ROW_UNROLL * per_tap  # the loop and its remainder
 
 
