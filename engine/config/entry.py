@@ -7,9 +7,13 @@ traceback; Ctrl-C that the command does not handle itself ends it with one line 
 Hydra reports a mistyped config group option or key with a long message and exit status 1. The
 entry points call :func:`exit_on_bad_command_line` first, which checks every override against the
 config tree and, on a mistake, logs one line with the close matches and exits with status 2, the
-project's status for bad input. Sweeps (``-m key=a,b``) are checked value by value. Overrides
-that add (``+key``), force (``++key``) or delete (``~key``) keys, Hydra's own ``hydra.*`` keys
-and command lines with other Hydra flags (``--cfg``, ``--info``, ...) are left to Hydra.
+project's status for bad input. Each value must also be of its key's kind, as the default
+shows it (:func:`_check_value_kind`: a text where true/false or a number belongs would otherwise
+run, or fail later with a traceback), and ``+key`` may add keys only inside a free-form mapping
+(an empty one in the defaults, such as ``optimizer.kwargs``): the code reads no other new key.
+Sweeps (``-m key=a,b``) are checked value by value. Overrides that force (``++key``) or delete
+(``~key``) keys, Hydra's own ``hydra.*`` keys and command lines with other Hydra flags
+(``--cfg``, ``--info``, ...) are left to Hydra.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, ValueType
+from hydra.core.override_parser.types import Override, Sweep, ValueType
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from engine.config.checks import ConfigError, InputError, close_matches
+from engine.config.checks import ConfigError, InputError, close_matches, is_number
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -121,11 +126,33 @@ def _values(override: Override) -> list[Any]:
     return [override.value()]
 
 
+def _parsed_values(override: Override) -> list[Any]:
+    """As :func:`_values`, each parsed as Hydra will set it (``1`` an int, ``true`` a bool)."""
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return []
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    return [override.value()]
+
+
 def _group_options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
-def _check_key(cfg: DictConfig, key: str) -> None:
+def _free_form_mappings(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys whose default is an empty mapping (``kwargs: {}``): where ``+key`` may add keys."""
+    found = []
+    for name in node:  # the keys; no interpolation resolved
+        child = node._get_node(name)
+        key = f"{prefix}{name}"
+        if isinstance(child, DictConfig) and not child._is_none():
+            found += [key] if len(child) == 0 else _free_form_mappings(child, key + ".")
+    return found
+
+
+def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
+    """Raise a ConfigError if ``key`` is not in ``cfg`` (with close matches); with ``adding``
+    (``+key``), unless its deepest existing parent is a free-form mapping."""
     node: Any = cfg
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -133,15 +160,61 @@ def _check_key(cfg: DictConfig, key: str) -> None:
             return  # inside a list or a leaf: Hydra decides
         names = list(node.keys())  # keys() resolves no interpolation
         if part not in names:
+            if adding and depth and len(names) == 0:
+                return  # a key of a free-form mapping
             parent = ".".join(parts[:depth])
             siblings = [f"{parent}.{k}" if parent else str(k) for k in names]
             where = f"no key {part!r} in {parent}" if parent else "no such top-level key"
             hint = close_matches(key, siblings)
+            free = ", ".join(_free_form_mappings(cfg)) or "none in this config"
             raise ConfigError(
-                f"{key} is invalid: {where}{'; ' + hint if hint else ''}; "
-                f"to add a new key write +{key}=..."
+                f"{'+' if adding else ''}{key} is invalid: {where}{'; ' + hint if hint else ''}; "
+                f"new keys (+key=...) go only inside the free-form mappings ({free})"
             )
         node = node._get_node(part)
+
+
+_KIND_EXPECTED = {
+    "bool": "expected true or false",
+    "number": "expected a number",
+    "list": "expected a list, e.g. [a,b]",
+    "mapping": "expected a mapping, e.g. {key:value}",
+}
+
+
+def _kind(default: Any) -> str | None:
+    """What a key takes, from its default: None (a text or null default) for anything."""
+    if isinstance(default, bool):
+        return "bool"
+    if is_number(default):
+        return "number"
+    if isinstance(default, ListConfig | list):
+        return "list"
+    if isinstance(default, DictConfig | dict):
+        return "mapping"
+    return None
+
+
+def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
+    """Raise a ConfigError if ``value`` is not of the kind of ``key``'s default. Null, an
+    interpolation, and a list where a number is the default (one value per axis) pass: the
+    entry point's own checks decide those."""
+    if value is None or isinstance(value, Sweep) or (isinstance(value, str) and "${" in value):
+        return  # (a sweep inside a sweep: Hydra expands it, or says it cannot)
+    try:
+        default = OmegaConf.select(cfg, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return  # an interpolation that resolves only in the run
+    kind = _kind(default)
+    fits = {
+        None: True,
+        "bool": isinstance(value, bool),
+        "number": is_number(value) or isinstance(value, list),
+        "list": isinstance(value, list),
+        "mapping": isinstance(value, dict),
+    }[kind]
+    if not fits:
+        raise ConfigError(f"{key}={value!r} is invalid: {_KIND_EXPECTED[kind]}")
 
 
 # launcher options and the command each submits jobs with
@@ -194,16 +267,16 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     checked = [
         o
         for o in overrides
-        if not (o.is_add() or o.is_force_add() or o.is_delete())
+        if not (o.is_force_add() or o.is_delete())
         and not o.key_or_group.startswith("hydra")
         and o.package is None
     ]
     group_choices: list[str] = []
-    keys: list[str] = []
+    keys: list[Override] = []
     for override in checked:
         group = override.key_or_group
         if not (config_dir / group).is_dir():
-            keys.append(group)
+            keys.append(override)
             continue
         options = _group_options(config_dir, group)
         values = [v for v in _values(override) if v is not None and v != "null"]
@@ -217,7 +290,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         for value in values:
             _check_launcher_command(group, str(value))
         if values:
-            group_choices.append(f"{group}={values[0]}")
+            group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
     if not keys:
         return
     try:
@@ -225,8 +298,11 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             cfg = compose(config_name, overrides=group_choices)
     except HydraException:
         return  # a problem of the configs themselves: Hydra reports it in full
-    for key in keys:
-        _check_key(cfg, key)
+    for override in keys:
+        _check_key(cfg, override.key_or_group, adding=override.is_add())
+        if not override.is_add():
+            for value in _parsed_values(override):
+                _check_value_kind(cfg, override.key_or_group, value)
 
 
 def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:

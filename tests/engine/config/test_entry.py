@@ -49,6 +49,23 @@ CONFIGS = Path(CONFIG_DIR)
             r"close matches: optimizer\.positions\.lr_scale",
         ),
         (["seeed=1"], r"seeed is invalid: no such top-level key; close matches: seed"),
+        # +key adds only inside a free-form mapping: the code reads no other new key.
+        (
+            ["+trainer.epocs=3"],
+            r"\+trainer\.epocs is invalid: no key 'epocs' in trainer; close "
+            r"matches: trainer\.epochs.*free-form mappings \(optimizer\.kwargs\)",
+        ),
+        (["+foo=1"], r"\+foo is invalid: no such top-level key"),
+        # A value of another kind than its key's default: text where true/false belongs would
+        # count as true; text for a number fails later with a traceback.
+        (["trainer.ema.enabled=flase"], r"trainer\.ema\.enabled='flase' is invalid: expected true"),
+        (["trainer.compile=no"], r"trainer\.compile='no' is invalid: expected true or false"),
+        (["-m", "trainer.compile=true,flase"], r"trainer\.compile='flase' is invalid"),
+        (["seed=abc"], r"seed='abc' is invalid: expected a number"),
+        (["-m", "seed=0,abc"], r"seed='abc' is invalid: expected a number"),
+        (["model.drop_path_rate=abc"], r"model\.drop_path_rate='abc' is invalid: expected a num"),
+        (["trainer.preemption.signals=SIGTERM"], r"signals='SIGTERM' is invalid: expected a list"),
+        (["optimizer.kwargs=abc"], r"optimizer\.kwargs='abc' is invalid: expected a mapping"),
         (["trainer.epochs=="], r"is invalid"),
         (  # the jobs of a sweep over where the data lives would share one folder
             ["-m", "paths.data_dir=/data/a,/data/b", "seed=0,1"],
@@ -66,7 +83,10 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
     [
         ["model=convnext_tiny_dcls", "trainer.epochs=3"],
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
-        ["+trainer.new_key=1", "++seed=3", "~logger"],  # adding and deleting are Hydra's business
+        ["++seed=3", "~logger"],  # forcing and deleting are Hydra's business
+        ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
+        ["model.dilated_kernel_size=[17,17]", "optimizer.lr=1", "-m", "seed=range(0,3)"],
+        ["trainer.compile=true", "trainer.ema.enabled=False", "trainer.clip_grad=null"],
         ["hydra.sweep.dir=/tmp/x", "hydra/launcher=submitit_local"],
         ["experiment=convnext_tiny_dcls_in1k", "trainer.update_freq=2"],  # keys an experiment has
         ["logger=wandb", "logger.wandb.mode=disabled"],  # keys a group option brings
@@ -94,6 +114,9 @@ def test_eval_command_line_is_checked_against_eval_yaml():
     check_command_line(CONFIGS, "eval", ["checkpoint=x.pt", "sets=[in1k]", "roots.in1k=/d"])
     with pytest.raises(ConfigError, match=r"close matches: roots\.in_c"):
         check_command_line(CONFIGS, "eval", ["roots.in_cc=/d"])
+    check_command_line(CONFIGS, "eval", ["+model.kwargs.version=v0"])  # README's example
+    with pytest.raises(ConfigError, match=r"throughput\.train='flase' is invalid: expected true"):
+        check_command_line(CONFIGS, "eval", ["throughput.train=flase"])
 
 
 def _run(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
