@@ -15,7 +15,6 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from timm.utils import ModelEmaV3, random_seed
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +26,7 @@ from engine.amp import AMP_DTYPES
 from engine.config import (
     ConfigError,
     exit_on_bad_command_line,
+    instantiate_model,
     multirun_overrides,
     run_entry_point,
     validate_train_config,
@@ -67,7 +67,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     set_determinism(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # 2. model
-    model = instantiate(cfg.model).to(device)
+    model = instantiate_model(cfg.model).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     random_seed(cfg.seed, dist_info.rank)  # then different augmentations per rank (torch,
@@ -80,6 +80,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         raise ConfigError(
             f"trainer.update_freq={update_freq} is invalid: it exceeds the "
             f"{loaders.steps_per_epoch} batches of an epoch"
+        )
+    if unused := loaders.steps_per_epoch % update_freq:
+        _logger.info(
+            "trainer.update_freq=%d: %d batches per epoch make %d updates; the last %d of each "
+            "epoch are not used",
+            update_freq,
+            loaders.steps_per_epoch,
+            updates_per_epoch,
+            unused,
         )
     dcls_schedule = DclsSchedule(cfg.trainer)
     dcls_schedule.prepare(model)  # scheduled widths are not learned

@@ -9,6 +9,7 @@ stage live once at ``stages.N.dcls_positions``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -123,6 +124,13 @@ def dcls_convnext(
         kernel_count = iso_parameter_kernel_count(
             kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
         )
+        if kernel_count > dilated_kernel_size**2:
+            raise ValueError(
+                f"dilated_kernel_size={dilated_kernel_size} is invalid: its "
+                f"{dilated_kernel_size**2} cells cannot hold the {kernel_count} elements of the "
+                f"iso-parameter rule; expected a size of at least "
+                f"{math.isqrt(kernel_count - 1) + 1} (or set kernel_count)"
+            )
     model = dcls.convert(
         DclsConvNeXt(**kwargs),
         kernel_count,

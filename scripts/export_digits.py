@@ -34,8 +34,9 @@ _logger = logging.getLogger("export_digits")
 def digits_val_images(image_size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> list:
     """``[(PIL image, digit)]`` of the default's validation split, as ``data=digits`` makes it."""
     config = argparse.Namespace(
-        image_size=image_size, val_fraction=val_fraction, split_seed=seed, max_shift=0
-    )
+        image_size=image_size, val_fraction=val_fraction, split_seed=seed, max_shift=0,
+        num_classes=10,
+    )  # fmt: skip
     dataset = DATASETS["digits"](config, "val")
     out = []
     for index in range(len(dataset)):

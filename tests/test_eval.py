@@ -334,6 +334,10 @@ def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
             r"corruptions\.names='gaussian_nois' .*close matches: gaussian_noise",
         ),
         (["sets=[in_c]", "corruptions.severities=[0]"], r"corruptions\.severities=0 is invalid"),
+        (["transform.mean=abc"], r"transform\.mean='abc' is invalid: expected null .* 3 numbers"),
+        (["transform.std=[0,0,0]"], r"transform\.std=\[0, 0, 0\] is invalid: .* 3 numbers > 0"),
+        (["transform.mean=[0.5,0.5]"], r"transform\.mean=\[0\.5, 0\.5\] is invalid"),
+        (["sets=[throughput]", "throughput.img_size=0"], r"throughput\.img_size=0 is invalid"),
     ],
 )
 def test_bad_eval_values_are_one_line_config_errors(tmp_path, stub_checkpoint, overrides, message):

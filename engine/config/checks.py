@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import signal
 from collections.abc import Iterable
 from typing import Any, NoReturn
@@ -64,7 +65,8 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (not a bool): ``nan`` and ``inf`` are no setting's value."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def int_at_least(cfg: Any, prefix: str | None, key: str, minimum: int) -> None:
@@ -85,11 +87,17 @@ def one_of(cfg: Any, prefix: str | None, key: str, choices: tuple) -> None:
         fail(_key(prefix, key), value, f"expected one of {', '.join(map(repr, choices))}")
 
 
+UNCATCHABLE_SIGNALS = ("SIGKILL", "SIGSTOP")
+
+
 def check_signal_names(names: Iterable[str], key: str = "trainer.preemption.signals") -> None:
-    """Every name is a signal of this platform (``SIGTERM``, ``SIGUSR1``, ``SIGINT``, ...)."""
+    """Every name is a signal of this platform (``SIGTERM``, ``SIGUSR1``, ``SIGINT``, ...) that
+    a process can handle."""
     for name in names:
         if not str(name).startswith("SIG") or not hasattr(signal, str(name)):
             fail(key, name, "expected signal names like SIGTERM, SIGUSR1, SIGINT")
+        if str(name) in UNCATCHABLE_SIGNALS:
+            fail(key, name, "SIGKILL and SIGSTOP cannot be caught; expected e.g. SIGTERM, SIGUSR1")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -44,6 +44,7 @@ __all__ = [
     "cli_number",
     "command_line_override",
     "exit_on_bad_command_line",
+    "instantiate_model",
     "job_folder",
     "multirun_overrides",
     "run_entry_point",
@@ -176,7 +177,7 @@ def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
 
 _KIND_EXPECTED = {
     "bool": "expected true or false",
-    "number": "expected a number",
+    "number": "expected a finite number",
     "list": "expected a list, e.g. [a,b]",
     "mapping": "expected a mapping, e.g. {key:value}",
 }
@@ -314,6 +315,23 @@ def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[
         logging.basicConfig(format="[%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger(config_name).error("config error: %s", error)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def instantiate_model(cfg: Any) -> Any:
+    """``hydra.utils.instantiate(cfg)`` for the ``model`` group: a ValueError or TypeError of the
+    model's builder (a ``model.*`` value it refuses) becomes a one-line :class:`ConfigError`
+    (Hydra would print it in four lines, exit status 1).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError | TypeError):
+            raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
+        raise
 
 
 def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from engine.config.checks import (
 )
 
 __all__ = ["TRANSFORM_KEYS", "WEIGHTS", "validate_eval_config"]
+
+_logger = logging.getLogger(__name__)
 
 WEIGHTS = ("auto", "ema", "model")
 TRANSFORM_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
@@ -70,6 +73,25 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
         hint = close_matches(str(interpolation), INTERPOLATIONS)
         allowed = f"expected null (the checkpoint's) or one of {', '.join(INTERPOLATIONS)}"
         fail("transform.interpolation", interpolation, f"{allowed}; {hint}".rstrip("; "))
+    for key in ("mean", "std"):
+        value = cfg.transform.get(key)
+        if value is not None and (
+            isinstance(value, str)
+            or not hasattr(value, "__len__")
+            or len(value) != 3
+            or not all(is_number(v) and (key == "mean" or v > 0) for v in value)
+        ):
+            positive = " > 0" if key == "std" else ""
+            fail(
+                f"transform.{key}",
+                value,
+                f"expected null (the checkpoint's) or 3 numbers{positive}, one per RGB channel",
+            )
+    if "val" in sets and any(v is not None for v in cfg.transform.values()):
+        _logger.warning(
+            "transform.* applies to the image-folder sets; sets=[val] evaluates the training "
+            "run's validation split with its own data config, unchanged"
+        )
     if "throughput" in sets:
         _check_throughput(cfg.throughput)
     if "throughput" in sets and cfg.throughput.amp not in THROUGHPUT_AMP:
@@ -118,6 +140,9 @@ def _check_throughput(cfg: Any) -> None:
 
     for key, minimum in (("batch_size", 1), ("warmup", 0), ("steps", 1), ("rounds", 1)):
         int_at_least(cfg, "throughput", key, minimum)
+    size = cfg.get("img_size")
+    if size is not None and (not is_int(size) or size < 1):
+        fail("throughput.img_size", size, "expected null (the evaluation's) or an integer >= 1")
     baseline = cfg.get("baseline")
     if baseline not in (None, "auto") and not timm.is_model(baseline):
         hint = close_matches(str(baseline), timm.list_models())

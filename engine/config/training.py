@@ -6,6 +6,7 @@ allowed; the entry point turns it into one log line and exit status 2 (no traceb
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,16 @@ from engine.config.checks import (
 
 __all__ = ["validate_train_config"]
 
+_logger = logging.getLogger(__name__)
+
 DATA_KINDS = ("digits", "fake", "folder")
 BAD_IMAGE_POLICIES = ("skip", "fail")
 RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # create_scheduler_v2's
+PREEMPTION_RESERVED_CODES = (0, 1, 2, 130)  # success, failure, bad input, Ctrl-C
+MAX_SEED = 2**32 - 1  # NumPy's seeds (timm's Mixup) are 32-bit
 
 
 def _check_model(cfg: Any) -> None:
@@ -58,8 +65,9 @@ def _check_model(cfg: Any) -> None:
                 f"its {cells} cells cannot hold model.kernel_count={kernel_count} elements; "
                 f"expected a size with at least {kernel_count} cells",
             )
-    if "drop_path_rate" in cfg and not 0 <= cfg.drop_path_rate < 1:
-        fail("model.drop_path_rate", cfg.drop_path_rate, "expected a number in [0, 1)")
+    rate = cfg.get("drop_path_rate", 0.0)
+    if not is_number(rate) or not 0 <= rate < 1:
+        fail("model.drop_path_rate", rate, "expected a number in [0, 1)")
     for key, allowed in (
         ("version", (*VERSIONS, *VERSION_ALIASES)),
         ("conv_algorithm", CONV_ALGORITHMS),
@@ -82,8 +90,20 @@ def _check_data(cfg: Any) -> None:
         fail("data.label_smoothing", smoothing, "expected a number in [0, 1)")
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         fail("data.batch_size", cfg.batch_size, "Mixup/CutMix need an even batch per process")
-    if cfg.kind == "digits" and not 0 < cfg.val_fraction < 1:
-        fail("data.val_fraction", cfg.val_fraction, "expected a number in (0, 1)")
+    if cfg.kind == "digits":
+        if not is_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 1:
+            fail("data.val_fraction", cfg.val_fraction, "expected a number in (0, 1)")
+        shift = cfg.get("max_shift")
+        if not is_int(shift) or not 0 <= shift < cfg.image_size // 2:
+            fail(
+                "data.max_shift",
+                shift,
+                f"expected an integer in [0, {cfg.image_size // 2}) pixels "
+                f"(under half of data.image_size={cfg.image_size})",
+            )
+    if cfg.kind == "fake":
+        for key in ("train_size", "val_size"):
+            int_at_least(cfg, "data", key, 1)
     if cfg.kind == "folder":
         one_of(cfg, "data", "on_bad_image", BAD_IMAGE_POLICIES)
         one_of(cfg, "data", "re_mode", RANDOM_ERASING_MODES)
@@ -122,11 +142,24 @@ def _check_trainer(cfg: Any) -> None:
     ):
         if not is_number(value) or value <= 0:
             fail(f"trainer.{group}.{key}", value, "expected a number > 0")
+    int_at_least(cfg.position_history, "trainer.position_history", "every", 0)
+    kept = cfg.position_history.get("max_out_channels")
+    if kept is not None and (not is_int(kept) or kept < 1):
+        fail(
+            "trainer.position_history.max_out_channels",
+            kept,
+            "expected null (all) or an integer >= 1",
+        )
     preemption = cfg.preemption
     check_signal_names(preemption.signals)
     code = preemption.exit_code
-    if not is_int(code) or not 0 <= code <= 255:
-        fail("trainer.preemption.exit_code", code, "expected an integer in [0, 255]")
+    if not is_int(code) or not 0 <= code <= 255 or code in PREEMPTION_RESERVED_CODES:
+        fail(
+            "trainer.preemption.exit_code",
+            code,
+            "expected an integer in [0, 255] other than 0 (success), 1 (failure), 2 (bad input) "
+            "and 130 (Ctrl-C), which a requeue script must tell apart from preemption",
+        )
 
 
 def _check_optimizer(cfg: Any) -> None:
@@ -141,12 +174,24 @@ def _check_optimizer(cfg: Any) -> None:
         number_at_least(cfg, "optimizer", key, 0)
     number_at_least(cfg, "optimizer", "base_batch_size", 1)
     number_at_least(cfg.positions, "optimizer.positions", "lr_scale", 0)
+    number_at_least(cfg.positions, "optimizer.positions", "weight_decay", 0)
+    sigmas_scale = cfg.positions.get("sigmas_lr_scale")
+    if sigmas_scale is not None and (not is_number(sigmas_scale) or sigmas_scale < 0):
+        fail(
+            "optimizer.positions.sigmas_lr_scale",
+            sigmas_scale,
+            "expected null (optimizer.positions.lr_scale) or a number >= 0",
+        )
     layer_decay = cfg.get("layer_decay")
     if layer_decay is not None and (not is_number(layer_decay) or not 0 < layer_decay <= 1):
         fail("optimizer.layer_decay", layer_decay, "expected null (off) or a number in (0, 1]")
 
 
 def _check_scheduler(cfg: Any, epochs: int) -> None:
+    if cfg.get("sched") not in SCHEDULERS:
+        hint = close_matches(str(cfg.get("sched")), SCHEDULERS)
+        expected = f"expected one of timm's {', '.join(SCHEDULERS)}; {hint}".rstrip("; ")
+        fail("scheduler.sched", cfg.get("sched"), expected)
     number_at_least(cfg, "scheduler", "warmup_epochs", 0)
     for key in ("warmup_lr", "min_lr"):
         number_at_least(cfg, "scheduler", key, 0)
@@ -159,6 +204,42 @@ def _check_scheduler(cfg: Any, epochs: int) -> None:
             cfg.warmup_epochs,
             f"with scheduler.warmup_prefix=true, expected fewer than trainer.epochs={epochs}",
         )
+    if not prefix and cfg.warmup_epochs > epochs:
+        _logger.warning(
+            "scheduler.warmup_epochs=%g is longer than the %d-epoch run: the learning rate "
+            "never reaches its peak",
+            cfg.warmup_epochs,
+            epochs,
+        )
+
+
+def _check_repulsion_start(trainer: Any) -> None:
+    """A repulsive loss that starts after the run's last epoch never applies: a warning (a sweep
+    over the run's length may set it on purpose)."""
+    repulsion = trainer.repulsive_loss
+    if repulsion.weight > 0 and repulsion.start_epoch >= trainer.epochs:
+        _logger.warning(
+            "trainer.repulsive_loss.weight=%g never applies: start_epoch=%d is at or after the "
+            "run's end (trainer.epochs=%d; epochs count from 0)",
+            repulsion.weight,
+            repulsion.start_epoch,
+            trainer.epochs,
+        )
+
+
+def _check_logger(cfg: Any) -> None:
+    unknown = sorted(set(cfg or {}) - set(LOGGER_KINDS))
+    if unknown:
+        fail("logger", unknown[0], f"expected loggers among {', '.join(LOGGER_KINDS)}")
+    for kind in LOGGER_KINDS:
+        entry = (cfg or {}).get(kind)
+        if entry is not None and not isinstance(entry.get("filename", ""), str):
+            fail(f"logger.{kind}.filename", entry.get("filename"), "expected a file name")
+    wandb = (cfg or {}).get("wandb")
+    if wandb is not None:
+        one_of(wandb, "logger.wandb", "mode", WANDB_MODES)
+        int_at_least(wandb, "logger.wandb", "media_every", 0)
+        int_at_least(wandb, "logger.wandb", "media_channels", 1)
 
 
 def validate_train_config(cfg: Any) -> None:
@@ -167,14 +248,16 @@ def validate_train_config(cfg: Any) -> None:
     Raises:
         ConfigError: on the first invalid value, naming the key, the value and what is allowed.
     """
+    seed = cfg.get("seed")
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+        fail("seed", seed, f"expected an integer in [0, {MAX_SEED}]")
     _check_trainer(cfg.trainer)
     _check_data(cfg.data)
     _check_optimizer(cfg.optimizer)
     _check_scheduler(cfg.scheduler, cfg.trainer.epochs)
     _check_model(cfg.model)
-    unknown = sorted(set(cfg.get("logger") or {}) - set(LOGGER_KINDS))
-    if unknown:
-        fail("logger", unknown[0], f"expected loggers among {', '.join(LOGGER_KINDS)}")
+    _check_repulsion_start(cfg.trainer)
+    _check_logger(cfg.get("logger"))
     resume = cfg.resume
     if resume not in ("auto", "never") and not Path(str(resume)).is_file():
         fail("resume", resume, "expected 'auto', 'never' or the path of a checkpoint file")

@@ -86,6 +86,15 @@ def digits_split(
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def _check_class_count(cfg: Any, classes: int, what: str) -> None:
+    """``cfg.num_classes`` (the model's outputs) covers the dataset's labels."""
+    if cfg.num_classes < classes:
+        raise ConfigError(
+            f"data.num_classes={cfg.num_classes} is invalid: {what} has {classes} classes; "
+            f"expected at least {classes}"
+        )
+
+
 def _digits(cfg: Any, split: str) -> Dataset:
     """scikit-learn's 8x8 digits (shipped in its package), upscaled to ``cfg.image_size``."""
     from sklearn.datasets import load_digits
@@ -95,6 +104,7 @@ def _digits(cfg: Any, split: str) -> Dataset:
     images = F.interpolate(images, size=cfg.image_size, mode="bilinear", align_corners=False)
     images = ((images - _DIGITS_MEAN) / _DIGITS_STD).expand(-1, 3, -1, -1).contiguous()
     labels = torch.as_tensor(digits.target)
+    _check_class_count(cfg, len(digits.target_names), "the digits dataset")
     train_idx, val_idx = digits_split(labels, cfg.val_fraction, cfg.split_seed)
     idx = train_idx if split == "train" else val_idx
     background = (0.0 - _DIGITS_MEAN) / _DIGITS_STD  # the digits' blank ink, normalised
@@ -185,7 +195,9 @@ def _folder(cfg: Any, split: str) -> Dataset:
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
     )
-    return CheckedImageFolder(str(split_dir), cfg.on_bad_image, transform=transform)
+    dataset = CheckedImageFolder(str(split_dir), cfg.on_bad_image, transform=transform)
+    _check_class_count(cfg, len(dataset.reader.class_to_idx), str(split_dir))
+    return dataset
 
 
 DATASETS: dict[str, Callable[[Any, str], Dataset]] = {

@@ -16,6 +16,7 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 import dcls
+from engine.config.checks import ConfigError
 
 __all__ = ["DclsSchedule", "EpochPolicy", "build_scheduler"]
 
@@ -45,7 +46,15 @@ def build_scheduler(
 
     Raises:
         ValueError: if ``warmup_prefix`` leaves no epoch after the warm-up.
+        ConfigError: if ``min_lr`` is above the optimizer's (peak) learning rate.
     """
+    peak = optimizer.defaults["lr"]
+    if cfg.min_lr > peak:
+        raise ConfigError(
+            f"scheduler.min_lr={cfg.min_lr} is invalid: above the peak learning rate {peak:.3g} "
+            "(optimizer.lr scaled by the effective batch over optimizer.base_batch_size); "
+            "expected at most that"
+        )
     warmup_prefix = bool(cfg.warmup_prefix)
     schedule_epochs = epochs - cfg.warmup_epochs if warmup_prefix else epochs
     if schedule_epochs <= 0:
@@ -106,9 +115,20 @@ class DclsSchedule:
     def prepare(self, model: nn.Module) -> None:
         """Before the optimizer is built: scheduled widths are set, not learned; the repulsive
         loss is switched off for a model with no kernel elements to repel (a baseline, a dilated
-        control), as the authors add it only to DCLS models (ConvNeXt-dcls ``engine.py`` L64)."""
+        control), as the authors add it only to DCLS models (ConvNeXt-dcls ``engine.py`` L64).
+
+        Raises:
+            ConfigError: if the width schedule is on but the model has no widths (a bilinear
+                DCLS model, a baseline).
+        """
         if self.sigma_enabled:
-            for sigma in dcls.sigma_parameters(model):
+            sigmas = dcls.sigma_parameters(model)
+            if not sigmas:
+                raise ConfigError(
+                    "trainer.sigma_schedule.enabled=true is invalid: the model has no widths to "
+                    "schedule (DCLS widths come with model.version gauss or triangle)"
+                )
+            for sigma in sigmas:
                 sigma.requires_grad_(False)
         if self.repulsive_weight > 0 and not any(
             entry.P.shape[-1] > 1 for entry in dcls.position_sets(model)

@@ -6,21 +6,21 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import train as train_script
+from engine.config import instantiate_model
 
 
 def main(config_path: str, out_dir: str) -> None:
     cfg = OmegaConf.load(config_path)
     built = []
 
-    def instantiate_and_keep(config, *args, **kwargs):
-        built.append(instantiate(config, *args, **kwargs))
+    def instantiate_and_keep(config):
+        built.append(instantiate_model(config))
         return built[-1]
 
-    train_script.instantiate = instantiate_and_keep  # the model object the ranks train
+    train_script.instantiate_model = instantiate_and_keep  # the model object the ranks train
     train_script.train(cfg, run_dir=Path(out_dir) / "run")
     torch.save(built[0].state_dict(), Path(out_dir) / f"rank{os.environ.get('RANK', '0')}.pt")
 

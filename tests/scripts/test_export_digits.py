@@ -19,7 +19,7 @@ spec.loader.exec_module(export_digits)
 
 def test_val_folder_holds_the_default_split_under_the_first_ten_wnids(tmp_path):
     assert export_digits.main([str(tmp_path)]) == 0
-    config = Namespace(image_size=32, val_fraction=0.2, split_seed=0, max_shift=0)
+    config = Namespace(image_size=32, val_fraction=0.2, split_seed=0, max_shift=0, num_classes=10)
     dataset = DATASETS["digits"](config, "val")
     folders = sorted(p.name for p in (tmp_path / "val").iterdir())
     assert folders == sorted(WNIDS[:10])

@@ -1,5 +1,6 @@
 """Config validation: one-line messages naming key, value and what is allowed; exit status 2."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,30 @@ ROOT = Path(__file__).resolve().parents[3]
         ),
         (["data.val_fraction=1.0"], r"data\.val_fraction=1\.0 is invalid: expected a number in"),
         (["resume=/nope.pt"], r"resume='/nope\.pt' is invalid: expected 'auto', 'never' or"),
+        # Values that used to give a traceback, or to run with a wrong setting:
+        (["seed=-1"], r"seed=-1 is invalid: expected an integer in \[0, 4294967295\]"),
+        (["seed=99999999999"], r"seed=99999999999 is invalid"),
+        (["seed=null"], r"seed=None is invalid"),
+        (["model.drop_path_rate=null"], r"model\.drop_path_rate=None is invalid"),
+        (["optimizer.lr=inf"], r"optimizer\.lr=inf is invalid: expected a number >= 0"),
+        (["optimizer.positions.weight_decay=-1"], r"positions\.weight_decay=-1 is invalid"),
+        (
+            ["optimizer.positions.sigmas_lr_scale=abc"],
+            r"optimizer\.positions\.sigmas_lr_scale='abc' is invalid: expected null",
+        ),
+        (
+            ["scheduler.sched=cosin"],
+            r"scheduler\.sched='cosin' is invalid: expected one of timm's .*close matches: cosine",
+        ),
+        (["trainer.preemption.signals=[SIGKILL]"], r"SIGKILL and SIGSTOP cannot be caught"),
+        (["trainer.preemption.exit_code=2"], r"exit_code=2 is invalid: .* other than 0"),
+        (["data.max_shift=-1"], r"data\.max_shift=-1 is invalid: expected an integer in \[0, 16\)"),
+        (["data.max_shift=100"], r"data\.max_shift=100 is invalid"),
+        (["data=fake", "data.val_size=0"], r"data\.val_size=0 is invalid: expected an integer"),
+        (["trainer.position_history.every=-1"], r"position_history\.every=-1 is invalid"),
+        (["trainer.position_history.max_out_channels=0"], r"max_out_channels=0 is invalid"),
+        (["logger=wandb", "logger.wandb.mode=offlin"], r"logger\.wandb\.mode='offlin' is inval"),
+        (["logger.csv.filename=null"], r"logger\.csv\.filename=None is invalid"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, overrides, message):
@@ -110,3 +135,38 @@ def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in output
     errors = [line for line in output.splitlines() if "model.kernel_count=0 is invalid" in line]
     assert len(errors) == 1 and "[ERROR]" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warning"),
+    [
+        (["scheduler.warmup_epochs=100"], r"warmup_epochs=100 is longer than the 15-epoch run"),
+        (
+            ["trainer.repulsive_loss.weight=1", "trainer.epochs=3"],
+            r"repulsive_loss\.weight=1 never applies: start_epoch=21 is at or after the run's end",
+        ),
+    ],
+)
+def test_settings_that_never_apply_are_warned_about(tmp_path, overrides, warning, caplog):
+    validate_train_config(compose_train(tmp_path, overrides))
+    assert re.search(warning, caplog.text)
+
+
+def test_a_model_value_its_builder_refuses_is_one_config_error():
+    # The iso-parameter rule's 29 elements (atto) in a 3x3 kernel: refused by the builder, and
+    # reported in one line instead of Hydra's four.
+    from omegaconf import OmegaConf
+
+    import models  # noqa: F401  (registers the DCLS variants)
+    from engine.config import instantiate_model
+
+    cfg = OmegaConf.create(
+        {"_target_": "timm.create_model", "model_name": "convnext_atto_dcls", "num_classes": 3}
+    )
+    assert instantiate_model(cfg) is not None
+    cfg.dilated_kernel_size = 3
+    with pytest.raises(ConfigError, match=r"^model: dilated_kernel_size=3 is invalid: its 9 cells"):
+        instantiate_model(cfg)
+    cfg.dilated_kernel_size, cfg.bogus = 17, 1
+    with pytest.raises(ConfigError, match=r"^model: .*bogus"):
+        instantiate_model(cfg)

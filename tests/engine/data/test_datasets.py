@@ -4,6 +4,7 @@ check."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from timm.data.auto_augment import AugmentOp, RandAugment
@@ -130,3 +131,20 @@ def test_each_rank_seeds_its_loader_workers_differently(tmp_path: Path):
 
     assert base_seeds(0) == base_seeds(0)  # reproducible
     assert len({*base_seeds(0), *base_seeds(1)}) == 4
+
+
+def test_fewer_classes_than_the_dataset_has_are_refused(tmp_path: Path):
+    # The model's num_classes outputs must cover the labels ("Target 9 is out of bounds" before).
+    from omegaconf import OmegaConf
+
+    from engine.config import ConfigError
+    from engine.data.datasets import DATASETS
+
+    cfg = compose_train(tmp_path, ["data.num_classes=5"])
+    with pytest.raises(ConfigError, match=r"num_classes=5 is invalid: the digits dataset has"):
+        DATASETS["digits"](cfg.data, "train")
+    folder = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k", "data.num_classes=1"])
+    data = OmegaConf.to_container(folder.data, resolve=True)
+    data |= {"root": str(_imagenet_like(tmp_path)), "image_size": 32}
+    with pytest.raises(ConfigError, match=r"data\.num_classes=1 is invalid: .*val has 2 classes"):
+        DATASETS["folder"](OmegaConf.create(data), "val")

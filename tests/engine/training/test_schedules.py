@@ -15,6 +15,7 @@ import torch
 
 import dcls
 import models  # noqa: F401  (registers the DCLS variants)
+from engine.config import ConfigError
 from engine.training.schedules import DclsSchedule, build_scheduler
 from tests.conftest import compose_train
 
@@ -149,3 +150,26 @@ def test_repulsive_loss_is_off_for_models_without_positions(tmp_path, caplog, na
     assert schedule.repulsive_weight_at(21) == 0.0
     assert "repulsive_loss is off" in caplog.text
     assert schedule.start_epoch(model, 21).repulsive_weight == 0.0  # not computed, not logged
+
+
+def test_a_minimum_lr_above_the_peak_is_refused(tmp_path):
+    # The peak is the optimizer's lr, scaled to the batch: min_lr=1 made the lr climb to 1.
+    cfg = compose_train(tmp_path, ["scheduler.min_lr=0.5"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.25)
+    with pytest.raises(ConfigError, match=r"scheduler\.min_lr=0\.5 is invalid: above the peak"):
+        build_scheduler(optimizer, cfg.scheduler, 15, 10)
+    cfg.scheduler.min_lr = 0.25  # a constant schedule: allowed
+    build_scheduler(optimizer, cfg.scheduler, 15, 10)
+
+
+@pytest.mark.parametrize(
+    "name", ["test_convnext_dcls", "test_convnext"], ids=["bilinear", "baseline"]
+)
+def test_a_width_schedule_for_a_model_without_widths_is_refused(tmp_path, name):
+    # It did nothing, while the metrics logged a scheduled sigma.
+    cfg = compose_train(tmp_path, ["trainer.sigma_schedule.enabled=true"])
+    with pytest.raises(ConfigError, match=r"sigma_schedule\.enabled=true is invalid: the model"):
+        DclsSchedule(cfg.trainer).prepare(timm.create_model(name, num_classes=3))
+    gauss = timm.create_model("test_convnext_dcls", num_classes=3, version="gauss")
+    DclsSchedule(cfg.trainer).prepare(gauss)
+    assert not any(s.requires_grad for s in dcls.sigma_parameters(gauss))
