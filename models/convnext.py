@@ -23,6 +23,7 @@ from timm.models.convnext import checkpoint_filter_fn as timm_checkpoint_filter_
 from torch import Tensor, nn
 
 import dcls
+from dcls._utils import as_tuple
 from dcls.conv import authors_to_ours
 from models._grouping import with_shared_positions
 
@@ -99,7 +100,7 @@ class DclsConvNeXt(ConvNeXt):
 
 def dcls_convnext(
     kernel_count: int | None = None,
-    dilated_kernel_size: int = 17,
+    dilated_kernel_size: int | Sequence[int] = 17,
     version: str = "bilinear",
     share_positions: bool = True,
     conv_algorithm: str = "auto",
@@ -124,12 +125,13 @@ def dcls_convnext(
         kernel_count = iso_parameter_kernel_count(
             kwargs["depths"], kwargs["dims"], shared=share_positions, version=version
         )
-        if kernel_count > dilated_kernel_size**2:
+        cells = math.prod(as_tuple(dilated_kernel_size, 2, "dilated_kernel_size"))
+        if kernel_count > cells:
             raise ValueError(
-                f"dilated_kernel_size={dilated_kernel_size} is invalid: its "
-                f"{dilated_kernel_size**2} cells cannot hold the {kernel_count} elements of the "
-                f"iso-parameter rule; expected a size of at least "
-                f"{math.isqrt(kernel_count - 1) + 1} (or set kernel_count)"
+                f"dilated_kernel_size={dilated_kernel_size} is invalid: its {cells} cells cannot "
+                f"hold the {kernel_count} elements of the iso-parameter rule; expected at least "
+                f"{kernel_count} cells, e.g. {math.isqrt(kernel_count - 1) + 1} (or set "
+                "kernel_count)"
             )
     model = dcls.convert(
         DclsConvNeXt(**kwargs),

@@ -10,10 +10,11 @@ config tree and, on a mistake, logs one line with the close matches and exits wi
 project's status for bad input. Each value must also be of its key's kind, as the default
 shows it (:func:`_check_value_kind`: a text where true/false or a number belongs would otherwise
 run, or fail later with a traceback), and ``+key`` may add keys only inside a free-form mapping
-(an empty one in the defaults, such as ``optimizer.kwargs``): the code reads no other new key.
-Sweeps (``-m key=a,b``) are checked value by value. Overrides that force (``++key``) or delete
-(``~key``) keys, Hydra's own ``hydra.*`` keys and command lines with other Hydra flags
-(``--cfg``, ``--info``, ...) are left to Hydra.
+(an empty one in the defaults, such as ``optimizer.kwargs``, or a ``_target_``'s arguments, such
+as ``model``): the code reads no other new key.
+Sweeps (``-m key=a,b``) are checked value by value (intervals, sampled by a sweeper, are not).
+Overrides that force (``++key``) or delete (``~key``) keys, Hydra's own ``hydra.*`` keys and command
+lines with other Hydra flags (``--cfg``, ``--info``, ...) are left to Hydra.
 """
 
 from __future__ import annotations
@@ -118,10 +119,15 @@ def multirun_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task)
 
 
+# Sweeps whose values are not listed on the command line: globs match what exists, intervals
+# are sampled by a sweeper (Optuna, ...).
+_UNLISTED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.INTERVAL_SWEEP)
+
+
 def _values(override: Override) -> list[Any]:
     """The values an override sets: one, or each of a choice/range sweep's."""
-    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
-        return []  # globs match what exists
+    if override.value_type in _UNLISTED_SWEEPS:
+        return []
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
     return [override.value()]
@@ -129,7 +135,7 @@ def _values(override: Override) -> list[Any]:
 
 def _parsed_values(override: Override) -> list[Any]:
     """As :func:`_values`, each parsed as Hydra will set it (``1`` an int, ``true`` a bool)."""
-    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+    if override.value_type in _UNLISTED_SWEEPS:
         return []
     if override.is_sweep_override():
         return list(override.sweep_iterator())
@@ -140,14 +146,20 @@ def _group_options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
+def _is_free_form(node: DictConfig) -> bool:
+    """Whether ``+key`` may add keys to ``node``: an empty mapping in the defaults (``kwargs:
+    {}``), or the arguments of a ``_target_`` (``model``: every key goes to timm's builder)."""
+    return len(node) == 0 or "_target_" in node
+
+
 def _free_form_mappings(node: DictConfig, prefix: str = "") -> list[str]:
-    """Keys whose default is an empty mapping (``kwargs: {}``): where ``+key`` may add keys."""
+    """The keys of the mappings where ``+key`` may add keys (:func:`_is_free_form`)."""
     found = []
     for name in node:  # the keys; no interpolation resolved
         child = node._get_node(name)
         key = f"{prefix}{name}"
         if isinstance(child, DictConfig) and not child._is_none():
-            found += [key] if len(child) == 0 else _free_form_mappings(child, key + ".")
+            found += [key] if _is_free_form(child) else _free_form_mappings(child, key + ".")
     return found
 
 
@@ -161,7 +173,7 @@ def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
             return  # inside a list or a leaf: Hydra decides
         names = list(node.keys())  # keys() resolves no interpolation
         if part not in names:
-            if adding and depth and len(names) == 0:
+            if adding and depth and _is_free_form(node):
                 return  # a key of a free-form mapping
             parent = ".".join(parts[:depth])
             siblings = [f"{parent}.{k}" if parent else str(k) for k in names]
@@ -178,8 +190,8 @@ def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
 _KIND_EXPECTED = {
     "bool": "expected true or false",
     "number": "expected a finite number",
-    "list": "expected a list, e.g. [a,b]",
-    "mapping": "expected a mapping, e.g. {key:value}",
+    "list": "expected a list, e.g. [{value}]",
+    "mapping": "expected a mapping, e.g. {{key:value}}",
 }
 
 
@@ -215,7 +227,9 @@ def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
         "mapping": isinstance(value, dict),
     }[kind]
     if not fits:
-        raise ConfigError(f"{key}={value!r} is invalid: {_KIND_EXPECTED[kind]}")
+        example = value if isinstance(value, str | int | float) else "a,b"
+        expected = _KIND_EXPECTED[kind].format(value=example)
+        raise ConfigError(f"{key}={value!r} is invalid: {expected}")
 
 
 # launcher options and the command each submits jobs with
@@ -318,9 +332,9 @@ def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[
 
 
 def instantiate_model(cfg: Any) -> Any:
-    """``hydra.utils.instantiate(cfg)`` for the ``model`` group: a ValueError or TypeError of the
-    model's builder (a ``model.*`` value it refuses) becomes a one-line :class:`ConfigError`
-    (Hydra would print it in four lines, exit status 1).
+    """``hydra.utils.instantiate(cfg)`` for the ``model`` group: a ValueError of the model's
+    builder (a ``model.*`` value it refuses) becomes a one-line :class:`ConfigError` (Hydra would
+    print it in four lines, exit status 1). Other errors keep their traceback.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -329,7 +343,7 @@ def instantiate_model(cfg: Any) -> Any:
         return instantiate(cfg)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, ValueError | TypeError):
+        if isinstance(cause, ValueError):
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
         raise
 

@@ -35,9 +35,10 @@ BAD_IMAGE_POLICIES = ("skip", "fail")
 RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # create_scheduler_v2's
+# timm's create_scheduler_v2 names (timm 1.0)
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "wsd", "rsqrt")
 PREEMPTION_RESERVED_CODES = (0, 1, 2, 130)  # success, failure, bad input, Ctrl-C
-MAX_SEED = 2**32 - 1  # NumPy's seeds (timm's Mixup) are 32-bit
+MAX_SEED = 2**31 - 1  # NumPy's seeds are 32-bit, and rank r seeds with seed + r
 
 
 def _check_model(cfg: Any) -> None:
@@ -126,8 +127,9 @@ def _check_trainer(cfg: Any) -> None:
         int_at_least(cfg, "trainer", key, 1)
     int_at_least(cfg, "trainer", "checkpoint_every", 0)
     number_at_least(cfg, "trainer", "dist_timeout_s", 1)
-    if cfg.clip_grad is not None and (not is_number(cfg.clip_grad) or cfg.clip_grad <= 0):
-        fail("trainer.clip_grad", cfg.clip_grad, "expected null (off) or a number > 0")
+    clip = cfg.clip_grad
+    if clip is not None and (not (is_number(clip) or clip == math.inf) or clip <= 0):
+        fail("trainer.clip_grad", clip, "expected null (off) or a number > 0 (inf: log the norm)")
     decay = cfg.ema.decay
     if not is_number(decay) or not 0 <= decay <= 1:
         fail("trainer.ema.decay", decay, "expected a number in [0, 1]")
@@ -213,20 +215,6 @@ def _check_scheduler(cfg: Any, epochs: int) -> None:
         )
 
 
-def _check_repulsion_start(trainer: Any) -> None:
-    """A repulsive loss that starts after the run's last epoch never applies: a warning (a sweep
-    over the run's length may set it on purpose)."""
-    repulsion = trainer.repulsive_loss
-    if repulsion.weight > 0 and repulsion.start_epoch >= trainer.epochs:
-        _logger.warning(
-            "trainer.repulsive_loss.weight=%g never applies: start_epoch=%d is at or after the "
-            "run's end (trainer.epochs=%d; epochs count from 0)",
-            repulsion.weight,
-            repulsion.start_epoch,
-            trainer.epochs,
-        )
-
-
 def _check_logger(cfg: Any) -> None:
     unknown = sorted(set(cfg or {}) - set(LOGGER_KINDS))
     if unknown:
@@ -256,7 +244,6 @@ def validate_train_config(cfg: Any) -> None:
     _check_optimizer(cfg.optimizer)
     _check_scheduler(cfg.scheduler, cfg.trainer.epochs)
     _check_model(cfg.model)
-    _check_repulsion_start(cfg.trainer)
     _check_logger(cfg.get("logger"))
     resume = cfg.resume
     if resume not in ("auto", "never") and not Path(str(resume)).is_file():

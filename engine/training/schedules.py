@@ -46,14 +46,15 @@ def build_scheduler(
 
     Raises:
         ValueError: if ``warmup_prefix`` leaves no epoch after the warm-up.
-        ConfigError: if ``min_lr`` is above the optimizer's (peak) learning rate.
     """
     peak = optimizer.defaults["lr"]
-    if cfg.min_lr > peak:
-        raise ConfigError(
-            f"scheduler.min_lr={cfg.min_lr} is invalid: above the peak learning rate {peak:.3g} "
-            "(optimizer.lr scaled by the effective batch over optimizer.base_batch_size); "
-            "expected at most that"
+    if cfg.min_lr > peak:  # a warning: a tiny debug batch scales the peak below the default
+        _logger.warning(
+            "scheduler.min_lr=%g is above the peak learning rate %.3g (optimizer.lr scaled by "
+            "the effective batch over optimizer.base_batch_size): the learning rate rises "
+            "over the run",
+            cfg.min_lr,
+            peak,
         )
     warmup_prefix = bool(cfg.warmup_prefix)
     schedule_epochs = epochs - cfg.warmup_epochs if warmup_prefix else epochs
@@ -139,6 +140,14 @@ class DclsSchedule:
                 self.repulsive_weight,
             )
             self.repulsive_weight = 0.0
+        if self.repulsive_weight > 0 and self.repulsive_start >= self.epochs:
+            _logger.warning(
+                "trainer.repulsive_loss.weight=%g never applies: start_epoch=%d is at or after "
+                "the run's end (trainer.epochs=%d; epochs count from 0)",
+                self.repulsive_weight,
+                self.repulsive_start,
+                self.epochs,
+            )
 
     def sigma_at(self, epoch: int) -> float | None:
         """The width of 0-based ``epoch``: linear from ``start`` (first) to ``end`` (last)."""

@@ -315,3 +315,14 @@ def test_dcls_keeps_for_backward_what_convnext_keeps_per_image(conv_algorithm):
     assert per_image["convnext_tiny_dcls"] == per_image["convnext_tiny"] > 0
     construction = kept["convnext_tiny_dcls"][0] - kept["convnext_tiny"][0]
     assert 0 < construction < 0.01 * 128 * per_image["convnext_tiny"]
+
+
+def test_a_kernel_too_small_for_the_iso_parameter_rule_is_refused_naming_its_size():
+    # 29 elements (atto's rule) in a 3x3 kernel; per-axis sizes count their product.
+    with pytest.raises(ValueError, match=r"dilated_kernel_size=3 is invalid: its 9 cells"):
+        timm.create_model("convnext_atto_dcls", dilated_kernel_size=3)
+    with pytest.raises(ValueError, match=r"dilated_kernel_size=\(5, 5\) is invalid: its 25 cells"):
+        timm.create_model("convnext_atto_dcls", dilated_kernel_size=(5, 5))
+    model = timm.create_model("convnext_atto_dcls", dilated_kernel_size=(17, 13))
+    layer = next(m for m in model.modules() if isinstance(m, dcls.Dcls2d))
+    assert layer.dilated_kernel_size == (17, 13)

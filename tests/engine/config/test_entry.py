@@ -53,7 +53,7 @@ CONFIGS = Path(CONFIG_DIR)
         (
             ["+trainer.epocs=3"],
             r"\+trainer\.epocs is invalid: no key 'epocs' in trainer; close "
-            r"matches: trainer\.epochs.*free-form mappings \(optimizer\.kwargs\)",
+            r"matches: trainer\.epochs.*free-form mappings \(model, optimizer\.kwargs\)",
         ),
         (["+foo=1"], r"\+foo is invalid: no such top-level key"),
         # A value of another kind than its key's default: text where true/false belongs would
@@ -86,6 +86,8 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
         ["++seed=3", "~logger"],  # forcing and deleting are Hydra's business
         ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
+        ["+model.drop_rate=0.1", "experiment=convnext_tiny_dcls_in1k"],  # timm's builder's
+        ["-m", "optimizer.lr=interval(0.001,0.01)"],  # sampled by a sweeper
         ["model.dilated_kernel_size=[17,17]", "optimizer.lr=1", "-m", "seed=range(0,3)"],
         ["trainer.compile=true", "trainer.ema.enabled=False", "trainer.clip_grad=null"],
         ["hydra.sweep.dir=/tmp/x", "hydra/launcher=submitit_local"],
@@ -118,6 +120,10 @@ def test_eval_command_line_is_checked_against_eval_yaml():
     check_command_line(CONFIGS, "eval", ["+model.kwargs.version=v0"])  # README's example
     with pytest.raises(ConfigError, match=r"throughput\.train='flase' is invalid: expected true"):
         check_command_line(CONFIGS, "eval", ["throughput.train=flase"])
+    with pytest.raises(
+        ConfigError, match=r"sets='in1k' is invalid: expected a list, e\.g\. \[in1k\]"
+    ):
+        check_command_line(CONFIGS, "eval", ["sets=in1k"])
 
 
 def _run(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
