@@ -2,11 +2,13 @@
 
 Triton's bundled ``ptxas`` compiles each config of the forward's dense autotune tables for
 ``sm_90`` (Hopper), and ``cuobjdump`` lists the SASS. Per config: registers, static instructions
-per thread (prologue, one kernel row of the ``kh`` loop, epilogue), the FFMA and HMMA among them,
-the useful multiply-adds per thread per kernel row (output positions x channels x taps in a
-row over the program's threads; the tensor-core path's band zeros not counted) and the ratio of
-the two. A static count, not a timing: it says how many instructions each config issues per
-useful multiply-add, which bounds an issue-bound kernel (``docs/triton_plan.md``).
+per thread in the whole kernel and in the body of its loop over kernel rows (``kh``: the span of
+the backward branch, what runs once per kernel row), the FFMA and HMMA in the kernel, the useful
+multiply-adds per thread per kernel row (output positions x channels x taps in a row over the
+program's threads; the tensor-core path's band zeros not counted) and the loop body's
+instructions per useful multiply-add. A static count, not a timing: it bounds an issue-bound
+kernel (``docs/triton_plan.md``). Kernel rows longer than 32 taps are not unrolled whole, so the
+count is for one loop body of 4 taps there: sizes up to 32 only.
 
     python scripts/triton_sass.py --kernel-size 17 --dtype bf16
 
@@ -78,13 +80,32 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return {"registers": int(found[1]), "local_bytes": int(found[2])}
 
 
+_SASS_LINE = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)([^;]*)")
+
+
+def loop_body_instructions(sass: str) -> int:
+    """Instructions in the widest loop of ``sass`` (``cuobjdump -sass`` text): from a backward
+    branch's target to the branch. The forward's loop over kernel rows, for a dense config
+    (its other loops are unrolled); 0 without a loop."""
+    instructions = [
+        (int(m[1], 16), m[2], m[3]) for m in map(_SASS_LINE.match, sass.splitlines()) if m
+    ]
+    widest = 0
+    for address, opcode, operands in instructions:
+        target = re.search(r"0x([0-9a-f]+)", operands) if opcode == "BRA" else None
+        if target and int(target[1], 16) < address:
+            start = int(target[1], 16)
+            widest = max(widest, sum(start <= a <= address for a, _, _ in instructions))
+    return widest
+
+
 def sass_histogram(cubin: bytes) -> collections.Counter:
     """Static count of each SASS opcode (``IMAD.U32`` counts as ``IMAD``), predicates ignored."""
     counts: collections.Counter = collections.Counter()
     for line in _cuobjdump(cubin, "-sass").splitlines():
-        match = re.match(r"\s*/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        match = _SASS_LINE.match(line)
         if match:
-            counts[match[1]] += 1
+            counts[match[2]] += 1
     return counts
 
 
@@ -114,6 +135,7 @@ def config_rows(kernel_size: int, dtype: str) -> list[dict]:
                 stages,
             )
             counts = sass_histogram(kernel.asm["cubin"])
+            loop = loop_body_instructions(_cuobjdump(kernel.asm["cubin"], "-sass"))
             useful = meta["BLOCK_H"] * meta["BLOCK_W"] * meta["BLOCK_C"] * kernel_size
             useful /= 32 * warps
             rows.append(
@@ -125,10 +147,11 @@ def config_rows(kernel_size: int, dtype: str) -> list[dict]:
                     ),
                     **resource_usage(kernel.asm["cubin"]),
                     "instructions": sum(counts.values()),
+                    "loop": loop,
                     "FFMA": counts["FFMA"],
                     "HMMA": counts["HMMA"],
                     "useful": useful,
-                    "per_useful": sum(counts.values()) / useful,
+                    "per_useful": loop / useful,
                 }
             )
     return rows
@@ -136,14 +159,15 @@ def config_rows(kernel_size: int, dtype: str) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| layout | config | registers | spills (bytes) | SASS instructions | FFMA | HMMA | "
-        "useful MACs / thread / kernel row | instructions per useful MAC |",
+        "| layout | config | registers | spills (bytes) | SASS instructions (kernel / row loop) "
+        "| FFMA | HMMA | useful MACs / thread / kernel row | row loop's instructions per useful "
+        "MAC |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['layout']} | {r['config']} | {r['registers']} | {r['local_bytes']} | "
-            f"{r['instructions']} | {r['FFMA']} | {r['HMMA']} | {r['useful']:.0f} | "
+            f"{r['instructions']} / {r['loop']} | {r['FFMA']} | {r['HMMA']} | {r['useful']:.0f} | "
             f"{r['per_useful']:.2f} |"
         )
     return "\n".join(lines)
@@ -154,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel-size", type=int, default=17, help="square kernel (default 17)")
     parser.add_argument("--dtype", choices=DTYPES, default="bf16")
     args = parser.parse_args(argv)
-    if args.kernel_size < 1:
-        parser.error(f"--kernel-size must be >= 1, got {args.kernel_size}")
+    if not 1 <= args.kernel_size <= dw_triton._MAX_UNROLLED_KW:
+        parser.error(
+            f"--kernel-size must be in [1, {dw_triton._MAX_UNROLLED_KW}] (longer rows are not "
+            f"unrolled whole), got {args.kernel_size}"
+        )
     if dw_triton.triton is None:
         parser.error("triton is not installed (it comes with torch's Linux wheels)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

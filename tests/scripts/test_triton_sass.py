@@ -36,7 +36,8 @@ def test_rows_count_the_multiply_adds_of_each_path(sass):
         assert row["registers"] > 0 and row["local_bytes"] == 0
         useful = meta["BLOCK_H"] * meta["BLOCK_W"] * meta["BLOCK_C"] * 5 / (32 * warps)
         assert row["useful"] == useful
-        assert row["per_useful"] == pytest.approx(row["instructions"] / useful)
+        assert 0 < row["loop"] < row["instructions"]  # the row loop, inside the kernel
+        assert row["per_useful"] == pytest.approx(row["loop"] / useful)
         if row["path"] == "FMA":  # one FFMA per useful multiply-add of the unrolled row
             assert row["FFMA"] == useful and row["HMMA"] == 0
         else:
@@ -48,5 +49,20 @@ def test_main_prints_one_table_row_per_config(sass, caplog):
     assert sass.main(["--kernel-size", "3"]) == 0
     table = [line for line in caplog.text.splitlines() if line.startswith("| N")]
     assert len(table) == 4
-    with pytest.raises(SystemExit):
-        sass.main(["--kernel-size", "0"])
+    for size in ("0", "33"):  # rows over 32 taps are not unrolled whole: no per-row count
+        with pytest.raises(SystemExit):
+            sass.main(["--kernel-size", size])
+
+
+def test_the_loop_body_is_the_span_of_the_backward_branch(sass):
+    text = "\n".join(
+        [
+            "        /*0000*/                   MOV R1, c[0x0][0x28] ;",
+            "        /*0010*/                   IMAD R2, R3, R4, R5 ;",
+            "        /*0020*/                   FFMA R6, R7, R8, R6 ;",
+            "        /*0030*/               @P0 BRA 0x10 ;",
+            "        /*0040*/                   EXIT ;",
+            "        /*0050*/                   BRA 0x50;",  # the trailing self-loop: not a loop
+        ]
+    )
+    assert sass.loop_body_instructions(text) == 3
