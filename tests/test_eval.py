@@ -453,3 +453,17 @@ def test_model_name_is_checked_before_anything_is_loaded(tmp_path, name, error):
     else:
         with pytest.raises(ConfigError, match=rf"model\.name='{name}' is invalid: .*{error}"):
             validate_eval_config(cfg, eval_script.SETS)
+
+
+def test_a_transform_with_sets_val_is_warned_about(tmp_path, stub_checkpoint, caplog):
+    # sets=[val] rebuilds the training run's split with its data config: transform.* is unused.
+    from engine.config import validate_eval_config
+
+    base = [f"checkpoint={stub_checkpoint}", "sets=[val]"]
+    cfg = compose_eval(tmp_path, base)
+    cfg.transform.img_size = None  # (the helper sets the tests' size)
+    validate_eval_config(cfg, eval_script.SETS)
+    assert "transform.*" not in caplog.text
+    cfg.transform.crop_pct = 0.9
+    validate_eval_config(cfg, eval_script.SETS)
+    assert "transform.* applies to the image-folder sets" in caplog.text
