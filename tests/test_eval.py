@@ -457,6 +457,7 @@ def test_model_name_is_checked_before_anything_is_loaded(tmp_path, name, error):
 
 def test_a_transform_with_sets_val_is_warned_about(tmp_path, stub_checkpoint, caplog):
     # sets=[val] rebuilds the training run's split with its data config: transform.* is unused.
+    caplog.set_level(logging.WARNING)  # (another test module leaves the root logger at ERROR)
     from engine.config import validate_eval_config
 
     base = [f"checkpoint={stub_checkpoint}", "sets=[val]"]

@@ -1,5 +1,6 @@
 """Config validation: one-line messages naming key, value and what is allowed; exit status 2."""
 
+import logging
 import re
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):
     ],
 )
 def test_settings_that_never_apply_are_warned_about(tmp_path, overrides, warning, caplog):
+    caplog.set_level(logging.WARNING)  # (another test module leaves the root logger at ERROR)
     validate_train_config(compose_train(tmp_path, overrides))
     assert re.search(warning, caplog.text)
 

@@ -155,6 +155,7 @@ def test_repulsive_loss_is_off_for_models_without_positions(tmp_path, caplog, na
 def test_a_minimum_lr_above_the_peak_is_warned_about(tmp_path, caplog):
     # The peak is the optimizer's lr, scaled to the batch: min_lr=1 made the lr climb to 1,
     # silently. A warning, not an error: a batch-1 debug run scales the peak below 1e-6.
+    caplog.set_level(logging.WARNING)  # (another test module leaves the root logger at ERROR)
     cfg = compose_train(tmp_path, ["scheduler.min_lr=0.5"])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.25)
     build_scheduler(optimizer, cfg.scheduler, 15, 10)
@@ -166,6 +167,7 @@ def test_a_minimum_lr_above_the_peak_is_warned_about(tmp_path, caplog):
 
 
 def test_a_repulsive_loss_starting_after_the_run_is_warned_about_for_dcls_models(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)  # (another test module leaves the root logger at ERROR)
     cfg = compose_train(tmp_path, ["trainer.repulsive_loss.weight=1", "trainer.epochs=3"])
     DclsSchedule(cfg.trainer).prepare(timm.create_model("test_convnext_dcls", num_classes=3))
     assert "repulsive_loss.weight=1 never applies: start_epoch=21 is at or after" in caplog.text
