@@ -805,8 +805,8 @@ def test_every_one_row_config_is_right(channels_last, device):
     # Each 1-row config, as the autotuner may run it, on a 2-D input of one output row (the
     # layouts 1-D tensors lack) with a 41-tap row: ragged along W and C. Tap tables on a kernel
     # with zero taps. On CUDA, compiled.
-    c = 40
-    x = _make((2, c, 3, 300), 2, channels_last, torch.float32, device, requires_grad=False)
+    c = 10  # ragged for every channel block (4 to 128); 150 positions for every tile width
+    x = _make((2, c, 3, 150), 2, channels_last, torch.float32, device, requires_grad=False)
     w = _make((c, 1, 3, 41), 2, False, torch.float32, device, requires_grad=False)
     x3 = x.unsqueeze(2)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -816,7 +816,7 @@ def test_every_one_row_config_is_right(channels_last, device):
             kernel[:, :, :, ::3] = 0
         expected = F.conv2d(x.double(), kernel.double(), None, 1, (0, 20), 1, c)
         for config in dw_triton._config_table("conv", channels_last, tap_list, True, True):
-            out = torch.empty((2, c, 1, 1, 300), device=device).contiguous(memory_format=fmt)
+            out = torch.empty((2, c, 1, 1, 150), device=device).contiguous(memory_format=fmt)
             dw_triton._launch_conv(
                 x3, kernel.reshape(c, -1), None, out, [0, 0, 20], [1, 3, 41], 1, 1, tap_list,
                 channels_last, config,
