@@ -124,21 +124,14 @@ def multirun_overrides() -> list[str] | None:
 _UNLISTED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.INTERVAL_SWEEP)
 
 
-def _values(override: Override) -> list[Any]:
-    """The values an override sets: one, or each of a choice/range sweep's."""
+def _values(override: Override, parsed: bool = False) -> list[Any]:
+    """The values an override sets: one, or each of a choice/range sweep's; a sweep's as text,
+    or with ``parsed`` as Hydra will set them (``1`` an int, ``true`` a bool)."""
     if override.value_type in _UNLISTED_SWEEPS:
         return []
     if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
-    return [override.value()]
-
-
-def _parsed_values(override: Override) -> list[Any]:
-    """As :func:`_values`, each parsed as Hydra will set it (``1`` an int, ``true`` a bool)."""
-    if override.value_type in _UNLISTED_SWEEPS:
-        return []
-    if override.is_sweep_override():
-        return list(override.sweep_iterator())
+        values = override.sweep_iterator() if parsed else override.sweep_string_iterator()
+        return list(values)
     return [override.value()]
 
 
@@ -316,7 +309,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     for override in keys:
         _check_key(cfg, override.key_or_group, adding=override.is_add())
         if not override.is_add():
-            for value in _parsed_values(override):
+            for value in _values(override, parsed=True):
                 _check_value_kind(cfg, override.key_or_group, value)
 
 
