@@ -31,6 +31,18 @@ __all__ = ["validate_train_config"]
 _logger = logging.getLogger(__name__)
 
 DATA_KINDS = ("digits", "fake", "folder")
+# What each data.kind reads beyond the common keys, and the data group that sets them.
+DATA_KIND_KEYS = {
+    "digits": ("digits", ("val_fraction", "split_seed", "max_shift")),
+    "fake": ("fake", ("train_size", "val_size")),
+    "folder": (
+        "imagenet",
+        (
+            *("root", "train_split", "val_split", "on_bad_image"),
+            *("auto_augment", "color_jitter", "re_prob", "re_mode", "re_count"),
+        ),
+    ),
+}
 BAD_IMAGE_POLICIES = ("skip", "fail")
 RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
@@ -81,6 +93,15 @@ def _check_model(cfg: Any) -> None:
 
 def _check_data(cfg: Any) -> None:
     one_of(cfg, "data", "kind", DATA_KINDS)
+    group, kind_keys = DATA_KIND_KEYS[cfg.kind]
+    missing = [key for key in kind_keys if key not in cfg]
+    if missing:
+        fail(
+            "data.kind",
+            cfg.kind,
+            f"the data group {cfg.get('name')!r} has no {', '.join(missing)}; choose the group "
+            f"that sets them, data={group} (data.kind only says which one a group is)",
+        )
     for key in ("batch_size", "eval_batch_size", "num_classes", "image_size"):
         int_at_least(cfg, "data", key, 1)
     int_at_least(cfg, "data", "num_workers", 0)

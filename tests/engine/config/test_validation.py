@@ -97,6 +97,10 @@ ROOT = Path(__file__).resolve().parents[3]
         (["trainer.position_history.max_out_channels=0"], r"max_out_channels=0 is invalid"),
         (["logger=wandb", "logger.wandb.mode=offlin"], r"logger\.wandb\.mode='offlin' is inval"),
         (["logger.csv.filename=null"], r"logger\.csv\.filename=None is invalid"),
+        # data.kind on another group's keys: name the group (was: on_bad_image=None is invalid)
+        (["data.kind=folder"], r"data\.kind='folder' is invalid: .*no root.*data=imagenet"),
+        (["data.kind=fake"], r"data\.kind='fake' is invalid: .*no train_size, val_size.*data=fake"),
+        (["data=fake", "data.kind=digits"], r"no val_fraction, split_seed, max_shift.*data=digits"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, overrides, message):
