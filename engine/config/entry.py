@@ -223,6 +223,23 @@ def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
         example = value if isinstance(value, str | int | float) else "a,b"
         expected = _KIND_EXPECTED[kind].format(value=example)
         raise ConfigError(f"{key}={value!r} is invalid: {expected}")
+    if kind == "mapping" and (new := [k for k in value if k not in default]):
+        adds = " ".join(f"'+{key}.{k}={_override_text(value[k])}'" for k in new)
+        raise ConfigError(
+            f"{key}={_override_text(value)} is invalid: setting a mapping cannot add keys to it "
+            f"(Hydra's struct mode: {', '.join(map(str, new))} not in {key}); add them with {adds}"
+        )
+
+
+def _override_text(value: Any) -> str:
+    """``value`` as a command-line override writes it: ``[0.9,0.95]``, ``{a:1}``, ``true``."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(map(_override_text, value)) + "]"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 # launcher options and the command each submits jobs with

@@ -67,6 +67,11 @@ CONFIGS = Path(CONFIG_DIR)
         (["model.drop_path_rate=abc"], r"model\.drop_path_rate='abc' is invalid: expected a fin"),
         (["trainer.preemption.signals=SIGTERM"], r"signals='SIGTERM' is invalid: expected a list"),
         (["optimizer.kwargs=abc"], r"optimizer\.kwargs='abc' is invalid: expected a mapping"),
+        (  # new keys in a mapping: Hydra's "Key 'betas' is not in struct" (four lines, exit 1)
+            ["optimizer.kwargs={betas:[0.9,0.95]}"],
+            r"optimizer\.kwargs=\{betas:\[0\.9,0\.95\]\} is invalid: setting a mapping cannot "
+            r"add keys.*add them with '\+optimizer\.kwargs\.betas=\[0\.9,0\.95\]'",
+        ),
         (["trainer.epochs=="], r"is invalid"),
         (  # the jobs of a sweep over where the data lives would share one folder
             ["-m", "paths.data_dir=/data/a,/data/b", "seed=0,1"],
@@ -86,6 +91,7 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
         ["++seed=3", "~logger"],  # forcing and deleting are Hydra's business
         ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
+        ["optimizer.positions={lr_scale:3,weight_decay:0.0}"],  # a mapping of keys it has
         ["+model.drop_rate=0.1", "experiment=convnext_tiny_dcls_in1k"],  # timm's builder's
         ["-m", "optimizer.lr=interval(0.001,0.01)"],  # sampled by a sweeper
         ["model.dilated_kernel_size=[17,17]", "optimizer.lr=1", "-m", "seed=range(0,3)"],
