@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 import dcls
 from dcls._utils import as_tuple
-from dcls.conv import authors_to_ours
+from dcls.conv import DEFAULT_POSITION_INIT_STD, authors_to_ours
 from models._grouping import with_shared_positions
 
 __all__ = [
@@ -104,6 +104,8 @@ def dcls_convnext(
     version: str = "bilinear",
     share_positions: bool = True,
     conv_algorithm: str = "auto",
+    position_init_std: float = DEFAULT_POSITION_INIT_STD,
+    sigma_init: float | None = None,
     **kwargs: Any,
 ) -> ConvNeXt:
     """timm's ``ConvNeXt(**kwargs)`` with every block's depthwise conv replaced by a DCLS layer.
@@ -119,6 +121,8 @@ def dcls_convnext(
         conv_algorithm: how the DCLS layers apply their kernels: ``"direct"``,
             ``"channels_last"``, ``"fft"``, ``"split"``, ``"triton"`` or ``"auto"`` (the
             default, as the configs: the fastest per shape, see :mod:`dcls.algorithms`).
+        position_init_std, sigma_init: initial positions' std (clamped to the kernel) and
+            widths (``None``: the version's default), as :class:`dcls.Dcls2d`.
         **kwargs: ``ConvNeXt`` arguments (``depths``, ``dims``, ``drop_path_rate``, ...).
     """
     if kernel_count is None:
@@ -140,6 +144,8 @@ def dcls_convnext(
         version,
         filter_fn=_is_block_dwconv,
         share_key=_stage_of if share_positions else None,
+        position_init_std=position_init_std,
+        sigma_init=sigma_init,
         conv_algorithm=conv_algorithm,
     )
     for module in model.modules():

@@ -20,6 +20,7 @@ from timm.models.resnet import Bottleneck, ResNet, _cfg
 from torch import nn
 
 import dcls
+from dcls.conv import DEFAULT_POSITION_INIT_STD
 
 __all__ = ["dc_resnet", "dcls_resnet"]
 
@@ -42,6 +43,8 @@ def dcls_resnet(
     version: str = "bilinear",
     share_positions: bool = False,
     conv_algorithm: str = "auto",
+    position_init_std: float = DEFAULT_POSITION_INIT_STD,
+    sigma_init: float | None = None,
     **kwargs: Any,
 ) -> ResNet:
     """timm's ``ResNet(**kwargs)`` with every Bottleneck ``conv2`` replaced by a DCLS layer.
@@ -51,7 +54,8 @@ def dcls_resnet(
 
     ``conv_algorithm`` (see :mod:`dcls.algorithms`; default ``"auto"``, the fastest per shape)
     applies to the stride-1 layers; "auto" keeps the strided ones direct, "fft" is refused for
-    them, and "split" and "triton" (depthwise only) for all.
+    them, and "split" and "triton" (depthwise only) for all. ``position_init_std`` and
+    ``sigma_init`` initialise the positions and widths, as :class:`dcls.Dcls2d`.
     """
     return dcls.convert(
         ResNet(**kwargs),
@@ -60,6 +64,8 @@ def dcls_resnet(
         version,
         filter_fn=_is_bottleneck_conv2,
         share_key=_first_block_of_stage if share_positions else None,
+        position_init_std=position_init_std,
+        sigma_init=sigma_init,
         conv_algorithm=conv_algorithm,
     )
 

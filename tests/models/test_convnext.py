@@ -126,6 +126,17 @@ def test_dcls_keyword_arguments():
     assert all(m.P is not None for m in layers)
 
 
+def test_initial_positions_and_widths_are_builder_arguments():
+    # (timm's ConvNeXt took them and raised "unexpected keyword argument 'position_init_std'")
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "test_convnext_dcls", version="gauss", position_init_std=0.1, sigma_init=0.7
+    )
+    positions = [m for m in model.modules() if isinstance(m, dcls.DclsPositions)]
+    assert positions and all(torch.all(m.SIG == 0.7) for m in positions)
+    assert all(0.05 < m.P.std() < 0.15 for m in positions)  # std 0.5 by default
+
+
 def _to_authors_layout(state_dict, depths, axis_order=(0, 1)):
     """Write a timm-format ConvNeXt-dcls state dict in facebookresearch-ConvNeXt's layout, with
     each stage's shared P repeated under every block, as the released checkpoints are, and the

@@ -26,6 +26,14 @@ def test_only_bottleneck_conv2_is_replaced_and_strides_are_kept():
     out.sum().backward()
 
 
+def test_initial_positions_and_widths_are_builder_arguments():
+    model = timm.create_model(
+        "test_resnet_dcls", version="triangle", position_init_std=0.1, sigma_init=0.4
+    )
+    layers = [m for m in model.modules() if isinstance(m, dcls.Dcls2d)]
+    assert layers and all(torch.all(m.SIG == 0.4) and m.P.std() < 0.2 for m in layers)
+
+
 def test_resnet50_dcls_is_iso_parameter():
     with torch.device("meta"):
         baseline = timm.create_model("resnet50")
