@@ -91,7 +91,7 @@ if triton is not None:
                 value = value / (mass + EPS)[:, None]
             acc += value
         tl.store(
-            out_ptr + rows[:, None] * (S0 * S1 * S2) + cells[None, :],
+            out_ptr + rows.to(tl.int64)[:, None] * (S0 * S1 * S2) + cells[None, :],  # >= 2^31
             acc,
             mask=rows_ok[:, None] & cells_ok[None, :],
         )
@@ -106,6 +106,7 @@ if triton is not None:
         pairs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flattened (row, element)
         ok = pairs < ROWS * K
         rows = pairs // K
+        row_start = rows.to(tl.int64) * (S0 * S1 * S2)  # a dense kernel may pass 2^31 cells
         w = tl.load(w_ptr + pairs, mask=ok, other=0.0)
         zero = w * 0.0
         # Per axis: base cell, fraction, in-grid mass and its derivative; padded axes sit at 0.
@@ -153,7 +154,7 @@ if triton is not None:
             i2 = base2 + e2
             inside = (i0 >= 0) & (i0 < S0) & (i1 >= 0) & (i1 < S1) & (i2 >= 0) & (i2 < S2)
             cell = (i0 * (S1 * S2) + i1 * S2 + i2).to(tl.int32)
-            dk = tl.load(grad_ptr + rows * (S0 * S1 * S2) + cell, mask=ok & inside, other=0.0)
+            dk = tl.load(grad_ptr + row_start + cell, mask=ok & inside, other=0.0)
             c0 = frac0 if e0 == 1 else 1 - frac0
             c1 = frac1 if e1 == 1 else 1 - frac1
             c2 = frac2 if e2 == 1 else 1 - frac2

@@ -739,10 +739,22 @@ def _kw_unroll(kernel_width: int) -> int:
 
 def _dot_precision(dtype: torch.dtype, interpret: bool) -> str:
     """``tl.dot``'s input precision: TF32 for float32 operands on CUDA where cuDNN's
-    convolutions may use it (``torch.backends.cudnn.allow_tf32``, on by default), as
-    ``F.conv2d`` does; IEEE otherwise (half-precision operands are exact either way)."""
-    tf32 = dtype == torch.float32 and not interpret and torch.backends.cudnn.allow_tf32
+    convolutions may use it (:func:`_cudnn_conv_allows_tf32`, on by default), as ``F.conv2d``
+    does; IEEE otherwise (half-precision operands are exact either way)."""
+    tf32 = dtype == torch.float32 and not interpret and _cudnn_conv_allows_tf32()
     return "tf32" if tf32 else "ieee"
+
+
+def _cudnn_conv_allows_tf32() -> bool:
+    """Whether cuDNN's convolutions may use TF32: ``torch.backends.cudnn.conv.fp32_precision``,
+    else (``"none"``) its parents', the cuDNN-wide and the global setting. Reading the older
+    ``torch.backends.cudnn.allow_tf32`` raises once conv and RNN settings differ (torch >= 2.9)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if not hasattr(conv, "fp32_precision"):
+        return torch.backends.cudnn.allow_tf32
+    settings = (conv.fp32_precision, torch.backends.cudnn.fp32_precision)
+    inherited = [s for s in (*settings, torch.backends.fp32_precision) if s != "none"]
+    return bool(inherited) and inherited[0] == "tf32"
 
 
 def _acc_dtype(dtype: torch.dtype):

@@ -209,6 +209,31 @@ def test_float64_runs_the_fma_path_even_where_tensor_cores_are_asked(tensor_core
         _assert_close(actual, expected, 1e-12)  # float64 accumulation
 
 
+@pytest.mark.parametrize(
+    ("conv", "cudnn", "overall", "precision"),
+    [
+        ("tf32", "none", "none", "tf32"),  # torch's default
+        ("ieee", "none", "none", "ieee"),  # (reading cudnn.allow_tf32 raises here)
+        ("none", "tf32", "none", "tf32"),  # inherited from the cuDNN-wide setting
+        ("none", "none", "tf32", "tf32"),  # ... and from the global one
+        ("none", "none", "none", "ieee"),
+    ],
+)
+def test_float32_dots_follow_cudnns_conv_precision(conv, cudnn, overall, precision):
+    backends = torch.backends  # (torch >= 2.9; older ones have only cudnn.allow_tf32)
+    owners = (backends, backends.cudnn, backends.cudnn.conv)  # parents first: setting one
+    saved = [owner.fp32_precision for owner in owners]  # may set its children (torch 2.11)
+    try:
+        for owner, value in zip(owners, (overall, cudnn, conv), strict=True):
+            owner.fp32_precision = value
+        assert dw_triton._dot_precision(torch.float32, interpret=False) == precision
+        assert dw_triton._dot_precision(torch.bfloat16, interpret=False) == "ieee"
+        assert dw_triton._dot_precision(torch.float32, interpret=True) == "ieee"
+    finally:
+        for owner, value in zip(owners, saved, strict=True):
+            owner.fp32_precision = value
+
+
 @pytest.mark.parametrize("name", ["conv", "kernel_grad"])
 def test_deterministic_mode_launches_one_fixed_config_on_cuda(name, monkeypatch):
     # The autotuner's configs sum in different orders (the kernel gradient's BLOCK_P, the
