@@ -215,7 +215,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         wall_time_s=state.run_seconds(),
         weights="ema" if ema is not None else "model",
     )
-    results = write_results(record, model, enabled=dist_info.is_main)
+    results = write_results(record, enabled=dist_info.is_main)
     logger.finish()
     cleanup()
     return results

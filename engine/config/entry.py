@@ -135,8 +135,25 @@ def _values(override: Override, parsed: bool = False) -> list[Any]:
     return [override.value()]
 
 
-def _group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def _group_options(config_dirs: Sequence[Path], group: str) -> list[str]:
+    return sorted({p.stem for d in config_dirs for p in (d / group).glob("*.yaml")})
+
+
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def _search_path(args: Sequence[str], overrides: Sequence[Override]) -> list[str] | None:
+    """The config folders that ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` add, as
+    ``hydra.searchpath`` entries; None where one is not a folder on this machine (``pkg://``)."""
+    found = [args[i + 1] for i, a in enumerate(args[:-1]) if a in CONFIG_DIR_FLAGS]
+    found += [
+        a.split("=", 1)[1] for a in args if a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS))
+    ]
+    for override in overrides:
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            found += [str(entry) for entry in override.value()]
+    entries = [e if "://" in e else f"file://{Path(e).resolve()}" for e in found]
+    return None if any(not e.startswith("file://") for e in entries) else entries
 
 
 def _is_free_form(node: DictConfig) -> bool:
@@ -166,16 +183,22 @@ def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
             return  # inside a list or a leaf: Hydra decides
         names = list(node.keys())  # keys() resolves no interpolation
         if part not in names:
-            if adding and depth and _is_free_form(node):
-                return  # a key of a free-form mapping
             parent = ".".join(parts[:depth])
+            free_form = depth > 0 and _is_free_form(node)
+            if adding and free_form:
+                return  # a key of a free-form mapping
             siblings = [f"{parent}.{k}" if parent else str(k) for k in names]
             where = f"no key {part!r} in {parent}" if parent else "no such top-level key"
             hint = close_matches(key, siblings)
             free = ", ".join(_free_form_mappings(cfg)) or "none in this config"
+            how = (
+                f"to add it to this free-form mapping: +{key}=..."
+                if free_form
+                else f"new keys (+key=...) go only inside the free-form mappings ({free})"
+            )
             raise ConfigError(
                 f"{'+' if adding else ''}{key} is invalid: {where}{'; ' + hint if hint else ''}; "
-                f"new keys (+key=...) go only inside the free-form mappings ({free})"
+                + how
             )
         node = node._get_node(part)
 
@@ -279,14 +302,20 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             (with close matches) or a key that does not exist (with close matches).
     """
     args = list(argv)
-    if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
-        return
-    texts = [a for a in args if a not in MULTIRUN_FLAGS]
+    flag_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a in CONFIG_DIR_FLAGS}
+    flags = [a for a in args if a.startswith("-") and a not in flag_values]
+    if any(f.split("=", 1)[0] not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS) for f in flags):
+        return  # --cfg, --help, --info, ...: Hydra's business
+    texts = [a for a in args if a not in flags and a not in flag_values]
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(texts)
     except HydraException as error:
         raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
+    search_path = _search_path(args, overrides)
+    if search_path is None:
+        return  # a package's configs (pkg://): Hydra finds them
+    config_dirs = [config_dir, *(Path(entry[len("file://") :]) for entry in search_path)]
     if any(a in MULTIRUN_FLAGS for a in args):
         _check_swept_keys_name_folders(config_dir, overrides)
     checked = [
@@ -300,16 +329,17 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     keys: list[Override] = []
     for override in checked:
         group = override.key_or_group
-        if not (config_dir / group).is_dir():
+        if not any((d / group).is_dir() for d in config_dirs):
             keys.append(override)
             continue
-        options = _group_options(config_dir, group)
+        options = _group_options(config_dirs, group)
         values = [v for v in _values(override) if v is not None and v != "null"]
         for value in values:
             if str(value) not in options:
                 hint = close_matches(str(value), options)
                 raise ConfigError(
-                    f"{group}={value} is invalid: no {group}/{value}.yaml in {config_dir}; "
+                    f"{group}={value} is invalid: no {group}/{value}.yaml in "
+                    f"{', '.join(map(str, config_dirs))}; "
                     f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
                 )
         for value in values:
@@ -320,7 +350,8 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         return
     try:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=group_choices)
+            searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+            cfg = compose(config_name, overrides=[*searched, *group_choices])
     except HydraException:
         return  # a problem of the configs themselves: Hydra reports it in full
     for override in keys:
@@ -342,9 +373,11 @@ def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[
 
 
 def instantiate_model(cfg: Any) -> Any:
-    """``hydra.utils.instantiate(cfg)`` for the ``model`` group: a ValueError of the model's
-    builder (a ``model.*`` value it refuses) becomes a one-line :class:`ConfigError` (Hydra would
-    print it in four lines, exit status 1). Other errors keep their traceback.
+    """``hydra.utils.instantiate(cfg)`` for the ``model`` group, with what is the config's fault
+    in one line (:class:`ConfigError`; Hydra would print four, exit status 1): a ``_target_``
+    that does not import, a ``model.*`` key that the builder (or one it passes it to) does not
+    take, and a ValueError of the builder (a ``model.*`` value it refuses). Other errors keep
+    their traceback.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -353,9 +386,26 @@ def instantiate_model(cfg: Any) -> Any:
         return instantiate(cfg)
     except InstantiationException as error:
         cause = error.__cause__
+        if isinstance(cause, ImportError):
+            reason = str(cause.__cause__ or cause).strip().splitlines()[0]
+            raise ConfigError(
+                f"model._target_={cfg.get('_target_')!r} is invalid: it does not import "
+                f"({reason}); is its module on PYTHONPATH?"
+            ) from error
+        refused = _REFUSED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
+        if refused and refused[1] in cfg:  # a key of the config (other names: maybe a bug)
+            raise ConfigError(
+                f"model.{refused[1]} is invalid: the builder does not take it ({cause})"
+            ) from error
         if isinstance(cause, ValueError):
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
         raise
+
+
+# Python's message for a keyword a call's signature refuses
+_REFUSED_ARGUMENT = re.compile(
+    r"(?:unexpected keyword argument|multiple values for argument) '(\w+)'"
+)
 
 
 def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:

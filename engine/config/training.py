@@ -50,6 +50,7 @@ WANDB_MODES = ("online", "offline", "disabled")
 # timm's create_scheduler_v2 names (timm 1.0)
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "wsd", "rsqrt")
 PREEMPTION_RESERVED_CODES = (0, 1, 2, 130)  # success, failure, bad input, Ctrl-C
+TIMM_BUILDER = "timm.create_model"  # the model group's _target_ (a model of one's own: another)
 MAX_SEED = 2**31 - 1  # NumPy's seeds are 32-bit, and rank r seeds with seed + r
 
 
@@ -59,7 +60,8 @@ def _check_model(cfg: Any) -> None:
     import models  # noqa: F401  (registers the DCLS variants)
 
     name = cfg.get("model_name")
-    if not isinstance(name, str) or not timm.is_model(name):
+    builds_with_timm = cfg.get("_target_", TIMM_BUILDER) == TIMM_BUILDER  # else: the user's own
+    if builds_with_timm and (not isinstance(name, str) or not timm.is_model(name)):
         hint = close_matches(name, timm.list_models()) or "see timm.list_models()"
         fail("model.model_name", name, f"not a registered timm model; {hint}")
     kernel_count = cfg.get("kernel_count")

@@ -18,7 +18,6 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 
 from engine.config import command_line_override
 from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
@@ -33,6 +32,12 @@ _logger = logging.getLogger(__name__)
 # lives, resume, launcher) neither. The model group option (``-m model=a,b``) is the row's model
 # name already; keys under ``model.`` do name rows.
 ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
+
+
+def model_label(model_cfg: DictConfig) -> str:
+    """The model's name in results: timm's ``model_name``, or for a builder of one's own (another
+    ``_target_``) that builder's name."""
+    return str(model_cfg.get("model_name") or str(model_cfg.get("_target_")).rsplit(".", 1)[-1])
 
 
 def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
@@ -52,7 +57,7 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     if HydraConfig.initialized():
         ignored |= set(HydraConfig.get().job.config.override_dirname.exclude_keys)
     swept = [o for o in overrides or () if o.split("=", 1)[0].lstrip("+~") != "model"]
-    return named_row(str(cfg.model.get("model_name")), swept, ignored)
+    return named_row(model_label(cfg.model), swept, ignored)
 
 
 def _eval_arguments(record: RunRecord) -> str:
@@ -104,14 +109,13 @@ def _reported(record: RunRecord, key: str) -> float:
     return record.metrics[f"{prefix}{key}"]
 
 
-def _eval_results(record: RunRecord, model: nn.Module) -> dict[str, Any]:
+def _eval_results(record: RunRecord) -> dict[str, Any]:
     """The run's validation result in ``eval.py``'s result format (one set, ``val``)."""
     cfg = record.cfg
     params, gmacs = params_and_macs(lambda: instantiate(cfg.model), cfg.data.image_size)
-    model_name = cfg.model.get("model_name") or type(model).__name__
     return {
         "name": row_name(cfg),
-        "model": model_name,
+        "model": model_label(cfg.model),
         "checkpoint": str(record.checkpoint),
         "weights": record.weights,
         "seed": cfg.seed,
@@ -131,7 +135,7 @@ def _eval_results(record: RunRecord, model: nn.Module) -> dict[str, Any]:
     }
 
 
-def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> dict[str, Any]:
+def write_results(record: RunRecord, enabled: bool = True) -> dict[str, Any]:
     """Write ``results.json`` and ``eval_results.json`` in the run folder and log the summary.
 
     Args:
@@ -158,7 +162,7 @@ def write_results(record: RunRecord, model: nn.Module, enabled: bool = True) -> 
         return results
     record.run_dir.mkdir(parents=True, exist_ok=True)
     (record.run_dir / RUN_RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    (record.run_dir / RESULTS_FILE).write_text(json.dumps(_eval_results(record, model), indent=2))
+    (record.run_dir / RESULTS_FILE).write_text(json.dumps(_eval_results(record), indent=2))
     best = (
         f"best {record.best_val_top1:.2f} at epoch {record.best_epoch}"
         if record.best_val_top1 is not None

@@ -108,6 +108,34 @@ def test_valid_overrides_pass(argv):
     check_command_line(CONFIGS, "train", argv)
 
 
+def test_free_form_keys_without_a_plus_are_told_to_take_one():
+    with pytest.raises(ConfigError, match=r"add it to this free-form mapping: \+optimizer\.kw"):
+        check_command_line(CONFIGS, "train", ["optimizer.kwargs.eps=1e-6"])
+    with pytest.raises(ConfigError, match=r"close matches: model\.drop_path_rate.*\+model\.drop"):
+        check_command_line(CONFIGS, "train", ["model.drop_path_rat=0.1"])
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "-cd", "--config-dir=", "hydra.searchpath"])
+def test_config_folders_of_ones_own_are_searched_and_checked(tmp_path, how):
+    # A model of one's own in a config folder beside ours: its group option is found, and the
+    # other overrides are still checked (--config-dir used to switch every check off).
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "my_r18.yaml").write_text(
+        "_target_: timm.create_model\nmodel_name: resnet18\n"
+    )
+    flags = {
+        "--config-dir": ["--config-dir", str(tmp_path)],
+        "-cd": ["-cd", str(tmp_path)],
+        "--config-dir=": [f"--config-dir={tmp_path}"],
+        "hydra.searchpath": [f"hydra.searchpath=[file://{tmp_path}]"],
+    }[how]
+    check_command_line(CONFIGS, "train", [*flags, "model=my_r18", "trainer.epochs=1"])
+    with pytest.raises(ConfigError, match=r"no model/my_r1\.yaml in .*close matches: my_r18"):
+        check_command_line(CONFIGS, "train", [*flags, "model=my_r1"])
+    with pytest.raises(ConfigError, match=r"trainer\.epoch is invalid: .*trainer\.epochs"):
+        check_command_line(CONFIGS, "train", [*flags, "model=my_r18", "trainer.epoch=1"])
+
+
 def test_slurm_without_sbatch_is_one_line_and_with_it_passes(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     argv = ["-m", "launcher=slurm", "experiment=convnext_tiny_dcls_in1k"]

@@ -122,6 +122,20 @@ def test_the_default_and_a_resnet_on_fake_data_validate(tmp_path):  # experiment
     validate_train_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
 
 
+def test_a_builder_of_ones_own_needs_no_timm_model_name(tmp_path):
+    from engine.training.results import row_name
+
+    cfg = compose_train(tmp_path, ["model=convnext_atto"])
+    cfg.model = {"_target_": "mymodels.dcls_mobilenet", "num_classes": 10}
+    validate_train_config(cfg)  # (was: model.model_name=None is not a registered timm model)
+    assert row_name(cfg) == "dcls_mobilenet"  # its results' row: the builder's name
+    cfg.model = {"_target_": "timm.create_model", "model_name": "convnext_atto"}
+    assert row_name(cfg) == "convnext_atto"
+    cfg.model.model_name = None
+    with pytest.raises(ConfigError, match=r"model\.model_name=None is invalid: not a registered"):
+        validate_train_config(cfg)
+
+
 def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):
     result = subprocess.run(
         [
@@ -171,6 +185,11 @@ def test_a_model_value_its_builder_refuses_is_one_config_error():
     cfg.dilated_kernel_size = 3
     with pytest.raises(ConfigError, match=r"^model: dilated_kernel_size=3 is invalid: its 9 cells"):
         instantiate_model(cfg)
-    cfg.dilated_kernel_size, cfg.bogus = 17, 1  # a TypeError keeps Hydra's report (could be a bug)
-    with pytest.raises(InstantiationException, match=r"unexpected keyword argument 'bogus'"):
+    cfg.dilated_kernel_size, cfg.bogus = 17, 1  # a key that timm's ConvNeXt does not take
+    with pytest.raises(ConfigError, match=r"^model\.bogus is invalid: the builder does not take"):
         instantiate_model(cfg)
+    with pytest.raises(ConfigError, match=r"^model\._target_='nomodule\.build' is invalid: it "):
+        instantiate_model(OmegaConf.create({"_target_": "nomodule.build"}))
+    # A TypeError that names no config key keeps Hydra's report (could be a bug).
+    with pytest.raises(InstantiationException, match=r"unsupported operand"):
+        instantiate_model(OmegaConf.create({"_target_": "operator.add", "_args_": [1, "a"]}))
