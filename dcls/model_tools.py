@@ -41,8 +41,12 @@ SHARED_POSITIONS_NAME = "dcls_positions"
 
 def is_depthwise(name: str, module: nn.Module) -> bool:
     """Default filter of :func:`convert`: depthwise convolutions with a kernel larger than 1."""
+    return type(module) in _DCLS_FOR_CONV and _is_depthwise_shape(module)
+
+
+def _is_depthwise_shape(module: nn.Module) -> bool:
     return (
-        type(module) in _DCLS_FOR_CONV
+        isinstance(module, tuple(_DCLS_FOR_CONV))
         and module.groups == module.in_channels == module.out_channels
         and all(k > 1 for k in module.kernel_size)
     )
@@ -179,6 +183,8 @@ def convert(
             ``share_key`` names a container.
     """
     targets = {n for n, m in model.named_modules() if filter_fn(n, m)}
+    if filter_fn is is_depthwise:
+        _warn_about_conv_subclasses(model)
     if not targets:
         raise ValueError("convert: filter_fn matched no nn.Conv1d/2d/3d in the model")
     owners: dict[str, DclsPositions] = {}
@@ -235,6 +241,23 @@ def convert(
         len(owners),
     )
     return model
+
+
+def _warn_about_conv_subclasses(model: nn.Module) -> None:
+    """Log the depthwise convolutions that :func:`is_depthwise` leaves out for their class (e.g.
+    timm's ``Conv2dSame``, whose TF-style padding a DCLS layer does not have)."""
+    left = [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if _is_depthwise_shape(m) and type(m) not in _DCLS_FOR_CONV
+    ]
+    if left:
+        _logger.warning(
+            "convert: %d depthwise convolutions are subclasses of nn.Conv1d/2d/3d and stay as "
+            "they are (convert replaces the plain classes only): %s",
+            len(left),
+            ", ".join(left),
+        )
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """convert / freeze / clamp_ on whole models, and create_conv."""
 
+import logging
 import math
+import re
 
 import pytest
 import torch
@@ -64,6 +66,18 @@ def test_convert_shares_positions_per_stage():
     optimizer.step()
     after = [b.construct_kernel().detach() for b in model.stages[0].blocks]
     assert all(not torch.equal(a, b) for a, b in zip(kernels, after, strict=True))
+
+
+def test_convert_names_the_depthwise_conv_subclasses_it_leaves(caplog):
+    class Conv2dSame(nn.Conv2d):  # as timm's: TF-style padding a DCLS layer does not have
+        pass
+
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), Conv2dSame(4, 4, 3, groups=4))
+    caplog.set_level(logging.WARNING)  # (another test module leaves the root logger at ERROR)
+    dcls.convert(model, kernel_count=2, dilated_kernel_size=5)
+    assert isinstance(model[0], dcls.Dcls2d) and type(model[1]) is Conv2dSame
+    left = r"1 depthwise convolutions .* stay as they are .*: 1 \(Conv2dSame\)"
+    assert re.search(left, caplog.text)
 
 
 def test_convert_keeps_device_dtype_and_stride():
