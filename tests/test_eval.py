@@ -15,6 +15,7 @@ import pytest
 import timm
 import torch
 
+import dcls
 import eval as eval_script
 from engine.checkpoint.models import CheckpointMismatchError
 from engine.config import ConfigError
@@ -397,6 +398,29 @@ def test_throughput_leaves_the_evaluated_weights_alone(tmp_path):
     result = evaluate_throughput(model, "test_resnet", cfg, 32, torch.device("cpu"), None, False)
     assert result["images_per_s"]["train"] > 0 and result["baseline"] is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_model_with_its_baselines_name_is_timed_against_the_baseline(monkeypatch):
+    # (both were timed under one key: the model's numbers were the baseline's, ratio 1.000x)
+    from engine.evaluation import throughput
+
+    timed = []
+    monkeypatch.setattr(
+        throughput,
+        "measure_throughput",
+        lambda named, **_: timed.append(named) or {k: 1.0 for k in named},
+    )
+    model = dcls.convert(
+        timm.create_model("test_resnet"), 2, 5, filter_fn=lambda n, m: n == "layer1.0.conv2"
+    )
+    cfg = {"baseline": "test_resnet", "batch_size": 2, "warmup": 1, "steps": 1, "rounds": 1}
+    result = throughput.evaluate_throughput(
+        model, "test_resnet", {**cfg, "train": False}, 32, torch.device("cpu"), None, False
+    )
+    (named,) = timed
+    assert len(named) == 2 and result["ratio"] == {"inference": 1.0}
+    kinds = [any(isinstance(m, dcls.Dcls2d) for m in net.modules()) for net in named.values()]
+    assert sorted(kinds) == [False, True]
 
 
 def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):

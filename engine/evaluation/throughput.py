@@ -325,11 +325,13 @@ def evaluate_throughput(
     home = next(model.parameters(), torch.empty(0)).device
     model.to("cpu")  # only the timed copies on the device: the memory peaks hold one model each
     baseline = baseline_name(model_name, cfg["baseline"])
+    # (a model of one's own may carry its baseline's name: both are timed, each under its key)
+    baseline_key = f"{baseline} (baseline)" if baseline == model_name else baseline
     if baseline is not None:
         if not timm.is_model(baseline):
             raise ValueError(f"throughput.baseline: {baseline!r} is not a timm model name")
         num_classes = getattr(model, "num_classes", 1000)
-        named[baseline] = timm.create_model(baseline, num_classes=num_classes)
+        named[baseline_key] = timm.create_model(baseline, num_classes=num_classes)
     timing = {
         "batch_size": cfg["batch_size"],
         "resolution": resolution,
@@ -369,14 +371,15 @@ def evaluate_throughput(
     if memory["inference"] is not None:
         result["peak_memory_gib"] = {mode: memory[mode][model_name] for mode in modes}
     if baseline is not None:
-        result["baseline_images_per_s"] = {mode: measured[mode][baseline] for mode in modes}
+        result["baseline_images_per_s"] = {mode: measured[mode][baseline_key] for mode in modes}
         result["ratio"] = {  # time per image of the model over its baseline's
-            mode: measured[mode][baseline] / measured[mode][model_name] for mode in modes
+            mode: measured[mode][baseline_key] / measured[mode][model_name] for mode in modes
         }
         if memory["inference"] is not None:
-            result["baseline_peak_memory_gib"] = {mode: memory[mode][baseline] for mode in modes}
+            baseline_memory = {mode: memory[mode][baseline_key] for mode in modes}
+            result["baseline_peak_memory_gib"] = baseline_memory
             result["memory_ratio"] = {
-                mode: memory[mode][model_name] / memory[mode][baseline] for mode in modes
+                mode: memory[mode][model_name] / memory[mode][baseline_key] for mode in modes
             }
         _logger.info(
             "throughput %s / %s (time per image, same run): %s",
