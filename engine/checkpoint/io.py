@@ -229,7 +229,8 @@ def load_model_state(
     if problems:
         raise CheckpointMismatchError(
             f"{source} does not fit {type(model).__name__}: {'; '.join(problems)} "
-            "(was it saved for another model.model_name or DCLS setting?)"
+            "(was it saved for another model or DCLS setting? train.py's model.model_name, "
+            "eval.py's model.name)"
         )
     model.load_state_dict(state_dict)
 
