@@ -156,7 +156,8 @@ def convert(
 
     Stride, groups, bias, padding mode, device and dtype are kept; the padding is chosen so that
     every output keeps its size. The new layers are freshly initialised (a dense kernel has no
-    positions to inherit).
+    positions to inherit); each records the kernel size it replaced as ``replaced_kernel_size``
+    (a plain attribute, e.g. ``(7, 7)``: pictures outline it).
 
     Args:
         model: any module.
@@ -213,7 +214,7 @@ def convert(
                 )
                 _register_owner(model, key, owners[key])
             positions = owners[key]
-        return _DCLS_FOR_CONV[type(conv)](
+        layer = _DCLS_FOR_CONV[type(conv)](
             conv.in_channels,
             conv.out_channels,
             kernel_count,
@@ -230,6 +231,8 @@ def convert(
             conv_algorithm=conv_algorithm,
             **factory_kwargs,
         )
+        layer.replaced_kernel_size = tuple(conv.kernel_size)  # (not in the state dict)
+        return layer
 
     model = replace_modules(model, to_dcls)
     _logger.info(

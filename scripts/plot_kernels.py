@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dense-size",
         type=int,
-        help="dense kernel to outline (default: 7 for ConvNeXt, 3 for ResNet)",
+        help="dense kernel to outline (default: the one each layer replaced, 7 for ConvNeXt)",
     )
     parser.add_argument(
         "--size",

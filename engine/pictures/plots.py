@@ -23,7 +23,6 @@ from engine.config.checks import InputError
 from engine.pictures.positions import (
     PositionHistory,
     SetPicture,
-    dense_kernel_size,
     grid_coordinates,
 )
 
@@ -210,7 +209,7 @@ def save_animation(
         ax.set_xlim(-0.5, sizes[1] - 0.5)
         ax.set_ylim(sizes[0] - 0.5, -0.5)  # rows downwards, as in the kernel pictures
         ax.set_aspect("equal")
-        _outline(ax, sizes, dense_kernel_size(history.layers[name][0]), "black")
+        _outline(ax, sizes, history.dense_sizes[name], "black")
         _grid_ticks(ax, sizes)
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)

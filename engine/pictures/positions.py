@@ -43,9 +43,6 @@ __all__ = [
 
 HISTORY_DIR = "positions"
 _SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
-# The dense kernel a DCLS layer replaced, by the name of the layer in its block: ConvNeXt's
-# depthwise 7x7 (``conv_dw``) and ResNet's Bottleneck 3x3 (``conv2``).
-_DENSE_KERNEL_SIZES = {"conv_dw": 7, "conv2": 3}
 
 
 @dataclass
@@ -86,10 +83,12 @@ def grid_coordinates(P: torch.Tensor, sizes: tuple[int, ...]) -> np.ndarray:
     return (P.detach().float().cpu().reshape(len(sizes), -1).T + centres).numpy()
 
 
-def dense_kernel_size(layer_name: str) -> int | None:
-    """Size of the dense kernel the layer ``layer_name`` replaced (7 for ConvNeXt's ``conv_dw``,
-    3 for ResNet's ``conv2``), or ``None`` when the model is not one of ours."""
-    return _DENSE_KERNEL_SIZES.get(layer_name.rsplit(".", 1)[-1])
+def dense_kernel_size(layer: nn.Module) -> int | None:
+    """Size of the square dense kernel ``layer`` replaced (``replaced_kernel_size``, recorded by
+    :func:`dcls.convert`: 7 for ConvNeXt's depthwise convs, 3 for ResNet's), or ``None`` for a
+    layer built otherwise or a kernel that is not square."""
+    sizes = set(getattr(layer, "replaced_kernel_size", None) or ())
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 @dataclass
@@ -146,7 +145,8 @@ def set_pictures(
         model: a model with DCLS layers learning positions along 2 axes (``Dcls2d``, or
             ``Dcls3d`` with two ``learnable_dims``).
         channels: output channels whose kernels are shown, evenly spaced over the layer.
-        dense_size: dense kernel size to outline; ``None`` to infer it from the layer name.
+        dense_size: dense kernel size to outline; ``None``: the one the layer replaced
+            (:func:`dense_kernel_size`).
 
     Raises:
         ValueError: if ``channels < 1`` or the model has no DCLS layer with 2 learnable axes.
@@ -160,7 +160,7 @@ def set_pictures(
             continue
         layer = modules[pset.layers[0]]
         chosen = _sample_channels(channels, layer.out_channels)
-        outline = dense_size if dense_size is not None else dense_kernel_size(pset.layers[0])
+        outline = dense_size if dense_size is not None else dense_kernel_size(layer)
         kernels = _learnable_plane(layer.construct_kernel()[torch.as_tensor(chosen), 0], layer)
         pictures.append(
             SetPicture(
@@ -189,8 +189,14 @@ def save_snapshot(
     """
     if max_out_channels is not None and max_out_channels < 1:
         raise ValueError(f"max_out_channels must be >= 1 or null, got {max_out_channels}")
+    modules = dict(model.named_modules())
     sets = {
-        s.name: {"P": s.P[:, :max_out_channels].clone(), "sizes": list(s.sizes), "layers": s.layers}
+        s.name: {
+            "P": s.P[:, :max_out_channels].clone(),
+            "sizes": list(s.sizes),
+            "layers": s.layers,
+            "dense_size": dense_kernel_size(modules[s.layers[0]]) if s.layers else None,
+        }
         for s in position_snapshots(model)
     }
     state = {"epoch": epoch, "sets": sets}
@@ -206,12 +212,15 @@ class PositionHistory:
         P: per set, positions stacked over snapshots, ``(T, L, out_channels, in/groups, K)``.
         sizes: per set, the grid size of each learnable axis.
         layers: per set, the DCLS layers using it.
+        dense_sizes: per set, the dense kernel size its layers replaced (:func:`dense_kernel_size`;
+            ``None`` if unknown, as in snapshots written before it was recorded).
     """
 
     epochs: list[int]
     P: dict[str, torch.Tensor]
     sizes: dict[str, tuple[int, ...]]
     layers: dict[str, list[str]]
+    dense_sizes: dict[str, int | None]
 
 
 def load_history(run_dir: Path) -> PositionHistory:
@@ -239,4 +248,5 @@ def load_history(run_dir: Path) -> PositionHistory:
         P={n: torch.stack([s["sets"][n]["P"] for s in snapshots]) for n in names},
         sizes={n: tuple(snapshots[0]["sets"][n]["sizes"]) for n in names},
         layers={n: list(snapshots[0]["sets"][n].get("layers", [n])) for n in names},
+        dense_sizes={n: snapshots[0]["sets"][n].get("dense_size") for n in names},
     )

@@ -35,6 +35,7 @@ from engine.pictures.positions import (
     grid_coordinates,
     load_history,
     position_snapshots,
+    save_snapshot,
     set_pictures,
 )
 from engine.training.loggers import build_logger
@@ -282,6 +283,19 @@ def test_training_does_not_import_matplotlib():
     assert result.stdout.strip() == "False"
 
 
+def test_the_outline_is_the_kernel_convert_replaced_whatever_the_layer_names(tmp_path):
+    # (it was guessed from the name: any "conv_dw" got 7x7, any "conv2" 3x3, others none)
+    model = torch.nn.Module()
+    model.conv_dw = torch.nn.Conv2d(4, 4, 5, padding=2, groups=4)
+    model.other = torch.nn.Conv2d(4, 4, (3, 5), padding=(1, 2), groups=4)
+    dcls.convert(model, kernel_count=2, dilated_kernel_size=9)
+    assert [p.dense_size for p in set_pictures(model, channels=1)] == [5, None]  # not square
+    save_snapshot(model, tmp_path, epoch=0)
+    assert load_history(tmp_path).dense_sizes == {"conv_dw": 5, "other": None}
+    plain = dcls.Dcls2d(4, 4, kernel_count=2, dilated_kernel_size=9, padding=4, groups=4)
+    assert set_pictures(torch.nn.Sequential(plain))[0].dense_size is None  # replaced nothing
+
+
 def test_unshared_sets_are_per_layer_and_the_outline_can_be_given():
     model = dcls.convert(
         torch.nn.Sequential(
@@ -293,7 +307,9 @@ def test_unshared_sets_are_per_layer_and_the_outline_can_be_given():
     )
     sets = position_snapshots(model)
     assert [(s.name, s.layers) for s in sets] == [("0", ["0"]), ("1", ["1"])]
-    pictures = set_pictures(model, channels=10, dense_size=3)
+    pictures = set_pictures(model, channels=10, dense_size=1)
+    assert [p.dense_size for p in pictures] == [1, 1]
+    pictures = set_pictures(model, channels=10)  # the 3x3s convert replaced
     assert [p.dense_size for p in pictures] == [3, 3]
     assert [list(p.channels) for p in pictures] == [[0, 1, 2, 3]] * 2  # all 4 when asked for 10
     with pytest.raises(ValueError, match="channels must be >= 1, got 0"):
