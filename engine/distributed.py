@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from engine.config.checks import DEVICES, resolve_device
+
 __all__ = [
     "DistInfo",
     "DistributedFaultError",
@@ -68,11 +70,11 @@ def init_distributed(
     Raises:
         ValueError: on an unknown device, or ``"cuda"`` without a GPU.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"trainer.device must be one of 'auto', 'cpu', 'cuda', got {device!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device='cuda' but no CUDA device is visible")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        raise ValueError("device='cuda' but no CUDA device is visible")
+    use_cuda = resolve_device(device).type == "cuda"
     _export_slurm_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
