@@ -673,11 +673,10 @@ def _kernels(interpret: bool) -> dict[tuple, object]:
     if not isinstance(_sum_combine, triton.runtime.jit.JITFunction):
         # triton was imported under TRITON_INTERPRET=1: its combiner is an interpreted one.
         _sum_combine = triton.runtime.jit.JITFunction(_sum_combine.fn)
-    shared_key = ["KD", "KH", "KW", "M", "CHANNELS_LAST", "PRECISION"]
-    keys = {
-        "conv": ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "R", *shared_key],
-        "kernel_grad": ["C_OUT", "N_POS", "W_OUT", *shared_key],
-    }
+    # Neither key holds the batch: a last batch of another size runs the choice of the others
+    # (the kernel gradient's N_POS, output positions of the whole batch, used to re-tune it).
+    shared_key = ["C_OUT", "D_OUT", "H_OUT", "W_OUT", "KD", "KH", "KW", "M", "CHANNELS_LAST"]
+    keys = {"conv": [*shared_key, "R", "PRECISION"], "kernel_grad": [*shared_key, "PRECISION"]}
     fns = {"conv": _conv_kernel, "kernel_grad": _kernel_grad_kernel}
     _COMPILED_KERNELS.update(
         ((name, channels_last, tap_list, dot, single_row), _autotuned(

@@ -234,6 +234,16 @@ def test_float32_dots_follow_cudnns_conv_precision(conv, cudnn, overall, precisi
             owner.fp32_precision = value
 
 
+def test_no_autotune_key_holds_the_batch():
+    # A last batch of another size must not re-tune (the kernel gradient's key held N_POS,
+    # the output positions of the whole batch: a dozen configs timed again per layer shape).
+    kernels = dw_triton._kernels(False)  # the CUDA autotuners (built, not compiled, on a CPU)
+    assert len(kernels) == 32
+    for (name, *_), kernel in kernels.items():
+        assert {"C_OUT", "D_OUT", "H_OUT", "W_OUT", "KD", "KH", "KW"} <= set(kernel.keys)
+        assert not {"N_POS", "CHUNK", "N_ROWS", "ROW_CHUNK"} & set(kernel.keys), name
+
+
 @pytest.mark.parametrize("name", ["conv", "kernel_grad"])
 def test_deterministic_mode_launches_one_fixed_config_on_cuda(name, monkeypatch):
     # The autotuner's configs sum in different orders (the kernel gradient's BLOCK_P, the
