@@ -210,3 +210,19 @@ def test_a_size_per_axis_missing_names_dilated_kernel_size():
     weight, P = torch.randn(3, 2, 4), torch.randn(2, 3, 2, 4)
     with pytest.raises(ValueError, match=r"dilated_kernel_size \(7,\) .* has 1 learnable axes"):
         DF.construct_kernel(weight, P, torch.zeros_like(P), (7,), "gauss")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_dcls_nd_is_the_conv_of_the_constructed_kernel(n):
+    # dcls1d/2d/3d: F.conv{n}d of construct_kernel's kernel, with stride, padding, groups, bias.
+    sizes = (5, 3, 4)[:n]
+    weight, P, SIG = _params("gauss", n, out=4, inp=1, count=3)
+    bias = torch.randn(4, dtype=torch.float64)
+    x = torch.randn(2, 2, *(9, 8, 7)[:n], dtype=torch.float64)
+    functional = {1: DF.dcls1d, 2: DF.dcls2d, 3: DF.dcls3d}[n]
+    out = functional(
+        x, weight, P, SIG, bias, stride=2, padding=1, dilated_kernel_size=sizes, groups=2
+    )
+    kernel = DF.construct_kernel(weight, P, SIG, sizes, "gauss")
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
+    torch.testing.assert_close(out, conv(x, kernel, bias, stride=2, padding=1, groups=2))
