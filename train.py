@@ -28,6 +28,7 @@ from engine.config import (
     exit_on_bad_command_line,
     instantiate_model,
     multirun_overrides,
+    resolve_update_freq,
     run_entry_point,
     validate_train_config,
 )
@@ -74,7 +75,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     # NumPy for timm's Mixup/CutMix, Python's random for RandAugment in the main process)
     # 3. data
     loaders = build_loaders(cfg.data, dist_info, cfg.seed)
-    update_freq = cfg.trainer.update_freq
+    update_freq = cfg.trainer.update_freq = resolve_update_freq(cfg, dist_info.world_size)
     updates_per_epoch = loaders.steps_per_epoch // update_freq
     if updates_per_epoch < 1:
         raise ConfigError(

@@ -10,7 +10,7 @@ from PIL import Image
 import dcls
 import models  # noqa: F401  (registers the DCLS variants: the test must not rely on test order)
 from dcls._utils import position_limits as dcls_limits
-from engine.config.training import validate_train_config
+from engine.config.training import resolve_update_freq, validate_train_config
 from engine.data.datasets import build_loaders
 from engine.distributed import DistInfo
 from engine.training.optim import build_optimizer
@@ -96,7 +96,10 @@ def test_slurm_launcher_composes(tmp_path):
         )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.nodes * launcher.tasks_per_node * cfg.data.batch_size == 4096
+    processes = launcher.nodes * launcher.tasks_per_node
+    assert processes * cfg.data.batch_size == 4096 and resolve_update_freq(cfg, processes) == 1
+    cfg.hydra.launcher.nodes = 2  # half the GPUs: the same batch, two micro-batches per update
+    assert resolve_update_freq(cfg, cfg.hydra.launcher.nodes * launcher.tasks_per_node) == 2
     assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0
 
 
@@ -119,7 +122,7 @@ def test_imagenet_experiments_resolve_to_the_authors_recipe(tmp_path, experiment
     assert (opt.opt, opt.lr, opt.base_batch_size, opt.weight_decay) == ("adamw", 4e-3, 4096, 0.05)
     assert opt.layer_decay is None
     assert (opt.positions.lr_scale, opt.positions.weight_decay) == (5.0, 0.0)
-    assert data.batch_size * trainer.update_freq * 8 == 4096  # 8 GPUs
+    assert trainer.effective_batch_size == 4096 and resolve_update_freq(cfg, 8) == 4  # 8 GPUs
     assert trainer.epochs == 300 and trainer.ema.enabled and trainer.ema.decay == 0.9999
     # lr: linear warm-up from 0 over 20 epochs, then cosine to 1e-6 over the remaining 280
     assert (sched.sched, sched.warmup_epochs, sched.warmup_prefix) == ("cosine", 20, True)

@@ -188,13 +188,19 @@ def test_embedded_default_and_eval_py_report_the_same_top1(tmp_path):
     assert set(rows["convnext_atto_dcls"][0]["sets"]) == {"val", "in1k"}
 
 
-@pytest.mark.parametrize(("amp", "update_freq"), [("bf16", 1), ("fp16", 2)])
+@pytest.mark.parametrize(
+    ("amp", "update_freq", "key"),
+    [("bf16", 1, "update_freq"), ("fp16", 2, "update_freq"), ("bf16", 2, "effective_batch_size")],
+)
 def test_mixed_precision_channels_last_and_accumulation(
-    fast_train_cfg, tmp_path, amp, update_freq, caplog
+    fast_train_cfg, tmp_path, amp, update_freq, key, caplog
 ):
     fast_train_cfg.trainer.amp = amp
     fast_train_cfg.trainer.channels_last = True
-    fast_train_cfg.trainer.update_freq = update_freq
+    if key == "update_freq":
+        fast_train_cfg.trainer.update_freq = update_freq
+    else:  # 2 micro-batches per update, from the effective batch in one process
+        fast_train_cfg.trainer.effective_batch_size = fast_train_cfg.data.batch_size * update_freq
     with caplog.at_level(logging.INFO):
         results = train_script.train(fast_train_cfg, run_dir=tmp_path)
     # the printed eval.py command validates in the precision training validated in

@@ -24,7 +24,7 @@ from engine.config.entry import (
     run_entry_point,
 )
 from engine.config.evaluation import validate_eval_config
-from engine.config.training import validate_train_config
+from engine.config.training import resolve_update_freq, validate_train_config
 
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
@@ -42,6 +42,7 @@ __all__ = [
     "job_folder",
     "multirun_overrides",
     "resolve_device",
+    "resolve_update_freq",
     "run_entry_point",
     "validate_eval_config",
     "validate_train_config",

@@ -26,7 +26,7 @@ from engine.config.checks import (
     one_of,
 )
 
-__all__ = ["validate_train_config"]
+__all__ = ["resolve_update_freq", "validate_train_config"]
 
 _logger = logging.getLogger(__name__)
 
@@ -150,6 +150,16 @@ def _check_trainer(cfg: Any) -> None:
         int_at_least(cfg, "trainer", key, 1)
     int_at_least(cfg, "trainer", "checkpoint_every", 0)
     number_at_least(cfg, "trainer", "dist_timeout_s", 1)
+    effective = cfg.get("effective_batch_size")
+    if effective is not None:
+        int_at_least(cfg, "trainer", "effective_batch_size", 1)
+        if cfg.update_freq != 1:
+            fail(
+                "trainer.update_freq",
+                cfg.update_freq,
+                f"trainer.effective_batch_size={effective} sets it from the process count; set "
+                "one of them (trainer.effective_batch_size=null to give update_freq yourself)",
+            )
     clip = cfg.clip_grad
     if clip is not None and (not (is_number(clip) or clip == math.inf) or clip <= 0):
         fail("trainer.clip_grad", clip, "expected null (off) or a number > 0 (inf: log the norm)")
@@ -251,6 +261,27 @@ def _check_logger(cfg: Any) -> None:
         one_of(wandb, "logger.wandb", "mode", WANDB_MODES)
         int_at_least(wandb, "logger.wandb", "media_every", 0)
         int_at_least(wandb, "logger.wandb", "media_channels", 1)
+
+
+def resolve_update_freq(cfg: Any, world_size: int) -> int:
+    """Micro-batches per optimizer update: ``trainer.update_freq``, or with
+    ``trainer.effective_batch_size`` set, that batch over ``data.batch_size`` x ``world_size``.
+
+    Raises:
+        ConfigError: if ``data.batch_size`` x ``world_size`` does not divide the effective batch.
+    """
+    effective = cfg.trainer.get("effective_batch_size")
+    if effective is None:
+        return cfg.trainer.update_freq
+    per_micro_batch = cfg.data.batch_size * world_size
+    if effective % per_micro_batch:
+        fail(
+            "trainer.effective_batch_size",
+            effective,
+            f"not a multiple of data.batch_size x processes = {cfg.data.batch_size} x "
+            f"{world_size} = {per_micro_batch}; change data.batch_size or the process count",
+        )
+    return effective // per_micro_batch
 
 
 def validate_train_config(cfg: Any) -> None:

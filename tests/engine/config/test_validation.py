@@ -46,6 +46,11 @@ ROOT = Path(__file__).resolve().parents[3]
             r"data\.batch_size=7 is invalid: Mixup/CutMix need an even batch",
         ),
         (["trainer.update_freq=0"], r"trainer\.update_freq=0 is invalid"),
+        (["trainer.effective_batch_size=0"], r"trainer\.effective_batch_size=0 is invalid"),
+        (  # both: which one would count?
+            ["trainer.effective_batch_size=128", "trainer.update_freq=2"],
+            r"trainer\.update_freq=2 is invalid: trainer\.effective_batch_size=128 sets it",
+        ),
         (
             ["trainer.amp=fp8"],
             r"trainer\.amp='fp8' is invalid: expected one of null \(float32\), 'bf16'",
@@ -120,6 +125,21 @@ def test_the_default_and_a_resnet_on_fake_data_validate(tmp_path):  # experiment
     validate_train_config(compose_train(tmp_path))
     validate_train_config(compose_train(tmp_path, ["trainer.clip_grad=inf"]))  # log the norm
     validate_train_config(compose_train(tmp_path, ["data=fake", "model=resnet50_dcls"]))
+
+
+def test_the_effective_batch_gives_update_freq_for_each_process_count(tmp_path):
+    from engine.config import resolve_update_freq
+
+    cfg = compose_train(tmp_path, ["trainer.update_freq=3"])  # digits: 64 per process
+    assert resolve_update_freq(cfg, world_size=2) == 3  # no effective batch: as given
+    cfg = compose_train(tmp_path, ["trainer.effective_batch_size=512"])
+    assert [resolve_update_freq(cfg, n) for n in (1, 2, 8)] == [8, 4, 1]
+    with pytest.raises(
+        ConfigError,
+        match=r"effective_batch_size=512 is invalid: not a multiple "
+        r"of data\.batch_size x processes = 64 x 3 = 192",
+    ):
+        resolve_update_freq(cfg, 3)
 
 
 def test_a_builder_of_ones_own_needs_no_timm_model_name(tmp_path):
