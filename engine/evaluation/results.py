@@ -8,10 +8,22 @@ from typing import Any
 
 from engine.data.eval_sets import EVAL_SETS
 
-__all__ = ["RESULTS_FILE", "RUN_RESULTS_FILE", "eval_row_name", "named_row", "results_markdown"]
+__all__ = [
+    "RESULTS_FILE",
+    "RUN_RESULTS_FILE",
+    "eval_row_name",
+    "format_number",
+    "named_row",
+    "results_markdown",
+]
 
 RESULTS_FILE = "eval_results.json"  # what eval.py (and a finished training run) writes
 RUN_RESULTS_FILE = "results.json"  # a finished training run's final metrics
+
+
+def format_number(value: float, digits: int) -> str:
+    """``digits`` decimals, or 3 significant digits for small values (a tiny model's GMACs)."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.{digits}f}"
 
 
 def named_row(name: str, overrides: Iterable[str] | None, ignored: Iterable[str]) -> str:
@@ -77,7 +89,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     rows = [
         "| set | metric | value |",
         "| --- | --- | --- |",
-        f"| model | params (M) / GMACs | {results['params'] / 1e6:.2f} / {results['gmacs']:.2f} |",
+        f"| model | params (M) / GMACs | {results['params'] / 1e6:.2f} / "
+        f"{format_number(results['gmacs'], 2)} |",
     ]
     for name, result in results["sets"].items():
         if name == "throughput":

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.evaluation.paper import paper_value
-from engine.evaluation.results import RESULTS_FILE
+from engine.evaluation.results import RESULTS_FILE, format_number
 from engine.evaluation.throughput import baseline_name
 
 __all__ = [
@@ -211,17 +211,12 @@ def _aggregate(values: list[float | None]) -> _Stat | None:
     return _Stat(statistics.fmean(present), std, len(present))
 
 
-def _number(value: float, digits: int) -> str:
-    """``digits`` decimals, or 3 significant digits for small values (a tiny model's GMACs)."""
-    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.{digits}f}"
-
-
 def _cell(stat: _Stat | None, digits: int, spread: bool = True) -> str:
     if stat is None:
         return "-"
     if stat.n == 1 or not spread:
-        return _number(stat.mean, digits)
-    return f"{_number(stat.mean, digits)} ± {stat.std:.{digits}f} (n={stat.n})"
+        return format_number(stat.mean, digits)
+    return f"{format_number(stat.mean, digits)} ± {stat.std:.{digits}f} (n={stat.n})"
 
 
 def _baseline_row(name: str, results: list[dict]) -> str | None:
@@ -298,7 +293,7 @@ def table(rows: dict[str, list[dict]], columns: list[Column]) -> list[list[str]]
                 row.append("" if missing else f"{stat.mean - reference.mean:+.{column.digits}f}")
             if any(v is not None for v in papers[column.title].values()):
                 value = papers[column.title][name]
-                row.append("-" if value is None else _number(value, column.digits))
+                row.append("-" if value is None else format_number(value, column.digits))
         out.append(row)
     return out
 

@@ -31,3 +31,11 @@ def test_eval_rows_of_outside_checkpoints_and_of_eval_sweeps_stay_apart():
     assert eval_row_name("convnext_tiny_dcls", "convnext_tiny_dcls", "/run/last.pt", swept) == (
         "convnext_tiny_dcls (transform.crop_pct=0.5)"
     )
+
+
+def test_the_results_table_shows_a_tiny_models_gmacs():
+    from engine.evaluation.results import results_markdown
+
+    results = {"params": 2.52e6, "gmacs": 0.00243, "sets": {}}  # (was "2.52 / 0.00")
+    assert "| model | params (M) / GMACs | 2.52 / 0.00243 |" in results_markdown(results)
+    assert "| 28.59 / 4.46 |" in results_markdown({**results, "params": 28.59e6, "gmacs": 4.4649})
