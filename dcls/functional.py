@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from dcls import triton_construct
-from dcls._utils import as_tuple, normalize_learnable_dims, position_limits
+from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims, position_limits
 from dcls.algorithms._common import autocast_enabled
 from dcls.algorithms.dispatch import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
 from dcls.algorithms.triton import triton_available
@@ -235,7 +235,9 @@ def _check_kernel_arguments(
     version: str,
     learnable_dims: tuple[int, ...],
 ) -> None:
-    """Raise a ValueError naming the first tensor whose shape does not fit the others."""
+    """Raise a ValueError naming the first size or tensor whose shape does not fit the others."""
+    for size in sizes:
+        check_positive_int(size, "every dilated_kernel_size entry")
     dense = [d for d in range(len(sizes)) if d not in learnable_dims]
     out_channels, in_per_group, count = weight.shape[:3]
     expected_weight = (out_channels, in_per_group, count, *(sizes[d] for d in dense))

@@ -226,3 +226,13 @@ def test_dcls_nd_is_the_conv_of_the_constructed_kernel(n):
     kernel = DF.construct_kernel(weight, P, SIG, sizes, "gauss")
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
     torch.testing.assert_close(out, conv(x, kernel, bias, stride=2, padding=1, groups=2))
+
+
+def test_a_dilated_kernel_size_below_1_is_named():
+    # (was "index -1 is out of bounds for dimension 1 with size 0" from the kernel's scatter)
+    weight, P, _ = _params("bilinear", 2, out=2, inp=1, count=3, dtype=torch.float32)
+    x = torch.randn(1, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"every dilated_kernel_size entry must be an int >= 1"):
+        DF.dcls2d(x, weight, P, dilated_kernel_size=0, groups=2, version="bilinear")
+    with pytest.raises(ValueError, match=r"dilated_kernel_size entry must be an int >= 1, got 0"):
+        DF.construct_kernel(weight, P, None, (5, 0), "bilinear")
