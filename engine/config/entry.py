@@ -421,6 +421,10 @@ def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:
         return run()
     except (InputError, FileNotFoundError) as error:
         message = str(error).strip().splitlines()
+        if message and message[0].startswith("Caught ") and "DataLoader worker" in message[0]:
+            # re-raised from a loader worker: the first line names the worker, the last holds
+            # the error ("engine.config.checks.InputError: <message>")
+            message = [message[-1].split(": ", 1)[-1]]
         line = message[0] if message else type(error).__name__
         logger.error("%s", line)
         if multirun_overrides() is not None:  # Hydra names the job's overrides before the line

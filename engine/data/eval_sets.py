@@ -32,6 +32,7 @@ from timm.data import ImageNetInfo
 from torch.utils.data import Dataset
 
 from engine.config.checks import InputError
+from engine.data.image_folder import BAD_IMAGE_ERRORS
 
 __all__ = [
     "EVAL_SETS",
@@ -153,8 +154,14 @@ class LabeledImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except BAD_IMAGE_ERRORS as error:  # a benchmark's number needs all of its images
+            raise InputError(
+                f"{self.spec.title}: cannot read {path} ({type(error).__name__}: {error}); "
+                "re-download the set (a number without this image is not the benchmark's)"
+            ) from error
         if self.transform is not None:
             image = self.transform(image)
         return image, label
