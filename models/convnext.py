@@ -25,6 +25,7 @@ from torch import Tensor, nn
 import dcls
 from dcls._utils import as_tuple
 from dcls.conv import DEFAULT_POSITION_INIT_STD, authors_to_ours
+from models._controls import with_dilated_convs
 from models._grouping import with_shared_positions
 
 __all__ = [
@@ -161,21 +162,9 @@ def dc_convnext(dc_kernel_size: int = 5, dilation: int = 4, **kwargs: Any) -> Co
     dilated convs get ConvNeXt's init (:func:`init_like_convnext_`), as timm's would.
     """
 
-    def dilated(name: str, conv: nn.Module) -> nn.Module | None:
-        if not _is_block_dwconv(name, conv):
-            return None
-        dilated_conv = dcls.create_conv(
-            "dilated",
-            conv.in_channels,
-            conv.out_channels,
-            dc_kernel_size,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            dilation=dilation,
-        ).to(conv.weight.device, conv.weight.dtype)
-        return init_like_convnext_(dilated_conv)
-
-    return dcls.replace_modules(ConvNeXt(**kwargs), dilated)
+    return with_dilated_convs(
+        ConvNeXt(**kwargs), _is_block_dwconv, dc_kernel_size, dilation, init_like_convnext_
+    )
 
 
 _AUTHORS_POSITION_KEY = re.compile(r"stages\.(\d+)\.(\d+)\.dwconv\.(P|SIG)")

@@ -21,6 +21,7 @@ from torch import nn
 
 import dcls
 from dcls.conv import DEFAULT_POSITION_INIT_STD
+from models._controls import with_dilated_convs
 
 __all__ = ["dc_resnet", "dcls_resnet"]
 
@@ -70,28 +71,17 @@ def dcls_resnet(
     )
 
 
-def dc_resnet(dilation: int = 3, **kwargs: Any) -> ResNet:
-    """timm's ``ResNet(**kwargs)`` with dilated 3x3 ``conv2`` (dilation 3 spans 7x7), initialised
-    as timm initialises the conv it replaces (kaiming-normal, fan-out)."""
+def dc_resnet(dc_kernel_size: int = 3, dilation: int = 3, **kwargs: Any) -> ResNet:
+    """timm's ``ResNet(**kwargs)`` with dilated ``conv2`` (the default 3x3 with dilation 3 spans
+    7x7, the kernel of ResNet-dcls), initialised as timm initialises the conv it replaces
+    (kaiming-normal, fan-out: ``ResNet.init_weights`` ran before the swap)."""
 
-    def dilated(name: str, conv: nn.Module) -> nn.Module | None:
-        if not _is_bottleneck_conv2(name, conv):
-            return None
-        dilated_conv = dcls.create_conv(
-            "dilated",
-            conv.in_channels,
-            conv.out_channels,
-            3,
-            stride=conv.stride,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            dilation=dilation,
-        ).to(conv.weight.device, conv.weight.dtype)
-        # timm's ResNet.init_weights, which ran before the swap, as for the conv it replaces.
-        nn.init.kaiming_normal_(dilated_conv.weight, mode="fan_out", nonlinearity="relu")
-        return dilated_conv
+    def init_like_resnet(conv: nn.Module) -> None:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
-    return dcls.replace_modules(ResNet(**kwargs), dilated)
+    return with_dilated_convs(
+        ResNet(**kwargs), _is_bottleneck_conv2, dc_kernel_size, dilation, init_like_resnet
+    )
 
 
 def _create(variant: str, builder: Any, pretrained: bool, **kwargs: Any) -> ResNet:

@@ -57,6 +57,15 @@ def test_dilated_control_keeps_shapes(name):
     model = timm.create_model(name, num_classes=3)
     assert model.layer2[0].conv2.dilation == (3, 3)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    wider = timm.create_model(name, num_classes=3, dc_kernel_size=5, dilation=2)  # spans 9x9
+    conv = wider.layer2[0].conv2
+    assert (conv.kernel_size, conv.dilation, conv.padding, conv.stride) == (
+        (5, 5),
+        (2, 2),
+        (4, 4),
+        (2, 2),
+    )
+    assert wider(torch.randn(1, 3, 64, 64)).shape == (1, 3)
 
 
 def test_layer_decay_gives_shared_positions_their_stage_scale():
