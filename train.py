@@ -65,6 +65,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
     device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.trainer.amp]
+    update_freq = resolve_update_freq(cfg, dist_info.world_size)  # (before the data is read)
+    freq_text = f"trainer.update_freq={update_freq}"
+    if (effective := cfg.trainer.effective_batch_size) is not None:
+        freq_text += f" (from trainer.effective_batch_size={effective})"
+        _logger.info(
+            "trainer.effective_batch_size=%d: update_freq %d (data.batch_size=%d x %d processes)",
+            effective,
+            update_freq,
+            cfg.data.batch_size,
+            dist_info.world_size,
+        )
     set_determinism(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # 2. model
@@ -75,18 +86,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     # NumPy for timm's Mixup/CutMix, Python's random for RandAugment in the main process)
     # 3. data
     loaders = build_loaders(cfg.data, dist_info, cfg.seed)
-    update_freq = cfg.trainer.update_freq = resolve_update_freq(cfg, dist_info.world_size)
     updates_per_epoch = loaders.steps_per_epoch // update_freq
     if updates_per_epoch < 1:
         raise ConfigError(
-            f"trainer.update_freq={update_freq} is invalid: it exceeds the "
-            f"{loaders.steps_per_epoch} batches of an epoch"
+            f"{freq_text} is invalid: it exceeds the {loaders.steps_per_epoch} batches of an epoch"
         )
     if unused := loaders.steps_per_epoch % update_freq:
         _logger.info(
-            "trainer.update_freq=%d: %d batches per epoch make %d updates; the last %d of each "
-            "epoch are not used",
-            update_freq,
+            "%s: %d batches per epoch make %d updates; the last %d of each epoch are not used",
+            freq_text,
             loaders.steps_per_epoch,
             updates_per_epoch,
             unused,

@@ -201,6 +201,8 @@ def test_mixed_precision_channels_last_and_accumulation(
         fast_train_cfg.trainer.update_freq = update_freq
     else:  # 2 micro-batches per update, from the effective batch in one process
         fast_train_cfg.trainer.effective_batch_size = fast_train_cfg.data.batch_size * update_freq
+        train_script.train(fast_train_cfg.copy(), run_dir=tmp_path / "first")
+        assert fast_train_cfg.trainer.update_freq == 1  # (a second run of the config was refused)
     with caplog.at_level(logging.INFO):
         results = train_script.train(fast_train_cfg, run_dir=tmp_path)
     # the printed eval.py command validates in the precision training validated in

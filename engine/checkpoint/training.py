@@ -118,27 +118,39 @@ def _world_size() -> int:
 
 
 def _resume_position(
-    checkpoint: dict[str, Any], batch_size: int, world_size: int, update_freq: int
+    checkpoint: dict[str, Any],
+    batch_size: int,
+    world_size: int,
+    update_freq: int,
+    effective_batch_size: int | None = None,
 ) -> int:
     """This run's ``batch_in_epoch`` for a checkpoint taken with another world size.
 
     The rule: the effective batch (batch_size x world_size x update_freq) must be the one the
     checkpoint was trained with, so the schedule, the updates and the images of an epoch stay the
     same; the images already seen this epoch are then a whole number of this run's updates.
+    ``effective_batch_size``: this run's ``trainer.effective_batch_size`` (from which its
+    ``update_freq`` follows), named in the error instead of ``update_freq``.
     """
     old_cfg = checkpoint.get("config") or {}
     old_batch = old_cfg.get("data", {}).get("batch_size", batch_size)
-    old_freq = old_cfg.get("trainer", {}).get("update_freq", update_freq)
+    old_trainer = old_cfg.get("trainer", {})
+    old_freq = old_trainer.get("update_freq", update_freq)
     old_world = checkpoint.get("world_size", 1)
-    old_effective = old_batch * old_world * old_freq
+    old_effective = old_trainer.get("effective_batch_size") or old_batch * old_world * old_freq
     if old_effective != batch_size * world_size * update_freq:
         keep = old_effective / (batch_size * world_size)
-        hint = f"set trainer.update_freq={int(keep)}" if keep == int(keep) else "adjust"
+        if effective_batch_size is not None:
+            key, hint = "effective_batch_size", f"set trainer.effective_batch_size={old_effective}"
+        else:
+            key = "update_freq"
+            hint = f"set trainer.update_freq={int(keep)}" if keep == int(keep) else "adjust"
+        this_run = effective_batch_size if effective_batch_size is not None else update_freq
         raise ConfigError(
-            f"trainer.update_freq={update_freq} is invalid for this resume: the checkpoint's "
+            f"trainer.{key}={this_run} is invalid for this resume: the checkpoint's "
             f"effective batch is {old_effective} (data.batch_size={old_batch} x {old_world} "
-            f"processes x update_freq={old_freq}), this run's is "
-            f"{batch_size * world_size * update_freq}; {hint} to keep it"
+            f"processes x update_freq={old_effective // (old_batch * old_world)}), this run's "
+            f"is {batch_size * world_size * update_freq}; {hint} to keep it"
         )
     return checkpoint["batch_in_epoch"] * old_batch * old_world // (batch_size * world_size)
 
@@ -237,8 +249,9 @@ def restore_training(
     state.best_val_top1 = checkpoint.get("best_val_top1")
     state.best_epoch = checkpoint.get("best_epoch")
     if batch_size is not None:
+        effective = ((config or {}).get("trainer") or {}).get("effective_batch_size")
         state.batch_in_epoch = _resume_position(
-            checkpoint, batch_size, world_size, state.update_freq
+            checkpoint, batch_size, world_size, state.update_freq, effective
         )
     state.resume_epoch(checkpoint.get("epoch_totals"), main=rank == 0)
     state.seconds_before = checkpoint.get("run_seconds", 0.0)

@@ -89,6 +89,21 @@ def test_other_world_size_resumes_at_the_same_image_when_the_effective_batch_is_
         _resume_position(_checkpoint(8, 2, 1, 3), 8, 1, 1)
 
 
+def test_a_resume_with_an_effective_batch_names_it_in_its_hint():
+    # A run of trainer.effective_batch_size=16 on 2 ranks x 8 (update_freq 1, derived), resumed
+    # by one process: update_freq 2 keeps it; a run set to 32 is told to set 16, not update_freq
+    # (which the effective batch would override: the old hint repeated itself).
+    trained = _checkpoint(8, 2, 1, 3)
+    trained["config"]["trainer"]["effective_batch_size"] = 16
+    assert _resume_position(trained, 8, 1, 2, effective_batch_size=16) == 6
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer\.effective_batch_size=32 is invalid for this resume: the checkpoint's "
+        r"effective batch is 16 .*; set trainer\.effective_batch_size=16 to keep it",
+    ):
+        _resume_position(trained, 8, 1, 4, effective_batch_size=32)
+
+
 def _training_state(value: float) -> dict:
     return {
         "model": {"w": torch.full((3,), value)},
