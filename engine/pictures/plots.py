@@ -12,7 +12,6 @@ without reading pixels.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from engine.pictures.positions import (
     SetPicture,
     grid_coordinates,
 )
+from engine.training.loggers import read_metrics_csv
 
 INSTALL_HINT = (
     'matplotlib is needed for pictures; install it with: pip install -e ".[viz]" '
@@ -234,10 +234,9 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.csv in {run_dir} (train with logger=csv)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics_csv(path)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    return {c: np.array([float(r.get(c) or "nan") for r in rows]) for c in columns}
+    return {c: np.array([r.get(c, np.nan) for r in rows], dtype=float) for c in columns}
 
 
 def run_figure(

@@ -84,15 +84,15 @@ class CsvLogger(_Guarded):
         self.path = Path(run_dir) / filename
         self.rows: list[dict[str, float]] = []
         if self.path.is_file():  # a resumed run keeps its history
-            with open(self.path, newline="") as f:
-                self.rows = [
-                    {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
-                ]
+            self.rows = read_metrics_csv(self.path)
         if resume_step is not None:
             self.rows = [row for row in self.rows if row.get("step", 0) <= resume_step]
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
-        row = {"step": float(step), **metrics}
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        if not numbers:
+            return  # media (kernel pictures for W&B): no column of numbers
+        row = {"step": float(step), **numbers}
         if self.rows and self.rows[-1].get("step") == row["step"]:
             # The same step again (a run resumed from a checkpoint at its epoch's last update
             # logs that epoch once more, with nothing trained): one row, known values kept.
@@ -107,6 +107,24 @@ class CsvLogger(_Guarded):
             writer.writeheader()
             writer.writerows([{k: _csv_value(v) for k, v in row.items()} for row in self.rows])
         tmp.replace(self.path)
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """The rows of a metrics CSV as numbers. Empty cells, and cells that are not numbers (the
+    W&B media objects that files written before media were kept out of them hold), are left
+    out of their row."""
+    with open(path, newline="") as f:
+        return [
+            {k: number for k, v in row.items() if (number := _as_number(v)) is not None}
+            for row in csv.DictReader(f)
+        ]
+
+
+def _as_number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def _csv_value(value: Any) -> Any:

@@ -42,6 +42,33 @@ def test_csv_logger_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_pat
     assert [(r["step"], r["loss"]) for r in rows] == [("8", "1"), ("16", "0.8")]
 
 
+def test_media_stay_out_of_the_csv_and_old_files_with_them_resume(tmp_path):
+    # W&B media went to the CSV as object reprs; a resumed run then failed to read the file
+    # ("could not convert string to float"), and so did plot_run.py.
+    from engine.pictures.plots import read_metrics
+
+    class Image:  # a wandb.Image stand-in
+        pass
+
+    logger = CsvLogger(tmp_path)
+    logger.log({"loss": 1.0, "epoch": 1}, step=1)
+    logger.log({"kernels/stage0": Image()}, step=1)  # media only: no new row, no column
+    logger.log({"loss": 0.5, "epoch": 2, "kernels/stage0": Image()}, step=2)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert csv.DictReader(f).fieldnames == ["step", "loss", "epoch"]
+    broken = tmp_path / "old"  # a file written before: the reprs are in it
+    broken.mkdir()
+    (broken / "metrics.csv").write_text(
+        "step,loss,epoch,kernels/stage0\n1,1,1,<wandb.Image object at 0x7f>\n2,0.5,2,\n"
+    )
+    resumed = CsvLogger(broken, resume_step=2)
+    assert resumed.rows == [
+        {"step": 1, "loss": 1, "epoch": 1},
+        {"step": 2, "loss": 0.5, "epoch": 2},
+    ]
+    assert list(read_metrics(broken)["loss"]) == [1.0, 0.5]
+
+
 def test_a_step_logged_again_is_one_row_with_the_known_values(tmp_path):
     """A run resumed from a checkpoint at its epoch's last update logs that epoch again with
     nothing trained (NaN training means): the row keeps the first values where the second has
