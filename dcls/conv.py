@@ -132,6 +132,7 @@ class DclsPositions(nn.Module):
     ) -> None:
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
+        _check_init_values(position_init_std, sigma_init)
         self.sizes = tuple(check_positive_int(s, "sizes") for s in sizes)
         self.version = DF.canonical_version(version)
         self.position_init_std = position_init_std
@@ -205,10 +206,7 @@ class _DclsNd(nn.Module):
         kernel_count = check_positive_int(kernel_count, "kernel_count")
         if not isinstance(bias, bool):
             raise ValueError(f"bias must be True or False, got {bias!r}")
-        if not _is_real(position_init_std) or position_init_std < 0:
-            raise ValueError(f"position_init_std must be a number >= 0, got {position_init_std!r}")
-        if sigma_init is not None and (not _is_real(sigma_init) or sigma_init < 0):
-            raise ValueError(f"sigma_init must be None or a number >= 0, got {sigma_init!r}")
+        _check_init_values(position_init_std, sigma_init)
         sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
         for size in sizes:
             check_positive_int(size, "every dilated_kernel_size entry")
@@ -435,6 +433,13 @@ class _DclsNd(nn.Module):
 def _is_real(value: object) -> bool:
     """Whether ``value`` is a real number (an int or float of any library, not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_init_values(position_init_std: object, sigma_init: object) -> None:
+    if not _is_real(position_init_std) or position_init_std < 0:
+        raise ValueError(f"position_init_std must be a number >= 0, got {position_init_std!r}")
+    if sigma_init is not None and (not _is_real(sigma_init) or sigma_init < 0):
+        raise ValueError(f"sigma_init must be None or a number >= 0, got {sigma_init!r}")
 
 
 def _drop_shared_positions(

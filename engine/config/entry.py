@@ -386,7 +386,7 @@ def instantiate_model(cfg: Any) -> Any:
         return instantiate(cfg)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, ImportError):
+        if isinstance(cause, ImportError) and str(error).startswith("Error locating target"):
             reason = str(cause.__cause__ or cause).strip().splitlines()[0]
             raise ConfigError(
                 f"model._target_={cfg.get('_target_')!r} is invalid: it does not import "

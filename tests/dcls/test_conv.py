@@ -112,6 +112,19 @@ def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
         dcls.Dcls2d(**{**arguments, **kwargs})
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"position_init_std": -1}, r"position_init_std must be a number >= 0, got -1"),
+        ({"sigma_init": -0.5}, r"sigma_init must be None or a number >= 0, got -0\.5"),
+    ],
+)
+def test_shared_positions_check_their_init_values_as_layers_do(kwargs, message):
+    # (a shared set passed -1 on to torch: "normal expects std >= 0.0", a traceback in train.py)
+    with pytest.raises(ValueError, match=message):
+        dcls.DclsPositions((9, 9), 8, 1, 4, version="gauss", **kwargs)
+
+
 def test_numpy_integers_are_accepted_as_for_nn_conv2d():
     layer = dcls.Dcls2d(
         np.int64(6), 6, np.int64(3), dilated_kernel_size=np.int64(5), padding=np.int64(2),

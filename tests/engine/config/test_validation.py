@@ -189,6 +189,12 @@ def test_settings_that_never_apply_are_warned_about(tmp_path, overrides, warning
     assert re.search(warning, caplog.text)
 
 
+def builder_with_a_missing_dependency():
+    import an_optional_dependency
+
+    return an_optional_dependency
+
+
 def test_a_model_value_its_builder_refuses_is_one_config_error():
     # The iso-parameter rule's 29 elements (atto) in a 3x3 kernel: refused by the builder, and
     # reported in one line instead of Hydra's four.
@@ -210,6 +216,10 @@ def test_a_model_value_its_builder_refuses_is_one_config_error():
         instantiate_model(cfg)
     with pytest.raises(ConfigError, match=r"^model\._target_='nomodule\.build' is invalid: it "):
         instantiate_model(OmegaConf.create({"_target_": "nomodule.build"}))
+    # An ImportError inside a builder that imports is the builder's, with its traceback.
+    builder = f"{__name__}.builder_with_a_missing_dependency"
+    with pytest.raises(InstantiationException, match=r"No module named 'an_optional_dependency'"):
+        instantiate_model(OmegaConf.create({"_target_": builder}))
     # A TypeError that names no config key keeps Hydra's report (could be a bug).
     with pytest.raises(InstantiationException, match=r"unsupported operand"):
         instantiate_model(OmegaConf.create({"_target_": "operator.add", "_args_": [1, "a"]}))
