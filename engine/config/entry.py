@@ -142,18 +142,20 @@ def _group_options(config_dirs: Sequence[Path], group: str) -> list[str]:
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
-def _search_path(args: Sequence[str], overrides: Sequence[Override]) -> list[str] | None:
+def _search_path(args: Sequence[str], overrides: Sequence[Override]) -> list[str]:
     """The config folders that ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` add, as
-    ``hydra.searchpath`` entries; None where one is not a folder on this machine (``pkg://``)."""
-    found = [args[i + 1] for i, a in enumerate(args[:-1]) if a in CONFIG_DIR_FLAGS]
-    found += [
-        a.split("=", 1)[1] for a in args if a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS))
+    ``hydra.searchpath`` entries (``file://<absolute path>``, or a package's ``pkg://...``)."""
+    given = [
+        args[i + 1] if a in CONFIG_DIR_FLAGS else a.split("=", 1)[1]
+        for i, a in enumerate(args)
+        if (a in CONFIG_DIR_FLAGS and i + 1 < len(args))
+        or a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS))
     ]
+    found = given[-1:]  # (given twice, Hydra keeps the last)
     for override in overrides:
         if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
             found += [str(entry) for entry in override.value()]
-    entries = [e if "://" in e else f"file://{Path(e).resolve()}" for e in found]
-    return None if any(not e.startswith("file://") for e in entries) else entries
+    return [e if "://" in e else f"file://{Path(e).resolve()}" for e in found]
 
 
 def _is_free_form(node: DictConfig) -> bool:
@@ -247,6 +249,8 @@ def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
         expected = _KIND_EXPECTED[kind].format(value=example)
         raise ConfigError(f"{key}={value!r} is invalid: {expected}")
     if kind == "mapping" and (new := [k for k in value if k not in default]):
+        if not _is_free_form(default):
+            _check_key(cfg, f"{key}.{new[0]}")  # raises: no such key (close matches)
         adds = " ".join(f"'+{key}.{k}={_override_text(value[k])}'" for k in new)
         raise ConfigError(
             f"{key}={_override_text(value)} is invalid: setting a mapping cannot add keys to it "
@@ -269,8 +273,13 @@ def _override_text(value: Any) -> str:
 LAUNCHER_COMMANDS = {"slurm": "sbatch"}
 
 
-def _check_launcher_command(group: str, option: str) -> None:
+def _check_launcher_command(group: str, option: str, multirun: bool) -> None:
     command = LAUNCHER_COMMANDS.get(option) if group == "launcher" else None
+    if command is not None and not multirun:  # Hydra launches only multiruns
+        raise ConfigError(
+            f"launcher={option} is invalid without -m: Hydra submits multiruns only, and "
+            f"this run would start here; add -m to submit it with {command}"
+        )
     if command is not None and shutil.which(command) is None:
         raise ConfigError(
             f"launcher={option} is invalid here: {command} is not on PATH; run it on the "
@@ -313,10 +322,11 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     except HydraException as error:
         raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
     search_path = _search_path(args, overrides)
-    if search_path is None:
-        return  # a package's configs (pkg://): Hydra finds them
-    config_dirs = [config_dir, *(Path(entry[len("file://") :]) for entry in search_path)]
-    if any(a in MULTIRUN_FLAGS for a in args):
+    folders = [Path(e.removeprefix("file://")) for e in search_path if e.startswith("file://")]
+    config_dirs = [config_dir, *folders]
+    in_packages = len(folders) < len(search_path)  # (pkg://: groups and options not listed here)
+    multirun = any(a in MULTIRUN_FLAGS for a in args)
+    if multirun:
         _check_swept_keys_name_folders(config_dir, overrides)
     checked = [
         o
@@ -335,7 +345,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         options = _group_options(config_dirs, group)
         values = [v for v in _values(override) if v is not None and v != "null"]
         for value in values:
-            if str(value) not in options:
+            if str(value) not in options and not in_packages:
                 hint = close_matches(str(value), options)
                 raise ConfigError(
                     f"{group}={value} is invalid: no {group}/{value}.yaml in "
@@ -343,7 +353,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
                     f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
                 )
         for value in values:
-            _check_launcher_command(group, str(value))
+            _check_launcher_command(group, str(value), multirun)
         if values:
             group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
     if not keys:
@@ -355,6 +365,8 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     except HydraException:
         return  # a problem of the configs themselves: Hydra reports it in full
     for override in keys:
+        if in_packages and override.key_or_group.split(".")[0] not in cfg:
+            continue  # maybe a group of a package's configs
         _check_key(cfg, override.key_or_group, adding=override.is_add())
         if not override.is_add():
             for value in _values(override, parsed=True):

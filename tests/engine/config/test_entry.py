@@ -136,6 +136,26 @@ def test_config_folders_of_ones_own_are_searched_and_checked(tmp_path, how):
         check_command_line(CONFIGS, "train", [*flags, "model=my_r18", "trainer.epoch=1"])
 
 
+def test_a_second_config_dir_replaces_the_first_and_packages_keep_the_key_checks(tmp_path):
+    for name in ("first", "second"):
+        (tmp_path / name / "model").mkdir(parents=True)
+        (tmp_path / name / "model" / f"net_{name}.yaml").write_text("_target_: x.build\n")
+    both = ["-cd", str(tmp_path / "first"), "-cd", str(tmp_path / "second")]
+    check_command_line(CONFIGS, "train", [*both, "model=net_second"])
+    with pytest.raises(ConfigError, match=r"no model/net_first\.yaml"):  # Hydra keeps the last
+        check_command_line(CONFIGS, "train", [*both, "model=net_first"])
+    package = ["hydra.searchpath=[pkg://hydra.conf]"]  # options not listed here: not checked,
+    check_command_line(CONFIGS, "train", [*package, "model=in_the_package"])
+    with pytest.raises(ConfigError, match=r"close matches: trainer\.epochs"):  # keys still are
+        check_command_line(CONFIGS, "train", [*package, "trainer.epochz=3"])
+
+
+def test_a_mapping_with_a_key_it_cannot_take_names_the_key():
+    # (the hint said '+trainer.ema.foo=1', which is refused: trainer.ema is not free-form)
+    with pytest.raises(ConfigError, match=r"trainer\.ema\.foo is invalid: no key 'foo' in trai"):
+        check_command_line(CONFIGS, "train", ["trainer.ema={enabled:true,foo:1}"])
+
+
 def test_slurm_without_sbatch_is_one_line_and_with_it_passes(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     argv = ["-m", "launcher=slurm", "experiment=convnext_tiny_dcls_in1k"]
@@ -145,6 +165,9 @@ def test_slurm_without_sbatch_is_one_line_and_with_it_passes(tmp_path, monkeypat
     sbatch.write_text("#!/bin/sh\n")
     sbatch.chmod(0o755)
     check_command_line(CONFIGS, "train", argv)
+    # without -m the run would start on this (login) node
+    with pytest.raises(ConfigError, match=r"launcher=slurm is invalid without -m: .*add -m"):
+        check_command_line(CONFIGS, "train", argv[1:])
 
 
 def test_eval_command_line_is_checked_against_eval_yaml():
