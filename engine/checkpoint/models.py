@@ -22,7 +22,6 @@ from typing import Any
 
 import timm
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from timm.models import clean_state_dict
 from torch import nn
@@ -30,6 +29,7 @@ from torch import nn
 import models  # noqa: F401  (registers the DCLS variants)
 from engine.checkpoint.io import CheckpointMismatchError, load_checkpoint, load_model_state
 from engine.config.checks import InputError
+from engine.config.entry import instantiate_model, model_label
 from engine.config.evaluation import WEIGHTS
 
 __all__ = [
@@ -167,8 +167,8 @@ def load_model(
         config = dict(stored)
     config |= dict(model_kwargs or {})
     state_dict, which = _select_state_dict(checkpoint, weights)
-    model = instantiate(OmegaConf.create(config))
-    name = config.get("model_name") or type(model).__name__
+    model = instantiate_model(OmegaConf.create(config))
+    name = model_label(config)
     load_state_dict_checked(model, state_dict, name)
     _logger.info("loaded %s weights of %s from %s", which, name, path)
     training_config = dict(checkpoint.get("config") or {})

@@ -20,6 +20,7 @@ from engine.config.entry import (
     exit_on_bad_command_line,
     instantiate_model,
     job_folder,
+    model_label,
     multirun_overrides,
     run_entry_point,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "exit_on_bad_command_line",
     "instantiate_model",
     "job_folder",
+    "model_label",
     "multirun_overrides",
     "resolve_device",
     "resolve_update_freq",

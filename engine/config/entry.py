@@ -384,6 +384,12 @@ def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[
         sys.exit(EXIT_BAD_INPUT)
 
 
+def model_label(cfg: Any) -> str:
+    """The name of the model that the ``model`` group ``cfg`` builds, for logs and results:
+    timm's ``model_name``, or for a builder of one's own (another ``_target_``) its name."""
+    return str(cfg.get("model_name") or str(cfg.get("_target_")).rsplit(".", 1)[-1])
+
+
 def instantiate_model(cfg: Any) -> Any:
     """``hydra.utils.instantiate(cfg)`` for the ``model`` group, with what is the config's fault
     in one line (:class:`ConfigError`; Hydra would print four, exit status 1): a ``_target_``

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from engine.config import command_line_override
+from engine.config import command_line_override, model_label
 from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
 from engine.evaluation.throughput import params_and_macs
 
@@ -32,12 +32,6 @@ _logger = logging.getLogger(__name__)
 # lives, resume, launcher) neither. The model group option (``-m model=a,b``) is the row's model
 # name already; keys under ``model.`` do name rows.
 ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
-
-
-def model_label(model_cfg: DictConfig) -> str:
-    """The model's name in results: timm's ``model_name``, or for a builder of one's own (another
-    ``_target_``) that builder's name."""
-    return str(model_cfg.get("model_name") or str(model_cfg.get("_target_")).rsplit(".", 1)[-1])
 
 
 def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:

@@ -39,6 +39,25 @@ def test_our_checkpoint_rebuilds_the_model_and_prefers_the_ema(tmp_path):
     torch.testing.assert_close(plain.model(x), model(x))
 
 
+def tiny_builder(width: int = 3) -> torch.nn.Module:
+    """A model of one's own, as a ``_target_`` (see README: a model of your own)."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, width))
+
+
+def test_a_builder_of_ones_own_is_named_after_it_and_a_missing_one_is_one_line(tmp_path):
+    from engine.config import ConfigError
+
+    config = {"_target_": f"{__name__}.tiny_builder", "width": 5}
+    path = tmp_path / "last.pt"
+    torch.save({"model": tiny_builder(5).state_dict(), "config": {"model": config}}, path)
+    loaded = load_model(path)
+    assert loaded.name == "tiny_builder"  # as train.py's results name it (was "Sequential")
+    config["_target_"] = "not_on_the_path.build"
+    torch.save({"model": tiny_builder(5).state_dict(), "config": {"model": config}}, path)
+    with pytest.raises(ConfigError, match=r"^model\._target_='not_on_the_path\.build' is inv"):
+        load_model(path)  # (was Hydra's "Error locating target" in three lines, exit 1)
+
+
 def test_a_timm_state_dict_loads_with_a_model_name(tmp_path):
     model = _perturbed("test_convnext")
     path = tmp_path / "timm.pth"
