@@ -223,6 +223,18 @@ class PositionHistory:
     dense_sizes: dict[str, int | None]
 
 
+# Snapshots written before the dense size was stored: ConvNeXt-dcls's depthwise 7x7 (``conv_dw``)
+# and ResNet-dcls's Bottleneck 3x3 (``conv2``), the only models that wrote them.
+_LEGACY_DENSE_SIZES = {"conv_dw": 7, "conv2": 3}
+
+
+def _dense_size_of(snapshot_set: dict) -> int | None:
+    if "dense_size" in snapshot_set:
+        return snapshot_set["dense_size"]
+    layer = next(iter(snapshot_set.get("layers") or []), "")
+    return _LEGACY_DENSE_SIZES.get(layer.rsplit(".", 1)[-1])
+
+
 def load_history(run_dir: Path) -> PositionHistory:
     """Read the snapshots :func:`save_snapshot` wrote for the run in ``run_dir``.
 
@@ -248,5 +260,5 @@ def load_history(run_dir: Path) -> PositionHistory:
         P={n: torch.stack([s["sets"][n]["P"] for s in snapshots]) for n in names},
         sizes={n: tuple(snapshots[0]["sets"][n]["sizes"]) for n in names},
         layers={n: list(snapshots[0]["sets"][n].get("layers", [n])) for n in names},
-        dense_sizes={n: snapshots[0]["sets"][n].get("dense_size") for n in names},
+        dense_sizes={n: _dense_size_of(snapshots[0]["sets"][n]) for n in names},
     )

@@ -292,6 +292,11 @@ def test_the_outline_is_the_kernel_convert_replaced_whatever_the_layer_names(tmp
     assert [p.dense_size for p in set_pictures(model, channels=1)] == [5, None]  # not square
     save_snapshot(model, tmp_path, epoch=0)
     assert load_history(tmp_path).dense_sizes == {"conv_dw": 5, "other": None}
+    older = torch.load(tmp_path / "positions" / "epoch_0000.pt", weights_only=True)
+    for entry in older["sets"].values():  # a snapshot written before the size was stored
+        del entry["dense_size"]
+    torch.save(older, tmp_path / "positions" / "epoch_0000.pt")
+    assert load_history(tmp_path).dense_sizes == {"conv_dw": 7, "other": None}  # (the old guess)
     plain = dcls.Dcls2d(4, 4, kernel_count=2, dilated_kernel_size=9, padding=4, groups=4)
     assert set_pictures(torch.nn.Sequential(plain))[0].dense_size is None  # replaced nothing
 
