@@ -1,6 +1,7 @@
 """Configs: the checks of ``train.yaml`` (:mod:`.training`) and ``eval.yaml`` (:mod:`.evaluation`),
-the entry points' handling of bad input before and after Hydra runs (:mod:`.entry`), and the
-one-line errors all entry points report with exit status 2 (:mod:`.checks`).
+the command line checked before Hydra runs (:mod:`.command_line`), the entry points' handling of
+bad input after it (:mod:`.entry`), and the one-line errors all entry points report with exit
+status 2 (:mod:`.checks`).
 
 Importing this package registers the resolvers the configs use: ``${cwd:}``, the project root (the
 folder a command runs from; unlike ``${hydra:runtime.cwd}`` it also resolves where Hydra has not
@@ -13,11 +14,10 @@ import os
 from omegaconf import OmegaConf
 
 from engine.config.checks import ConfigError, InputError, resolve_device
+from engine.config.command_line import check_command_line, exit_on_bad_command_line
 from engine.config.entry import (
-    check_command_line,
     cli_number,
     command_line_override,
-    exit_on_bad_command_line,
     instantiate_model,
     job_folder,
     model_label,

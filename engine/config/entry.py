@@ -1,20 +1,11 @@
-"""The entry points' handling of bad input: the command line before Hydra runs, and errors after.
+"""The entry points' handling of bad input after Hydra has run, and what they share.
 
 Bad input (:class:`InputError`: a config value, a checkpoint or a folder that is not what it
 should be; or a missing file) ends a command with one logged line and exit status 2, never a
-traceback; Ctrl-C that the command does not handle itself ends it with one line and status 130.
-
-Hydra reports a mistyped config group option or key with a long message and exit status 1. The
-entry points call :func:`exit_on_bad_command_line` first, which checks every override against the
-config tree and, on a mistake, logs one line with the close matches and exits with status 2, the
-project's status for bad input. Each value must also be of its key's kind, as the default
-shows it (:func:`_check_value_kind`: a text where true/false or a number belongs would otherwise
-run, or fail later with a traceback), and ``+key`` may add keys only inside a free-form mapping
-(an empty one in the defaults, such as ``optimizer.kwargs``, or a ``_target_``'s arguments, such
-as ``model``): the code reads no other new key.
-Sweeps (``-m key=a,b``) are checked value by value (intervals, sampled by a sweeper, are not).
-Overrides that force (``++key``) or delete (``~key``) keys, Hydra's own ``hydra.*`` keys and command
-lines with other Hydra flags (``--cfg``, ``--info``, ...) are left to Hydra.
+traceback (:func:`run_entry_point`); Ctrl-C that the command does not handle itself ends it with
+one line and status 130. The ``model`` group is built by :func:`instantiate_model`, which reports
+what is the config's fault in one line too. The command line itself is checked before Hydra runs,
+in :mod:`engine.config.command_line`.
 """
 
 from __future__ import annotations
@@ -24,29 +15,20 @@ import hashlib
 import logging
 import re
 import shlex
-import shutil
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Sweep, ValueType
-from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from engine.config.checks import ConfigError, InputError, close_matches, is_number
+from engine.config.checks import ConfigError, InputError
 
 __all__ = [
     "EXIT_BAD_INPUT",
-    "check_command_line",
+    "MULTIRUN_FLAGS",
     "cli_number",
     "command_line_override",
-    "exit_on_bad_command_line",
     "instantiate_model",
     "job_folder",
+    "model_label",
     "multirun_overrides",
     "run_entry_point",
 ]
@@ -117,271 +99,6 @@ def multirun_overrides() -> list[str] | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return list(HydraConfig.get().overrides.task)
-
-
-# Sweeps whose values are not listed on the command line: globs match what exists, intervals
-# are sampled by a sweeper (Optuna, ...).
-_UNLISTED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.INTERVAL_SWEEP)
-
-
-def _values(override: Override, parsed: bool = False) -> list[Any]:
-    """The values an override sets: one, or each of a choice/range sweep's; a sweep's as text,
-    or with ``parsed`` as Hydra will set them (``1`` an int, ``true`` a bool)."""
-    if override.value_type in _UNLISTED_SWEEPS:
-        return []
-    if override.is_sweep_override():
-        values = override.sweep_iterator() if parsed else override.sweep_string_iterator()
-        return list(values)
-    return [override.value()]
-
-
-def _group_options(config_dirs: Sequence[Path], group: str) -> list[str]:
-    return sorted({p.stem for d in config_dirs for p in (d / group).glob("*.yaml")})
-
-
-CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
-
-
-def _search_path(args: Sequence[str], overrides: Sequence[Override]) -> list[str]:
-    """The config folders that ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` add, as
-    ``hydra.searchpath`` entries (``file://<absolute path>``, or a package's ``pkg://...``)."""
-    given = [
-        args[i + 1] if a in CONFIG_DIR_FLAGS else a.split("=", 1)[1]
-        for i, a in enumerate(args)
-        if (a in CONFIG_DIR_FLAGS and i + 1 < len(args))
-        or a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS))
-    ]
-    found = given[-1:]  # (given twice, Hydra keeps the last)
-    for override in overrides:
-        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
-            found += [str(entry) for entry in override.value()]
-    return [e if "://" in e else f"file://{Path(e).resolve()}" for e in found]
-
-
-def _is_free_form(node: DictConfig) -> bool:
-    """Whether ``+key`` may add keys to ``node``: an empty mapping in the defaults (``kwargs:
-    {}``), or the arguments of a ``_target_`` (``model``: every key goes to timm's builder)."""
-    return len(node) == 0 or "_target_" in node
-
-
-def _free_form_mappings(node: DictConfig, prefix: str = "") -> list[str]:
-    """The keys of the mappings where ``+key`` may add keys (:func:`_is_free_form`)."""
-    found = []
-    for name in node:  # the keys; no interpolation resolved
-        child = node._get_node(name)
-        key = f"{prefix}{name}"
-        if isinstance(child, DictConfig) and not child._is_none():
-            found += [key] if _is_free_form(child) else _free_form_mappings(child, key + ".")
-    return found
-
-
-def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
-    """Raise a ConfigError if ``key`` is not in ``cfg`` (with close matches); with ``adding``
-    (``+key``), unless its deepest existing parent is a free-form mapping."""
-    node: Any = cfg
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        if not isinstance(node, DictConfig):
-            return  # inside a list or a leaf: Hydra decides
-        names = list(node.keys())  # keys() resolves no interpolation
-        if part not in names:
-            parent = ".".join(parts[:depth])
-            free_form = depth > 0 and _is_free_form(node)
-            if adding and free_form:
-                return  # a key of a free-form mapping
-            siblings = [f"{parent}.{k}" if parent else str(k) for k in names]
-            where = f"no key {part!r} in {parent}" if parent else "no such top-level key"
-            hint = close_matches(key, siblings)
-            free = ", ".join(_free_form_mappings(cfg)) or "none in this config"
-            how = (
-                f"to add it to this free-form mapping: +{key}=..."
-                if free_form
-                else f"new keys (+key=...) go only inside the free-form mappings ({free})"
-            )
-            raise ConfigError(
-                f"{'+' if adding else ''}{key} is invalid: {where}{'; ' + hint if hint else ''}; "
-                + how
-            )
-        node = node._get_node(part)
-
-
-_KIND_EXPECTED = {
-    "bool": "expected true or false",
-    "number": "expected a finite number",
-    "list": "expected a list, e.g. [{value}]",
-    "mapping": "expected a mapping, e.g. {{key:value}}",
-}
-
-
-def _kind(default: Any) -> str | None:
-    """What a key takes, from its default: None (a text or null default) for anything."""
-    if isinstance(default, bool):
-        return "bool"
-    if is_number(default):
-        return "number"
-    if isinstance(default, ListConfig | list):
-        return "list"
-    if isinstance(default, DictConfig | dict):
-        return "mapping"
-    return None
-
-
-def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
-    """Raise a ConfigError if ``value`` is not of the kind of ``key``'s default. Null, an
-    interpolation, and a list where a number is the default (one value per axis) pass: the
-    entry point's own checks decide those."""
-    if value is None or isinstance(value, Sweep) or (isinstance(value, str) and "${" in value):
-        return  # (a sweep inside a sweep: Hydra expands it, or says it cannot)
-    try:
-        default = OmegaConf.select(cfg, key, throw_on_missing=False)
-    except OmegaConfBaseException:
-        return  # an interpolation that resolves only in the run
-    kind = _kind(default)
-    fits = {
-        None: True,
-        "bool": isinstance(value, bool),
-        "number": is_number(value) or isinstance(value, list),
-        "list": isinstance(value, list),
-        "mapping": isinstance(value, dict),
-    }[kind]
-    if not fits:
-        example = value if isinstance(value, str | int | float) else "a,b"
-        expected = _KIND_EXPECTED[kind].format(value=example)
-        raise ConfigError(f"{key}={value!r} is invalid: {expected}")
-    if kind == "mapping" and (new := [k for k in value if k not in default]):
-        if not _is_free_form(default):
-            _check_key(cfg, f"{key}.{new[0]}")  # raises: no such key (close matches)
-        adds = " ".join(f"'+{key}.{k}={_override_text(value[k])}'" for k in new)
-        raise ConfigError(
-            f"{key}={_override_text(value)} is invalid: setting a mapping cannot add keys to it "
-            f"(Hydra's struct mode: {', '.join(map(str, new))} not in {key}); add them with {adds}"
-        )
-
-
-def _override_text(value: Any) -> str:
-    """``value`` as a command-line override writes it: ``[0.9,0.95]``, ``{a:1}``, ``true``."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_override_text(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(map(_override_text, value)) + "]"
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)
-
-
-# launcher options and the command each submits jobs with
-LAUNCHER_COMMANDS = {"slurm": "sbatch"}
-
-
-def _check_launcher_command(group: str, option: str, multirun: bool) -> None:
-    command = LAUNCHER_COMMANDS.get(option) if group == "launcher" else None
-    if command is not None and not multirun:  # Hydra launches only multiruns
-        raise ConfigError(
-            f"launcher={option} is invalid without -m: Hydra submits multiruns only, and "
-            f"this run would start here; add -m to submit it with {command}"
-        )
-    if command is not None and shutil.which(command) is None:
-        raise ConfigError(
-            f"launcher={option} is invalid here: {command} is not on PATH; run it on the "
-            "cluster's login node, or try the sweep on this machine with "
-            "hydra/launcher=submitit_local (or without launcher=)"
-        )
-
-
-def _check_swept_keys_name_folders(config_dir: Path, overrides: Sequence[Override]) -> None:
-    """A sweep over a key that job folder names leave out (where data lives) would put its jobs
-    in one folder, each resuming the one before: refused."""
-    hydra_config = OmegaConf.load(config_dir / "hydra" / "default.yaml")
-    excluded = OmegaConf.select(hydra_config, "job.config.override_dirname.exclude_keys") or []
-    for override in overrides:
-        key = override.key_or_group
-        if override.is_sweep_override() and key in excluded and not (config_dir / key).is_dir():
-            raise ConfigError(
-                f"{override.input_line} is invalid: {key} is left out of job folder names "
-                "(hydra.job.config.override_dirname.exclude_keys), so the jobs would share one "
-                "folder; run one sweep per value"
-            )
-
-
-def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
-    """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
-
-    Raises:
-        ConfigError: for an override that does not parse, a group option that does not exist
-            (with close matches) or a key that does not exist (with close matches).
-    """
-    args = list(argv)
-    flag_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a in CONFIG_DIR_FLAGS}
-    flags = [a for a in args if a.startswith("-") and a not in flag_values]
-    if any(f.split("=", 1)[0] not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS) for f in flags):
-        return  # --cfg, --help, --info, ...: Hydra's business
-    texts = [a for a in args if a not in flags and a not in flag_values]
-    parser = OverridesParser.create()
-    try:
-        overrides = parser.parse_overrides(texts)
-    except HydraException as error:
-        raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
-    search_path = _search_path(args, overrides)
-    folders = [Path(e.removeprefix("file://")) for e in search_path if e.startswith("file://")]
-    config_dirs = [config_dir, *folders]
-    in_packages = len(folders) < len(search_path)  # (pkg://: groups and options not listed here)
-    multirun = any(a in MULTIRUN_FLAGS for a in args)
-    if multirun:
-        _check_swept_keys_name_folders(config_dir, overrides)
-    checked = [
-        o
-        for o in overrides
-        if not (o.is_force_add() or o.is_delete())
-        and not o.key_or_group.startswith("hydra")
-        and o.package is None
-    ]
-    group_choices: list[str] = []
-    keys: list[Override] = []
-    for override in checked:
-        group = override.key_or_group
-        if not any((d / group).is_dir() for d in config_dirs):
-            keys.append(override)
-            continue
-        options = _group_options(config_dirs, group)
-        values = [v for v in _values(override) if v is not None and v != "null"]
-        for value in values:
-            if str(value) not in options and not in_packages:
-                hint = close_matches(str(value), options)
-                raise ConfigError(
-                    f"{group}={value} is invalid: no {group}/{value}.yaml in "
-                    f"{', '.join(map(str, config_dirs))}; "
-                    f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
-                )
-        for value in values:
-            _check_launcher_command(group, str(value), multirun)
-        if values:
-            group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
-    if not keys:
-        return
-    try:
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
-            searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
-            cfg = compose(config_name, overrides=[*searched, *group_choices])
-    except HydraException:
-        return  # a problem of the configs themselves: Hydra reports it in full
-    for override in keys:
-        if in_packages and override.key_or_group.split(".")[0] not in cfg:
-            continue  # maybe a group of a package's configs
-        _check_key(cfg, override.key_or_group, adding=override.is_add())
-        if not override.is_add():
-            for value in _values(override, parsed=True):
-                _check_value_kind(cfg, override.key_or_group, value)
-
-
-def exit_on_bad_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
-    """:func:`check_command_line`, turning a :class:`ConfigError` into one logged line and exit
-    status 2."""
-    try:
-        check_command_line(config_dir, config_name, argv)
-    except ConfigError as error:
-        logging.basicConfig(format="[%(name)s][%(levelname)s] - %(message)s")
-        logging.getLogger(config_name).error("config error: %s", error)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def model_label(cfg: Any) -> str:
