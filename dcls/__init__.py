@@ -13,21 +13,24 @@ from dcls.conv import Dcls1d, Dcls2d, Dcls3d, DclsPositions
 from dcls.create import create_conv
 from dcls.functional import VERSIONS, construct_kernel
 from dcls.model_tools import (
-    REPULSIVE_FORMULAS,
     SHARED_POSITIONS_NAME,
-    clamp_,
     convert,
     freeze,
     is_depthwise,
     load_authors_state_dict,
-    position_statistics,
     replace_modules,
+)
+from dcls.param_groups import DCLS_GROUP_KEY, describe_param_groups, param_groups
+from dcls.positions import (
+    REPULSIVE_FORMULAS,
+    PositionSet,
+    clamp_,
+    position_sets,
+    position_statistics,
     repulsive_loss,
     set_sigma_,
     sigma_parameters,
 )
-from dcls.param_groups import DCLS_GROUP_KEY, describe_param_groups, param_groups
-from dcls.positions import PositionSet, position_sets
 
 __all__ = [
     "CONV_ALGORITHMS",

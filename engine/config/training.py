@@ -13,7 +13,7 @@ from typing import Any
 
 from dcls.algorithms import CONV_ALGORITHMS
 from dcls.functional import VERSION_ALIASES, VERSIONS
-from dcls.model_tools import REPULSIVE_FORMULAS
+from dcls.positions import REPULSIVE_FORMULAS
 from engine.config.checks import (
     check_amp_and_device,
     check_signal_names,
