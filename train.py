@@ -141,7 +141,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
             config=OmegaConf.to_container(cfg, resolve=True),
         )
         _logger.info(
-            "resumed from %s after epoch %d, step %d", resume_from, state.epoch, state.step
+            "resumed from %s after epoch %d and update %d; epoch %d continues after micro-batch "
+            "%d of %d (processes x update_freq: %d x %d; the checkpoint's processes: %d)",
+            resume_from,
+            state.epoch,
+            state.step,
+            state.epoch + 1,
+            state.batch_in_epoch,
+            loaders.steps_per_epoch,
+            dist_info.world_size,
+            update_freq,
+            checkpoint.get("world_size", 1),
         )
     if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
         _logger.info(  # a relaunched finished run (a resumed sweep): its results stand

@@ -2,6 +2,7 @@
 time, naming that rank; a run checkpointed by two ranks resumes in one process."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,7 +92,14 @@ def test_checkpoint_of_two_ranks_resumes_in_one_process_with_doubled_update_freq
     one = ["trainer.ema.enabled=false", "trainer.update_freq=2"]
     for log_dir in (tmp_path / "run", tmp_path / "reference"):  # resume; a one-process reference
         (process,) = _ranks(log_dir, one, 1)
-        assert process.wait(timeout=BOUND_S) == 0, process.stdout.read()[-3000:]
+        output = process.stdout.read().decode(errors="replace")
+        assert process.wait(timeout=BOUND_S) == 0, output[-3000:]
+        if log_dir.name == "run":  # the resume says where it continues, and in which layout
+            assert re.search(
+                r"resumed from .* after epoch 0 and update 2; epoch 1 continues after micro-batch "
+                r"4 of 8 \(processes x update_freq: 1 x 2; the checkpoint's processes: 2\)",
+                output,
+            ), output[-3000:]
     resumed = load_checkpoint(tmp_path / "run" / "train" / "run" / "checkpoints" / "last.pt")
     reference = load_checkpoint(
         tmp_path / "reference" / "train" / "run" / "checkpoints" / "last.pt"
