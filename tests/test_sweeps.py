@@ -163,8 +163,8 @@ def test_a_relaunched_sweep_resumes_each_job_from_its_folder(tmp_path):
     assert json.loads((finished / "results.json").read_text()) == results  # not trained again
     assert "the run had finished all 2 epochs" in (finished / "train.log").read_text()
     stopped_log = (stopped / "train.log").read_text()
-    assert "after epoch 1, step 8" in stopped_log and "epoch 2/2" in stopped_log
-    assert "epoch 1/2" not in stopped_log.split("after epoch 1, step 8")[1]  # only epoch 2 ran
+    assert "after epoch 1 and update 8" in stopped_log and "epoch 2/2" in stopped_log
+    assert "epoch 1/2" not in stopped_log.split("after epoch 1 and update 8")[1]  # only epoch 2 ran
     resumed = json.loads((stopped / "results.json").read_text())
     assert resumed["epochs"] == 2
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-6)  # exact resume
