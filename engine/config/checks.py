@@ -6,7 +6,7 @@ import difflib
 import logging
 import math
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 import torch
@@ -69,16 +69,39 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def int_at_least(cfg: Any, prefix: str | None, key: str, minimum: int) -> None:
-    value = cfg.get(key)
-    if not is_int(value) or value < minimum:
-        fail(_key(prefix, key), value, f"expected an integer >= {minimum}")
+def int_at_least(
+    cfg: Any, prefix: str | None, key: str, minimum: int, null: str | None = None
+) -> None:
+    """``cfg[key]`` is an integer >= ``minimum``; with ``null`` (what null means), or null."""
+    _at_least(cfg, prefix, key, minimum, null, is_int, "an integer")
 
 
-def number_at_least(cfg: Any, prefix: str | None, key: str, minimum: float) -> None:
+def number_at_least(
+    cfg: Any, prefix: str | None, key: str, minimum: float, null: str | None = None
+) -> None:
+    """``cfg[key]`` is a number >= ``minimum``; with ``null`` (what null means), or null."""
+    _at_least(cfg, prefix, key, minimum, null, is_number, "a number")
+
+
+def _at_least(
+    cfg: Any,
+    prefix: str | None,
+    key: str,
+    minimum: float,
+    null: str | None,
+    is_kind: Callable[[Any], bool],
+    kind: str,
+) -> None:
     value = cfg.get(key)
-    if not is_number(value) or value < minimum:
-        fail(_key(prefix, key), value, f"expected a number >= {minimum}")
+    if value is None and null is not None:
+        return
+    if not is_kind(value) or value < minimum:
+        allowed = f"{kind} >= {minimum}"
+        fail(
+            _key(prefix, key),
+            value,
+            f"expected null ({null}) or {allowed}" if null else f"expected {allowed}",
+        )
 
 
 def one_of(cfg: Any, prefix: str | None, key: str, choices: tuple) -> None:

@@ -15,7 +15,6 @@ from engine.config.checks import (
     close_matches,
     fail,
     int_at_least,
-    is_int,
     is_number,
 )
 
@@ -62,9 +61,7 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     unknown = sorted(set(cfg.transform) - set(TRANSFORM_KEYS))
     if unknown:
         fail("transform", unknown[0], f"expected keys among {list(TRANSFORM_KEYS)}")
-    size = cfg.transform.get("img_size")
-    if size is not None and (not is_int(size) or size < 1):
-        fail("transform.img_size", size, "expected null (the checkpoint's) or an integer >= 1")
+    int_at_least(cfg.transform, "transform", "img_size", 1, null="the checkpoint's")
     crop = cfg.transform.get("crop_pct")
     if crop is not None and not (is_number(crop) and 0 < crop <= 1):
         fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
@@ -140,9 +137,7 @@ def _check_throughput(cfg: Any) -> None:
 
     for key, minimum in (("batch_size", 1), ("warmup", 0), ("steps", 1), ("rounds", 1)):
         int_at_least(cfg, "throughput", key, minimum)
-    size = cfg.get("img_size")
-    if size is not None and (not is_int(size) or size < 1):
-        fail("throughput.img_size", size, "expected null (the evaluation's) or an integer >= 1")
+    int_at_least(cfg, "throughput", "img_size", 1, null="the evaluation's")
     baseline = cfg.get("baseline")
     if baseline not in (None, "auto") and not timm.is_model(baseline):
         hint = close_matches(str(baseline), timm.list_models())

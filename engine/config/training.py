@@ -64,9 +64,8 @@ def _check_model(cfg: Any) -> None:
     if builds_with_timm and (not isinstance(name, str) or not timm.is_model(name)):
         hint = close_matches(name, timm.list_models()) or "see timm.list_models()"
         fail("model.model_name", name, f"not a registered timm model; {hint}")
+    int_at_least(cfg, "model", "kernel_count", 1, null="the iso-parameter rule")
     kernel_count = cfg.get("kernel_count")
-    if kernel_count is not None and (not is_int(kernel_count) or kernel_count < 1):
-        fail("model.kernel_count", kernel_count, "expected null (iso-parameter rule) or >= 1")
     if "dilated_kernel_size" in cfg:
         size = cfg.dilated_kernel_size
         sizes = list(size) if not is_int(size) and size is not None else [size]
@@ -150,16 +149,15 @@ def _check_trainer(cfg: Any) -> None:
         int_at_least(cfg, "trainer", key, 1)
     int_at_least(cfg, "trainer", "checkpoint_every", 0)
     number_at_least(cfg, "trainer", "dist_timeout_s", 1)
+    int_at_least(cfg, "trainer", "effective_batch_size", 1, null="update_freq as given")
     effective = cfg.get("effective_batch_size")
-    if effective is not None:
-        int_at_least(cfg, "trainer", "effective_batch_size", 1)
-        if cfg.update_freq != 1:
-            fail(
-                "trainer.update_freq",
-                cfg.update_freq,
-                f"trainer.effective_batch_size={effective} sets it from the process count; set "
-                "one of them (trainer.effective_batch_size=null to give update_freq yourself)",
-            )
+    if effective is not None and cfg.update_freq != 1:
+        fail(
+            "trainer.update_freq",
+            cfg.update_freq,
+            f"trainer.effective_batch_size={effective} sets it from the process count; set "
+            "one of them (trainer.effective_batch_size=null to give update_freq yourself)",
+        )
     clip = cfg.clip_grad
     if clip is not None and (not (is_number(clip) or clip == math.inf) or clip <= 0):
         fail("trainer.clip_grad", clip, "expected null (off) or a number > 0 (inf: log the norm)")
@@ -178,13 +176,9 @@ def _check_trainer(cfg: Any) -> None:
         if not is_number(value) or value <= 0:
             fail(f"trainer.{group}.{key}", value, "expected a number > 0")
     int_at_least(cfg.position_history, "trainer.position_history", "every", 0)
-    kept = cfg.position_history.get("max_out_channels")
-    if kept is not None and (not is_int(kept) or kept < 1):
-        fail(
-            "trainer.position_history.max_out_channels",
-            kept,
-            "expected null (all) or an integer >= 1",
-        )
+    int_at_least(
+        cfg.position_history, "trainer.position_history", "max_out_channels", 1, null="all"
+    )
     preemption = cfg.preemption
     check_signal_names(preemption.signals)
     code = preemption.exit_code
@@ -210,13 +204,13 @@ def _check_optimizer(cfg: Any) -> None:
     number_at_least(cfg, "optimizer", "base_batch_size", 1)
     number_at_least(cfg.positions, "optimizer.positions", "lr_scale", 0)
     number_at_least(cfg.positions, "optimizer.positions", "weight_decay", 0)
-    sigmas_scale = cfg.positions.get("sigmas_lr_scale")
-    if sigmas_scale is not None and (not is_number(sigmas_scale) or sigmas_scale < 0):
-        fail(
-            "optimizer.positions.sigmas_lr_scale",
-            sigmas_scale,
-            "expected null (optimizer.positions.lr_scale) or a number >= 0",
-        )
+    number_at_least(
+        cfg.positions,
+        "optimizer.positions",
+        "sigmas_lr_scale",
+        0,
+        null="optimizer.positions.lr_scale",
+    )
     layer_decay = cfg.get("layer_decay")
     if layer_decay is not None and (not is_number(layer_decay) or not 0 < layer_decay <= 1):
         fail("optimizer.layer_decay", layer_decay, "expected null (off) or a number in (0, 1]")

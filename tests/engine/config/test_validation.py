@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
             r"model\.model_name='convnext_tiny_dlcs' is invalid: not a registered timm model; "
             r"close matches: convnext_tiny_dcls",
         ),
-        (["model.kernel_count=0"], r"model\.kernel_count=0 is invalid: expected null .* or >= 1"),
+        (["model.kernel_count=0"], r"kernel_count=0 is invalid: expected null .* an integer >= 1"),
         (
             ["model=convnext_dcls", "model.version=bilinaer"],
             r"model\.version='bilinaer' is invalid: expected one of bilinear, .*v1.*; "
