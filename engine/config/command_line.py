@@ -59,16 +59,30 @@ def _group_options(config_dirs: Sequence[Path], group: str) -> list[str]:
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
-def _search_path(args: Sequence[str], overrides: Sequence[Override]) -> list[str]:
+def _split_arguments(args: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split a command line into its flags (``-m``, ``--cfg``, ...), the folders given by
+    ``--config-dir``/``-cd`` (``-cd dir`` or ``-cd=dir``, in order) and the override texts."""
+    flags: list[str] = []
+    config_dirs: list[str] = []
+    texts: list[str] = []
+    remaining = iter(args)
+    for arg in remaining:
+        name, has_value, value = arg.partition("=")
+        if name in CONFIG_DIR_FLAGS:
+            flags.append(name)
+            given = value if has_value else next(remaining, None)
+            config_dirs += [given] if given is not None else []
+        elif arg.startswith("-"):
+            flags.append(arg)
+        else:
+            texts.append(arg)
+    return flags, config_dirs, texts
+
+
+def _search_path(config_dirs: Sequence[str], overrides: Sequence[Override]) -> list[str]:
     """The config folders that ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` add, as
     ``hydra.searchpath`` entries (``file://<absolute path>``, or a package's ``pkg://...``)."""
-    given = [
-        args[i + 1] if a in CONFIG_DIR_FLAGS else a.split("=", 1)[1]
-        for i, a in enumerate(args)
-        if (a in CONFIG_DIR_FLAGS and i + 1 < len(args))
-        or a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS))
-    ]
-    found = given[-1:]  # (given twice, Hydra keeps the last)
+    found = list(config_dirs[-1:])  # (given twice, Hydra keeps the last)
     for override in overrides:
         if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
             found += [str(entry) for entry in override.value()]
@@ -227,22 +241,19 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         ConfigError: for an override that does not parse, a group option that does not exist
             (with close matches) or a key that does not exist (with close matches).
     """
-    args = list(argv)
-    flag_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a in CONFIG_DIR_FLAGS}
-    flags = [a for a in args if a.startswith("-") and a not in flag_values]
-    if any(f.split("=", 1)[0] not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS) for f in flags):
+    flags, given_config_dirs, texts = _split_arguments(argv)
+    if any(f not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS) for f in flags):
         return  # --cfg, --help, --info, ...: Hydra's business
-    texts = [a for a in args if a not in flags and a not in flag_values]
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(texts)
     except HydraException as error:
         raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
-    search_path = _search_path(args, overrides)
+    search_path = _search_path(given_config_dirs, overrides)
     folders = [Path(e.removeprefix("file://")) for e in search_path if e.startswith("file://")]
     config_dirs = [config_dir, *folders]
     in_packages = len(folders) < len(search_path)  # (pkg://: groups and options not listed here)
-    multirun = any(a in MULTIRUN_FLAGS for a in args)
+    multirun = any(f in MULTIRUN_FLAGS for f in flags)
     if multirun:
         _check_swept_keys_name_folders(config_dir, overrides)
     checked = [
