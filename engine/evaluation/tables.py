@@ -161,7 +161,8 @@ def _merge(older: dict, newer: dict) -> dict:
     for name, result in newer["sets"].items():
         if name in merged["sets"]:
             _logger.info(
-                "%s (seed %s): %s of %s replaces the one of %s",
+                "%s (seed %s): %s of %s replaces the one of %s (results of one row name and "
+                "seed are merged; name=... keeps a run in a row of its own)",
                 newer["name"],
                 newer.get("seed"),
                 name,

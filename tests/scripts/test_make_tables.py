@@ -137,6 +137,7 @@ def test_results_of_one_model_merge_and_the_newest_set_wins(tmp_path, capsys, ca
     assert "| net | 1.0 | 1.00 | 71.00 |" in output  # the newer in1k
     assert "| net | 60.00 |" in output  # the robustness table is still there
     assert "in1k of " in caplog.text and "b/eval_results.json replaces the one of" in caplog.text
+    assert "name=... keeps a run in a row of its own" in caplog.text
 
 
 def test_seeds_aggregate_and_rows_stand_next_to_the_paper(tmp_path, capsys):
