@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Sweep, ValueType
 from hydra.errors import HydraException
@@ -32,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from engine.config.checks import ConfigError, close_matches, is_number
 from engine.config.entry import EXIT_BAD_INPUT, MULTIRUN_FLAGS
+from engine.config.training import resolve_update_freq
 
 __all__ = ["CONFIG_DIR_FLAGS", "check_command_line", "exit_on_bad_command_line"]
 
@@ -234,6 +236,52 @@ def _check_swept_keys_name_folders(config_dir: Path, overrides: Sequence[Overrid
             )
 
 
+# Top-level keys and groups whose overrides leave the batch and the process count alone (their
+# groups write only under their own key): jobs differing only in them share one batch check.
+_BATCH_INDEPENDENT_KEYS = ("model", "optimizer", "scheduler", "logger", "seed", "name", "run_name")
+
+
+def _check_submitted_batches(
+    config_dir: Path, config_name: str, search_path: Sequence[str], overrides: Sequence[Override]
+) -> None:
+    """Each job of a sweep that a submitit launcher (``launcher=slurm``) submits must have an
+    effective batch its process count (``hydra.launcher.nodes x tasks_per_node``) divides:
+    checked here, at submission, rather than when the job starts, maybe hours later."""
+    try:
+        jobs = BasicSweeper.split_arguments(list(overrides), None)[0]
+    except HydraException:
+        return  # a sweep the basic sweeper cannot list (an interval): checked at job start
+    distinct = {}
+    for job in jobs:
+        relevant = tuple(
+            o
+            for o in job
+            if o.lstrip("+~").split("=")[0].split(".")[0] not in _BATCH_INDEPENDENT_KEYS
+        )
+        distinct.setdefault(relevant, job)
+    swept_keys = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+    searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+    with initialize_config_dir(str(config_dir), version_base="1.3"):
+        for relevant, job in distinct.items():
+            try:
+                cfg = compose(config_name, [*searched, *job], return_hydra_config=True)
+            except (HydraException, OmegaConfBaseException):
+                return  # Hydra reports it
+            launcher = cfg.hydra.launcher
+            if "nodes" not in launcher or "tasks_per_node" not in launcher or "trainer" not in cfg:
+                return  # not a submitit launcher, or not a training config
+            nodes, tasks = launcher.nodes, launcher.tasks_per_node
+            try:
+                resolve_update_freq(cfg, nodes * tasks)
+            except ConfigError as error:
+                swept = [o for o in relevant if o.split("=", 1)[0] in swept_keys]
+                job_text = f" ({' '.join(swept)})" if swept else ""
+                raise ConfigError(
+                    f"{error}; the submitted job{job_text} has hydra.launcher.nodes x "
+                    f"tasks_per_node = {nodes} x {tasks} processes"
+                ) from None
+
+
 def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
     """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
 
@@ -284,8 +332,22 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             _check_launcher_command(group, str(value), multirun)
         if values:
             group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
-    if not keys:
-        return
+    if keys:
+        _check_keys(config_dir, config_name, search_path, group_choices, keys, in_packages)
+    if multirun:
+        _check_submitted_batches(config_dir, config_name, search_path, overrides)
+
+
+def _check_keys(
+    config_dir: Path,
+    config_name: str,
+    search_path: Sequence[str],
+    group_choices: Sequence[str],
+    keys: Sequence[Override],
+    in_packages: bool,
+) -> None:
+    """Check that each override of ``keys`` names a key of the config (with the group options
+    chosen) and gives a value of its kind."""
     try:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
             searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []

@@ -337,3 +337,24 @@ def test_script_numbers_are_refused_below_their_minimum(kind, minimum, strict, t
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(error)):
         parse(text)
     assert parse(str(minimum + 1)) == minimum + 1
+
+
+def test_a_submitted_job_whose_processes_do_not_divide_the_batch_is_refused_at_submission(
+    tmp_path, monkeypatch
+):
+    # (it was refused when the job started on the cluster, after its wait in the queue)
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text("#!/bin/sh\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    argv = ["-m", "launcher=slurm", "experiment=convnext_tiny_dcls_in1k"]
+    check_command_line(CONFIGS, "train", [*argv, "hydra.launcher.nodes=2", "seed=1,2"])
+    with pytest.raises(
+        ConfigError,
+        match=r"effective_batch_size=4096 is invalid: not a multiple of data\.batch_size x "
+        r"processes = 128 x 24 = 3072; .* job \(hydra\.launcher\.nodes=3\) has "
+        r"hydra\.launcher\.nodes x tasks_per_node = 3 x 8 processes",
+    ):
+        check_command_line(CONFIGS, "train", [*argv, "hydra.launcher.nodes=2,3", "seed=1,2"])
+    with pytest.raises(ConfigError, match=r"= 96 x 32 = 3072; .* submitted job has"):
+        check_command_line(CONFIGS, "train", [*argv, "data.batch_size=96"])
