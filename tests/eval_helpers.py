@@ -132,15 +132,16 @@ def write_folder(
         write_image(root / folder / f"{i:04d}{suffix}", code, size)
 
 
-def save_stub_checkpoint(path: Path, offset: int = 0) -> Path:
+def save_stub_checkpoint(path: Path, offset: int = 0, num_classes: int = NUM_CLASSES) -> Path:
     """A checkpoint in train.py's format whose config rebuilds ``LabelReader(offset)``."""
-    model = LabelReader(offset)
+    model = LabelReader(offset, num_classes)
     path.parent.mkdir(parents=True, exist_ok=True)
+    target = {"_target_": f"{__name__}.LabelReader", "offset": offset, "num_classes": num_classes}
     torch.save(
         {
             "model": model.state_dict(),
             "ema": None,
-            "config": {"model": {"_target_": f"{__name__}.LabelReader", "offset": offset}},
+            "config": {"model": target},
         },
         path,
     )

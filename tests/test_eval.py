@@ -92,6 +92,52 @@ def test_imagenet_v2_folders_are_class_numbers_not_sorted_text(tmp_path, stub_ch
     assert result["sets"]["in_v2"]["top5"] == pytest.approx(75.0)  # 10 is never after 11
 
 
+def test_imagenet_v2_in_its_older_wnid_folders_reads_the_same_labels(tmp_path, stub_checkpoint):
+    # (the -format-val archives name folders by wnid; they were refused as not class folders)
+    samples = [("2", 2), ("10", 10), ("999", 999), ("10", 11)]
+    write_folder(tmp_path / "v2", [(WNIDS[int(folder)], code) for folder, code in samples])
+    result = run_eval(
+        tmp_path,
+        [f"checkpoint={stub_checkpoint}", "sets=[in_v2]", f"roots.in_v2={tmp_path / 'v2'}"],
+    )
+    assert result["sets"]["in_v2"]["top1"] == pytest.approx(75.0)
+    assert result["sets"]["in_v2"]["classes"] == 3
+
+
+def test_a_set_with_fewer_classes_than_the_benchmark_is_scored_with_a_warning(
+    tmp_path, stub_checkpoint, caplog
+):
+    # (4 of ImageNet-A's 200 classes were scored as the benchmark, without a word)
+    subset = imagenet_subset_indices("imagenet_a")
+    samples = [(WNIDS[subset[i]], subset[i]) for i in range(4)]
+    write_folder(tmp_path / "a", samples)
+    caplog.set_level(logging.WARNING)
+    result = run_eval(
+        tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[in_a]", f"roots.in_a={tmp_path}/a"]
+    )
+    assert result["sets"]["in_a"]["classes"] == 4
+    assert f"ImageNet-A: {tmp_path}/a has images of 4 of the set's 200 classes" in caplog.text
+    caplog.clear()
+    every = [(WNIDS[i], i) for i in subset]
+    write_folder(tmp_path / "all", every, size=4)
+    result = run_eval(
+        tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[in_a]", f"roots.in_a={tmp_path}/all"]
+    )
+    assert result["sets"]["in_a"]["classes"] == 200 and "not the benchmark" not in caplog.text
+
+
+@pytest.mark.parametrize("set_name", ["in1k", "in_a", "in_c", "corrupt"])
+def test_a_model_with_another_head_is_refused_for_the_imagenet_sets(tmp_path, set_name):
+    # (in1k was an IndexError, in_a a RuntimeError from the loss, after loading the images)
+    checkpoint = save_stub_checkpoint(tmp_path / "ten" / "last.pt", num_classes=10)
+    with pytest.raises(
+        ConfigError,
+        match=rf"sets=\[{set_name}\] is invalid for this model: its head has 10 classes, .*"
+        r"ImageNet-1k's 1000; evaluate the split it was trained for with sets=\[val\]",
+    ):
+        run_eval(tmp_path, [f"checkpoint={checkpoint}", f"sets=[{set_name}]"])
+
+
 def test_sketch_uses_the_imagenet_layout(tmp_path, stub_checkpoint):
     samples = in1k_samples()[:4]
     write_folder(tmp_path / "sketch", samples)
@@ -172,11 +218,13 @@ def test_imagenet_c_errors_ce_and_mce_match_hand_computation(tmp_path, stub_chec
 
 
 def test_on_the_fly_corruption_equals_corrupting_by_hand(tmp_path, stub_checkpoint):
+    import io
+
     from imagecorruptions import corrupt
+    from PIL import Image
 
     samples = in1k_samples()[:4]
-    crop = 32  # imagecorruptions needs at least 32 x 32 pixels
-    write_folder(tmp_path / "val", samples, suffix=".png", size=40)  # lossless: stays solid
+    write_folder(tmp_path / "val", samples, suffix=".png", size=300)  # lossless: stays solid
     overrides = [
         f"checkpoint={stub_checkpoint}",
         "sets=[corrupt]",
@@ -184,7 +232,7 @@ def test_on_the_fly_corruption_equals_corrupting_by_hand(tmp_path, stub_checkpoi
         "corruptions.names=[brightness,contrast]",
         "corruptions.extra=[]",
         "corruptions.severities=[3,5]",
-        f"transform.img_size={crop}",
+        "transform.img_size=32",
     ]
     result = run_eval(tmp_path, overrides)["sets"]["corrupt"]
     model = LabelReader()
@@ -192,17 +240,45 @@ def test_on_the_fly_corruption_equals_corrupting_by_hand(tmp_path, stub_checkpoi
         for severity in (3, 5):
             wrong = 0
             for folder, code in samples:
-                # resize and crop keep a solid image solid: corrupt it at the crop size
-                solid = np.full((crop, crop, 3), colour_of(code), dtype=np.uint8)
+                # as ImageNet-C was made: resize 256 and crop 224 (a solid image stays solid),
+                # corrupt, save as JPEG at quality 85; resizing to 32 keeps it solid
+                solid = np.full((224, 224, 3), colour_of(code), dtype=np.uint8)
                 corrupted = corrupt(solid, corruption_name=corruption, severity=severity)
-                pixels = np.clip(corrupted, 0, 255).astype(np.uint8)
-                tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255
+                saved = io.BytesIO()
+                Image.fromarray(np.uint8(corrupted)).save(saved, format="JPEG", quality=85)
+                pixels = np.asarray(Image.open(saved).convert("RGB"))
+                tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None] / 255
                 logits = model((tensor - model.mean) / model.std)
                 wrong += logits.argmax(1).item() != WNIDS.index(folder)
             assert result["errors"][corruption][severity] == pytest.approx(100 * wrong / 4)
     assert result["mce"] is None  # two severities only: no AlexNet normalisation
     clean_wrong = sum(ranked(code)[0] != WNIDS.index(folder) for folder, code in samples)
     assert result["errors"]["brightness"][5] != 100 * clean_wrong / 4  # the corruption acted
+
+
+def test_on_the_fly_images_are_made_as_imagenet_c_files_were():
+    # (they were corrupted after the model's own resize and crop, e.g. bicubic at crop 0.95,
+    # and never saved as JPEG, so their errors were not comparable to AlexNet's)
+    from PIL import Image
+    from timm.data import create_transform
+    from torchvision.transforms import functional as TF
+
+    from engine.evaluation.corruptions import CorruptImage, JpegRoundTrip, corrupted_transform
+
+    eval_transform = create_transform(224, crop_pct=0.95, interpolation="bicubic")
+    made = corrupted_transform(eval_transform, CorruptImage("brightness", 1), 224)
+    names = [type(step).__name__ for step in made.transforms]
+    assert names[:4] == ["Resize", "CenterCrop", "CorruptImage", "JpegRoundTrip"]
+    assert made.transforms[0].size == 256 and made.transforms[1].size == (224, 224)
+    assert "Resize" not in names[4:]  # at 224: no second resize
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8))
+    expected = JpegRoundTrip(85)(
+        CorruptImage("brightness", 1)(TF.center_crop(TF.resize(image, 256), 224))
+    )
+    tensor = made(image)
+    assert tensor.shape == (3, 224, 224)
+    reference = eval_transform.transforms[-2:]  # ToTensor, Normalize
+    assert torch.equal(tensor, reference[1](reference[0](expected)))
 
 
 def _eval_command(

@@ -7,7 +7,7 @@ maps to a label and which logits are scored:
 set             layout                                   labels / logits
 ==============  =======================================  ==============================
 ``in1k``        ``val/<wnid>/*.JPEG``                    wnid's index among the 1000
-``in_v2``       ``<0..999>/*.jpeg`` (matched-frequency)  the folder's number
+``in_v2``       ``<0..999>/*.jpeg`` (matched-frequency)  the folder's number (or wnid)
 ``in_sketch``   ``sketch/<wnid>/*.JPEG``                 wnid's index among the 1000
 ``in_a``        ``imagenet-a/<wnid>/*.jpg`` (200 wnids)  logits restricted to the 200
 ``in_r``        ``imagenet-r/<wnid>/*.jpg`` (200 wnids)  logits restricted to the 200
@@ -15,12 +15,15 @@ set             layout                                   labels / logits
 ==============  =======================================  ==============================
 
 Labels come from the folder's *name* (never its position in a sorted listing), so a subset of
-the class folders is labelled correctly and ImageNet-V2's numeric folders are not sorted as text.
-The 200-class masks of ImageNet-A/R are the published index lists shipped with timm.
+the class folders is labelled correctly and ImageNet-V2's numeric folders are not sorted as text
+(its older ``-format-val`` archives, with wnid folders, read too). A folder with fewer classes
+than its set is scored with a warning: the number is then not the benchmark's. The 200-class masks
+of ImageNet-A/R are the published index lists shipped with timm.
 """
 
 from __future__ import annotations
 
+import logging
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +44,10 @@ __all__ = [
     "imagenet_subset_indices",
 ]
 
+_logger = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_CLASSES = 1000
 
 
 def _timm_info_lines(name: str) -> list[str]:
@@ -74,12 +80,17 @@ class EvalSet:
     layout: str
     class_subset: tuple[int, ...] | None = None
 
+    @property
+    def class_count(self) -> int:
+        """How many classes the whole set has (1000, or 200 for ImageNet-A/R)."""
+        return IMAGENET_CLASSES if self.class_subset is None else len(self.class_subset)
+
     def label_of(self) -> Callable[[str], int | None]:
         """Class folder name -> label (``None`` for a folder that is not a class of this set)."""
-        if self.name == "in_v2":
-            return lambda folder: int(folder) if folder.isdigit() and int(folder) < 1000 else None
         wnids = ImageNetInfo().label_names()
         index = {wnid: i for i, wnid in enumerate(wnids)}
+        if self.name == "in_v2":  # numbered folders; wnids in the older -format-val archives
+            return lambda f: int(f) if f.isdigit() and int(f) < IMAGENET_CLASSES else index.get(f)
         if self.class_subset is None:
             return index.get
         position = {imagenet: i for i, imagenet in enumerate(self.class_subset)}
@@ -90,7 +101,7 @@ EVAL_SETS: dict[str, EvalSet] = {
     spec.name: spec
     for spec in (
         EvalSet("in1k", "ImageNet-1k", "<root>/<wnid, e.g. n01440764>/<images>"),
-        EvalSet("in_v2", "ImageNet-V2", "<root>/<class number 0..999>/<images>"),
+        EvalSet("in_v2", "ImageNet-V2", "<root>/<class number 0..999, or wnid>/<images>"),
         EvalSet("in_sketch", "ImageNet-Sketch", "<root>/<wnid>/<images>"),
         EvalSet(
             "in_a",
@@ -113,7 +124,12 @@ class LabeledImageFolder(Dataset):
     """``root/<class folder>/<image>`` with labels from :meth:`EvalSet.label_of`.
 
     Files other than images and non-directories at the top level (e.g. ImageNet-A's
-    ``README.txt``) are ignored; a class folder unknown to the set is an error.
+    ``README.txt``) are ignored; a class folder unknown to the set is an error, fewer class
+    folders than the set has a warning.
+
+    Attributes:
+        samples: ``(image path, label)`` pairs.
+        class_count: how many classes have a folder with images.
 
     Raises:
         FileNotFoundError: ``root`` is missing.
@@ -148,6 +164,16 @@ class LabeledImageFolder(Dataset):
             ]
         if not self.samples:
             raise InputError(f"{spec.title}: no images under {self.root}; expected {spec.layout}")
+        self.class_count = len({label for _, label in self.samples})
+        if self.class_count < spec.class_count:
+            _logger.warning(
+                "%s: %s has images of %d of the set's %d classes: its numbers are not the "
+                "benchmark's",
+                spec.title,
+                self.root,
+                self.class_count,
+                spec.class_count,
+            )
 
     def __len__(self) -> int:
         return len(self.samples)

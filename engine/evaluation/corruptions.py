@@ -7,13 +7,16 @@ percent). The 4 "extra" (held-out) corruptions are reported separately.
 
 A corrupted set is either a folder of the published ImageNet-C (``<root>/<corruption>/<1..5>/``)
 or any ImageNet-style validation folder corrupted on the fly by the ``imagecorruptions`` library
-(:class:`CorruptImage`, applied to the resized and cropped image, as ImageNet-C was made). The
-published files are already resized and cropped to 224x224, so they skip the eval transform's
-resize and crop (:func:`imagenet_c_transform`), as Hendrycks' ``test.py`` does.
+(:class:`CorruptImage`), each image made as ImageNet-C's files were (``make_imagenet_c.py``:
+``Resize(256)``, ``CenterCrop(224)``, the corruption, saved as JPEG at quality 85), so that its
+errors may be normalised by AlexNet's. The published files are already resized and cropped to
+224x224, so they skip the eval transform's resize and crop (:func:`imagenet_c_transform`), as
+Hendrycks' ``test.py`` does; the on-the-fly images too.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from math import fsum
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 IMAGENET_C_SIZE = 224  # its images: validation images resized to 256 and centre-cropped to 224
+IMAGENET_C_RESIZE = 256
+IMAGENET_C_JPEG_QUALITY = 85  # how its files were saved
 
 _logger = logging.getLogger(__name__)
 
@@ -190,12 +195,36 @@ def imagenet_c_transform(transform: T.Compose, input_size: int) -> T.Compose:
     return T.Compose([T.Resize((input_size, input_size), interpolation), *steps[position:]])
 
 
-def corrupted_transform(transform: T.Compose, corruption: CorruptImage) -> T.Compose:
-    """``transform`` with ``corruption`` applied to the resized, cropped PIL image (as
-    ImageNet-C was made: resize, centre-crop, corrupt), before tensor conversion."""
-    steps = list(transform.transforms)
-    position = _tensor_step(transform)
-    return T.Compose([*steps[:position], corruption, *steps[position:]])
+class JpegRoundTrip:
+    """Save a PIL image as JPEG and read it back, as ImageNet-C's files were saved."""
+
+    def __init__(self, quality: int = IMAGENET_C_JPEG_QUALITY) -> None:
+        self.quality = quality
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=self.quality, optimize=True)
+        buffer.seek(0)
+        with Image.open(buffer) as saved:
+            return saved.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(quality={self.quality})"
+
+
+def corrupted_transform(
+    transform: T.Compose, corruption: CorruptImage, input_size: int
+) -> T.Compose:
+    """A validation image made as ImageNet-C's files were (``Resize(256)``, ``CenterCrop(224)``,
+    ``corruption``, JPEG at quality 85), then read as eval.py reads those files
+    (:func:`imagenet_c_transform` of the eval ``transform``, at ``input_size``)."""
+    made = [
+        T.Resize(IMAGENET_C_RESIZE),
+        T.CenterCrop(IMAGENET_C_SIZE),
+        corruption,
+        JpegRoundTrip(IMAGENET_C_JPEG_QUALITY),
+    ]
+    return T.Compose([*made, *imagenet_c_transform(transform, input_size).transforms])
 
 
 def evaluate_corruptions(
@@ -259,12 +288,13 @@ def imagenet_c_folder(
 
 
 def corrupted_folder(
-    root: str | Path, transform: T.Compose, seed: int
+    root: str | Path, transform: T.Compose, seed: int, input_size: int
 ) -> Callable[[str, int], Dataset]:
-    """``(corruption, severity) -> root`` (an ImageNet-1k val folder) corrupted on the fly."""
+    """``(corruption, severity) -> root`` (an ImageNet-1k val folder) corrupted on the fly
+    (:func:`corrupted_transform`)."""
 
     def dataset_for(corruption: str, severity: int) -> Dataset:
-        corrupt = CorruptImage(corruption, severity, seed)
-        return LabeledImageFolder(root, EVAL_SETS["in1k"], corrupted_transform(transform, corrupt))
+        made = corrupted_transform(transform, CorruptImage(corruption, severity, seed), input_size)
+        return LabeledImageFolder(root, EVAL_SETS["in1k"], made)
 
     return dataset_for

@@ -28,7 +28,7 @@ from engine.checkpoint.models import LoadedModel
 from engine.config import ConfigError
 from engine.config.checks import close_matches, fail
 from engine.data.datasets import BUILTIN_KINDS, DATASETS
-from engine.data.eval_sets import EVAL_SETS, LabeledImageFolder
+from engine.data.eval_sets import EVAL_SETS, IMAGENET_CLASSES, LabeledImageFolder
 from engine.evaluation.accuracy import EvalContext
 from engine.evaluation.corruptions import (
     CORRUPTIONS,
@@ -73,10 +73,23 @@ def _training_data_kind(loaded: LoadedModel) -> str | None:
     return (loaded.training_config.get("data") or {}).get("kind")
 
 
+def _check_imagenet_head(job: EvalJob, name: str) -> None:
+    """The ImageNet sets label images by ImageNet-1k's 1000 classes: a model with another head
+    (``num_classes``, where the model has one) is refused in one line."""
+    width = getattr(job.loaded.model, "num_classes", None)
+    if width is not None and width != IMAGENET_CLASSES:
+        raise ConfigError(
+            f"sets=[{name}] is invalid for this model: its head has {width} classes, and {name} "
+            f"is scored on ImageNet-1k's {IMAGENET_CLASSES}; evaluate the split it was trained "
+            "for with sets=[val]"
+        )
+
+
 def _folder_runner(name: str) -> Callable[[EvalJob], dict[str, Any]]:
     spec = EVAL_SETS[name]
 
     def run(job: EvalJob) -> dict[str, Any]:
+        _check_imagenet_head(job, name)
         root = Path(str(job.cfg.roots[name]))
         kind = _training_data_kind(job.loaded)
         if not root.is_dir() and kind in BUILTIN_KINDS:
@@ -89,13 +102,14 @@ def _folder_runner(name: str) -> Callable[[EvalJob], dict[str, Any]]:
         dataset = LabeledImageFolder(root, spec, job.transform)
         result = job.context.accuracy(dataset, spec.class_subset)
         _logger.info(
-            "%s: top-1 %.2f  top-5 %.2f  (%d images)",
+            "%s: top-1 %.2f  top-5 %.2f  (%d images of %d classes)",
             spec.title,
             result["top1"],
             result["top5"],
             int(result["count"]),
+            dataset.class_count,
         )
-        return {name: {"root": str(root), **result}}
+        return {name: {"root": str(root), "classes": dataset.class_count, **result}}
 
     return run
 
@@ -148,6 +162,7 @@ def _check_corruptions(c: DictConfig) -> None:
 
 
 def _imagenet_c(job: EvalJob) -> dict[str, Any]:
+    _check_imagenet_head(job, "in_c")
     c = job.cfg.corruptions
     _check_corruptions(c)
     transform = imagenet_c_transform(job.transform, job.resolution)
@@ -158,9 +173,10 @@ def _imagenet_c(job: EvalJob) -> dict[str, Any]:
 
 
 def _corrupt(job: EvalJob) -> dict[str, Any]:
+    _check_imagenet_head(job, "corrupt")
     c = job.cfg.corruptions
     _check_corruptions(c)
-    dataset_for = corrupted_folder(c.root, job.transform, c.seed)
+    dataset_for = corrupted_folder(c.root, job.transform, c.seed, job.resolution)
     return _corruption_groups(job, "corrupt", dataset_for, {"root": str(c.root)})
 
 

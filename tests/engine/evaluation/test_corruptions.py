@@ -1,5 +1,7 @@
 """CE and mCE normalisation by AlexNet's published errors."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -102,9 +104,12 @@ def test_corrupt_set_gives_mce_over_the_15_and_the_4_extra_apart(tmp_path, monke
     from tests.eval_helpers import compose_eval
 
     cfg = compose_eval(tmp_path, ["checkpoint=unused.pt", "sets=[corrupt]"])
-    monkeypatch.setattr(sets, "corrupted_folder", lambda root, transform, seed: lambda c, s: (c, s))
+    monkeypatch.setattr(
+        sets, "corrupted_folder", lambda root, transform, seed, size: lambda c, s: (c, s)
+    )
     context = _AlexNetLikeContext()
-    job = sets.EvalJob(cfg=cfg, loaded=None, context=context, transform=None, resolution=224)
+    loaded = SimpleNamespace(model=torch.nn.Identity())  # (no head to check)
+    job = sets.EvalJob(cfg=cfg, loaded=loaded, context=context, transform=None, resolution=224)
     results = sets.run_sets(job, ["corrupt"])
     assert set(results) == {"corrupt", "corrupt_extra"}
     benchmark, extra = results["corrupt"], results["corrupt_extra"]
