@@ -39,6 +39,7 @@ from tests.eval_helpers import (
     run_eval,
     save_stub_checkpoint,
     write_folder,
+    write_image,
 )
 
 
@@ -363,6 +364,25 @@ def test_a_folder_that_is_not_a_class_names_it_and_the_layout(tmp_path, stub_che
     with pytest.raises(
         FileNotFoundError,
         match=r"missing folders .*gaussian_noise/2, .*shot_noise/1, .* \(94 in all\); expected",
+    ):
+        run_eval(
+            tmp_path,
+            [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path / 'in_c'}"],
+        )
+
+
+def test_the_two_usual_unpacking_mistakes_are_named(tmp_path, stub_checkpoint):
+    # ImageNet's raw val archive: 50,000 images in one folder, not yet sorted by wnid
+    write_image(tmp_path / "raw" / "ILSVRC2012_val_00000001.JPEG", 1)
+    with pytest.raises(ValueError, match=r"no images under .*raw \(its images lie in it directly"):
+        run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", f"roots.in1k={tmp_path / 'raw'}"])
+    # ImageNet-C's archives (noise.tar, ...) each extracted into a folder of its own
+    noise = tmp_path / "in_c" / "noise" / "gaussian_noise"
+    for severity in SEVERITIES:
+        write_folder(noise / str(severity), [(WNIDS[0], 0)])
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"corruption folders were found one level down, in .*in_c/noise: extract every",
     ):
         run_eval(
             tmp_path,

@@ -163,7 +163,17 @@ class LabeledImageFolder(Dataset):
                 if path.suffix.lower() in IMAGE_EXTENSIONS
             ]
         if not self.samples:
-            raise InputError(f"{spec.title}: no images under {self.root}; expected {spec.layout}")
+            loose = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in self.root.iterdir())
+            hint = (
+                " (its images lie in it directly: ImageNet's raw val archive must first be sorted "
+                "into one folder per wnid, e.g. with the valprep.sh script of PyTorch's ImageNet "
+                "example)"
+                if loose
+                else ""
+            )
+            raise InputError(
+                f"{spec.title}: no images under {self.root}{hint}; expected {spec.layout}"
+            )
         self.class_count = len({label for _, label in self.samples})
         if self.class_count < spec.class_count:
             _logger.warning(

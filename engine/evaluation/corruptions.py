@@ -277,6 +277,13 @@ def imagenet_c_folder(
         )
         extra_only = all(Path(m).parent.name in EXTRA_CORRUPTIONS for m in missing)
         hint = "; corruptions.extra=[] leaves out the 4 held-out corruptions" if extra_only else ""
+        nested = sorted({str(p.parent) for c in corruptions for p in Path(root).glob(f"*/{c}")})
+        if nested:
+            hint += (
+                f"; corruption folders were found one level down, in {', '.join(nested)}: "
+                "extract every archive into one folder (or move the corruption folders up) and "
+                "point roots.in_c at it"
+            )
         raise FileNotFoundError(
             f"{spec.title}: missing folders {shown}; expected {spec.layout}{hint}"
         )
