@@ -16,7 +16,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from timm.utils import ModelEmaV3, random_seed
+from timm.utils import random_seed
 from torch.nn.parallel import DistributedDataParallel
 
 import dcls
@@ -45,6 +45,7 @@ from engine.distributed import (
 from engine.evaluation.accuracy import evaluate
 from engine.pictures.media import EpochMedia
 from engine.training import preemption
+from engine.training.ema import build_ema
 from engine.training.loggers import build_logger
 from engine.training.loop import TrainState, epoch_totals, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
@@ -105,7 +106,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     effective_batch = cfg.data.batch_size * dist_info.world_size * update_freq
     optimizer = build_optimizer(model, cfg.optimizer, effective_batch)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs, updates_per_epoch)
-    ema = ModelEmaV3(model, decay=cfg.trainer.ema.decay) if cfg.trainer.ema.enabled else None
+    ema_cfg = cfg.trainer.ema
+    ema = build_ema(model, ema_cfg.decay, ema_cfg.shared_positions) if ema_cfg.enabled else None
     mixup = build_mixup(cfg.data)
     net = DistributedDataParallel(model) if dist_info.distributed else model
     state = TrainState(

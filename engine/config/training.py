@@ -25,6 +25,7 @@ from engine.config.checks import (
     number_at_least,
     one_of,
 )
+from engine.training.ema import SHARED_POSITION_AVERAGING
 
 __all__ = ["resolve_update_freq", "validate_train_config"]
 
@@ -164,6 +165,7 @@ def _check_trainer(cfg: Any) -> None:
     decay = cfg.ema.decay
     if not is_number(decay) or not 0 <= decay <= 1:
         fail("trainer.ema.decay", decay, "expected a number in [0, 1]")
+    one_of(cfg.ema, "trainer.ema", "shared_positions", SHARED_POSITION_AVERAGING)
     repulsion, sigmas = cfg.repulsive_loss, cfg.sigma_schedule
     number_at_least(repulsion, "trainer.repulsive_loss", "weight", 0)
     int_at_least(repulsion, "trainer.repulsive_loss", "start_epoch", 0)

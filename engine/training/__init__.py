@@ -1,6 +1,6 @@
 """Training: the epoch loop (:mod:`.loop`), the optimizer with DCLS position groups
-(:mod:`.optim`), the learning-rate and DCLS schedules (:mod:`.schedules`), the loss and its
-Mixup/CutMix (:mod:`.losses`), metric loggers (:mod:`.loggers`), preemption signals
-(:mod:`.preemption`) and what a finished run writes (:mod:`.results`)."""
+(:mod:`.optim`), the learning-rate and DCLS schedules (:mod:`.schedules`), the weights' EMA
+(:mod:`.ema`), the loss and its Mixup/CutMix (:mod:`.losses`), metric loggers (:mod:`.loggers`),
+preemption signals (:mod:`.preemption`) and what a finished run writes (:mod:`.results`)."""
 
-__all__ = ["loggers", "loop", "losses", "optim", "preemption", "results", "schedules"]
+__all__ = ["ema", "loggers", "loop", "losses", "optim", "preemption", "results", "schedules"]

@@ -56,6 +56,11 @@ ROOT = Path(__file__).resolve().parents[3]
             r"trainer\.amp='fp8' is invalid: expected one of null \(float32\), 'bf16'",
         ),
         (["trainer.max_bad_steps=0"], r"trainer\.max_bad_steps=0 is invalid"),
+        (
+            ["trainer.ema.shared_positions=per_block"],
+            r"trainer\.ema\.shared_positions='per_block' is invalid: expected one of 'once', "
+            r"'per_layer'",
+        ),
         (["trainer.preemption.signals=[SIGFOO]"], r"trainer\.preemption\.signals='SIGFOO'"),
         (
             ["optimizer.opt=adamww"],
