@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from engine.config.checks import ConfigError
+from engine.config.checks import ConfigError, InputError
 from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo
 
@@ -93,6 +93,39 @@ def _check_class_count(cfg: Any, classes: int, what: str) -> None:
             f"data.num_classes={cfg.num_classes} is invalid: {what} has {classes} classes; "
             f"expected at least {classes}"
         )
+
+
+def _class_names(dataset: Dataset) -> list[str] | None:
+    """A folder dataset's class folder names in label order (``None`` for other datasets)."""
+    reader = getattr(dataset, "reader", None)
+    mapping = getattr(reader, "class_to_idx", None)
+    return None if mapping is None else sorted(mapping, key=mapping.get)
+
+
+def _check_same_classes(cfg: Any, train_set: Dataset, val_set: Dataset) -> None:
+    """Each split labels its class folders in its own sorted order: they must hold the same
+    classes, or every validation label after the first difference would be another class."""
+    train_classes, val_classes = _class_names(train_set), _class_names(val_set)
+    if train_classes is None or val_classes is None or train_classes == val_classes:
+        return
+
+    def some(names: set[str]) -> str:
+        shown = sorted(names)[:5]
+        return ", ".join(shown) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+    only_train, only_val = (
+        set(train_classes) - set(val_classes),
+        set(val_classes) - set(train_classes),
+    )
+    differences = [
+        f"only in {cfg.train_split}/: {some(only_train)}" if only_train else "",
+        f"only in {cfg.val_split}/: {some(only_val)}" if only_val else "",
+    ]
+    raise InputError(
+        f"data.root={str(cfg.root)!r}: its {cfg.train_split}/ and {cfg.val_split}/ folders hold "
+        f"different classes ({'; '.join(d for d in differences if d)}), so the labels of the two "
+        "splits would not match; give both the same class folders"
+    )
 
 
 def _digits(cfg: Any, split: str) -> Dataset:
@@ -248,6 +281,7 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
     if cfg.kind not in DATASETS:
         raise ConfigError(f"data.kind={cfg.kind!r} is invalid: expected one of {sorted(DATASETS)}")
     train_set, val_set = DATASETS[cfg.kind](cfg, "train"), DATASETS[cfg.kind](cfg, "val")
+    _check_same_classes(cfg, train_set, val_set)
     rank, world = dist_info.rank, dist_info.world_size
     train_sampler = ResumableSampler(len(train_set), rank, world, shuffle=True, seed=seed)
     val_sampler = ResumableSampler(len(val_set), rank, world, shuffle=False, pad=False)

@@ -148,3 +148,23 @@ def test_fewer_classes_than_the_dataset_has_are_refused(tmp_path: Path):
     data |= {"root": str(_imagenet_like(tmp_path)), "image_size": 32}
     with pytest.raises(ConfigError, match=r"data\.num_classes=1 is invalid: .*val has 2 classes"):
         DATASETS["folder"](OmegaConf.create(data), "val")
+
+
+def test_splits_with_different_class_folders_are_refused_naming_them(tmp_path: Path):
+    # (each split labels its folders in its own sorted order: a val/ without class "a" gave its
+    # "b" images label 0, and the run reported a wrong top-1 every epoch without a word)
+    from engine.config import InputError
+
+    cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
+    root = _imagenet_like(tmp_path)
+    cfg.data.root, cfg.data.batch_size, cfg.data.image_size = str(root), 2, 32
+    (root / "val" / "a" / "0.png").unlink()
+    (root / "val" / "a").rmdir()
+    (root / "val" / "c").mkdir()
+    _photo().save(root / "val" / "c" / "0.png")
+    with pytest.raises(
+        InputError,
+        match=r"its train/ and val/ folders hold different classes \(only in train/: a; only in "
+        r"val/: c\), so the labels of the two splits would not match",
+    ):
+        build_loaders(cfg.data, CPU, 0)
