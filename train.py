@@ -177,7 +177,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         totals = epoch_totals(state)  # also collective: the unfinished epoch's metric sums
         if dist_info.is_main:
             ckpt.save_checkpoint(
-                ckpt.training_state(state, model, cfg, rng, totals),
+                ckpt.training_state(state, model, cfg, rng, totals) | {"classes": loaders.classes},
                 checkpoint_dir,
                 keep_previous=True,
             )

@@ -132,8 +132,11 @@ def write_folder(
         write_image(root / folder / f"{i:04d}{suffix}", code, size)
 
 
-def save_stub_checkpoint(path: Path, offset: int = 0, num_classes: int = NUM_CLASSES) -> Path:
-    """A checkpoint in train.py's format whose config rebuilds ``LabelReader(offset)``."""
+def save_stub_checkpoint(
+    path: Path, offset: int = 0, num_classes: int = NUM_CLASSES, classes: list[str] | None = None
+) -> Path:
+    """A checkpoint in train.py's format whose config rebuilds ``LabelReader(offset)``; with
+    ``classes``, the class folders it was "trained" on."""
     model = LabelReader(offset, num_classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = {"_target_": f"{__name__}.LabelReader", "offset": offset, "num_classes": num_classes}
@@ -142,6 +145,7 @@ def save_stub_checkpoint(path: Path, offset: int = 0, num_classes: int = NUM_CLA
             "model": model.state_dict(),
             "ema": None,
             "config": {"model": target},
+            "classes": classes,
         },
         path,
     )

@@ -18,7 +18,7 @@ import torch
 import dcls
 import eval as eval_script
 from engine.checkpoint.models import CheckpointMismatchError
-from engine.config import ConfigError
+from engine.config import ConfigError, InputError
 from engine.data.eval_sets import imagenet_subset_indices
 from engine.evaluation.corruptions import (
     ALEXNET_ERRORS,
@@ -127,16 +127,45 @@ def test_a_set_with_fewer_classes_than_the_benchmark_is_scored_with_a_warning(
     assert result["sets"]["in_a"]["classes"] == 200 and "not the benchmark" not in caplog.text
 
 
-@pytest.mark.parametrize("set_name", ["in1k", "in_a", "in_c", "corrupt"])
-def test_a_model_with_another_head_is_refused_for_the_imagenet_sets(tmp_path, set_name):
-    # (in1k was an IndexError, in_a a RuntimeError from the loss, after loading the images)
+@pytest.mark.parametrize(("set_name", "needed"), [("in1k", 1000), ("in_a", 989)])
+def test_a_model_with_fewer_outputs_than_the_labels_need_is_one_line(tmp_path, set_name, needed):
+    # (in1k was an IndexError, in_a a RuntimeError from the loss)
     checkpoint = save_stub_checkpoint(tmp_path / "ten" / "last.pt", num_classes=10)
+    subset = imagenet_subset_indices("imagenet_a")
+    samples = in1k_samples() if set_name == "in1k" else [(WNIDS[subset[0]], 0)]
+    write_folder(tmp_path / "set", samples)
+    assert max(subset) + 1 == 989
+    with pytest.raises(
+        InputError,
+        match=rf"the model has 10 outputs, but this set's labels need at least {needed}: it was "
+        r"trained on other classes; evaluate the split it was trained for \(eval\.py sets=",
+    ):
+        run_eval(
+            tmp_path,
+            [f"checkpoint={checkpoint}", f"sets=[{set_name}]", f"roots.{set_name}={tmp_path}/set"],
+        )
+
+
+@pytest.mark.parametrize("set_name", ["in1k", "in_c", "corrupt"])
+def test_a_model_trained_on_other_class_folders_is_refused_for_the_imagenet_sets(
+    tmp_path, set_name
+):
+    # a 1000-way model trained on 2 class folders: its label 1 is n01443537, not ImageNet's
+    # class 1 by chance only; an ImageNet-100 folder's label 1 would be another wnid
+    checkpoint = save_stub_checkpoint(
+        tmp_path / "two" / "last.pt", classes=["n01440764", "n01530575"]
+    )
     with pytest.raises(
         ConfigError,
-        match=rf"sets=\[{set_name}\] is invalid for this model: its head has 10 classes, .*"
-        r"ImageNet-1k's 1000; evaluate the split it was trained for with sets=\[val\]",
+        match=rf"sets=\[{set_name}\] is invalid for this model: it was trained on 2 class "
+        r"folders \(n01440764, n01530575\), labelled in their own order, not on ImageNet-1k's "
+        r"1000 wnids.*sets=\[val\]",
     ):
         run_eval(tmp_path, [f"checkpoint={checkpoint}", f"sets=[{set_name}]"])
+    imagenet = save_stub_checkpoint(tmp_path / "all" / "last.pt", classes=list(WNIDS))
+    write_folder(tmp_path / "val", in1k_samples())
+    result = run_eval(tmp_path, [f"checkpoint={imagenet}", f"roots.in1k={tmp_path / 'val'}"])
+    assert result["sets"]["in1k"]["count"] == 7
 
 
 def test_sketch_uses_the_imagenet_layout(tmp_path, stub_checkpoint):

@@ -236,3 +236,41 @@ def test_torch_compile_option_trains(fast_train_cfg, tmp_path):
     fast_train_cfg.trainer.epochs = 1
     results = train_script.train(fast_train_cfg, run_dir=tmp_path)
     assert results["updates"] == 8 and results["train_loss"] < 10
+
+
+def test_a_run_on_class_folders_keeps_their_names_for_eval(tmp_path):
+    # eval.py refuses the ImageNet sets for a model trained on other class folders: the
+    # checkpoint says which folders its labels are
+    from PIL import Image
+
+    from tests.conftest import compose_train
+
+    root = tmp_path / "folders"
+    for split in ("train", "val"):
+        for name in ("n01530575", "n01440764"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(root / split / name / f"{i}.png")
+    cfg = compose_train(
+        tmp_path,
+        [
+            "data=imagenet",
+            f"data.root={root}",
+            "data.image_size=32",
+            "data.batch_size=2",
+            "data.eval_batch_size=2",
+            "data.num_workers=0",
+            "data.mixup=0",
+            "data.cutmix=0",
+            "model=convnext_atto_dcls",
+            "model.model_name=test_convnext_dcls",
+            "trainer.epochs=1",
+            "logger=none",
+            "run_name=test",
+            "scheduler.warmup_epochs=0",
+            "optimizer.base_batch_size=2",
+        ],
+    )
+    train_script.train(cfg, run_dir=tmp_path / "run")
+    checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert checkpoint["classes"] == ["n01440764", "n01530575"]  # label order: sorted

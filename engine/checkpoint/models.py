@@ -59,6 +59,8 @@ class LoadedModel:
             ``crop_pct``, ``interpolation``, ``mean``, ``std``; those its training config
             named), empty for checkpoints without a config.
         training_config: the whole training config stored in the checkpoint (``{}`` if none).
+        classes: the class folder names of a folder dataset it was trained on, in label order
+            (``None``: unknown, or a dataset made in memory).
     """
 
     model: nn.Module
@@ -67,6 +69,7 @@ class LoadedModel:
     weights: str
     data_config: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
 
 
 def training_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,4 +176,5 @@ def load_model(
     _logger.info("loaded %s weights of %s from %s", which, name, path)
     training_config = dict(checkpoint.get("config") or {})
     data_config = training_data_config(training_config)
-    return LoadedModel(model.eval(), name, config, which, data_config, training_config)
+    classes = checkpoint.get("classes")
+    return LoadedModel(model.eval(), name, config, which, data_config, training_config, classes)

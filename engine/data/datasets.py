@@ -255,12 +255,19 @@ def usable_workers(requested: int) -> int:
 
 @dataclass
 class Loaders:
-    """Train and validation loaders with the samplers that drive them."""
+    """Train and validation loaders with the samplers that drive them.
+
+    Attributes:
+        classes: a folder dataset's class folder names in label order (``None`` for the
+            datasets made in memory); checkpoints keep them, so that ``eval.py`` can tell whether
+            the labels are ImageNet-1k's.
+    """
 
     train: DataLoader
     val: DataLoader
     train_sampler: ResumableSampler
     steps_per_epoch: int
+    classes: list[str] | None = None
 
 
 def _loader_generator(seed: int, rank: int, loader: int) -> torch.Generator:
@@ -316,4 +323,4 @@ def build_loaders(cfg: Any, dist_info: DistInfo, seed: int) -> Loaders:
         len(val_set),
         steps,
     )
-    return Loaders(train, val, train_sampler, steps)
+    return Loaders(train, val, train_sampler, steps, _class_names(train_set))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from engine.amp import autocast_context
+from engine.config.checks import InputError
 from engine.config.evaluation import TRANSFORM_KEYS
 from engine.data.datasets import usable_workers
 from engine.data.samplers import ResumableSampler
@@ -42,18 +43,31 @@ def evaluate(
     The evaluation sampler does not pad, so every sample counts exactly once however many
     processes share the set. With ``class_subset`` (e.g. ImageNet-A's 200 of the 1000 classes)
     only those logits are scored and targets are positions in ``class_subset``.
+
+    Raises:
+        InputError: when the model has fewer outputs than the labels need (a model trained on
+            other classes than the set's).
     """
     model.eval()
     subset = None if class_subset is None else torch.as_tensor(class_subset, device=device)
+    largest_subset_class = None if class_subset is None else max(class_subset)
     criterion = nn.CrossEntropyLoss(reduction="sum")
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    for images, targets in loader:
+    for images, cpu_targets in loader:
         images = images.to(device, non_blocking=True)  # pinned by the loader: copies overlap
-        targets = targets.to(device, non_blocking=True)
+        targets = cpu_targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, amp_dtype):
             logits = model(images)
+        # (targets are still on the CPU: no device synchronisation)
+        needed = 1 + (largest_subset_class if subset is not None else int(cpu_targets.max()))
+        if logits.shape[1] < needed:
+            raise InputError(
+                f"the model has {logits.shape[1]} outputs, but this set's labels need at least "
+                f"{needed}: it was trained on other classes; evaluate the split it was trained "
+                "for (eval.py sets=[val])"
+            )
         if subset is not None:
             logits = logits.index_select(1, subset)
         logits = logits.float()

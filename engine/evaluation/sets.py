@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from timm.data import ImageNetInfo
 
 from engine.amp import amp_dtype
 from engine.checkpoint.models import LoadedModel
@@ -73,15 +74,18 @@ def _training_data_kind(loaded: LoadedModel) -> str | None:
     return (loaded.training_config.get("data") or {}).get("kind")
 
 
-def _check_imagenet_head(job: EvalJob, name: str) -> None:
-    """The ImageNet sets label images by ImageNet-1k's 1000 classes: a model with another head
-    (``num_classes``, where the model has one) is refused in one line."""
-    width = getattr(job.loaded.model, "num_classes", None)
-    if width is not None and width != IMAGENET_CLASSES:
+def _check_imagenet_labels(job: EvalJob, name: str) -> None:
+    """The ImageNet sets label images by ImageNet-1k's class indices: a model trained on class
+    folders other than the 1000 wnids (labelled in their own order) is refused in one line. (A
+    model with fewer outputs than a set's labels need is refused by the accuracy loop.)"""
+    classes = job.loaded.classes
+    if classes is not None and list(classes) != ImageNetInfo().label_names():
+        shown = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
         raise ConfigError(
-            f"sets=[{name}] is invalid for this model: its head has {width} classes, and {name} "
-            f"is scored on ImageNet-1k's {IMAGENET_CLASSES}; evaluate the split it was trained "
-            "for with sets=[val]"
+            f"sets=[{name}] is invalid for this model: it was trained on {len(classes)} class "
+            f"folders ({shown}), labelled in their own order, not on ImageNet-1k's "
+            f"{IMAGENET_CLASSES} wnids, so its outputs do not mean {name}'s classes; evaluate "
+            "the split it was trained for with sets=[val]"
         )
 
 
@@ -89,7 +93,7 @@ def _folder_runner(name: str) -> Callable[[EvalJob], dict[str, Any]]:
     spec = EVAL_SETS[name]
 
     def run(job: EvalJob) -> dict[str, Any]:
-        _check_imagenet_head(job, name)
+        _check_imagenet_labels(job, name)
         root = Path(str(job.cfg.roots[name]))
         kind = _training_data_kind(job.loaded)
         if not root.is_dir() and kind in BUILTIN_KINDS:
@@ -162,7 +166,7 @@ def _check_corruptions(c: DictConfig) -> None:
 
 
 def _imagenet_c(job: EvalJob) -> dict[str, Any]:
-    _check_imagenet_head(job, "in_c")
+    _check_imagenet_labels(job, "in_c")
     c = job.cfg.corruptions
     _check_corruptions(c)
     transform = imagenet_c_transform(job.transform, job.resolution)
@@ -173,7 +177,7 @@ def _imagenet_c(job: EvalJob) -> dict[str, Any]:
 
 
 def _corrupt(job: EvalJob) -> dict[str, Any]:
-    _check_imagenet_head(job, "corrupt")
+    _check_imagenet_labels(job, "corrupt")
     c = job.cfg.corruptions
     _check_corruptions(c)
     dataset_for = corrupted_folder(c.root, job.transform, c.seed, job.resolution)

@@ -108,7 +108,7 @@ def test_corrupt_set_gives_mce_over_the_15_and_the_4_extra_apart(tmp_path, monke
         sets, "corrupted_folder", lambda root, transform, seed, size: lambda c, s: (c, s)
     )
     context = _AlexNetLikeContext()
-    loaded = SimpleNamespace(model=torch.nn.Identity())  # (no head to check)
+    loaded = SimpleNamespace(model=torch.nn.Identity(), classes=None)  # (no labels to check)
     job = sets.EvalJob(cfg=cfg, loaded=loaded, context=context, transform=None, resolution=224)
     results = sets.run_sets(job, ["corrupt"])
     assert set(results) == {"corrupt", "corrupt_extra"}
