@@ -23,7 +23,18 @@ __all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
 _logger = logging.getLogger(__name__)
 
 # Config keys that shape the schedule or the optimizer: a resume that changes one logs it.
-_HYPERPARAMETER_KEYS = ("optimizer", "scheduler", "trainer.epochs")
+_HYPERPARAMETER_KEYS = ("optimizer", "scheduler", "trainer")  # changes are logged
+# What the run trains on and what it trains: a change is another run, refused on resume; except
+# where things are, how they are loaded and how the convolution is computed.
+_RUN_IDENTITY_KEYS = ("model", "data")
+_IDENTITY_KEYS_FREE = (
+    "data.root",
+    "data.num_workers",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "data.on_bad_image",
+    "model.conv_algorithm",
+)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -155,8 +166,10 @@ def _resume_position(
     return checkpoint["batch_in_epoch"] * old_batch * old_world // (batch_size * world_size)
 
 
-def _changed_hyperparameters(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``"key old -> new"`` for every leaf under :data:`_HYPERPARAMETER_KEYS` that differs."""
+def _changed_hyperparameters(
+    old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] = _HYPERPARAMETER_KEYS
+) -> list[str]:
+    """``"key old -> new"`` for every leaf under ``keys`` that differs."""
 
     def leaves(tree: Any, prefix: str) -> dict[str, Any]:
         if not isinstance(tree, dict):
@@ -171,7 +184,7 @@ def _changed_hyperparameters(old: dict[str, Any], new: dict[str, Any]) -> list[s
         return cfg
 
     changes = []
-    for key in _HYPERPARAMETER_KEYS:
+    for key in keys:
         before, after = leaves(select(old, key), key), leaves(select(new, key), key)
         changes += [
             f"{k} {before.get(k)} -> {after.get(k)}"
@@ -179,6 +192,24 @@ def _changed_hyperparameters(old: dict[str, Any], new: dict[str, Any]) -> list[s
             if before.get(k) != after.get(k)
         ]
     return changes
+
+
+def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of another model or other data (the experiments' fixed run
+    names would otherwise continue a smoke run's checkpoint in the real run)."""
+    changes = [
+        change
+        for change in _changed_hyperparameters(old, new, _RUN_IDENTITY_KEYS)
+        if not change.split(" ", 1)[0].startswith(_IDENTITY_KEYS_FREE)
+    ]
+    if not old or not changes:
+        return
+    shown = "; ".join(changes[:5]) + (f"; ... ({len(changes)} in all)" if len(changes) > 5 else "")
+    raise ConfigError(
+        f"run_name={new.get('run_name')!r} is invalid here: its checkpoint was trained with other "
+        f"model or data settings ({shown}); give this run another run_name=..., or "
+        "resume=never to start that run over"
+    )
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
@@ -231,6 +262,8 @@ def restore_training(
         CheckpointMismatchError: if the weights do not fit ``model``.
         ConfigError: if the effective batch differs from the checkpoint's.
     """
+    if config is not None:
+        _check_same_run(checkpoint.get("config") or {}, config)
     load_model_state(model, checkpoint["model"])
     if state.ema is not None and checkpoint.get("ema") is not None:
         state.ema.load_state_dict(checkpoint["ema"])

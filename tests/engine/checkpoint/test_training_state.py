@@ -12,6 +12,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from engine.checkpoint import capture_rng, restore_training, training_state
+from engine.config import ConfigError
 from engine.training.loop import TrainState
 
 UPDATES = 10
@@ -73,6 +74,30 @@ def test_an_unchanged_resume_logs_no_hyperparameter_change(caplog):
     with caplog.at_level(logging.WARNING):
         restore_training(state, state.model, checkpoint, config=config)
     assert not [r for r in caplog.records if "changed hyperparameters" in r.message]
+
+
+def test_a_checkpoint_of_other_model_or_data_settings_is_not_resumed():
+    # (the experiments' fixed run names resumed a smoke run's checkpoint in the real run, with a
+    # warning about the learning rate only)
+    old = {
+        "run_name": "convnext_tiny_dcls_in1k_seed0",
+        "model": {"drop_path_rate": 0.1, "conv_algorithm": "auto"},
+        "data": {"root": "/smoke", "image_size": 32, "mixup": 0.8, "num_workers": 2},
+    }
+    checkpoint = _trained_checkpoint(old)
+    where = {"root": "/scratch/imagenet", "num_workers": 10}  # where and how: free to change
+    moved = old | {"data": old["data"] | where, "model": old["model"] | {"conv_algorithm": "fft"}}
+    restore_training(_state(0.1, UPDATES), _state(0.1, UPDATES).model, checkpoint, config=moved)
+    other = old | {"data": old["data"] | {"image_size": 224}, "model": {"drop_path_rate": 0.3}}
+    state = _state(0.1, UPDATES)
+    with pytest.raises(
+        ConfigError,
+        match=r"run_name='convnext_tiny_dcls_in1k_seed0' is invalid here: its checkpoint was "
+        r"trained with other model or data settings \(model\.drop_path_rate 0\.1 -> 0\.3; "
+        r"data\.image_size 32 -> 224\); give this run "
+        r"another run_name=\.\.\., or resume=never",
+    ):
+        restore_training(state, state.model, checkpoint, config=other)
 
 
 def _draws() -> tuple[float, float, float]:
