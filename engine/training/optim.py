@@ -16,6 +16,7 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from torch import nn
 
 import dcls
+from engine.config.checks import ConfigError
 
 __all__ = ["build_optimizer", "positions_lr", "scaled_lr", "schedule_lr"]
 
@@ -50,9 +51,19 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
         positions_weight_decay=cfg.positions.weight_decay,
         base_groups=base_groups,
     )  # no per-group "lr": timm's schedulers start from the optimizer's lr times "lr_scale"
-    optimizer = create_optimizer_v2(
-        groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **dict(cfg.get("kwargs") or {})
-    )
+    kwargs = dict(cfg.get("kwargs") or {})
+    try:
+        optimizer = create_optimizer_v2(
+            groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs
+        )
+    except TypeError as error:  # a keyword the optimizer does not take
+        taken = [k for k in kwargs if f"'{k}'" in str(error)]
+        if not taken:
+            raise
+        raise ConfigError(
+            f"optimizer.kwargs.{taken[0]}={kwargs[taken[0]]!r} is invalid: the {cfg.opt} "
+            f"optimizer does not take it ({error})"
+        ) from None
     _logger.info(
         "optimizer %s, lr %.3g (base %.3g at batch %d, effective batch %d)",
         cfg.opt,

@@ -66,3 +66,17 @@ def test_ema_counts_a_shared_position_once():
     assert ema.module.stages[1].blocks[1].conv_dw.positions[0] is (
         ema.module.stages[1].dcls_positions.P
     )
+
+
+def test_a_keyword_the_optimizer_does_not_take_is_one_config_error(tmp_path):
+    # (it was a 28-line TypeError traceback from inside timm)
+    from engine.config import ConfigError
+    from tests.conftest import compose_train
+
+    cfg = compose_train(tmp_path, ["+optimizer.kwargs.bettas=[0.9,0.95]"])
+    with pytest.raises(
+        ConfigError,
+        match=r"optimizer\.kwargs\.bettas=\[0\.9, 0\.95\] is invalid: the adamw optimizer does "
+        r"not take it \(.*unexpected keyword argument 'bettas'\)",
+    ):
+        build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer, 64)
