@@ -108,12 +108,37 @@ def _free_form_mappings(node: DictConfig, prefix: str = "") -> list[str]:
     return found
 
 
-def _check_key(cfg: DictConfig, key: str, adding: bool = False) -> None:
+def _options_setting(config_dirs: Sequence[Path], dotted: str) -> list[str]:
+    """``group=option`` for each option of the group ``dotted`` starts with whose file gives the
+    rest of ``dotted`` a value (``logger.wandb`` -> ``logger=wandb``)."""
+    group, _, rest = dotted.partition(".")
+    found = []
+    for path in sorted({p for d in config_dirs for p in (d / group).glob("*.yaml")}):
+        try:
+            if rest and OmegaConf.select(OmegaConf.load(path), rest) is not None:
+                found.append(f"{group}={path.stem}")
+        except OmegaConfBaseException:
+            continue
+    return found
+
+
+def _check_key(
+    cfg: DictConfig, key: str, adding: bool = False, config_dirs: Sequence[Path] = ()
+) -> None:
     """Raise a ConfigError if ``key`` is not in ``cfg`` (with close matches); with ``adding``
-    (``+key``), unless its deepest existing parent is a free-form mapping."""
+    (``+key``), unless its deepest existing parent is a free-form mapping; or if a parent is
+    null (naming the group options that set it, searched in ``config_dirs``)."""
     node: Any = cfg
     parts = key.split(".")
     for depth, part in enumerate(parts):
+        if node._is_none() and depth < len(parts):
+            parent = ".".join(parts[:depth])
+            setting = _options_setting(config_dirs, parent)
+            hint = f"; {' or '.join(setting)} sets it" if setting else ""
+            raise ConfigError(
+                f"{'+' if adding else ''}{key} is invalid: {parent} is null with this "
+                f"config's choices{hint}"
+            )
         if not isinstance(node, DictConfig):
             return  # inside a list or a leaf: Hydra decides
         names = list(node.keys())  # keys() resolves no interpolation
@@ -333,13 +358,13 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         if values:
             group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
     if keys:
-        _check_keys(config_dir, config_name, search_path, group_choices, keys, in_packages)
+        _check_keys(config_dirs, config_name, search_path, group_choices, keys, in_packages)
     if multirun:
         _check_submitted_batches(config_dir, config_name, search_path, overrides)
 
 
 def _check_keys(
-    config_dir: Path,
+    config_dirs: Sequence[Path],
     config_name: str,
     search_path: Sequence[str],
     group_choices: Sequence[str],
@@ -349,7 +374,7 @@ def _check_keys(
     """Check that each override of ``keys`` names a key of the config (with the group options
     chosen) and gives a value of its kind."""
     try:
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
+        with initialize_config_dir(str(config_dirs[0]), version_base="1.3"):
             searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
             cfg = compose(config_name, overrides=[*searched, *group_choices])
     except HydraException:
@@ -357,7 +382,7 @@ def _check_keys(
     for override in keys:
         if in_packages and override.key_or_group.split(".")[0] not in cfg:
             continue  # maybe a group of a package's configs
-        _check_key(cfg, override.key_or_group, adding=override.is_add())
+        _check_key(cfg, override.key_or_group, override.is_add(), config_dirs)
         if not override.is_add():
             for value in _values(override, parsed=True):
                 _check_value_kind(cfg, override.key_or_group, value)

@@ -358,3 +358,15 @@ def test_a_submitted_job_whose_processes_do_not_divide_the_batch_is_refused_at_s
         check_command_line(CONFIGS, "train", [*argv, "hydra.launcher.nodes=2,3", "seed=1,2"])
     with pytest.raises(ConfigError, match=r"= 96 x 32 = 3072; .* submitted job has"):
         check_command_line(CONFIGS, "train", [*argv, "data.batch_size=96"])
+
+
+def test_a_key_under_a_null_mapping_names_the_option_that_sets_it():
+    # (Hydra's "Key 'mode' is not in struct", whose +key hint then failed in another way)
+    for argv in (["logger.wandb.mode=offline"], ["+logger.wandb.mode=offline"]):
+        with pytest.raises(
+            ConfigError,
+            match=r"logger\.wandb\.mode is invalid: logger\.wandb is null with this config's "
+            r"choices; logger=wandb sets it",
+        ):
+            check_command_line(CONFIGS, "train", argv)
+    check_command_line(CONFIGS, "train", ["logger=wandb", "logger.wandb.mode=online"])
