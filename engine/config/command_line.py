@@ -59,6 +59,10 @@ def _group_options(config_dirs: Sequence[Path], group: str) -> list[str]:
 
 
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+# Hydra's flags that print the config instead of running (``--cfg job``): the overrides are
+# checked all the same.
+PRINT_FLAGS = ("--cfg", "-c", "--resolve")
+_FLAGS_WITH_VALUES = (*CONFIG_DIR_FLAGS, "--cfg", "-c")
 
 
 def _split_arguments(args: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
@@ -70,10 +74,11 @@ def _split_arguments(args: Sequence[str]) -> tuple[list[str], list[str], list[st
     remaining = iter(args)
     for arg in remaining:
         name, has_value, value = arg.partition("=")
-        if name in CONFIG_DIR_FLAGS:
+        if name in _FLAGS_WITH_VALUES:
             flags.append(name)
             given = value if has_value else next(remaining, None)
-            config_dirs += [given] if given is not None else []
+            if name in CONFIG_DIR_FLAGS and given is not None:
+                config_dirs.append(given)
         elif arg.startswith("-"):
             flags.append(arg)
         else:
@@ -315,8 +320,8 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             (with close matches) or a key that does not exist (with close matches).
     """
     flags, given_config_dirs, texts = _split_arguments(argv)
-    if any(f not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS) for f in flags):
-        return  # --cfg, --help, --info, ...: Hydra's business
+    if any(f not in (*MULTIRUN_FLAGS, *CONFIG_DIR_FLAGS, *PRINT_FLAGS) for f in flags):
+        return  # --help, --info, --package, ...: Hydra's business
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(texts)
@@ -327,6 +332,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     config_dirs = [config_dir, *folders]
     in_packages = len(folders) < len(search_path)  # (pkg://: groups and options not listed here)
     multirun = any(f in MULTIRUN_FLAGS for f in flags)
+    printing = any(f in PRINT_FLAGS for f in flags)
     if multirun:
         _check_swept_keys_name_folders(config_dir, overrides)
     checked = [
@@ -353,13 +359,13 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
                     f"{', '.join(map(str, config_dirs))}; "
                     f"expected one of {', '.join(options)}{'; ' + hint if hint else ''}"
                 )
-        for value in values:
+        for value in values if not printing else ():  # (--cfg launches nothing)
             _check_launcher_command(group, str(value), multirun)
         if values:
             group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
     if keys:
         _check_keys(config_dirs, config_name, search_path, group_choices, keys, in_packages)
-    if multirun:
+    if multirun and not printing:
         _check_submitted_batches(config_dir, config_name, search_path, overrides)
 
 

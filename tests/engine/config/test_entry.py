@@ -370,3 +370,12 @@ def test_a_key_under_a_null_mapping_names_the_option_that_sets_it():
         ):
             check_command_line(CONFIGS, "train", argv)
     check_command_line(CONFIGS, "train", ["logger=wandb", "logger.wandb.mode=online"])
+
+
+def test_printing_the_config_checks_the_overrides_too():
+    # (--cfg job skipped every check: Hydra's error, whose +key hint the project refuses)
+    for flags in (["--cfg", "job"], ["-c", "all", "--resolve"]):
+        argv = [*flags, "trainer.epoch=3"]
+        with pytest.raises(ConfigError, match=r"trainer\.epoch is invalid: no key 'epoch'"):
+            check_command_line(CONFIGS, "train", argv)
+    check_command_line(CONFIGS, "train", ["--cfg", "job", "launcher=slurm"])  # launches nothing
