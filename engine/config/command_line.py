@@ -17,6 +17,7 @@ one in the defaults, such as ``optimizer.kwargs``, or a ``_target_``'s arguments
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -363,7 +364,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             _check_launcher_command(group, str(value), multirun)
         if values:
             group_choices.append(f"{'+' if override.is_add() else ''}{group}={values[0]}")
-    if keys:
+    if keys or group_choices:
         _check_keys(config_dirs, config_name, search_path, group_choices, keys, in_packages)
     if multirun and not printing:
         _check_submitted_batches(config_dir, config_name, search_path, overrides)
@@ -377,14 +378,26 @@ def _check_keys(
     keys: Sequence[Override],
     in_packages: bool,
 ) -> None:
-    """Check that each override of ``keys`` names a key of the config (with the group options
-    chosen) and gives a value of its kind."""
+    """Check that the group options compose (a group that only other configs include, such as
+    ``recipe``, cannot be chosen on its own) and that each override of ``keys`` names a key of
+    the config (with the group options chosen) and gives a value of its kind."""
     try:
         with initialize_config_dir(str(config_dirs[0]), version_base="1.3"):
             searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
             cfg = compose(config_name, overrides=[*searched, *group_choices])
-    except HydraException:
-        return  # a problem of the configs themselves: Hydra reports it in full
+    except HydraException as error:
+        not_chosen = re.search(
+            r"Could not override '([^']+)'. No match in the defaults", str(error)
+        )
+        if not_chosen is None:
+            return  # a problem of the configs themselves: Hydra reports it in full
+        group = not_chosen.group(1)
+        choice = next(c for c in group_choices if c.split("=", 1)[0].lstrip("+") == group)
+        raise ConfigError(
+            f"{choice} is invalid: {group} is not in {config_name}.yaml's defaults list with "
+            "these options, only included by other configs (as experiment=... includes a "
+            "recipe, and each model= option its model/base); choose one of those instead"
+        ) from None
     for override in keys:
         if in_packages and override.key_or_group.split(".")[0] not in cfg:
             continue  # maybe a group of a package's configs

@@ -379,3 +379,15 @@ def test_printing_the_config_checks_the_overrides_too():
         with pytest.raises(ConfigError, match=r"trainer\.epoch is invalid: no key 'epoch'"):
             check_command_line(CONFIGS, "train", argv)
     check_command_line(CONFIGS, "train", ["--cfg", "job", "launcher=slurm"])  # launches nothing
+
+
+@pytest.mark.parametrize("choice", ["recipe=convnext_in1k", "model/base=dcls"])
+def test_a_group_only_other_configs_include_is_one_line(choice):
+    # (--help lists them; choosing one was Hydra's "Could not override", exit 1)
+    with pytest.raises(
+        ConfigError,
+        match=rf"{choice} is invalid: .* is not in train\.yaml's defaults list with these "
+        r"options, only included by other configs",
+    ):
+        check_command_line(CONFIGS, "train", [choice])
+    check_command_line(CONFIGS, "train", ["experiment=convnext_tiny_dcls_in1k"])
