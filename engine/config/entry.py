@@ -16,7 +16,7 @@ import logging
 import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from engine.config.checks import ConfigError, InputError
@@ -107,12 +107,16 @@ def model_label(cfg: Any) -> str:
     return str(cfg.get("model_name") or str(cfg.get("_target_")).rsplit(".", 1)[-1])
 
 
-def instantiate_model(cfg: Any) -> Any:
+def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> Any:
     """``hydra.utils.instantiate(cfg)`` for the ``model`` group, with what is the config's fault
     in one line (:class:`ConfigError`; Hydra would print four, exit status 1): a ``_target_``
     that does not import, a ``model.*`` key that the builder (or one it passes it to) does not
     take, and a ValueError of the builder (a ``model.*`` value it refuses). Other errors keep
     their traceback.
+
+    Args:
+        key_prefix: where the user set a key of ``cfg``, for the message (default ``model.``;
+            eval.py's ``model.kwargs.`` keys are merged into the checkpoint's model config).
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -129,8 +133,9 @@ def instantiate_model(cfg: Any) -> Any:
             ) from error
         refused = _REFUSED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
         if refused and refused[1] in cfg:  # a key of the config (other names: maybe a bug)
+            prefix = (key_prefix or {}).get(refused[1], "model.")
             raise ConfigError(
-                f"model.{refused[1]} is invalid: the builder does not take it ({cause})"
+                f"{prefix}{refused[1]} is invalid: the builder does not take it ({cause})"
             ) from error
         if isinstance(cause, ValueError):
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error

@@ -219,6 +219,9 @@ def test_a_model_value_its_builder_refuses_is_one_config_error():
     cfg.dilated_kernel_size, cfg.bogus = 17, 1  # a key that timm's ConvNeXt does not take
     with pytest.raises(ConfigError, match=r"^model\.bogus is invalid: the builder does not take"):
         instantiate_model(cfg)
+    # eval.py's model.kwargs are merged into the checkpoint's model config: named as given
+    with pytest.raises(ConfigError, match=r"^model\.kwargs\.bogus is invalid: the builder"):
+        instantiate_model(cfg, {"bogus": "model.kwargs."})
     with pytest.raises(ConfigError, match=r"^model\._target_='nomodule\.build' is invalid: it "):
         instantiate_model(OmegaConf.create({"_target_": "nomodule.build"}))
     # An ImportError inside a builder that imports is the builder's, with its traceback.
