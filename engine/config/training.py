@@ -235,11 +235,12 @@ def _check_scheduler(cfg: Any, epochs: int) -> None:
             cfg.warmup_epochs,
             f"with scheduler.warmup_prefix=true, expected fewer than trainer.epochs={epochs}",
         )
-    if not prefix and cfg.warmup_epochs > epochs:
+    if not prefix and cfg.warmup_epochs >= epochs:
         _logger.warning(
-            "scheduler.warmup_epochs=%g is longer than the %d-epoch run: the learning rate "
-            "never reaches its peak",
+            "scheduler.warmup_epochs=%g is %s the %d-epoch run: the learning rate never reaches "
+            "its peak",
             cfg.warmup_epochs,
+            "as long as" if cfg.warmup_epochs == epochs else "longer than",
             epochs,
         )
 

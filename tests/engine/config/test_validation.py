@@ -186,6 +186,7 @@ def test_entry_point_exits_2_with_one_line_and_no_traceback(tmp_path):
     ("overrides", "warning"),
     [
         (["scheduler.warmup_epochs=100"], r"warmup_epochs=100 is longer than the 15-epoch run"),
+        (["scheduler.warmup_epochs=15"], r"warmup_epochs=15 is as long as the 15-epoch run"),
     ],
 )
 def test_settings_that_never_apply_are_warned_about(tmp_path, overrides, warning, caplog):
