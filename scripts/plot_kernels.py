@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.checkpoint.io import LAST
 from engine.checkpoint.models import load_model
 from engine.config import cli_number, run_entry_point
 from engine.pictures.positions import set_pictures
@@ -43,7 +44,9 @@ def plot_kernels(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint (last.pt)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="a train.py checkpoint (last.pt), or its run folder"
+    )
     parser.add_argument("--out", type=Path, help="folder (default: <run folder>/pictures)")
     parser.add_argument("--channels", type=cli_number(), default=8, help="kernels drawn per set")
     parser.add_argument("--ema", action="store_true", help="draw the EMA weights")
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpi", type=cli_number(float, 0, strict=True), default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.checkpoint.is_dir():  # a run folder, as the other picture scripts take
+        args.checkpoint = args.checkpoint / "checkpoints" / LAST
     out = args.out or args.checkpoint.resolve().parent.parent / "pictures"
     try:
         paths = plot_kernels(

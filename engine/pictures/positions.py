@@ -239,9 +239,11 @@ def load_history(run_dir: Path) -> PositionHistory:
     """Read the snapshots :func:`save_snapshot` wrote for the run in ``run_dir``.
 
     Raises:
-        FileNotFoundError: if the run has no snapshot (no DCLS layer, or
-            ``trainer.position_history.every=0``).
+        FileNotFoundError: if there is no such folder, or the run has no snapshot (no DCLS
+            layer, or ``trainer.position_history.every=0``).
     """
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"no run folder at {run_dir}")
     folder = Path(run_dir) / HISTORY_DIR
     files = sorted(
         (int(m.group(1)), p)

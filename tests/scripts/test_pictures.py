@@ -370,3 +370,12 @@ def test_a_resume_in_the_first_epoch_keeps_the_initial_snapshot(tmp_path):
             p.add_(1.0)
     EpochMedia(cfg, tmp_path, MetricLogger()).start(model, 0)  # the resumed process
     assert (tmp_path / HISTORY_DIR / "epoch_0000.pt").read_bytes() == first
+
+
+def test_the_picture_scripts_take_a_run_folder_and_name_a_missing_one(run_dir, tmp_path):
+    # (plot_kernels said "no file at <run folder>"; animate_positions blamed the run's settings)
+    argv = [str(run_dir), "--out", str(tmp_path), "--channels", "1", "--dpi", "20"]
+    assert _script("plot_kernels").main(argv) == 0
+    assert len(list(tmp_path.glob("kernels_*.png"))) == 4
+    with pytest.raises(FileNotFoundError, match=r"^no run folder at .*nowhere$"):
+        load_history(tmp_path / "nowhere")
