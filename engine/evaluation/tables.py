@@ -154,8 +154,24 @@ def result_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _warn_if_other_model(row: str, first: dict, second: dict) -> None:
+    """Results of one row should be of one model: a warning when their parameter counts differ
+    (e.g. an untrained ``checkpoint=null`` throughput run named like a trained model)."""
+    params = first.get("params"), second.get("params")
+    if None not in params and params[0] != params[1]:
+        _logger.warning(
+            "%s: %s and %s are results of different models (%s and %s parameters) in one row; "
+            "name=... keeps a run in a row of its own",
+            row,
+            first["_file"],
+            second["_file"],
+            *params,
+        )
+
+
 def _merge(older: dict, newer: dict) -> dict:
     """``newer``'s values over ``older``'s; for the sets, per set (logged when one replaces)."""
+    _warn_if_other_model(newer["name"], older, newer)
     merged = copy.deepcopy(older) | {k: v for k, v in newer.items() if k != "sets"}
     merged["sets"], merged["_sources"] = dict(older["sets"]), dict(older["_sources"])
     for name, result in newer["sets"].items():
@@ -193,6 +209,8 @@ def load_results(paths: Sequence[str | Path]) -> dict[str, list[dict]]:
         merged[key] = _merge(merged[key], result) if key in merged else result
     rows: dict[str, list[dict]] = {}
     for (name, _), result in sorted(merged.items(), key=lambda item: str(item[0])):
+        if name in rows:  # another seed
+            _warn_if_other_model(name, rows[name][0], result)
         rows.setdefault(name, []).append(result)
     return rows
 

@@ -168,3 +168,15 @@ def test_seeds_aggregate_and_rows_stand_next_to_the_paper(tmp_path, capsys):
     assert float(top1["convnext_tiny_dcls"]["std"]) == pytest.approx(0.07**0.5)
     assert float(top1["convnext_tiny_dcls"]["delta"]) == pytest.approx(82.6 - 246.7 / 3)
     assert top1["convnext_tiny_dcls"]["n"] == "3"
+
+
+def test_results_of_different_models_in_one_row_are_warned_about(tmp_path, caplog):
+    # (an untrained checkpoint=null throughput run of the 1000-class model shared the row of a
+    # 10-class digits model: their parameters were averaged, without a word)
+    _write(tmp_path / "a" / "eval_results.json", {"name": "net", "params": 3.38e6, "sets": {}})
+    _write(tmp_path / "b" / "eval_results.json", {"name": "net", "params": 3.69e6, "sets": {}})
+    _write(tmp_path / "c" / "eval_results.json", {"name": "other", "params": 1.0, "sets": {}})
+    caplog.set_level("WARNING")
+    make_tables.load_results([tmp_path])
+    (line,) = [r.getMessage() for r in caplog.records if "different models" in r.getMessage()]
+    assert line.startswith("net: ") and "(3380000.0 and 3690000.0 parameters) in one row" in line
