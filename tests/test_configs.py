@@ -72,6 +72,9 @@ def test_every_experiment_and_option_passes_validation(overrides, tmp_path):
     validate_train_config(cfg)
     if "debug=default" in overrides:
         assert cfg.trainer.epochs == 1 and cfg.logger.csv is None and cfg.logger.wandb is None
+        # a smoke run of an experiment: its own run folder (the experiment's fixed run name would
+        # resume it), and no effective batch to reach with a small batch on one process
+        assert cfg.run_name.startswith("debug_") and cfg.trainer.effective_batch_size is None
 
 
 def test_model_convnext_dcls_is_the_headline_model(tmp_path):
