@@ -71,11 +71,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     if (effective := cfg.trainer.effective_batch_size) is not None:
         freq_text += f" (from trainer.effective_batch_size={effective})"
         _logger.info(
-            "trainer.effective_batch_size=%d: update_freq %d (data.batch_size=%d x %d processes)",
+            "trainer.effective_batch_size=%d: update_freq %d (data.batch_size=%d x %d %s)",
             effective,
             update_freq,
             cfg.data.batch_size,
             dist_info.world_size,
+            "process" if dist_info.world_size == 1 else "processes",
         )
     set_determinism(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -142,19 +143,23 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
             seed=cfg.seed,
             config=OmegaConf.to_container(cfg, resolve=True),
         )
-        _logger.info(
-            "resumed from %s after epoch %d and update %d; epoch %d continues after micro-batch "
-            "%d of %d (processes x update_freq: %d x %d; the checkpoint's processes: %d)",
-            resume_from,
-            state.epoch,
-            state.step,
-            state.epoch + 1,
-            state.batch_in_epoch,
-            loaders.steps_per_epoch,
-            dist_info.world_size,
-            update_freq,
-            checkpoint.get("world_size", 1),
-        )
+        if state.epoch < cfg.trainer.epochs:
+            _logger.info(
+                "resumed from %s after epoch %d and update %d; epoch %d continues after "
+                "micro-batch %d of %d (processes x update_freq: %d x %d; the checkpoint's "
+                "processes: %d)",
+                resume_from,
+                state.epoch,
+                state.step,
+                state.epoch + 1,
+                state.batch_in_epoch,
+                loaders.steps_per_epoch,
+                dist_info.world_size,
+                update_freq,
+                checkpoint.get("world_size", 1),
+            )
+        else:  # a relaunched finished run (a resumed sweep): nothing continues
+            _logger.info("loaded %s, written after the last epoch (%d)", resume_from, state.epoch)
     if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
         _logger.info(  # a relaunched finished run (a resumed sweep): its results stand
             "the run had finished all %d epochs: val top-1 %.2f (%s)",

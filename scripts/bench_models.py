@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         "| pair | mode | model | ms/step | img/s | vs baseline | peak GiB | memory vs baseline |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    nan = float("nan")
     profiles = []
     for pair in args.models:
         baseline, variant = PAIRS[pair]
@@ -182,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                 label = baseline if name == "baseline" else f"{variant} ({name})"
                 if name in result["profile"]:
                     profiles += [f"## {mode}: {label}", "", "```", result["profile"][name], "```"]
-                memory = gib.get(name, nan)
+                memory, baseline_memory = gib.get(name), gib.get("baseline")
+                measured = memory is not None and baseline_memory is not None  # (CUDA only)
                 rows.append(
                     f"| {pair} | {mode} | {label} | {value:.1f} | {1e3 * args.batch / value:.0f} "
-                    f"| {value / ms['baseline']:.2f} | {memory:.2f} "
-                    f"| {memory / gib.get('baseline', nan):.2f} |"
+                    f"| {value / ms['baseline']:.2f} "
+                    f"| {f'{memory:.2f}' if memory is not None else '-'} "
+                    f"| {f'{memory / baseline_memory:.2f}' if measured else '-'} |"
                 )
                 _logger.info(rows[-1])
     precision = f"AMP {args.amp}" if args.amp else "fp32"

@@ -75,14 +75,17 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
 
 
-def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path):
+def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path, caplog):
     """A resumed sweep relaunches its finished jobs: each reports the results it had (with its
     training loss and time), not those of a validation alone."""
     first = train_script.train(fast_train_cfg, run_dir=tmp_path)
     saved = (tmp_path / "results.json").read_text()
+    caplog.set_level(logging.INFO)
     again = train_script.train(fast_train_cfg, run_dir=tmp_path)
     assert again == first and "train_loss" in again
     assert (tmp_path / "results.json").read_text() == saved
+    # (it said "epoch 3 continues after micro-batch 0 of 8", of a 2-epoch run)
+    assert "written after the last epoch (2)" in caplog.text and "continues" not in caplog.text
 
 
 class _KilledError(Exception):

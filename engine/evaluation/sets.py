@@ -128,14 +128,15 @@ def _validation_split(job: EvalJob) -> dict[str, Any]:
     data_cfg = OmegaConf.create(data)
     dataset = DATASETS[data_cfg.kind](data_cfg, "val")
     result = job.context.accuracy(dataset)
+    name = str(data_cfg.get("name", data_cfg.kind))  # (the tables' name of it too)
     _logger.info(
         "validation split of data=%s: top-1 %.2f  top-5 %.2f  (%d images)",
-        data_cfg.kind,
+        name,
         result["top1"],
         result["top5"],
         int(result["count"]),
     )
-    return {"val": {"data": str(data_cfg.get("name", data_cfg.kind)), **result}}
+    return {"val": {"data": name, **result}}
 
 
 def _corruption_groups(
