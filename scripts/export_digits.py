@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from timm.data import ImageNetInfo
 
-from engine.config import run_entry_point
+from engine.config import InputError, run_entry_point
 from engine.data.datasets import DATASETS
 from engine.evaluation.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, CorruptImage
 
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"out={str(args.out)!r} is invalid: it is a file; expected a folder")
     wnids = ImageNetInfo().label_names()
     images = digits_val_images()
     trees = {args.out / "val": None}

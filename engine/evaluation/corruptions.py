@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from math import fsum
 from pathlib import Path
@@ -162,11 +163,21 @@ class CorruptImage:
         state = np.random.get_state()
         np.random.seed((self.seed * 1_000_003 + content_seed * 31 + self.severity) % 2**32)
         try:
-            corrupted = self._corrupt(
-                array, corruption_name=self.corruption, severity=self.severity
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                corrupted = self._corrupt(
+                    array, corruption_name=self.corruption, severity=self.severity
+                )
         finally:
             np.random.set_state(state)
+        if any("invalid value" in str(w.message) for w in caught):  # NaN cast to uint8: 0
+            _logger.warning(
+                "%s at severity %d made non-finite pixels of a %dx%d image (the imagecorruptions "
+                "library; they become 0, black)",
+                self.corruption,
+                self.severity,
+                *array.shape[:2],
+            )
         return Image.fromarray(np.clip(corrupted, 0, 255).astype(np.uint8))
 
     def __repr__(self) -> str:

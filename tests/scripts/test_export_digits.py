@@ -4,6 +4,7 @@ import importlib.util
 from argparse import Namespace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -67,3 +68,28 @@ def test_imagenet_c_tree_holds_every_corruption_and_severity_in_eval_layout(tmp_
             samples = sorted((int(image[0, 0, 0]), label) for image, label in dataset)
             assert samples == [(0, 0), (60, 3), (140, 7)]  # every digit, under its class
             assert {int(image[0, 0, 1]) for image, _ in dataset} == {100 + 5 * severity}
+
+
+def test_a_file_as_the_output_folder_is_one_input_error(tmp_path):
+    # (a NotADirectoryError traceback)
+    from engine.config import InputError
+
+    target = tmp_path / "a_file"
+    target.write_text("")
+    with pytest.raises(InputError, match=r"out='.*a_file' is invalid: it is a file; expected a"):
+        export_digits.main([str(target)])
+
+
+def test_non_finite_pixels_of_the_corruption_library_are_warned_about(caplog):
+    # spatter at 32x32: imagecorruptions divides by zero for some images, which become black
+    import numpy as np
+
+    from engine.evaluation.corruptions import CorruptImage
+
+    corrupt = CorruptImage("spatter", 1, 0)
+    caplog.set_level("WARNING")
+    black = sum(
+        np.asarray(corrupt(image)).max() == 0 for image, _ in export_digits.digits_val_images()
+    )
+    warned = [r for r in caplog.records if "made non-finite pixels of a 32x32 image" in r.message]
+    assert black > 0 and len(warned) == black
