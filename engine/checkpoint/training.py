@@ -22,19 +22,25 @@ __all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
 
 _logger = logging.getLogger(__name__)
 
-# Config keys that shape the schedule or the optimizer: a resume that changes one logs it.
-_HYPERPARAMETER_KEYS = ("optimizer", "scheduler", "trainer")  # changes are logged
-# What the run trains on and what it trains: a change is another run, refused on resume; except
-# where things are, how they are loaded and how the convolution is computed.
-_RUN_IDENTITY_KEYS = ("model", "data")
-_IDENTITY_KEYS_FREE = (
-    "data.root",
-    "data.num_workers",
-    "data.batch_size",
-    "data.eval_batch_size",
-    "data.on_bad_image",
-    "model.conv_algorithm",
+# Config keys a resumed run takes from its own config (the schedule, the optimizer, the
+# augmentation, where the data lies): a resume that changes one logs it.
+_HYPERPARAMETER_KEYS = ("optimizer", "scheduler", "trainer", "data")
+# What the run trains and on what: a change is another run, refused on resume (the model but
+# how its convolutions are computed; the dataset, its classes and image size).
+_RUN_IDENTITY_KEYS = (
+    "model",
+    "data.kind",
+    "data.name",
+    "data.num_classes",
+    "data.image_size",
+    "data.mean",
+    "data.std",
+    "data.val_fraction",
+    "data.split_seed",
+    "data.train_size",
+    "data.val_size",
 )
+_IDENTITY_KEYS_FREE = ("model.conv_algorithm",)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -169,27 +175,32 @@ def _resume_position(
 def _changed_hyperparameters(
     old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] = _HYPERPARAMETER_KEYS
 ) -> list[str]:
-    """``"key old -> new"`` for every leaf under ``keys`` that differs."""
+    """``"key old -> new"`` for every leaf under ``keys`` that both configs have and that
+    differs (a key added to the project after the checkpoint was written is no change)."""
+
+    missing = object()
 
     def leaves(tree: Any, prefix: str) -> dict[str, Any]:
+        if tree is missing:
+            return {}
         if not isinstance(tree, dict):
             return {prefix: tree}
         return {
             k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()
         }
 
-    def select(cfg: dict[str, Any], dotted: str) -> Any:
+    def select(cfg: Any, dotted: str) -> Any:
         for part in dotted.split("."):
-            cfg = cfg.get(part) if isinstance(cfg, dict) else None
+            cfg = cfg.get(part, missing) if isinstance(cfg, dict) else missing
         return cfg
 
     changes = []
     for key in keys:
         before, after = leaves(select(old, key), key), leaves(select(new, key), key)
         changes += [
-            f"{k} {before.get(k)} -> {after.get(k)}"
-            for k in sorted(before.keys() | after.keys())
-            if before.get(k) != after.get(k)
+            f"{k} {before[k]} -> {after[k]}"
+            for k in sorted(before.keys() & after.keys())
+            if before[k] != after[k]
         ]
     return changes
 
@@ -206,9 +217,10 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
         return
     shown = "; ".join(changes[:5]) + (f"; ... ({len(changes)} in all)" if len(changes) > 5 else "")
     raise ConfigError(
-        f"run_name={new.get('run_name')!r} is invalid here: its checkpoint was trained with other "
-        f"model or data settings ({shown}); give this run another run_name=..., or "
-        "resume=never to start that run over"
+        f"the checkpoint this run resumes (run_name={new.get('run_name')!r}) was trained with "
+        f"other model or data settings ({shown}); run it in another folder (another "
+        "run_name=..., or another hydra.sweep.dir in a multirun), or start that run over with "
+        "resume=never"
     )
 
 

@@ -76,26 +76,32 @@ def test_an_unchanged_resume_logs_no_hyperparameter_change(caplog):
     assert not [r for r in caplog.records if "changed hyperparameters" in r.message]
 
 
-def test_a_checkpoint_of_other_model_or_data_settings_is_not_resumed():
+def test_a_checkpoint_of_other_model_or_data_settings_is_not_resumed(caplog):
     # (the experiments' fixed run names resumed a smoke run's checkpoint in the real run, with a
     # warning about the learning rate only)
     old = {
         "run_name": "convnext_tiny_dcls_in1k_seed0",
         "model": {"drop_path_rate": 0.1, "conv_algorithm": "auto"},
-        "data": {"root": "/smoke", "image_size": 32, "mixup": 0.8, "num_workers": 2},
+        "data": {"root": "/smoke", "image_size": 32, "mixup": 0.8, "train_split": "train"},
     }
     checkpoint = _trained_checkpoint(old)
-    where = {"root": "/scratch/imagenet", "num_workers": 10}  # where and how: free to change
-    moved = old | {"data": old["data"] | where, "model": old["model"] | {"conv_algorithm": "fft"}}
+    # where the data lies, its augmentation, how the convolution is computed: free (logged);
+    # a key the checkpoint's config did not have yet: no change
+    free = {"root": "/scratch", "mixup": 0.0, "train_split": "ILSVRC_train", "num_workers": 10}
+    moved = old | {
+        "data": old["data"] | free,
+        "model": old["model"] | {"conv_algorithm": "fft", "position_init_std": 0.5},
+    }
+    caplog.set_level(logging.WARNING)
     restore_training(_state(0.1, UPDATES), _state(0.1, UPDATES).model, checkpoint, config=moved)
+    assert "data.mixup 0.8 -> 0.0" in caplog.text and "position_init_std" not in caplog.text
     other = old | {"data": old["data"] | {"image_size": 224}, "model": {"drop_path_rate": 0.3}}
     state = _state(0.1, UPDATES)
     with pytest.raises(
         ConfigError,
-        match=r"run_name='convnext_tiny_dcls_in1k_seed0' is invalid here: its checkpoint was "
-        r"trained with other model or data settings \(model\.drop_path_rate 0\.1 -> 0\.3; "
-        r"data\.image_size 32 -> 224\); give this run "
-        r"another run_name=\.\.\., or resume=never",
+        match=r"the checkpoint this run resumes \(run_name='convnext_tiny_dcls_in1k_seed0'\) "
+        r"was trained with other model or data settings \(model\.drop_path_rate 0\.1 -> 0\.3; "
+        r"data\.image_size 32 -> 224\); run it in another folder .* resume=never",
     ):
         restore_training(state, state.model, checkpoint, config=other)
 
