@@ -372,6 +372,16 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         _check_submitted_batches(config_dir, config_name, search_path, overrides)
 
 
+def _is_global_package(config_dirs: Sequence[Path], group: str, option: str) -> bool:
+    """Whether ``group/option.yaml`` declares ``# @package _global_`` (``+group=option`` then
+    adds it where it belongs)."""
+    for folder in config_dirs:
+        path = folder / group / f"{option}.yaml"
+        if path.is_file():
+            return "@package _global_" in path.read_text().split("\n", 1)[0]
+    return False
+
+
 def _check_keys(
     config_dirs: Sequence[Path],
     config_name: str,
@@ -394,11 +404,19 @@ def _check_keys(
         if not_chosen is None:
             return  # a problem of the configs themselves: Hydra reports it in full
         group = not_chosen.group(1)
-        choice = next(c for c in group_choices if c.split("=", 1)[0].lstrip("+") == group)
+        given = [c for c in group_choices if c.split("=", 1)[0].lstrip("+") == group]
+        if not given:
+            return  # a config file's own override: Hydra names the file
+        option = given[0].split("=", 1)[1]
+        add = (
+            f", or add it with +{group}={option}"
+            if _is_global_package(config_dirs, group, option)
+            else ""
+        )
         raise ConfigError(
-            f"{choice} is invalid: {group} is not in {config_name}.yaml's defaults list with "
+            f"{given[0]} is invalid: {group} is not in {config_name}.yaml's defaults list with "
             "these options, only included by other configs (as experiment=... includes a "
-            "recipe, and each model= option its model/base); choose one of those instead"
+            f"recipe, and each model= option its model/base); choose one of those{add}"
         ) from None
     for override in keys:
         if in_packages and override.key_or_group.split(".")[0] not in cfg:

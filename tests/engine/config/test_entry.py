@@ -392,3 +392,14 @@ def test_a_group_only_other_configs_include_is_one_line(choice):
     ):
         check_command_line(CONFIGS, "train", [choice])
     check_command_line(CONFIGS, "train", ["experiment=convnext_tiny_dcls_in1k"])
+
+
+def test_a_failing_override_inside_a_config_file_is_left_to_hydra(tmp_path):
+    # (a StopIteration traceback: no command-line option to name; Hydra names the file)
+    (tmp_path / "experiment").mkdir()
+    bad = "# @package _global_\ndefaults:\n  - override /recipe: convnext_in1k\n"
+    (tmp_path / "experiment" / "bad.yaml").write_text(bad)
+    check_command_line(CONFIGS, "train", ["--config-dir", str(tmp_path), "experiment=bad"])
+    # a _global_ option can be added: the hint says how (model/base's cannot)
+    with pytest.raises(ConfigError, match=r"choose one of those, or add it with \+recipe=conv"):
+        check_command_line(CONFIGS, "train", ["recipe=convnext_in1k"])
