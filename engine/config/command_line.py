@@ -279,11 +279,21 @@ def _check_submitted_batches(
 ) -> None:
     """Each job of a sweep that a submitit launcher (``launcher=slurm``) submits must have an
     effective batch its process count (``hydra.launcher.nodes x tasks_per_node``) divides:
-    checked here, at submission, rather than when the job starts, maybe hours later."""
+    checked here, at submission, rather than when the job starts, maybe hours later. The jobs
+    are the basic sweeper's: ``hydra.sweeper.params`` (``paper=...`` sets them), then the
+    command line's overrides."""
+    searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
     try:
         jobs = BasicSweeper.split_arguments(list(overrides), None)[0]
-    except HydraException:
-        return  # a sweep the basic sweeper cannot list (an interval): checked at job start
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            first = compose(config_name, [*searched, *jobs[0]], return_hydra_config=True)
+        params = first.hydra.sweeper.get("params") or {}
+        if params:
+            texts = [f"{k}={v}" for k, v in params.items()] + [o.input_line for o in overrides]
+            overrides = OverridesParser.create().parse_overrides(texts)
+            jobs = BasicSweeper.split_arguments(list(overrides), None)[0]
+    except (HydraException, OmegaConfBaseException):
+        return  # Hydra reports it; or a sweep the basic sweeper cannot list (an interval)
     distinct = {}
     for job in jobs:
         relevant = tuple(
@@ -293,7 +303,6 @@ def _check_submitted_batches(
         )
         distinct.setdefault(relevant, job)
     swept_keys = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-    searched = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
     with initialize_config_dir(str(config_dir), version_base="1.3"):
         for relevant, job in distinct.items():
             try:

@@ -359,6 +359,11 @@ def test_a_submitted_job_whose_processes_do_not_divide_the_batch_is_refused_at_s
         check_command_line(CONFIGS, "train", [*argv, "hydra.launcher.nodes=2,3", "seed=1,2"])
     with pytest.raises(ConfigError, match=r"= 96 x 32 = 3072; .* submitted job has"):
         check_command_line(CONFIGS, "train", [*argv, "data.batch_size=96"])
+    # the sweep a paper= config defines (hydra.sweeper.params), as the README submits it
+    paper = ["-m", "launcher=slurm", "paper=convnext_tiny"]
+    check_command_line(CONFIGS, "train", paper)
+    with pytest.raises(ConfigError, match=r"128 x 24 = 3072; .* job \(experiment=convnext_tiny_i"):
+        check_command_line(CONFIGS, "train", [*paper, "hydra.launcher.nodes=3"])
 
 
 def test_a_key_under_a_null_mapping_names_the_option_that_sets_it():
