@@ -217,7 +217,7 @@ def _corruption_code(index: int, severity: int, image: int, label: int) -> int:
     return label if image < (index + severity) % 3 else (label + 7) % 1000
 
 
-def test_imagenet_c_errors_ce_and_mce_match_hand_computation(tmp_path, stub_checkpoint):
+def test_imagenet_c_errors_ce_and_mce_match_hand_computation(tmp_path, stub_checkpoint, caplog):
     label = 42
     names = CORRUPTIONS + EXTRA_CORRUPTIONS
     for i, corruption in enumerate(names):
@@ -225,9 +225,13 @@ def test_imagenet_c_errors_ce_and_mce_match_hand_computation(tmp_path, stub_chec
             codes = [_corruption_code(i, severity, image, label) for image in range(2)]
             folder = tmp_path / "in_c" / corruption / str(severity)
             write_folder(folder, [(WNIDS[label], code) for code in codes])
+    caplog.set_level(logging.WARNING)
     result = run_eval(
         tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[in_c]", f"roots.in_c={tmp_path}/in_c"]
     )
+    # one class of the 1000: one warning for the set (it was one per folder, 95) and its count
+    assert caplog.text.count("its numbers are not the benchmark's") == 1
+    assert result["sets"]["in_c"]["classes"] == 1 == result["sets"]["in_c_extra"]["classes"]
 
     def by_hand(corruptions, offset):
         ce = {}

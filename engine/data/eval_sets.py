@@ -42,6 +42,7 @@ __all__ = [
     "EvalSet",
     "LabeledImageFolder",
     "imagenet_subset_indices",
+    "warn_if_incomplete",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -120,12 +121,25 @@ EVAL_SETS: dict[str, EvalSet] = {
 }
 
 
+def warn_if_incomplete(spec: EvalSet, root: str | Path, class_count: int) -> None:
+    """Warn when a folder of ``spec``'s set holds fewer classes than the set has."""
+    if class_count < spec.class_count:
+        _logger.warning(
+            "%s: %s has images of %d of the set's %d classes: its numbers are not the benchmark's",
+            spec.title,
+            root,
+            class_count,
+            spec.class_count,
+        )
+
+
 class LabeledImageFolder(Dataset):
     """``root/<class folder>/<image>`` with labels from :meth:`EvalSet.label_of`.
 
     Files other than images and non-directories at the top level (e.g. ImageNet-A's
     ``README.txt``) are ignored; a class folder unknown to the set is an error, fewer class
-    folders than the set has a warning.
+    folders than the set has a warning (unless ``warn_incomplete`` is false: the caller warns
+    once for a set made of many folders, such as ImageNet-C).
 
     Attributes:
         samples: ``(image path, label)`` pairs.
@@ -142,6 +156,7 @@ class LabeledImageFolder(Dataset):
         root: str | Path,
         spec: EvalSet,
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        warn_incomplete: bool = True,
     ) -> None:
         self.root, self.spec, self.transform = Path(root), spec, transform
         if not self.root.is_dir():
@@ -175,15 +190,8 @@ class LabeledImageFolder(Dataset):
                 f"{spec.title}: no images under {self.root}{hint}; expected {spec.layout}"
             )
         self.class_count = len({label for _, label in self.samples})
-        if self.class_count < spec.class_count:
-            _logger.warning(
-                "%s: %s has images of %d of the set's %d classes: its numbers are not the "
-                "benchmark's",
-                spec.title,
-                self.root,
-                self.class_count,
-                spec.class_count,
-            )
+        if warn_incomplete:
+            warn_if_incomplete(spec, self.root, self.class_count)
 
     def __len__(self) -> int:
         return len(self.samples)

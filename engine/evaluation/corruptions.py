@@ -300,7 +300,8 @@ def imagenet_c_folder(
         )
 
     def dataset_for(corruption: str, severity: int) -> Dataset:
-        return LabeledImageFolder(Path(root) / corruption / str(severity), spec, transform)
+        folder = Path(root) / corruption / str(severity)
+        return LabeledImageFolder(folder, spec, transform, warn_incomplete=False)
 
     return dataset_for
 
@@ -313,6 +314,6 @@ def corrupted_folder(
 
     def dataset_for(corruption: str, severity: int) -> Dataset:
         made = corrupted_transform(transform, CorruptImage(corruption, severity, seed), input_size)
-        return LabeledImageFolder(root, EVAL_SETS["in1k"], made)
+        return LabeledImageFolder(root, EVAL_SETS["in1k"], made, warn_incomplete=False)
 
     return dataset_for

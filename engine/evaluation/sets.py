@@ -29,7 +29,12 @@ from engine.checkpoint.models import LoadedModel
 from engine.config import ConfigError
 from engine.config.checks import close_matches, fail
 from engine.data.datasets import BUILTIN_KINDS, DATASETS
-from engine.data.eval_sets import EVAL_SETS, IMAGENET_CLASSES, LabeledImageFolder
+from engine.data.eval_sets import (
+    EVAL_SETS,
+    IMAGENET_CLASSES,
+    LabeledImageFolder,
+    warn_if_incomplete,
+)
 from engine.evaluation.accuracy import EvalContext
 from engine.evaluation.corruptions import (
     CORRUPTIONS,
@@ -166,15 +171,28 @@ def _check_corruptions(c: DictConfig) -> None:
             fail("corruptions.severities", severity, f"expected values from {list(SEVERITIES)}")
 
 
+def _corrupted_set_classes(
+    spec_name: str, root: Any, dataset_for: Callable, c: DictConfig
+) -> int | None:
+    """The classes of a corrupted set's first folder (every folder lists the same), with one
+    warning for the set when they are fewer than its benchmark's (not one per folder)."""
+    names = [*c.names, *c.extra]
+    if not names or not c.severities:
+        return None
+    classes = dataset_for(names[0], c.severities[0]).class_count
+    warn_if_incomplete(EVAL_SETS[spec_name], root, classes)
+    return classes
+
+
 def _imagenet_c(job: EvalJob) -> dict[str, Any]:
     _check_imagenet_labels(job, "in_c")
     c = job.cfg.corruptions
     _check_corruptions(c)
     transform = imagenet_c_transform(job.transform, job.resolution)
-    dataset_for = imagenet_c_folder(
-        job.cfg.roots.in_c, transform, [*c.names, *c.extra], c.severities
-    )
-    return _corruption_groups(job, "in_c", dataset_for, {})
+    names = [*c.names, *c.extra]
+    dataset_for = imagenet_c_folder(job.cfg.roots.in_c, transform, names, c.severities)
+    classes = _corrupted_set_classes("in_c", job.cfg.roots.in_c, dataset_for, c)
+    return _corruption_groups(job, "in_c", dataset_for, {"classes": classes})
 
 
 def _corrupt(job: EvalJob) -> dict[str, Any]:
@@ -182,7 +200,10 @@ def _corrupt(job: EvalJob) -> dict[str, Any]:
     c = job.cfg.corruptions
     _check_corruptions(c)
     dataset_for = corrupted_folder(c.root, job.transform, c.seed, job.resolution)
-    return _corruption_groups(job, "corrupt", dataset_for, {"root": str(c.root)})
+    classes = _corrupted_set_classes("in1k", c.root, dataset_for, c)
+    return _corruption_groups(
+        job, "corrupt", dataset_for, {"root": str(c.root), "classes": classes}
+    )
 
 
 def throughput_amp(name: str | None, device: torch.device) -> str | None:

@@ -84,6 +84,12 @@ def test_a_summary_over_all_19_corruptions_has_no_mce():
     assert len(summary["ce"]) == 19 and len(summary["mean_errors"]) == 19
 
 
+class _Folder(tuple):
+    """Stands for a corrupted folder of all 1000 classes."""
+
+    class_count = 1000
+
+
 class _AlexNetLikeContext:
     """Top-1 such that every benchmark corruption has a CE of 100 and every extra one 50."""
 
@@ -105,7 +111,7 @@ def test_corrupt_set_gives_mce_over_the_15_and_the_4_extra_apart(tmp_path, monke
 
     cfg = compose_eval(tmp_path, ["checkpoint=unused.pt", "sets=[corrupt]"])
     monkeypatch.setattr(
-        sets, "corrupted_folder", lambda root, transform, seed, size: lambda c, s: (c, s)
+        sets, "corrupted_folder", lambda root, transform, seed, size: lambda c, s: _Folder((c, s))
     )
     context = _AlexNetLikeContext()
     loaded = SimpleNamespace(model=torch.nn.Identity(), classes=None)  # (no labels to check)
