@@ -212,7 +212,7 @@ def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
         example = value if isinstance(value, str | int | float) else "a,b"
         expected = _KIND_EXPECTED[kind].format(value=example)
         if kind == "number" and isinstance(default, int) and not isinstance(default, bool):
-            expected = "expected an integer"  # (the default is one: epochs, batch sizes, ...)
+            expected += f", like its default {default}"  # (an integer: epochs, a batch size)
         raise ConfigError(f"{key}={value!r} is invalid: {expected}")
     if kind == "mapping" and (new := [k for k in value if k not in default]):
         if not _is_free_form(default):

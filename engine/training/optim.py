@@ -56,14 +56,17 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
         optimizer = create_optimizer_v2(
             groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs
         )
-    except TypeError as error:  # a keyword the optimizer does not take
+    except TypeError as error:  # a keyword the optimizer does not take, or one given twice
         taken = [k for k in kwargs if f"'{k}'" in str(error)]
         if not taken:
             raise
-        raise ConfigError(
-            f"optimizer.kwargs.{taken[0]}={kwargs[taken[0]]!r} is invalid: the {cfg.opt} "
-            f"optimizer does not take it ({error})"
-        ) from None
+        key = taken[0]
+        reason = (
+            f"optimizer.{key} sets it; set that key instead"
+            if "multiple values" in str(error)
+            else f"the {cfg.opt} optimizer does not take it ({error})"
+        )
+        raise ConfigError(f"optimizer.kwargs.{key}={kwargs[key]!r} is invalid: {reason}") from None
     _logger.info(
         "optimizer %s, lr %.3g (base %.3g at batch %d, effective batch %d)",
         cfg.opt,

@@ -80,3 +80,6 @@ def test_a_keyword_the_optimizer_does_not_take_is_one_config_error(tmp_path):
         r"not take it \(.*unexpected keyword argument 'bettas'\)",
     ):
         build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer, 64)
+    cfg = compose_train(tmp_path, ["+optimizer.kwargs.lr=0.1"])  # given twice: name the key
+    with pytest.raises(ConfigError, match=r"kwargs\.lr=0\.1 is invalid: optimizer\.lr sets it"):
+        build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer, 64)
