@@ -94,7 +94,7 @@ def test_imagenet_v2_folders_are_class_numbers_not_sorted_text(tmp_path, stub_ch
 
 
 def test_imagenet_v2_in_its_older_wnid_folders_reads_the_same_labels(tmp_path, stub_checkpoint):
-    # (the -format-val archives name folders by wnid; they were refused as not class folders)
+    # (copies with wnid-named class folders were refused as not class folders)
     samples = [("2", 2), ("10", 10), ("999", 999), ("10", 11)]
     write_folder(tmp_path / "v2", [(WNIDS[int(folder)], code) for folder, code in samples])
     result = run_eval(

@@ -16,7 +16,7 @@ set             layout                                   labels / logits
 
 Labels come from the folder's *name* (never its position in a sorted listing), so a subset of
 the class folders is labelled correctly and ImageNet-V2's numeric folders are not sorted as text
-(its older ``-format-val`` archives, with wnid folders, read too). A folder with fewer classes
+(copies with wnid-named class folders read too). A folder with fewer classes
 than its set is scored with a warning: the number is then not the benchmark's. The 200-class masks
 of ImageNet-A/R are the published index lists shipped with timm.
 """
@@ -90,7 +90,7 @@ class EvalSet:
         """Class folder name -> label (``None`` for a folder that is not a class of this set)."""
         wnids = ImageNetInfo().label_names()
         index = {wnid: i for i, wnid in enumerate(wnids)}
-        if self.name == "in_v2":  # numbered folders; wnids in the older -format-val archives
+        if self.name == "in_v2":  # numbered folders; wnid-named ones in some copies
             return lambda f: int(f) if f.isdigit() and int(f) < IMAGENET_CLASSES else index.get(f)
         if self.class_subset is None:
             return index.get
