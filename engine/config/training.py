@@ -25,9 +25,12 @@ from engine.config.checks import (
     number_at_least,
     one_of,
 )
-from engine.training.ema import SHARED_POSITION_AVERAGING
 
-__all__ = ["resolve_update_freq", "validate_train_config"]
+__all__ = ["SHARED_POSITION_AVERAGING", "resolve_update_freq", "validate_train_config"]
+
+# trainer.ema.shared_positions (engine/training/ema.py): how often a shared position set is
+# averaged per update
+SHARED_POSITION_AVERAGING = ("once", "per_layer")
 
 _logger = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 import dcls
+from engine.config.training import SHARED_POSITION_AVERAGING
 
-__all__ = ["SHARED_POSITION_AVERAGING", "PerLayerPositionEma", "build_ema"]
-
-SHARED_POSITION_AVERAGING = ("once", "per_layer")
+__all__ = ["PerLayerPositionEma", "build_ema"]
 
 
 class PerLayerPositionEma(ModelEmaV3):
