@@ -176,7 +176,8 @@ def _time_candidates(
     dropped (its warm-up time is reported): a slow candidate is not run again and again. A
     candidate that raises in any of its runs (out of memory, a kernel that fails to compile) is
     not run again and left out, with a warning; if every candidate raises, the first error is
-    raised.
+    raised. An error of ``"direct"`` (``F.conv``) other than running out of memory is the
+    problem's own (a kernel larger than the padded input): raised, not left out.
     """
     failed: dict[str, Exception] = {}
 
@@ -202,6 +203,9 @@ def _time_candidates(
     }
     times = time_interleaved(runs, TRIAL_REPEATS, device)
     seconds = warm | {name: statistics.median(values) for name, values in times.items()}
+    direct_error = failed.get("direct")
+    if direct_error is not None and not isinstance(direct_error, torch.OutOfMemoryError):
+        raise direct_error
     for name, error in failed.items():  # in the warm-up or a timed round: not timed, not chosen
         _logger.warning(
             "conv_algorithm='auto': %s left out for %s, it raised %s: %s",

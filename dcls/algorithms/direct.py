@@ -46,7 +46,12 @@ def channels_last(
     padding: str | list[int],
     groups: int,
 ) -> Tensor:
-    """:func:`direct` on ``input`` and ``kernel`` in channels-last memory format."""
+    """:func:`direct` on ``input`` and ``kernel`` in channels-last memory format; strided
+    problems as they come (oneDNN computes some strided channels-last convolutions wrongly on
+    the CPU: bf16 depthwise with a channel multiplier and one output column, or a one-channel
+    kernel whose layout was permuted; found by fuzzing, up to 1e37 of uninitialised memory)."""
+    if any(s != 1 for s in stride):
+        return direct(input, kernel, bias, stride, padding, groups)
     return direct(to_channels_last(input), to_channels_last(kernel), bias, stride, padding, groups)
 
 

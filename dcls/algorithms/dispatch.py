@@ -108,7 +108,9 @@ def _apply_kernel(
             return channels_last(input, kernel, bias, stride, padding, groups)
         return direct(input, kernel, bias, stride, padding, groups)
     else:
-        if algorithm == "auto":
+        if input.numel() == 0:  # an empty batch: F.conv's shapes and (zero) gradients
+            algorithm = "direct"
+        elif algorithm == "auto":
             algorithm = resolve_auto(input, kernel, bias, stride, padding, groups, _run)
         elif algorithm == "split" and torch.jit.is_tracing():
             algorithm = "channels_last"

@@ -576,3 +576,50 @@ def test_triton_is_refused_for_what_it_cannot_do():
         dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, stride=2, groups=4, conv_algorithm="triton")
     with pytest.raises(ValueError, match=r"'triton' needs in_channels == groups"):
         dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, groups=2, conv_algorithm="triton")
+
+
+# ---- found by differential fuzzing against F.conv (every algorithm, random layers) -------------
+
+
+def test_a_kernel_larger_than_the_padded_input_is_an_error_for_fft_and_auto():
+    # ("fft" returned an empty output, or a narrow() error; "auto" left "direct" out for its
+    # error and returned fft's empty output)
+    x = torch.randn(1, 1, 2)
+    fft = dcls.Dcls1d(1, 1, 1, dilated_kernel_size=3, conv_algorithm="fft")
+    with pytest.raises(ValueError, match=r"leaves no output for input sizes \(2,\) and kernel"):
+        fft(x)
+    auto.clear_auto_cache()
+    layer = dcls.Dcls1d(1, 1, 1, dilated_kernel_size=3, conv_algorithm="auto")
+    with pytest.raises(RuntimeError, match=r"Kernel size can't be greater than actual input"):
+        layer(x)
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "channels_last", "fft", "split", "auto"])
+def test_an_empty_batch_gives_an_empty_output_and_zero_gradients(algorithm):
+    # ("fft": an MKL error; "split": "non-positive groups" in the backward)
+    layer = dcls.Dcls2d(2, 2, 2, dilated_kernel_size=3, padding=1, groups=2)
+    layer.conv_algorithm = algorithm
+    x = torch.randn(0, 2, 6, 6, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    assert out.shape == (0, 2, 6, 6) and x.grad.shape == x.shape
+    assert torch.count_nonzero(layer.weight.grad) == 0 and torch.count_nonzero(layer.P.grad) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "dtype", "size"),
+    [
+        (dict(in_channels=1, out_channels=1, stride=(1, 3), dilated_kernel_size=(4, 5),
+              learnable_dims=(1,)), torch.float32, (6, 6)),  # a permuted one-channel kernel
+        (dict(in_channels=3, out_channels=6, stride=(1, 2), dilated_kernel_size=(3, 4),
+              groups=3), torch.bfloat16, (5, 4)),  # multiplier 2, one output column
+    ],
+)  # fmt: skip
+def test_channels_last_equals_direct_on_strided_problems_onednn_gets_wrong(kwargs, dtype, size):
+    # (oneDNN returned uninitialised memory, up to 1e37, for these channels-last convolutions)
+    torch.manual_seed(0)
+    reference = dcls.Dcls2d(kernel_count=2, dtype=dtype, **kwargs)
+    layer = dcls.Dcls2d(kernel_count=2, dtype=dtype, conv_algorithm="channels_last", **kwargs)
+    layer.load_state_dict(reference.state_dict())
+    x = torch.randn(2, kwargs["in_channels"], *size, dtype=dtype)
+    torch.testing.assert_close(layer(x), reference(x))
