@@ -5,19 +5,23 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import re
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from engine.amp import AMP_CHOICES, amp_device_note
 
 __all__ = [
     "CLOSE_MATCHES",
     "DEVICES",
+    "REFUSED_ARGUMENT",
     "ConfigError",
     "InputError",
+    "call_with_config_kwargs",
     "check_amp_and_device",
     "check_signal_names",
     "close_matches",
@@ -108,6 +112,47 @@ def one_of(cfg: Any, prefix: str | None, key: str, choices: tuple) -> None:
     value = cfg.get(key)
     if value not in choices:
         fail(_key(prefix, key), value, f"expected one of {', '.join(map(repr, choices))}")
+
+
+# Python's message for a keyword a call's signature refuses
+REFUSED_ARGUMENT = re.compile(
+    r"(?:unexpected keyword argument|multiple values for argument) '(\w+)'"
+)
+
+
+def call_with_config_kwargs(
+    factory: Callable[..., Any],
+    fixed: Mapping[str, Any],
+    kwargs: Mapping[str, Any] | None,
+    key: str,
+    set_by: Mapping[str, str],
+    what: str,
+    *args: Any,
+) -> Any:
+    """``factory(*args, **fixed, **kwargs)``, where ``kwargs`` are the free keywords of the config
+    key ``key`` (``optimizer.kwargs``): a keyword that ``fixed`` already passes, or one the factory
+    refuses, is a :class:`ConfigError` naming ``key.<name>`` (it was a TypeError traceback).
+
+    Args:
+        set_by: for each keyword of ``fixed``, the config key that sets it (for the message).
+        what: the factory in words, for the message (``"the adamw optimizer"``).
+    """
+    if isinstance(kwargs, DictConfig):
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)  # lists as lists
+    if not isinstance(kwargs, Mapping | None):
+        fail(key, kwargs, "expected a mapping of keyword: value, like {}")
+    kwargs = dict(kwargs or {})
+    for name, value in kwargs.items():
+        if name in fixed:
+            setter = set_by.get(name, "the training loop")
+            fail(f"{key}.{name}", value, f"{setter} sets it; set that key instead")
+    try:
+        return factory(*args, **fixed, **kwargs)
+    except TypeError as error:  # a keyword the factory, or what it builds, does not take
+        refused = REFUSED_ARGUMENT.search(str(error))
+        if refused is None or refused[1] not in kwargs:
+            raise
+        fail(f"{key}.{refused[1]}", kwargs[refused[1]], f"{what} does not take it ({error})")
 
 
 UNCATCHABLE_SIGNALS = ("SIGKILL", "SIGSTOP")

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from engine.config.checks import ConfigError, InputError
+from engine.config.checks import REFUSED_ARGUMENT, ConfigError, InputError
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -131,7 +131,7 @@ def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> 
                 f"model._target_={cfg.get('_target_')!r} is invalid: it does not import "
                 f"({reason}); is its module on PYTHONPATH?"
             ) from error
-        refused = _REFUSED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
+        refused = REFUSED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
         if refused and refused[1] in cfg:  # a key of the config (other names: maybe a bug)
             prefix = (key_prefix or {}).get(refused[1], "model.")
             raise ConfigError(
@@ -140,12 +140,6 @@ def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> 
         if isinstance(cause, ValueError):
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
         raise
-
-
-# Python's message for a keyword a call's signature refuses
-_REFUSED_ARGUMENT = re.compile(
-    r"(?:unexpected keyword argument|multiple values for argument) '(\w+)'"
-)
 
 
 def run_entry_point(run: Callable[[], T], logger: logging.Logger) -> T:

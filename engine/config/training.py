@@ -51,8 +51,8 @@ BAD_IMAGE_POLICIES = ("skip", "fail")
 RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
-# timm's create_scheduler_v2 names (timm 1.0)
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "wsd", "rsqrt")
+# timm's create_scheduler_v2 names (timm 1.0) but "plateau", which steps once per epoch on a metric
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt")
 PREEMPTION_RESERVED_CODES = (0, 1, 2, 130)  # success, failure, bad input, Ctrl-C
 TIMM_BUILDER = "timm.create_model"  # the model group's _target_ (a model of one's own: another)
 MAX_SEED = 2**31 - 1  # NumPy's seeds are 32-bit, and rank r seeds with seed + r
@@ -222,6 +222,13 @@ def _check_optimizer(cfg: Any) -> None:
 
 
 def _check_scheduler(cfg: Any, epochs: int) -> None:
+    if cfg.get("sched") == "plateau":
+        fail(
+            "scheduler.sched",
+            "plateau",
+            "the schedules here are stepped per optimizer update, and timm's plateau schedule "
+            f"only per epoch; expected one of {', '.join(SCHEDULERS)}",
+        )
     if cfg.get("sched") not in SCHEDULERS:
         hint = close_matches(str(cfg.get("sched")), SCHEDULERS)
         expected = f"expected one of timm's {', '.join(SCHEDULERS)}; {hint}".rstrip("; ")

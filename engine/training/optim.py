@@ -16,7 +16,7 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from torch import nn
 
 import dcls
-from engine.config.checks import ConfigError
+from engine.config.checks import call_with_config_kwargs
 
 __all__ = ["build_optimizer", "positions_lr", "scaled_lr", "schedule_lr"]
 
@@ -51,22 +51,15 @@ def build_optimizer(model: nn.Module, cfg: Any, effective_batch_size: int) -> to
         positions_weight_decay=cfg.positions.weight_decay,
         base_groups=base_groups,
     )  # no per-group "lr": timm's schedulers start from the optimizer's lr times "lr_scale"
-    kwargs = dict(cfg.get("kwargs") or {})
-    try:
-        optimizer = create_optimizer_v2(
-            groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs
-        )
-    except TypeError as error:  # a keyword the optimizer does not take, or one given twice
-        taken = [k for k in kwargs if f"'{k}'" in str(error)]
-        if not taken:
-            raise
-        key = taken[0]
-        reason = (
-            f"optimizer.{key} sets it; set that key instead"
-            if "multiple values" in str(error)
-            else f"the {cfg.opt} optimizer does not take it ({error})"
-        )
-        raise ConfigError(f"optimizer.kwargs.{key}={kwargs[key]!r} is invalid: {reason}") from None
+    optimizer = call_with_config_kwargs(
+        create_optimizer_v2,
+        {"opt": cfg.opt, "lr": lr, "weight_decay": cfg.weight_decay},
+        cfg.get("kwargs"),
+        "optimizer.kwargs",
+        {"opt": "optimizer.opt", "lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay"},
+        f"the {cfg.opt} optimizer",
+        groups,
+    )
     _logger.info(
         "optimizer %s, lr %.3g (base %.3g at batch %d, effective batch %d)",
         cfg.opt,

@@ -16,7 +16,7 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 import dcls
-from engine.config.checks import ConfigError
+from engine.config.checks import ConfigError, call_with_config_kwargs
 
 __all__ = ["DclsSchedule", "EpochPolicy", "build_scheduler"]
 
@@ -40,12 +40,16 @@ def build_scheduler(
         cfg: ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr`` and ``warmup_prefix``
             (``true``: the cosine starts after the warm-up and spans the remaining epochs;
             ``false``: timm's default, the cosine spans all ``epochs`` from update 0 and the
-            warm-up runs inside it).
+            warm-up runs inside it), and ``kwargs``: more keywords of ``create_scheduler_v2``
+            (``decay_epochs`` and ``decay_rate`` for ``step``, ``decay_milestones`` for
+            ``multistep``, ``cycle_*``, ``k_decay``...), in epochs; the schedule is stepped per
+            update.
         epochs: the run's length.
         updates_per_epoch: optimizer updates per epoch.
 
     Raises:
         ValueError: if ``warmup_prefix`` leaves no epoch after the warm-up.
+        ConfigError: on a ``kwargs`` keyword that another key sets or timm does not take.
     """
     peak = optimizer.defaults["lr"]
     if cfg.min_lr > peak:  # a warning: a tiny debug batch scales the peak below the default
@@ -64,16 +68,28 @@ def build_scheduler(
             "run after the warm-up (scheduler.warmup_prefix=true); expected fewer warm-up epochs "
             "than trainer.epochs"
         )
-    scheduler, _ = create_scheduler_v2(
+    scheduler, _ = call_with_config_kwargs(
+        create_scheduler_v2,
+        {
+            "sched": cfg.sched,
+            "num_epochs": schedule_epochs,
+            "warmup_epochs": cfg.warmup_epochs,
+            "warmup_lr": cfg.warmup_lr,
+            "min_lr": cfg.min_lr,
+            "warmup_prefix": warmup_prefix,
+            "step_on_epochs": False,
+            "updates_per_epoch": updates_per_epoch,
+        },
+        cfg.get("kwargs"),
+        "scheduler.kwargs",
+        {
+            "sched": "scheduler.sched",
+            "num_epochs": "trainer.epochs",
+            **{key: f"scheduler.{key}" for key in ("warmup_epochs", "warmup_lr", "min_lr")},
+            "warmup_prefix": "scheduler.warmup_prefix",
+        },
+        "timm.scheduler.create_scheduler_v2",
         optimizer,
-        sched=cfg.sched,
-        num_epochs=schedule_epochs,
-        warmup_epochs=cfg.warmup_epochs,
-        warmup_lr=cfg.warmup_lr,
-        min_lr=cfg.min_lr,
-        warmup_prefix=warmup_prefix,
-        step_on_epochs=False,
-        updates_per_epoch=updates_per_epoch,
     )
     return scheduler
 

@@ -98,6 +98,11 @@ ROOT = Path(__file__).resolve().parents[3]
             ["scheduler.sched=cosin"],
             r"scheduler\.sched='cosin' is invalid: expected one of timm's .*close matches: cosine",
         ),
+        (  # timm's plateau schedule steps per epoch: an AssertionError in create_scheduler_v2
+            ["scheduler.sched=plateau"],
+            r"scheduler\.sched='plateau' is invalid: the schedules here are stepped per "
+            r"optimizer update",
+        ),
         (["trainer.preemption.signals=[SIGKILL]"], r"SIGKILL and SIGSTOP cannot be caught"),
         (["trainer.preemption.exit_code=2"], r"exit_code=2 is invalid: .* other than 0"),
         (["data.max_shift=-1"], r"data\.max_shift=-1 is invalid: expected an integer in \[0, 16\)"),

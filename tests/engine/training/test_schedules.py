@@ -123,6 +123,58 @@ def test_a_warmup_prefix_as_long_as_the_run_is_refused(tmp_path):
         build_scheduler(optimizer, cfg.scheduler, 15, 10)
 
 
+@pytest.mark.parametrize(
+    ("sched", "kwargs", "decays_at"),
+    [
+        ("step", ["+scheduler.kwargs.decay_epochs=4", "+scheduler.kwargs.decay_rate=0.5"], [4, 8]),
+        ("multistep", ["+scheduler.kwargs.decay_milestones=[3,7]"], [3, 7]),
+    ],
+)
+def test_step_schedules_decay_where_scheduler_kwargs_say(tmp_path, sched, kwargs, decays_at):
+    """``step`` and ``multistep`` took timm's defaults (decay at epoch 90 / 90, 180, 270), so
+    they never decayed in a shorter run; their keywords come through ``scheduler.kwargs``, in
+    epochs, for a schedule stepped per update."""
+    overrides = [f"scheduler.sched={sched}", "scheduler.warmup_epochs=0", *kwargs]
+    cfg = compose_train(tmp_path, overrides)
+    per_epoch = 10
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, 12, per_epoch)
+    lrs = [_lr_at(optimizer, scheduler, epoch * per_epoch) for epoch in range(12)]
+    rate = 0.5 if sched == "step" else 0.1
+    first, second = decays_at
+    expected = [1.0] * first + [rate] * (second - first) + [rate**2] * (12 - second)
+    assert lrs == pytest.approx(expected)
+    middle_before = first * per_epoch - per_epoch // 2  # per update: not an epoch early
+    assert _lr_at(optimizer, scheduler, middle_before) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+scheduler.kwargs.min_lr=0.1",
+            r"scheduler\.kwargs\.min_lr=0\.1 is invalid: scheduler\.min_lr sets it",
+        ),
+        (
+            "+scheduler.kwargs.num_epochs=5",
+            r"scheduler\.kwargs\.num_epochs=5 is invalid: trainer\.epochs sets it",
+        ),
+        (
+            "+scheduler.kwargs.decay_epoch=5",
+            r"scheduler\.kwargs\.decay_epoch=5 is invalid: timm\.scheduler\.create_scheduler_v2 "
+            r"does not take it \(.*unexpected keyword argument 'decay_epoch'\)",
+        ),
+    ],
+)
+def test_a_scheduler_keyword_set_elsewhere_or_unknown_is_one_config_error(
+    tmp_path, override, message
+):
+    cfg = compose_train(tmp_path, [override])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ConfigError, match=message):
+        build_scheduler(optimizer, cfg.scheduler, 15, 10)
+
+
 def _recipe_dcls_schedule(tmp_path) -> DclsSchedule:
     cfg = compose_train(tmp_path, ["experiment=convnext_tiny_dcls_in1k"])
     return DclsSchedule(cfg.trainer)
