@@ -53,7 +53,8 @@ CONFIGS = Path(CONFIG_DIR)
         (
             ["+trainer.epocs=3"],
             r"\+trainer\.epocs is invalid: no key 'epocs' in trainer; close "
-            r"matches: trainer\.epochs.*free-form mappings \(model, optimizer\.kwargs, scheduler\.kwargs\)",
+            r"matches: trainer\.epochs.*free-form mappings "
+            r"\(model, optimizer\.kwargs, scheduler\.kwargs\)",
         ),
         (["+foo=1"], r"\+foo is invalid: no such top-level key"),
         # A value of another kind than its key's default: text where true/false belongs would
