@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from engine.config.checks import DEVICES, resolve_device
-
 __all__ = [
+    "DEVICES",
     "DistInfo",
     "DistributedFaultError",
     "all_gather_objects",
@@ -23,9 +22,20 @@ __all__ = [
     "cleanup",
     "describe_fault",
     "init_distributed",
+    "resolve_device",
     "roll_call",
     "set_determinism",
 ]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA where a GPU is visible, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
 
 ROLL_CALL_S = 5.0  # after a failed collective: how long survivors wait for each other's answer
 

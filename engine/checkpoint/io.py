@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from engine.config.checks import InputError
+from engine.errors import InputError
 
 __all__ = [
     "LAST",

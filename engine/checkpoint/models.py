@@ -28,9 +28,9 @@ from torch import nn
 
 import models  # noqa: F401  (registers the DCLS variants)
 from engine.checkpoint.io import CheckpointMismatchError, load_checkpoint, load_model_state
-from engine.config.checks import InputError
 from engine.config.entry import instantiate_model, model_label
 from engine.config.evaluation import WEIGHTS
+from engine.errors import InputError
 
 __all__ = [
     "CheckpointMismatchError",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint.io import load_model_state
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 __all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
 

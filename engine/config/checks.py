@@ -1,19 +1,21 @@
-"""The errors every entry point reports in one line, and the small checks both configs use."""
+"""The small checks both configs use, raising the one-line errors of :mod:`engine.errors`
+(re-exported here)."""
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from engine.amp import AMP_CHOICES, amp_device_note
+from engine.distributed import DEVICES, resolve_device
+from engine.errors import CLOSE_MATCHES, ConfigError, InputError, close_matches, fail
 
 __all__ = [
     "CLOSE_MATCHES",
@@ -35,28 +37,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
-CLOSE_MATCHES = 3  # suggestions for a mistyped name
-
-
-class InputError(ValueError):
-    """Bad input from the user (a config value, a file, a folder): the entry points print its
-    one-line message and exit with status 2, without a traceback."""
-
-
-class ConfigError(InputError):
-    """An invalid config value; the message is one line: key, value, what is allowed."""
-
-
-def fail(key: str, value: Any, allowed: str) -> NoReturn:
-    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def close_matches(name: str, candidates: Iterable[str]) -> str:
-    """``"close matches: a, b"`` for a mistyped ``name``, or ``""``."""
-    close = difflib.get_close_matches(str(name), list(candidates), n=CLOSE_MATCHES, cutoff=0.6)
-    return f"close matches: {', '.join(close)}" if close else ""
 
 
 def _key(prefix: str | None, key: str) -> str:
@@ -166,13 +146,6 @@ def check_signal_names(names: Iterable[str], key: str = "trainer.preemption.sign
             fail(key, name, "expected signal names like SIGTERM, SIGUSR1, SIGINT")
         if str(name) in UNCATCHABLE_SIGNALS:
             fail(key, name, "SIGKILL and SIGSTOP cannot be caught; expected e.g. SIGTERM, SIGUSR1")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA where a GPU is visible, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def check_amp_and_device(amp: Any, device: Any, prefix: str | None) -> None:

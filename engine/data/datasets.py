@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from engine.config.checks import ConfigError, InputError
 from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo
+from engine.errors import ConfigError, InputError
 
 __all__ = [
     "BUILTIN_KINDS",

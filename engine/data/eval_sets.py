@@ -34,8 +34,8 @@ from PIL import Image
 from timm.data import ImageNetInfo
 from torch.utils.data import Dataset
 
-from engine.config.checks import InputError
 from engine.data.image_folder import BAD_IMAGE_ERRORS
+from engine.errors import InputError
 
 __all__ = [
     "EVAL_SETS",

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 from timm.data import ImageDataset
 
-from engine.config.checks import InputError
+from engine.errors import InputError
 
 __all__ = ["BAD_IMAGE_ERRORS", "BadImageError", "CheckedImageFolder", "check_image_folder"]
 

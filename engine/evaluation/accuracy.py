@@ -18,11 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from engine.amp import autocast_context
-from engine.config.checks import InputError
 from engine.config.evaluation import TRANSFORM_KEYS
 from engine.data.datasets import usable_workers
 from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo, all_reduce_sum
+from engine.errors import InputError
 
 __all__ = ["EvalContext", "eval_transform", "evaluate"]
 

@@ -26,8 +26,6 @@ from timm.data import ImageNetInfo
 
 from engine.amp import amp_dtype
 from engine.checkpoint.models import LoadedModel
-from engine.config import ConfigError
-from engine.config.checks import close_matches, fail
 from engine.data.datasets import BUILTIN_KINDS, DATASETS
 from engine.data.eval_sets import (
     EVAL_SETS,
@@ -35,6 +33,7 @@ from engine.data.eval_sets import (
     LabeledImageFolder,
     warn_if_incomplete,
 )
+from engine.errors import ConfigError, close_matches, fail
 from engine.evaluation.accuracy import EvalContext
 from engine.evaluation.corruptions import (
     CORRUPTIONS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config.checks import InputError
+from engine.errors import InputError
 from engine.pictures.positions import (
     PositionHistory,
     SetPicture,

@@ -26,7 +26,7 @@ from torch import nn
 
 import dcls
 from engine.checkpoint.io import save_checkpoint
-from engine.config.checks import InputError
+from engine.errors import InputError
 
 __all__ = [
     "HISTORY_DIR",

@@ -16,7 +16,8 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 import dcls
-from engine.config.checks import ConfigError, call_with_config_kwargs
+from engine.config.checks import call_with_config_kwargs
+from engine.errors import ConfigError
 
 __all__ = ["DclsSchedule", "EpochPolicy", "build_scheduler"]
 
