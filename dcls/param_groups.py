@@ -4,7 +4,8 @@ Positions (``P``) and widths (``SIG``) get their own groups: no weight decay, an
 ``lr_scale`` times that of the group they come from (5x in the paper). The ``lr_scale`` key is the
 one timm's schedulers multiply their value by, and it composes with timm's layer-wise decay: pass
 the groups of ``timm.optim.param_groups_layer_decay`` as ``base_groups`` and each position group
-inherits its layer's scale times the position scale.
+inherits its layer's scale times the position scale (positions shared by several layers: the scale
+of the first layer using them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from dcls.conv import DclsPositions
 from dcls.positions import position_sets
 
 __all__ = ["DCLS_GROUP_KEY", "describe_param_groups", "param_groups"]
@@ -71,7 +73,9 @@ def param_groups(
         no_weight_decay_list: parameter names (wildcards allowed) kept out of decay, added to the
             model's ``no_weight_decay()``; 0-D and 1-D tensors never decay.
         base_groups: groups to refine instead of the default decay/no-decay split, e.g.
-            ``timm.optim.param_groups_layer_decay(model, ...)``; their keys are kept.
+            ``timm.optim.param_groups_layer_decay(model, ...)``; their keys are kept. Shared
+            positions (and widths) join the group of the first layer using them, whichever
+            group their owner's name fell in.
         lr: base learning rate; when given each group also gets ``lr = lr * lr_scale``, so that
             torch schedulers (which scale each group's initial lr) keep the multipliers too.
             Leave it out with timm's schedulers: they multiply by ``lr_scale`` themselves.
@@ -86,17 +90,23 @@ def param_groups(
     sigmas_lr_scale = positions_lr_scale if sigmas_lr_scale is None else sigmas_lr_scale
     if base_groups is None:
         base_groups = _default_groups(model, weight_decay, no_weight_decay_list)
-    groups = []
+    base_groups = list(base_groups)
+    homes = _shared_set_homes(model, base_groups)
+    parts: list[dict[str, list[nn.Parameter]]] = [
+        {"": [], "positions": [], "sigmas": []} for _ in base_groups
+    ]
     for index, group in enumerate(base_groups):
-        name = group.get("name", f"group_{index}")
-        scale = group.get("lr_scale", 1.0)
-        parts: dict[str, list[nn.Parameter]] = {"": [], "positions": [], "sigmas": []}
         for param in group["params"]:
             kind = (
                 "positions" if id(param) in positions else "sigmas" if id(param) in sigmas else ""
             )
-            parts[kind].append(param)
-        for kind, params in parts.items():
+            home = homes.get(id(param), index) if kind else index
+            parts[home][kind].append(param)
+    groups = []
+    for index, group in enumerate(base_groups):
+        name = group.get("name", f"group_{index}")
+        scale = group.get("lr_scale", 1.0)
+        for kind, params in parts[index].items():
             if not params:
                 continue
             new = {**group, "name": name, "params": params, "lr_scale": scale}
@@ -111,6 +121,24 @@ def param_groups(
                 new["lr"] = lr * new["lr_scale"]
             groups.append(new)
     return groups
+
+
+def _shared_set_homes(model: nn.Module, base_groups: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """``id`` of each shared ``P`` and ``SIG`` -> the index of the base group holding the weight
+    of the first layer using them: a shared set takes that layer's learning-rate scale, wherever
+    its owner (``stages.0.dcls_positions``) falls in a layer-wise grouping (timm's group matchers
+    do not know the owner's name: it landed in the top group, at the head's scale)."""
+    group_of = {id(p): index for index, group in enumerate(base_groups) for p in group["params"]}
+    homes = {}
+    for entry in position_sets(model):
+        if not isinstance(entry.owner, DclsPositions) or not entry.layers:
+            continue
+        weight = model.get_submodule(entry.layers[0]).weight
+        if id(weight) in group_of:
+            for tensor in (entry.P, entry.SIG):
+                if tensor is not None:
+                    homes[id(tensor)] = group_of[id(weight)]
+    return homes
 
 
 def describe_param_groups(model: nn.Module, groups: Sequence[dict[str, Any]]) -> str:

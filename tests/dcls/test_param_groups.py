@@ -63,6 +63,35 @@ def test_position_scale_survives_layer_decay_and_timm_scheduler():
     assert layer_of_dcls["lr_scale"] < 1.0  # layer decay did apply
 
 
+def test_shared_positions_of_a_converted_timm_model_take_their_first_layers_scale():
+    """A stock timm model converted with shared positions: timm's group matcher does not know
+    ``stages.N.dcls_positions``, which fell in the top group (the head's scale, 15x stage 0's
+    under layer decay 0.8); each set now takes the scale of the first block using it."""
+    import timm
+
+    model = dcls.convert(
+        timm.create_model("convnext_atto"),
+        kernel_count=5,
+        dilated_kernel_size=9,
+        share_key=lambda name: name.split(".blocks.")[0],
+    )
+    base = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.8)
+    groups = dcls.param_groups(model, base_groups=base, positions_lr_scale=5.0)
+    n_params = sum(len(g["params"]) for g in groups)
+    assert n_params == len([p for p in model.parameters() if p.requires_grad])
+    for stage in model.stages:
+        positions = stage.dcls_positions.P
+        first_weight = stage.blocks[0].conv_dw.weight
+        home = next(g for g in groups if any(p is positions for p in g["params"]))
+        layer = next(g for g in groups if any(p is first_weight for p in g["params"]))
+        assert home["lr_scale"] == pytest.approx(5.0 * layer["lr_scale"])
+        assert home["weight_decay"] == 0.0
+    first = next(
+        g for g in groups if any(p is model.stages[0].dcls_positions.P for p in g["params"])
+    )
+    assert first["lr_scale"] < 1.0  # stage 0's, not the head's 5.0
+
+
 def test_position_scale_survives_torch_schedulers():
     model = _model()
     optimizer = torch.optim.AdamW(dcls.param_groups(model, lr=1e-3), lr=1e-3)
