@@ -20,7 +20,14 @@ __all__ = ["fft_conv"]
 
 
 def _fast_size(n: int) -> int:
-    """Smallest ``m >= n`` whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    """Smallest ``m >= n`` whose only prime factors are 2, 3 and 5 (fast FFT lengths).
+
+    Under ``torch.compile`` the size is kept as it is: with dynamic shapes the search would guard
+    on every division, one graph per input size until the recompile limit (and Dynamo does not
+    tell a symbolic size from an int here).
+    """
+    if torch.compiler.is_compiling():
+        return n
     m = n
     rest = 0
     while rest != 1:

@@ -258,6 +258,17 @@ def test_compiles_without_graph_breaks(algorithm, case, monkeypatch):
     assert x.grad is not None and other.P.grad is not None
 
 
+def test_fft_compiles_once_for_inputs_of_many_lengths():
+    """fft's search for a fast FFT length guarded on every division of the symbolic size: one
+    graph per input length, then a hard failure at the recompile limit under fullgraph=True."""
+    layer = dcls.Dcls1d(4, 4, 3, dilated_kernel_size=9, padding=4, groups=4, conv_algorithm="fft")
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    with torch._dynamo.config.patch(recompile_limit=4):
+        for length in range(100, 112):
+            x = torch.randn(2, 4, length)
+            torch.testing.assert_close(compiled(x), layer(x))
+
+
 def _fake_timer(times_by_shape, calls):
     def fake(key, make_run, device):
         calls.append(key)
