@@ -548,7 +548,10 @@ _ARGS_DOC = """
         stride: stride of the convolution. Default: 1.
         padding: ``"valid"``, ``"same"`` (stride 1 only) or ints added to both sides. Default: 0.
         dilated_kernel_size: size ``S`` of the dense kernel the elements live in (the receptive
-            field); along a non-learnable axis, the dense kernel size there. Default: 1.
+            field); along a non-learnable axis, the dense kernel size there. Position 0 is cell
+            ``S // 2``; for an even ``S`` that is the cell after the middle, and ``"same"``
+            (which pads ``(S - 1) // 2`` before, as ``F.conv``) makes it read the input one
+            step after the output's own (use an odd ``S`` for a centred kernel). Default: 1.
         groups: blocked connections from input to output channels. Default: 1.
         bias: add a learnable bias. Default: ``True``.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.

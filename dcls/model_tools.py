@@ -46,31 +46,51 @@ def _is_depthwise_shape(module: nn.Module) -> bool:
     )
 
 
-def _dcls_padding(conv: nn.Module, sizes: tuple[int, ...], name: str) -> str | tuple[int, ...]:
+def _dcls_padding(conv: nn.Module, sizes: tuple[int, ...]) -> str | tuple[int, ...]:
     """Padding that keeps ``conv``'s output size once its kernel is ``sizes``."""
-    if conv.padding in ("same", "valid"):
+    if conv.padding == "same":
         return conv.padding
+    padding = (0,) * len(sizes) if conv.padding == "valid" else conv.padding
     centered = all(
         p == d * (k - 1) // 2
-        for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size, strict=True)
+        for p, d, k in zip(padding, conv.dilation, conv.kernel_size, strict=True)
     )
     if not centered:
         raise ValueError(
-            f"convert: {name} has padding {conv.padding}, not centred on its kernel "
-            f"{conv.kernel_size} (dilation {conv.dilation}); only centred convolutions can be "
-            f"converted"
+            f"its padding {conv.padding!r} is not centred on its kernel {conv.kernel_size} "
+            f"(dilation {conv.dilation}); only centred convolutions can be converted"
         )
     if all(s % 2 == 1 for s in sizes):
         return tuple(s // 2 for s in sizes)
     if all(s == 1 for s in conv.stride):
         return "same"
     raise ValueError(
-        f"convert: dilated_kernel_size {sizes} has an even entry, which cannot keep the output "
-        f"size of the strided {name} (stride {conv.stride}); use odd sizes"
+        f"dilated_kernel_size {sizes} has an even entry, which cannot keep the output size of "
+        f"a convolution of stride {conv.stride}; use odd sizes"
     )
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _owner_module(model: nn.Module, path: str) -> nn.Module:
+    """The module at ``path`` that is to own a shared position set.
+
+    Raises:
+        ValueError: if ``path`` names a container, whose iteration would then include the set,
+            or no module.
+    """
+    try:
+        owner = model.get_submodule(path) if path else model
+    except AttributeError as error:
+        raise ValueError(f"convert: share_key returned {path!r}, not a module: {error}") from None
+    if isinstance(owner, _CONTAINERS):
+        raise ValueError(
+            f"convert: share_key returned {path!r}, a {type(owner).__name__}: positions "
+            f"registered there would be iterated (and called) with its layers; return the path "
+            f"of a non-container module, e.g. the stage's first block"
+        )
+    return owner
 
 
 def _register_owner(model: nn.Module, path: str, positions: DclsPositions) -> None:
@@ -79,17 +99,8 @@ def _register_owner(model: nn.Module, path: str, positions: DclsPositions) -> No
     Every layer sharing the set holds it as a submodule too; the module tree is walked in
     registration order and ``named_parameters()`` names a shared tensor by the first path that
     reaches it, so registering the owner first keeps the names ``<path>.dcls_positions.P``.
-
-    Raises:
-        ValueError: if ``path`` names a container, whose iteration would then include the set.
     """
-    owner = model.get_submodule(path) if path else model
-    if isinstance(owner, _CONTAINERS):
-        raise ValueError(
-            f"convert: share_key returned {path!r}, a {type(owner).__name__}: positions "
-            f"registered there would be iterated (and called) with its layers; return the path "
-            f"of a non-container module, e.g. the stage's first block"
-        )
+    owner = _owner_module(model, path)
     children = list(owner._modules.items())
     owner._modules.clear()
     owner._modules[SHARED_POSITIONS_NAME] = positions
@@ -149,9 +160,11 @@ def convert(
     """Replace matching ``nn.Conv{1,2,3}d`` of ``model`` by DCLS layers, in place.
 
     Stride, groups, bias, padding mode, device and dtype are kept; the padding is chosen so that
-    every output keeps its size. The new layers are freshly initialised (a dense kernel has no
-    positions to inherit); each records the kernel size it replaced as ``replaced_kernel_size``
-    (a plain attribute, e.g. ``(7, 7)``: pictures outline it).
+    every output keeps its size (an even ``dilated_kernel_size`` gets ``"same"``, whose position
+    0 reads one step after the output's own input: see :class:`dcls.Dcls2d`). The new layers are
+    freshly initialised (a dense kernel has no positions to inherit); each records the kernel
+    size it replaced as ``replaced_kernel_size`` (a plain attribute, e.g. ``(7, 7)``: pictures
+    outline it).
 
     Args:
         model: any module.
@@ -168,14 +181,15 @@ def convert(
             (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``).
         position_init_std, sigma_init: initialisation of the positions and widths.
         conv_algorithm: how the new layers apply their kernels (see
-            :data:`dcls.CONV_ALGORITHMS`); ``"fft"`` on a strided convolution raises.
+            :data:`dcls.CONV_ALGORITHMS`).
 
     Returns:
         ``model`` (or the new layer if ``model`` itself matched).
 
     Raises:
-        ValueError: if no convolution matches, one cannot keep its output size, or
-            ``share_key`` names a container.
+        ValueError: naming the convolution, if none matches, one cannot keep its output size or
+            be a DCLS layer of these arguments (``"fft"``, ``"split"`` and ``"triton"`` refuse
+            strided ones), or ``share_key`` names a container; the model is then unchanged.
     """
     targets = {n for n, m in model.named_modules() if filter_fn(n, m)}
     if filter_fn is is_depthwise:
@@ -184,42 +198,37 @@ def convert(
         raise ValueError("convert: filter_fn matched no nn.Conv1d/2d/3d in the model")
     owners: dict[str, DclsPositions] = {}
 
-    def to_dcls(name: str, conv: nn.Module) -> nn.Module | None:
-        if name not in targets:
-            return None
+    def build(name: str, conv: nn.Module) -> nn.Module:
         if type(conv) not in _DCLS_FOR_CONV:
-            raise ValueError(f"convert: {name} is a {type(conv).__name__}, not nn.Conv1d/2d/3d")
+            raise ValueError(f"a {type(conv).__name__}, not nn.Conv1d/2d/3d")
         n = len(conv.kernel_size)
         sizes = as_tuple(dilated_kernel_size, n, "dilated_kernel_size")
         factory_kwargs = {"device": conv.weight.device, "dtype": conv.weight.dtype}
         key = share_key(name) if share_key is not None else None
-        positions = None
-        if key is not None:
-            if key not in owners:
-                owners[key] = DclsPositions(
-                    sizes,
-                    conv.out_channels,
-                    conv.in_channels // conv.groups,
-                    kernel_count,
-                    version,
-                    position_init_std,
-                    sigma_init,
-                    **factory_kwargs,
-                )
-                _register_owner(model, key, owners[key])
-            positions = owners[key]
+        if key is not None and key not in owners:
+            _owner_module(model, key)  # a module that can own them
+            owners[key] = DclsPositions(
+                sizes,
+                conv.out_channels,
+                conv.in_channels // conv.groups,
+                kernel_count,
+                version,
+                position_init_std,
+                sigma_init,
+                **factory_kwargs,
+            )
         layer = _DCLS_FOR_CONV[type(conv)](
             conv.in_channels,
             conv.out_channels,
             kernel_count,
             stride=conv.stride,
-            padding=_dcls_padding(conv, sizes, name),
+            padding=_dcls_padding(conv, sizes),
             dilated_kernel_size=sizes,
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,
             version=version,
-            positions=positions,
+            positions=owners.get(key) if key is not None else None,
             position_init_std=position_init_std,
             sigma_init=sigma_init,
             conv_algorithm=conv_algorithm,
@@ -228,7 +237,19 @@ def convert(
         layer.replaced_kernel_size = tuple(conv.kernel_size)  # (not in the state dict)
         return layer
 
-    model = replace_modules(model, to_dcls)
+    layers: dict[str, nn.Module] = {}
+    for name, conv in model.named_modules():  # every layer built before the model changes
+        if name in targets:
+            try:
+                layers[name] = build(name, conv)
+            except ValueError as error:
+                message = str(error).removeprefix("convert: ")
+                raise ValueError(
+                    f"convert: {name or 'the model'}: {message}; the model is unchanged"
+                ) from None
+    for path, positions in owners.items():
+        _register_owner(model, path, positions)
+    model = replace_modules(model, lambda name, _: layers.get(name))
     _logger.info(
         "convert: %d convolutions -> DCLS (K=%d, S=%s, %s), %d shared position sets",
         len(targets),

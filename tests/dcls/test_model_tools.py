@@ -91,11 +91,44 @@ def test_convert_errors():
     with pytest.raises(ValueError, match="matched no"):
         dcls.convert(nn.Linear(2, 2), kernel_count=3, dilated_kernel_size=7)
     off_centre = nn.Sequential(nn.Conv2d(4, 4, 3, padding=0, groups=4))
-    with pytest.raises(ValueError, match=r"0 has padding \(0, 0\), not centred"):
+    with pytest.raises(ValueError, match=r"convert: 0: its padding \(0, 0\) is not centred"):
         dcls.convert(off_centre, kernel_count=3, dilated_kernel_size=7)
     strided = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4))
-    with pytest.raises(ValueError, match="even entry"):
+    with pytest.raises(ValueError, match=r"convert: 0: dilated_kernel_size .* even entry"):
         dcls.convert(strided, kernel_count=3, dilated_kernel_size=8)
+
+
+def test_convert_refuses_valid_padding_as_it_refuses_padding_0():
+    """``padding="valid"`` was kept: the output shrank by the dilated kernel (14x14 -> 10x10
+    here) although convert keeps every output's size; ``padding=0`` was refused."""
+    valid = nn.Sequential(nn.Conv2d(4, 4, 3, padding="valid", groups=4))
+    with pytest.raises(ValueError, match=r"convert: 0: its padding 'valid' is not centred"):
+        dcls.convert(valid, kernel_count=3, dilated_kernel_size=7)
+    pointwise = nn.Sequential(nn.Conv2d(4, 4, 1, padding="valid", groups=4))  # centred: kept
+    x = torch.randn(1, 4, 16, 16)
+    every_conv = lambda name, module: isinstance(module, nn.Conv2d)  # noqa: E731
+    converted = dcls.convert(pointwise, kernel_count=3, dilated_kernel_size=7, filter_fn=every_conv)
+    assert converted(x).shape == pointwise(x).shape == (1, 4, 16, 16)
+
+
+def test_convert_names_the_layer_it_cannot_convert_and_leaves_the_model_unchanged():
+    """The second conv is strided, which "fft" refuses: the first one was already a DCLS layer
+    and the message named no layer."""
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+            self.second = nn.Conv2d(4, 4, 3, padding=1, groups=4, stride=2)
+
+    model = Two()
+    share = lambda name: ""  # noqa: E731  (one set for the whole model, owned by the root)
+    with pytest.raises(ValueError, match=r"^convert: second: .*stride.*; the model is unchanged$"):
+        dcls.convert(
+            model, kernel_count=3, dilated_kernel_size=7, conv_algorithm="fft", share_key=share
+        )
+    assert [type(m) for m in model.children()] == [nn.Conv2d, nn.Conv2d]
+    assert not any(isinstance(m, dcls.DclsPositions) for m in model.modules())
 
 
 @pytest.mark.parametrize("version", ["bilinear", "gauss", "triangle", "v0"])
