@@ -39,8 +39,23 @@ def channels_last_format(dim: int) -> torch.memory_format | None:
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dim)
 
 
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ...) is running."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def forward_ad_active() -> bool:
+    """Whether forward-mode AD may be asked for: a ``torch.autograd.forward_ad.dual_level``
+    or a ``torch.func`` transform (``jvp``) is running."""
+    return torch.autograd.forward_ad._current_level >= 0 or functorch_active()
+
+
 def to_channels_last(t: Tensor) -> Tensor:
-    """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged."""
+    """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged; unchanged
+    under ``torch.func`` transforms too (``vmap`` cannot change a memory format)."""
+    if functorch_active():
+        return t
     if t.dim() == 4:
         return t.contiguous(memory_format=torch.channels_last)
     if t.dim() == 5:

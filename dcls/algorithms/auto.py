@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from dcls.algorithms._common import autocast_enabled, channels_last_format
+from dcls.algorithms._common import autocast_enabled, channels_last_format, functorch_active
 from dcls.algorithms.triton import triton_available
 from dcls.timing import synchronize, time_interleaved
 
@@ -253,13 +253,6 @@ def _saved_tensor_hooks_active() -> bool:
     return top is not None and top(False) is not None
 
 
-def _functorch_active() -> bool:
-    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ...) is running: a trial's random
-    tensors and ``backward`` are not allowed there."""
-    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
-
-
 def _select(key: ProblemKey, padding: str | list[int], run: Runner, frozen: bool = False) -> str:
     """The cached choice for ``key``: trialled at its first call and once more
     :data:`RECHECK_AFTER` calls later (then final).
@@ -346,7 +339,7 @@ def resolve_auto(
     if (
         torch.compiler.is_compiling()
         or torch.are_deterministic_algorithms_enabled()
-        or _functorch_active()
+        or functorch_active()
     ):
         return _compiled_choice(input, kernel, groups)
     need_grad = torch.is_grad_enabled() and (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dcls.algorithms._common import pad_pairs
+from dcls.algorithms._common import forward_ad_active, pad_pairs
 from dcls.algorithms.auto import resolve_auto
 from dcls.algorithms.direct import channels_last, direct
 from dcls.algorithms.fft import _fft_conv, fft_conv
@@ -99,7 +99,9 @@ def _apply_kernel(
     wrapper nor ``"auto"``'s timed trial: scripted, ``"split"`` runs its forward convolution
     (``"channels_last"``, same values; autograd then differentiates it as usual), ``"triton"``
     and ``"auto"`` run ``"direct"``. Under ``torch.jit.trace`` the same substitutions are made,
-    so that a traced graph holds no Python call and can be saved and loaded anywhere.
+    so that a traced graph holds no Python call and can be saved and loaded anywhere. Under
+    forward-mode AD and ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``), which their
+    backward passes do not support, ``"split"`` and ``"triton"`` make the same substitutions.
     """
     if torch.jit.is_scripting():
         if algorithm == "fft":
@@ -112,10 +114,8 @@ def _apply_kernel(
             algorithm = "direct"
         elif algorithm == "auto":
             algorithm = resolve_auto(input, kernel, bias, stride, padding, groups, _run)
-        elif algorithm == "split" and torch.jit.is_tracing():
-            algorithm = "channels_last"
-        elif algorithm == "triton" and torch.jit.is_tracing():
-            algorithm = "direct"
+        if algorithm in ("split", "triton") and (torch.jit.is_tracing() or forward_ad_active()):
+            algorithm = "channels_last" if algorithm == "split" else "direct"  # same values
         return _run(algorithm, input, kernel, bias, stride, padding, groups)
 
 

@@ -258,6 +258,42 @@ def test_compiles_without_graph_breaks(algorithm, case, monkeypatch):
     assert x.grad is not None and other.P.grad is not None
 
 
+@pytest.mark.parametrize("algorithm", ["split", "triton", "channels_last", "auto"])
+def test_torch_func_and_forward_mode_ad_give_directs_derivatives(algorithm, monkeypatch):
+    """``"split"``'s autograd.Function (no setup_context, no jvp) failed under torch.func.grad
+    and forward-mode AD, as did ``"auto"`` when it chose it; channels_last and split under vmap
+    (memory formats); they now run their same-valued substitutes there."""
+    from torch.autograd import forward_ad
+    from torch.func import functional_call, grad, jvp, vmap
+
+    _use_triton_interpreter(monkeypatch)
+    torch.manual_seed(0)
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, padding=2, groups=4).double()
+    reference = copy.deepcopy(layer)
+    layer.conv_algorithm, reference.conv_algorithm = algorithm, "direct"
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    params = dict(layer.named_parameters())
+
+    def loss(module, p, inputs):
+        return functional_call(module, p, (inputs,)).pow(2).sum()
+
+    expected = grad(lambda p: loss(reference, p, x))(params)
+    got = grad(lambda p: loss(layer, p, x))(params)
+    per_sample = vmap(grad(lambda p, xi: loss(layer, p, xi[None])), in_dims=(None, 0))(params, x)
+    expected_per_sample = vmap(grad(lambda p, xi: loss(reference, p, xi[None])), in_dims=(None, 0))(
+        params, x
+    )
+    for name in params:
+        torch.testing.assert_close(got[name], expected[name])
+        torch.testing.assert_close(per_sample[name], expected_per_sample[name])
+    tangent = torch.randn_like(x)
+    _, expected_jvp = jvp(reference, (x,), (tangent,))
+    torch.testing.assert_close(jvp(layer, (x,), (tangent,))[1], expected_jvp)
+    with forward_ad.dual_level():
+        dual = layer(forward_ad.make_dual(x, tangent))
+        torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, expected_jvp)
+
+
 def test_fft_compiles_once_for_inputs_of_many_lengths():
     """fft's search for a fast FFT length guarded on every division of the symbolic size: one
     graph per input length, then a hard failure at the recompile limit under fullgraph=True."""
