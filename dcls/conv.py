@@ -442,6 +442,16 @@ def _check_init_values(position_init_std: object, sigma_init: object) -> None:
         raise ValueError(f"sigma_init must be None or a number >= 0, got {sigma_init!r}")
 
 
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` is ``b`` or a detached copy of it (the state dict's): the same storage (on
+    the meta device every ``data_ptr`` is 0), address and shape."""
+    return (
+        a.untyped_storage()._cdata == b.untyped_storage()._cdata
+        and a.data_ptr() == b.data_ptr()
+        and a.shape == b.shape
+    )
+
+
 def _drop_shared_positions(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
 ) -> None:
@@ -454,9 +464,8 @@ def _drop_shared_positions(
         return
     child = f"{prefix}{SHARED_CHILD_NAME}"
     own = [k for k in state_dict if k.startswith(child + ".")]
-    address = shared.P.data_ptr()
     saved = (v for k, v in state_dict.items() if k not in own and isinstance(v, torch.Tensor))
-    if not any(v.data_ptr() == address for v in saved):
+    if not any(_same_memory(v, shared.P) for v in saved):
         return
     for key in own:
         del state_dict[key]

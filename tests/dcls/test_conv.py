@@ -224,6 +224,20 @@ def test_a_layer_saved_without_the_owner_of_its_positions_keeps_them():
     assert [k for k in source.state_dict() if k.endswith(".P")] == ["positions.P"]  # once
 
 
+def test_on_the_meta_device_a_layer_saved_without_the_owner_keeps_its_positions():
+    """Every meta tensor's data_ptr is 0: the layer's own copy was dropped as if the owner's were
+    in the state dict (found with a model built under ``torch.device("meta")``)."""
+    with torch.device("meta"):
+        net = torch.nn.Module()
+        net.positions = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
+        net.layer = dcls.Dcls2d(
+            8, 8, 4, padding=4, dilated_kernel_size=9, groups=8, version="bilinear",
+            positions=net.positions,
+        )  # fmt: skip
+    assert {"shared_positions.P", "weight", "bias"} <= set(net.layer.state_dict())
+    assert [k for k in net.state_dict() if k.endswith(".P")] == ["positions.P"]  # once
+
+
 def test_shared_positions_must_fit():
     shared = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
     with pytest.raises(ValueError, match=r"shared positions must have P of shape \(2, 8, 1, 5\)"):
