@@ -71,8 +71,8 @@ def normalize_learnable_dims(learnable_dims: Sequence[int] | None, n: int) -> tu
     """
     if learnable_dims is None:
         return tuple(range(n))
-    dims = tuple(learnable_dims)
-    if not dims or not all(isinstance(d, int) and -n <= d < n for d in dims):
+    dims = tuple(map(_as_int, learnable_dims)) if isinstance(learnable_dims, Sequence) else ()
+    if not dims or not all(d is not None and -n <= d < n for d in dims):
         raise ValueError(
             f"learnable_dims must be a non-empty tuple of spatial dimension indices in "
             f"[{-n}, {n - 1}], got {learnable_dims!r}"

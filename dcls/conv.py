@@ -431,15 +431,17 @@ class _DclsNd(nn.Module):
 
 
 def _is_real(value: object) -> bool:
-    """Whether ``value`` is a real number (an int or float of any library, not a bool)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """Whether ``value`` is a finite real number (an int or float of any library, not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_init_values(position_init_std: object, sigma_init: object) -> None:
     if not _is_real(position_init_std) or position_init_std < 0:
-        raise ValueError(f"position_init_std must be a number >= 0, got {position_init_std!r}")
+        raise ValueError(
+            f"position_init_std must be a finite number >= 0, got {position_init_std!r}"
+        )
     if sigma_init is not None and (not _is_real(sigma_init) or sigma_init < 0):
-        raise ValueError(f"sigma_init must be None or a number >= 0, got {sigma_init!r}")
+        raise ValueError(f"sigma_init must be None or a finite number >= 0, got {sigma_init!r}")
 
 
 def _same_memory(a: Tensor, b: Tensor) -> bool:

@@ -100,11 +100,15 @@ def position_statistics(model: nn.Module) -> dict[str, float]:
     Returns:
         ``position_abs_mean``: mean distance of a kernel element from its kernel's centre along
         one axis, in cells; ``position_at_border``: fraction of coordinates on a clamp limit;
-        ``position_count``: number of coordinates. Empty if the model has no DCLS positions.
+        ``position_count``: number of coordinates. Axes of size 1, where a coordinate cannot
+        move (always 0, on both limits), are left out. Empty if the model has no DCLS positions
+        (or none that can move).
     """
     total, at_border, abs_sum = 0, 0, 0.0
     for entry in position_sets(model):
         for j, size in enumerate(entry.sizes):
+            if size == 1:
+                continue
             low, high = position_limits(size)
             coords = entry.P[j].float()
             abs_sum += coords.abs().sum().item()

@@ -101,9 +101,13 @@ def test_learnable_dims_dense_along_the_others():
         ({"learnable_dims": (2,)}, r"learnable_dims must be .* in \[-2, 1\], got \(2,\)"),
         ({"learnable_dims": (0, -2)}, r"learnable_dims must not repeat"),
         ({"bias": "yes"}, r"bias must be True or False, got 'yes'"),
-        ({"position_init_std": -1}, r"position_init_std must be a number >= 0, got -1"),
-        ({"sigma_init": "a"}, r"sigma_init must be None or a number >= 0, got 'a'"),
+        ({"position_init_std": -1}, r"position_init_std must be a finite number >= 0, got -1"),
+        ({"sigma_init": "a"}, r"sigma_init must be None or a finite number >= 0, got 'a'"),
         ({"stride": 1.5}, r"stride must be an int or a tuple of 2 ints"),
+        # (a bare TypeError "'int' object is not iterable"; NaN outputs; torch's RuntimeError)
+        ({"learnable_dims": 0}, r"learnable_dims must be a non-empty tuple .* got 0"),
+        ({"version": "gauss", "sigma_init": math.nan}, r"sigma_init must be None or a finite"),
+        ({"position_init_std": math.inf}, r"position_init_std must be a finite number"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
@@ -115,8 +119,8 @@ def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"position_init_std": -1}, r"position_init_std must be a number >= 0, got -1"),
-        ({"sigma_init": -0.5}, r"sigma_init must be None or a number >= 0, got -0\.5"),
+        ({"position_init_std": -1}, r"position_init_std must be a finite number >= 0, got -1"),
+        ({"sigma_init": -0.5}, r"sigma_init must be None or a finite number >= 0, got -0\.5"),
     ],
 )
 def test_shared_positions_check_their_init_values_as_layers_do(kwargs, message):
@@ -132,6 +136,8 @@ def test_numpy_integers_are_accepted_as_for_nn_conv2d():
     )  # fmt: skip
     assert (layer.in_channels, layer.dilated_kernel_size, layer.padding) == (6, (5, 5), (2, 2))
     assert type(layer.in_channels) is int
+    rows = dcls.Dcls2d(6, 6, 3, dilated_kernel_size=5, learnable_dims=(np.int64(0),))  # (refused)
+    assert rows.learnable_dims == (0,) and type(rows.learnable_dims[0]) is int
     assert layer(torch.randn(1, 6, 8, 8)).shape == (1, 6, 8, 8)
 
 
