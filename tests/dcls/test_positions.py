@@ -9,9 +9,7 @@ import dcls
 def test_position_statistics_are_the_hand_computed_values():
     layer = dcls.Dcls2d(1, 2, 2, dilated_kernel_size=(5, 7), groups=1, version="bilinear")
     with torch.no_grad():  # limits: rows [-2, 2], columns [-3, 3]
-        layer.P.copy_(
-            torch.tensor([[[[-2.0, 0.5]], [[1.0, 2.0]]], [[[3.0, 0.0]], [[-1.5, -3.0]]]])
-        )
+        layer.P.copy_(torch.tensor([[[[-2.0, 0.5]], [[1.0, 2.0]]], [[[3.0, 0.0]], [[-1.5, -3.0]]]]))
     stats = dcls.position_statistics(layer)
     assert stats["position_count"] == 8
     assert stats["position_abs_mean"] == pytest.approx((2 + 0.5 + 1 + 2 + 3 + 0 + 1.5 + 3) / 8)
