@@ -44,6 +44,7 @@ from dcls.timing import synchronize, time_interleaved
 
 __all__ = [
     "CANDIDATES",
+    "MANY_PROBLEMS",
     "RECHECK_AFTER",
     "TRIAL_DROP_FACTOR",
     "TRIAL_REPEATS",
@@ -63,6 +64,7 @@ CANDIDATES = ("direct", "channels_last", "fft", "split", "triton")
 TRIAL_REPEATS = 3  # timed runs per candidate in an "auto" trial (after one warm-up run)
 TRIAL_DROP_FACTOR = 3.0  # candidates whose warm-up is this much slower than the best are dropped
 RECHECK_AFTER = 50  # calls of a problem after its first trial until the second, final one
+MANY_PROBLEMS = 64  # trialled problems in one process past which inputs likely vary in size
 # Triton on CUDA, decided once: what torch.compile'd code may use without a trial.
 _TRITON_ON_CUDA = torch.cuda.is_available() and triton_available(torch.device("cuda"))
 
@@ -272,6 +274,13 @@ def _select(key: ProblemKey, padding: str | list[int], run: Runner, frozen: bool
     if choice is None:
         choice = _AUTO_CACHE[key] = _Choice(min(seconds, key=seconds.get), seconds)
         choice.final = RECHECK_AFTER <= 0
+        if len(_AUTO_CACHE) == MANY_PROBLEMS:
+            _logger.warning(
+                "conv_algorithm='auto' has timed %d different convolutions in this process: "
+                "inputs of varying sizes cost a trial each (and its re-check); for them, name "
+                "the algorithm (auto_summary() says which ones 'auto' chose)",
+                MANY_PROBLEMS,
+            )
     else:
         seconds = {k: min(v, choice.seconds.get(k, math.inf)) for k, v in seconds.items()}
         choice.algorithm, choice.seconds, choice.final = (

@@ -294,6 +294,22 @@ def test_torch_func_and_forward_mode_ad_give_directs_derivatives(algorithm, monk
         torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, expected_jvp)
 
 
+def test_auto_warns_once_when_inputs_keep_changing_size(monkeypatch, caplog):
+    """Every new input size costs a trial (709 against 153 ms per step over 20 audio lengths,
+    measured); past MANY_PROBLEMS problems a warning says to name the algorithm."""
+    caplog.set_level(logging.WARNING)
+    algorithms.clear_auto_cache()
+    monkeypatch.setattr(auto, "MANY_PROBLEMS", 3)
+    layer = dcls.Dcls1d(2, 2, 3, dilated_kernel_size=5, padding=2, groups=2)
+    layer.conv_algorithm = "auto"
+    with torch.no_grad():
+        for length in (8, 9, 10, 11, 12):
+            layer(torch.randn(1, 2, length))
+    warnings = [r for r in caplog.records if "timed 3 different convolutions" in r.getMessage()]
+    assert len(warnings) == 1
+    algorithms.clear_auto_cache()
+
+
 def test_fft_compiles_once_for_inputs_of_many_lengths():
     """fft's search for a fast FFT length guarded on every division of the symbolic size: one
     graph per input length, then a hard failure at the recompile limit under fullgraph=True."""
