@@ -312,18 +312,16 @@ def evaluate_throughput(
 ) -> dict:
     """Images/s of ``model`` and of its baseline measured in the same run, and their ratios.
 
-    A copy of ``model`` is timed, so its weights and batch-norm statistics are left as they were.
+    A copy of ``model`` is timed, so its weights and batch-norm statistics are left as they were;
+    ``model`` is back on its device, and ``cudnn.benchmark`` as it was, when this returns or
+    raises.
 
     ``cfg`` holds ``baseline`` (``auto``, a timm name or null), ``batch_size``, ``warmup``,
     ``steps``, ``rounds``, ``train`` (also time training steps) and ``optimizer`` (of the
     training steps, default ``"adamw"`` as the recipe). On CUDA the peak memory of a step of each
     model is reported too, with its ratio to the baseline's.
     """
-    if device.type == "cuda":  # timm's benchmark: cuDNN picks its fastest algorithm per shape
-        torch.backends.cudnn.benchmark = True
     named = {model_name: copy.deepcopy(model)}  # training steps must not touch the weights
-    home = next(model.parameters(), torch.empty(0)).device
-    model.to("cpu")  # only the timed copies on the device: the memory peaks hold one model each
     baseline = baseline_name(model_name, cfg["baseline"])
     # (a model of one's own may carry its baseline's name: both are timed, each under its key)
     baseline_key = f"{baseline} (baseline)" if baseline == model_name else baseline
@@ -338,27 +336,29 @@ def evaluate_throughput(
         "device": device,
         "amp_dtype": amp_dtype,
         "channels_last": channels_last,
-        "warmup": cfg["warmup"],
-        "steps": cfg["steps"],
-        "rounds": cfg["rounds"],
     }
     optimizer = cfg.get("optimizer", "adamw")
     modes = ("inference", "train") if cfg["train"] else ("inference",)
-    measured = {
-        mode: measure_throughput(named, **timing, train=mode == "train", optimizer=optimizer)
-        for mode in modes
-    }
-    memory_args = {k: timing[k] for k in ("batch_size", "resolution", "device", "amp_dtype")}
-    memory = {
-        mode: measure_peak_memory(
-            named,
-            **memory_args,
-            channels_last=channels_last,
-            train=mode == "train",
-            optimizer=optimizer,
-        )
-        for mode in modes
-    }
+    home = next(model.parameters(), torch.empty(0)).device
+    benchmark = torch.backends.cudnn.benchmark
+    model.to("cpu")  # only the timed copies on the device: the memory peaks hold one model each
+    try:
+        if device.type == "cuda":  # timm's benchmark: cuDNN picks its fastest algorithm per shape
+            torch.backends.cudnn.benchmark = True
+        repeats = {k: cfg[k] for k in ("warmup", "steps", "rounds")}
+        measured = {
+            mode: measure_throughput(
+                named, **timing, **repeats, train=mode == "train", optimizer=optimizer
+            )
+            for mode in modes
+        }
+        memory = {
+            mode: measure_peak_memory(named, **timing, train=mode == "train", optimizer=optimizer)
+            for mode in modes
+        }
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        model.to(home)
     result: dict[str, Any] = {
         "batch_size": cfg["batch_size"],
         "resolution": resolution,
@@ -371,21 +371,32 @@ def evaluate_throughput(
     if memory["inference"] is not None:
         result["peak_memory_gib"] = {mode: memory[mode][model_name] for mode in modes}
     if baseline is not None:
-        result["baseline_images_per_s"] = {mode: measured[mode][baseline_key] for mode in modes}
-        result["ratio"] = {  # time per image of the model over its baseline's
-            mode: measured[mode][baseline_key] / measured[mode][model_name] for mode in modes
-        }
-        if memory["inference"] is not None:
-            baseline_memory = {mode: memory[mode][baseline_key] for mode in modes}
-            result["baseline_peak_memory_gib"] = baseline_memory
-            result["memory_ratio"] = {
-                mode: memory[mode][model_name] / memory[mode][baseline_key] for mode in modes
-            }
+        result |= _baseline_ratios(measured, memory, model_name, baseline_key)
         _logger.info(
             "throughput %s / %s (time per image, same run): %s",
             model_name,
             baseline,
             "  ".join(f"{mode} {ratio:.3f}x" for mode, ratio in result["ratio"].items()),
         )
-    model.to(home)
+    return result
+
+
+def _baseline_ratios(
+    measured: Mapping[str, Mapping[str, float]],
+    memory: Mapping[str, Mapping[str, float] | None],
+    model_key: str,
+    baseline_key: str,
+) -> dict[str, Any]:
+    """The baseline's images/s (and peak memory, where measured) per mode, and the model's
+    ratios to them: time per image over the baseline's, memory over the baseline's."""
+    modes = list(measured)
+    result: dict[str, Any] = {
+        "baseline_images_per_s": {mode: measured[mode][baseline_key] for mode in modes},
+        "ratio": {mode: measured[mode][baseline_key] / measured[mode][model_key] for mode in modes},
+    }
+    if memory[modes[0]] is not None:
+        result["baseline_peak_memory_gib"] = {mode: memory[mode][baseline_key] for mode in modes}
+        result["memory_ratio"] = {
+            mode: memory[mode][model_key] / memory[mode][baseline_key] for mode in modes
+        }
     return result

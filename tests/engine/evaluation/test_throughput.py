@@ -90,3 +90,25 @@ def test_a_model_without_classifier_is_timed_too():
         {"features": model}, 2, 32, torch.device("cpu"), warmup=1, steps=1, rounds=1, train=True
     )
     assert rates["features"] > 0
+
+
+def test_a_failed_measurement_leaves_the_model_and_cudnn_benchmark_as_they_were(monkeypatch):
+    """``evaluate_throughput`` moved the model to the CPU and set ``cudnn.benchmark`` for the
+    whole process; a measurement that raised left the model there (it set benchmark anyway)."""
+    moves = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    original_to = model.to
+    monkeypatch.setattr(model, "to", lambda *a, **k: moves.append(a) or original_to(*a, **k))
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(throughput, "measure_throughput", out_of_memory)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    cfg = {"baseline": None, "batch_size": 2, "warmup": 1, "steps": 1, "rounds": 1, "train": False}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        throughput.evaluate_throughput(
+            model, "mine", cfg, 16, torch.device("cuda"), amp_dtype=None, channels_last=False
+        )
+    assert torch.backends.cudnn.benchmark is False
+    assert moves == [("cpu",), (torch.device("cpu"),)]  # off the device, then home again
