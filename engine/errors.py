@@ -21,9 +21,13 @@ class ConfigError(InputError):
     """An invalid config value; the message is one line: key, value, what is allowed."""
 
 
-def fail(key: str, value: Any, allowed: str) -> NoReturn:
-    """Raise the :class:`ConfigError` ``"key=value is invalid: allowed"``."""
-    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+def fail(
+    key: str, value: Any, allowed: str, near: Iterable[str] | None = None, no_match: str = ""
+) -> NoReturn:
+    """Raise the :class:`ConfigError` ``"key=value is invalid: allowed"``, followed by the
+    :func:`close_matches` of ``value`` among ``near`` (or ``no_match`` where none is close)."""
+    hint = (close_matches(str(value), near) if near is not None else "") or no_match
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}" + (f"; {hint}" if hint else ""))
 
 
 def close_matches(name: str, candidates: Iterable[str]) -> str:

@@ -91,7 +91,8 @@ def _at_least(
 def one_of(cfg: Any, prefix: str | None, key: str, choices: tuple) -> None:
     value = cfg.get(key)
     if value not in choices:
-        fail(_key(prefix, key), value, f"expected one of {', '.join(map(repr, choices))}")
+        expected = f"expected one of {', '.join(map(repr, choices))}"
+        fail(_key(prefix, key), value, expected, near=[c for c in choices if isinstance(c, str)])
 
 
 # Python's message for a keyword a call's signature refuses

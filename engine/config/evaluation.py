@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 from engine.amp import AMP_CHOICES
 from engine.config.checks import (
     check_amp_and_device,
-    close_matches,
     fail,
     int_at_least,
     is_number,
@@ -50,12 +49,10 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     sets = list(cfg.sets)
     for name in sets:
         if name not in set_names:
-            allowed = [f"expected names from {list(set_names)}", close_matches(name, set_names)]
-            fail("sets", name, "; ".join(filter(None, allowed)))
+            fail("sets", name, f"expected names from {list(set_names)}", near=set_names)
     check_amp_and_device(cfg.get("amp"), cfg.get("device"), None)
     if cfg.weights not in WEIGHTS:
-        hint = close_matches(str(cfg.weights), WEIGHTS)
-        fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}; {hint}".rstrip("; "))
+        fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}", near=WEIGHTS)
     int_at_least(cfg, None, "batch_size", 1)
     int_at_least(cfg, None, "num_workers", 0)
     unknown = sorted(set(cfg.transform) - set(TRANSFORM_KEYS))
@@ -67,9 +64,8 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
         fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
     interpolation = cfg.transform.get("interpolation")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
-        hint = close_matches(str(interpolation), INTERPOLATIONS)
         allowed = f"expected null (the checkpoint's) or one of {', '.join(INTERPOLATIONS)}"
-        fail("transform.interpolation", interpolation, f"{allowed}; {hint}".rstrip("; "))
+        fail("transform.interpolation", interpolation, allowed, near=INTERPOLATIONS)
     for key in ("mean", "std"):
         value = cfg.transform.get(key)
         if value is not None and (
@@ -127,8 +123,13 @@ def _check_model_name(name: Any) -> None:
             fail("model.name", name, str(error))
         if source is not None or timm.is_model(name):
             return
-    hint = close_matches(str(name), timm.list_models()) or "see timm.list_models()"
-    fail("model.name", name, f"expected null (the checkpoint's) or a timm model name; {hint}")
+    fail(
+        "model.name",
+        name,
+        "expected null (the checkpoint's) or a timm model name",
+        near=timm.list_models(),
+        no_match="see timm.list_models()",
+    )
 
 
 def _check_throughput(cfg: Any) -> None:
@@ -140,6 +141,5 @@ def _check_throughput(cfg: Any) -> None:
     int_at_least(cfg, "throughput", "img_size", 1, null="the evaluation's")
     baseline = cfg.get("baseline")
     if baseline not in (None, "auto") and not timm.is_model(baseline):
-        hint = close_matches(str(baseline), timm.list_models())
         allowed = "expected auto, null or a timm model name"
-        fail("throughput.baseline", baseline, f"{allowed}; {hint}".rstrip("; "))
+        fail("throughput.baseline", baseline, allowed, near=timm.list_models())

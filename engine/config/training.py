@@ -66,8 +66,13 @@ def _check_model(cfg: Any) -> None:
     name = cfg.get("model_name")
     builds_with_timm = cfg.get("_target_", TIMM_BUILDER) == TIMM_BUILDER  # else: the user's own
     if builds_with_timm and (not isinstance(name, str) or not timm.is_model(name)):
-        hint = close_matches(name, timm.list_models()) or "see timm.list_models()"
-        fail("model.model_name", name, f"not a registered timm model; {hint}")
+        fail(
+            "model.model_name",
+            name,
+            "not a registered timm model",
+            near=timm.list_models(),
+            no_match="see timm.list_models()",
+        )
     int_at_least(cfg, "model", "kernel_count", 1, null="the iso-parameter rule")
     kernel_count = cfg.get("kernel_count")
     if "dilated_kernel_size" in cfg:
@@ -91,9 +96,7 @@ def _check_model(cfg: Any) -> None:
         ("conv_algorithm", CONV_ALGORITHMS),
     ):
         if key in cfg and cfg[key] not in allowed:
-            hint = close_matches(str(cfg[key]), allowed)
-            expected = f"expected one of {', '.join(allowed)}; {hint}".rstrip("; ")
-            fail(f"model.{key}", cfg[key], expected)
+            fail(f"model.{key}", cfg[key], f"expected one of {', '.join(allowed)}", near=allowed)
 
 
 def _check_data(cfg: Any) -> None:
@@ -230,9 +233,8 @@ def _check_scheduler(cfg: Any, epochs: int) -> None:
             f"only per epoch; expected one of {', '.join(SCHEDULERS)}",
         )
     if cfg.get("sched") not in SCHEDULERS:
-        hint = close_matches(str(cfg.get("sched")), SCHEDULERS)
-        expected = f"expected one of timm's {', '.join(SCHEDULERS)}; {hint}".rstrip("; ")
-        fail("scheduler.sched", cfg.get("sched"), expected)
+        expected = f"expected one of timm's {', '.join(SCHEDULERS)}"
+        fail("scheduler.sched", cfg.get("sched"), expected, near=SCHEDULERS)
     number_at_least(cfg, "scheduler", "warmup_epochs", 0)
     for key in ("warmup_lr", "min_lr"):
         number_at_least(cfg, "scheduler", key, 0)

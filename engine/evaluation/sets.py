@@ -33,7 +33,7 @@ from engine.data.eval_sets import (
     LabeledImageFolder,
     warn_if_incomplete,
 )
-from engine.errors import ConfigError, close_matches, fail
+from engine.errors import ConfigError, fail
 from engine.evaluation.accuracy import EvalContext
 from engine.evaluation.corruptions import (
     CORRUPTIONS,
@@ -162,9 +162,8 @@ def _check_corruptions(c: DictConfig) -> None:
     for key, allowed in (("names", CORRUPTIONS), ("extra", EXTRA_CORRUPTIONS)):
         for name in c[key]:
             if name not in allowed:
-                hint = close_matches(str(name), [*CORRUPTIONS, *EXTRA_CORRUPTIONS])
                 expected = f"expected names from {list(allowed)}"
-                fail(f"corruptions.{key}", name, f"{expected}; {hint}".rstrip("; "))
+                fail(f"corruptions.{key}", name, expected, near=[*CORRUPTIONS, *EXTRA_CORRUPTIONS])
     for severity in c.severities:
         if severity not in SEVERITIES:
             fail("corruptions.severities", severity, f"expected values from {list(SEVERITIES)}")

@@ -98,6 +98,10 @@ ROOT = Path(__file__).resolve().parents[3]
             ["scheduler.sched=cosin"],
             r"scheduler\.sched='cosin' is invalid: expected one of timm's .*close matches: cosine",
         ),
+        (
+            ["data.kind=digit"],
+            r"data\.kind='digit' is invalid: expected one of .*; close matches: digits",
+        ),
         (  # timm's plateau schedule steps per epoch: an AssertionError in create_scheduler_v2
             ["scheduler.sched=plateau"],
             r"scheduler\.sched='plateau' is invalid: the schedules here are stepped per "
