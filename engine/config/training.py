@@ -270,6 +270,39 @@ def _check_logger(cfg: Any) -> None:
         one_of(wandb, "logger.wandb", "mode", WANDB_MODES)
         int_at_least(wandb, "logger.wandb", "media_every", 0)
         int_at_least(wandb, "logger.wandb", "media_channels", 1)
+        _check_wandb_kwargs(wandb.get("kwargs"))
+
+
+# wandb.init's keywords that logger.wandb's own keys (or the run folder) set
+WANDB_SET_BY = {
+    "project": "logger.wandb.project",
+    "mode": "logger.wandb.mode",
+    "name": "logger.wandb.name",
+    "id": "logger.wandb.run_id",
+    "dir": "the run folder",
+    "config": "the run's config",
+    "resume": "a resumed run (resume='allow')",
+}
+
+
+def _check_wandb_kwargs(kwargs: Any) -> None:
+    """``logger.wandb.kwargs`` are keywords of ``wandb.init`` (entity, group, tags, notes...)
+    that no other key sets."""
+    if not kwargs:
+        return
+    if not hasattr(kwargs, "items"):
+        fail("logger.wandb.kwargs", kwargs, "expected a mapping of wandb.init keyword: value")
+    import inspect
+
+    import wandb
+
+    known = [k for k in inspect.signature(wandb.init).parameters if k not in WANDB_SET_BY]
+    for key, value in kwargs.items():
+        if key in WANDB_SET_BY:
+            fail(f"logger.wandb.kwargs.{key}", value, f"{WANDB_SET_BY[key]} sets it")
+        if key not in known:
+            hint = close_matches(key, known) or f"expected one of {', '.join(known)}"
+            fail(f"logger.wandb.kwargs.{key}", value, f"not a keyword of wandb.init; {hint}")
 
 
 def resolve_update_freq(cfg: Any, world_size: int) -> int:

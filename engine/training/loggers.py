@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from engine.config import multirun_overrides
 
 __all__ = [
@@ -229,8 +231,13 @@ def build_logger(
         loggers.append(CsvLogger(run_dir, filename, resume_step))
     if cfg is not None and cfg.get("wandb") is not None:
         w = cfg.wandb
+        kwargs = w.get("kwargs") or {}  # more wandb.init keywords (entity, group, tags...)
+        if isinstance(kwargs, DictConfig):
+            kwargs = OmegaConf.to_container(kwargs, resolve=True)
         loggers.append(
-            WandbLogger(run_dir, config, w.project, w.mode, w.get("name"), w.get("run_id"))
+            WandbLogger(
+                run_dir, config, w.project, w.mode, w.get("name"), w.get("run_id"), **kwargs
+            )
         )
     if not loggers:
         return MetricLogger()

@@ -3,8 +3,10 @@
 import csv
 import logging
 
+import pytest
 from omegaconf import OmegaConf
 
+from engine.config import ConfigError, validate_train_config
 from engine.training.loggers import (
     CsvLogger,
     LoggerGroup,
@@ -187,6 +189,49 @@ def test_logger_wandb_writes_the_csv_too(tmp_path, monkeypatch):
     with open(tmp_path / "metrics.csv", newline="") as f:
         assert [r["loss"] for r in csv.DictReader(f)] == ["1"]  # plot_run.py can draw it
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_logger_wandb_kwargs_reach_wandb_init(tmp_path, monkeypatch):
+    """A cluster user's entity, group and tags (WandbLogger took **kwargs; nothing passed any)."""
+    import wandb
+
+    calls = []
+
+    def init(entity=None, tags=None, **kwargs):  # (the config check reads its keywords)
+        calls.append({"entity": entity, "tags": tags, **kwargs})
+
+    monkeypatch.setattr(wandb, "init", init)
+    overrides = [
+        "logger=wandb",
+        "+logger.wandb.kwargs.entity=lab",
+        "+logger.wandb.kwargs.tags=[dcls,tiny]",
+    ]
+    cfg = compose_train(tmp_path, overrides)
+    validate_train_config(cfg)
+    build_logger(cfg.logger, tmp_path, {})
+    assert calls[0]["entity"] == "lab" and calls[0]["tags"] == ["dcls", "tiny"]
+    assert type(calls[0]["tags"]) is list  # a plain list, not an OmegaConf ListConfig
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+logger.wandb.kwargs.project=x",
+            r"kwargs\.project='x' is invalid: logger\.wandb\.project sets",
+        ),
+        ("+logger.wandb.kwargs.id=x", r"kwargs\.id='x' is invalid: logger\.wandb\.run_id sets it"),
+        (
+            "+logger.wandb.kwargs.entitty=lab",
+            r"kwargs\.entitty='lab' is invalid: not a keyword of wandb\.init; close matches: "
+            r"entity",
+        ),
+    ],
+)
+def test_a_wandb_keyword_set_elsewhere_or_unknown_is_refused(tmp_path, override, message):
+    cfg = compose_train(tmp_path, ["logger=wandb", override])
+    with pytest.raises(ConfigError, match=message):
+        validate_train_config(cfg)
 
 
 def test_wandb_run_ids_from_sweep_folder_names():
