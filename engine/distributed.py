@@ -22,9 +22,11 @@ __all__ = [
     "cleanup",
     "describe_fault",
     "init_distributed",
+    "is_distributed",
     "resolve_device",
     "roll_call",
     "set_determinism",
+    "world_size",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -131,16 +133,26 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def is_distributed() -> bool:
+    """Whether this process is in a process group (torchrun, Slurm), not alone."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """The processes of the run: the process group's size, or 1."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def all_gather_objects(obj: object) -> list[object]:
     """Every rank's ``obj`` (picklable), indexed by rank; ``[obj]`` in a single process."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return [obj]
     gathered: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
@@ -149,12 +161,12 @@ def all_gather_objects(obj: object) -> list[object]:
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.barrier()
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint.io import load_model_state
+from engine.distributed import world_size as process_count
 from engine.errors import ConfigError
 
 __all__ = ["capture_rng", "restore_rng", "restore_training", "training_state"]
@@ -123,15 +124,10 @@ def training_state(
         "run_seconds": state.run_seconds(),
         "best_val_top1": state.best_val_top1,
         "best_epoch": state.best_epoch,
-        "world_size": _world_size(),
+        "world_size": process_count(),
         "rng": rng if rng is not None else [capture_rng()],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-
-
-def _world_size() -> int:
-    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if initialized else 1
 
 
 def _resume_position(

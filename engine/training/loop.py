@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import dcls
 from engine.amp import autocast_context
-from engine.distributed import all_reduce_sum
+from engine.distributed import all_reduce_sum, is_distributed
 from engine.training import preemption
 from engine.training.optim import schedule_lr
 from engine.training.schedules import DclsSchedule, EpochPolicy
@@ -81,8 +80,7 @@ class TrainState:
     def should_stop(self) -> bool:
         """Whether to checkpoint and stop now: a preemption signal reached some rank by the last
         update (all ranks agree on it), or, in a single process, has arrived since."""
-        distributed = dist.is_available() and dist.is_initialized()
-        return self.stop_requested or (not distributed and preemption.signal_received())
+        return self.stop_requested or (not is_distributed() and preemption.signal_received())
 
     def resume_epoch(self, totals: dict[str, float] | None, main: bool) -> None:
         """Continue an unfinished epoch from a checkpoint's :func:`epoch_totals`: the main
@@ -151,7 +149,7 @@ def _flags_of_all_ranks(
     """(non-finite loss here, non-finite gradients here, either on some rank, a preemption
     signal on some rank): at most one all-reduce (DDP) and one host synchronisation."""
     local = torch.stack([bad_loss, bad_grads]).to(torch.float32)
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         here_loss, here_grads = (local > 0).tolist()
         return here_loss, here_grads, here_loss or here_grads, preemption.signal_received()
     stop = torch.full((1,), float(preemption.signal_received()), device=device)  # no copy
