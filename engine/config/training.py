@@ -48,6 +48,7 @@ DATA_KIND_KEYS = {
     ),
 }
 BAD_IMAGE_POLICIES = ("skip", "fail")
+MIXUP_MODES = ("batch", "pair", "elem")  # timm's Mixup modes
 RANDOM_ERASING_MODES = ("const", "rand", "pixel")  # timm's RandomErasing modes
 LOGGER_KINDS = ("csv", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -115,6 +116,11 @@ def _check_data(cfg: Any) -> None:
     int_at_least(cfg, "data", "num_workers", 0)
     for key in ("mixup", "cutmix"):
         number_at_least(cfg, "data", key, 0)
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        if key in cfg and (not is_number(cfg[key]) or not 0 <= cfg[key] <= 1):
+            fail(f"data.{key}", cfg[key], "expected a probability in [0, 1]")
+    if "mixup_mode" in cfg:
+        one_of(cfg, "data", "mixup_mode", MIXUP_MODES)
     smoothing = cfg.get("label_smoothing")
     if not is_number(smoothing) or not 0 <= smoothing < 1:
         fail("data.label_smoothing", smoothing, "expected a number in [0, 1)")

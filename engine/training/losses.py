@@ -12,13 +12,17 @@ __all__ = ["build_criterion", "build_mixup"]
 
 
 def build_mixup(cfg: Any) -> Mixup | None:
-    """timm's Mixup/CutMix from ``data.mixup``, ``data.cutmix`` and ``data.label_smoothing``
-    (``None`` when both alphas are 0)."""
+    """timm's Mixup/CutMix from ``data.mixup``, ``data.cutmix`` (alphas), ``data.mixup_prob``,
+    ``data.mixup_switch_prob``, ``data.mixup_mode`` and ``data.label_smoothing`` (``None`` when
+    both alphas are 0)."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
     return Mixup(
         mixup_alpha=cfg.mixup,
         cutmix_alpha=cfg.cutmix,
+        prob=cfg.get("mixup_prob", 1.0),
+        switch_prob=cfg.get("mixup_switch_prob", 0.5),
+        mode=cfg.get("mixup_mode", "batch"),
         label_smoothing=cfg.label_smoothing,
         num_classes=cfg.num_classes,
     )
