@@ -34,20 +34,20 @@ from engine.config import (
 )
 from engine.data.datasets import build_loaders
 from engine.distributed import (
+    DistInfo,
     DistributedFaultError,
-    all_gather_objects,
-    barrier,
     cleanup,
     describe_fault,
     init_distributed,
     set_determinism,
 )
-from engine.evaluation.accuracy import evaluate
+from engine.evaluation.accuracy import validate_model_and_ema
 from engine.pictures.media import EpochMedia
 from engine.training import preemption
+from engine.training.checkpointer import Checkpointer
 from engine.training.ema import build_ema
 from engine.training.loggers import build_logger
-from engine.training.loop import TrainState, epoch_totals, train_one_epoch
+from engine.training.loop import TrainState, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
 from engine.training.optim import build_optimizer, positions_lr, schedule_lr
 from engine.training.results import RunRecord, finished_results, row_name, write_results
@@ -65,101 +65,22 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     cfg.name = row_name(cfg, multirun_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
-    device, amp_dtype = dist_info.device, AMP_DTYPES[cfg.trainer.amp]
-    update_freq = resolve_update_freq(cfg, dist_info.world_size)  # (before the data is read)
-    freq_text = f"trainer.update_freq={update_freq}"
-    if (effective := cfg.trainer.effective_batch_size) is not None:
-        freq_text += f" (from trainer.effective_batch_size={effective})"
-        _logger.info(
-            "trainer.effective_batch_size=%d: update_freq %d (data.batch_size=%d x %d %s)",
-            effective,
-            update_freq,
-            cfg.data.batch_size,
-            dist_info.world_size,
-            "process" if dist_info.world_size == 1 else "processes",
-        )
+    update_freq = _update_freq(cfg, dist_info.world_size)  # (before the data is read)
     set_determinism(cfg.trainer.deterministic)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # 2. model
-    model = instantiate_model(cfg.model).to(device)
+    model = instantiate_model(cfg.model).to(dist_info.device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     random_seed(cfg.seed, dist_info.rank)  # then different augmentations per rank (torch,
     # NumPy for timm's Mixup/CutMix, Python's random for RandAugment in the main process)
     # 3. data
     loaders = build_loaders(cfg.data, dist_info, cfg.seed)
-    updates_per_epoch = loaders.steps_per_epoch // update_freq
-    if updates_per_epoch < 1:
-        raise ConfigError(
-            f"{freq_text} is invalid: it exceeds the {loaders.steps_per_epoch} batches of an epoch"
-        )
-    if unused := loaders.steps_per_epoch % update_freq:
-        _logger.info(
-            "%s: %d batches per epoch make %d updates; the last %d of each epoch are not used",
-            freq_text,
-            loaders.steps_per_epoch,
-            updates_per_epoch,
-            unused,
-        )
-    dcls_schedule = DclsSchedule(cfg.trainer)
-    dcls_schedule.prepare(model)  # scheduled widths are not learned
-    # 4. optimizer with DCLS position groups, 5. schedules
-    effective_batch = cfg.data.batch_size * dist_info.world_size * update_freq
-    optimizer = build_optimizer(model, cfg.optimizer, effective_batch)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs, updates_per_epoch)
-    ema_cfg = cfg.trainer.ema
-    ema = build_ema(model, ema_cfg.decay, ema_cfg.shared_positions) if ema_cfg.enabled else None
-    mixup = build_mixup(cfg.data)
-    net = DistributedDataParallel(model) if dist_info.distributed else model
-    state = TrainState(
-        model=torch.compile(net) if cfg.trainer.compile else net,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=build_criterion(cfg.data, mixup),
-        device=device,
-        epochs=cfg.trainer.epochs,
-        update_freq=update_freq,
-        clip_grad=cfg.trainer.clip_grad,
-        amp_dtype=amp_dtype,
-        scaler=torch.amp.GradScaler(device.type) if cfg.trainer.amp == "fp16" else None,
-        ema=ema,
-        mixup=mixup,
-        channels_last=cfg.trainer.channels_last,
-        log_every=cfg.trainer.log_every,
-        max_bad_steps=cfg.trainer.max_bad_steps,
-        dcls_schedule=dcls_schedule,
-    )
+    updates_per_epoch = _updates_per_epoch(cfg, loaders.steps_per_epoch, update_freq)
+    # 4. optimizer with DCLS position groups, 5. schedules, EMA, loss
+    state = _build_state(cfg, model, dist_info, update_freq, updates_per_epoch)
     checkpoint_dir = run_dir / "checkpoints"
-    resume_from = ckpt.resolve_resume(cfg.resume, checkpoint_dir)
-    if resume_from is not None:
-        checkpoint, resume_from = ckpt.load_resumable(resume_from)
-        ckpt.restore_training(
-            state,
-            model,
-            checkpoint,
-            cfg.data.batch_size,
-            dist_info.world_size,
-            rank=dist_info.rank,
-            seed=cfg.seed,
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-        if state.epoch < cfg.trainer.epochs:
-            _logger.info(
-                "resumed from %s after epoch %d and update %d; epoch %d continues after "
-                "micro-batch %d of %d (processes x update_freq: %d x %d; the checkpoint's "
-                "processes: %d)",
-                resume_from,
-                state.epoch,
-                state.step,
-                state.epoch + 1,
-                state.batch_in_epoch,
-                loaders.steps_per_epoch,
-                dist_info.world_size,
-                update_freq,
-                checkpoint.get("world_size", 1),
-            )
-        else:  # a relaunched finished run (a resumed sweep): nothing continues
-            _logger.info("loaded %s, written after the last epoch (%d)", resume_from, state.epoch)
+    resumed = _resume(cfg, state, model, dist_info, loaders.steps_per_epoch, checkpoint_dir)
     if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
         _logger.info(  # a relaunched finished run (a resumed sweep): its results stand
             "the run had finished all %d epochs: val top-1 %.2f (%s)",
@@ -173,38 +94,23 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         cfg.logger if dist_info.is_main else None,
         run_dir,
         OmegaConf.to_container(cfg, resolve=True),
-        resume_step=state.step if resume_from is not None else None,
+        resume_step=state.step if resumed else None,
     )
     media = EpochMedia(cfg, run_dir, logger, enabled=dist_info.is_main)  # snapshots, W&B media
-
-    def save(state: TrainState) -> None:  # on every rank at once: gathers each rank's RNGs
-        rng = all_gather_objects(ckpt.capture_rng())
-        totals = epoch_totals(state)  # also collective: the unfinished epoch's metric sums
-        if dist_info.is_main:
-            ckpt.save_checkpoint(
-                ckpt.training_state(state, model, cfg, rng, totals) | {"classes": loaders.classes},
-                checkpoint_dir,
-                keep_previous=True,
-            )
-        barrier()  # no rank leaves (a preemption exit) before the checkpoint is on disk
-
-    def on_update(state: TrainState, saved: bool = False) -> None:
-        every = cfg.trainer.checkpoint_every
-        if every and state.step % every == 0 and not saved:
-            save(state)
-            saved = True
-        if state.should_stop():  # a signal on some rank: checkpoint this step, then exit
-            if not saved:
-                save(state)
-            raise preemption.preempted(state.step)
+    checkpoints = Checkpointer(
+        state,
+        model,
+        cfg,
+        checkpoint_dir,
+        every=cfg.trainer.checkpoint_every,
+        extra={"classes": loaders.classes},
+        is_main=dist_info.is_main,
+    )
 
     def validate() -> dict[str, float]:
-        evals = {"": model} | ({"ema_": ema.module} if ema is not None else {})
-        metrics = {}
-        for prefix, evaluated in evals.items():
-            result = evaluate(evaluated, loaders.val, device, amp_dtype, cfg.trainer.channels_last)
-            metrics |= {f"val_{prefix}{k}": v for k, v in result.items() if k != "count"}
-        return metrics
+        return validate_model_and_ema(
+            model, state.ema, loaders.val, state.device, state.amp_dtype, state.channels_last
+        )
 
     # 6. epochs, 7. checkpoints
     state.clock_start = time.perf_counter()  # the run's time: from here, plus a resume's before
@@ -212,12 +118,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     media.start(model, state.epoch)
     while state.epoch < cfg.trainer.epochs:
         loaders.train_sampler.set_epoch(state.epoch, state.batch_in_epoch * cfg.data.batch_size)
-        metrics = train_one_epoch(state, loaders.train, updates_per_epoch, on_update)
+        metrics = train_one_epoch(state, loaders.train, updates_per_epoch, checkpoints.on_update)
         metrics |= validate()
         metrics |= dcls.position_statistics(model)
-        metrics |= {"epoch": state.epoch + 1, "lr": schedule_lr(optimizer)}
-        metrics |= positions_lr(optimizer)
-        state.record_val_top1(metrics["val_ema_top1" if ema is not None else "val_top1"])
+        metrics |= {"epoch": state.epoch + 1, "lr": schedule_lr(state.optimizer)}
+        metrics |= positions_lr(state.optimizer)
+        state.record_val_top1(metrics["val_ema_top1" if state.ema is not None else "val_top1"])
         _logger.info(
             "epoch %d/%d  %s",
             state.epoch + 1,
@@ -227,8 +133,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         logger.log(metrics, state.step)
         media.end(model, state.epoch + 1, state.step)
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        save(state)
-        on_update(state, saved=True)
+        checkpoints.save()
+        checkpoints.on_update(state, saved=True)
     # 8. results
     record = RunRecord(
         cfg=cfg,
@@ -239,12 +145,134 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         best_val_top1=state.best_val_top1,
         best_epoch=state.best_epoch,
         wall_time_s=state.run_seconds(),
-        weights="ema" if ema is not None else "model",
+        weights="ema" if state.ema is not None else "model",
     )
     results = write_results(record, enabled=dist_info.is_main)
     logger.finish()
     cleanup()
     return results
+
+
+def _update_freq(cfg: DictConfig, world_size: int) -> int:
+    """Micro-batches per optimizer update (from ``trainer.effective_batch_size`` if set)."""
+    update_freq = resolve_update_freq(cfg, world_size)
+    if (effective := cfg.trainer.effective_batch_size) is not None:
+        _logger.info(
+            "trainer.effective_batch_size=%d: update_freq %d (data.batch_size=%d x %d %s)",
+            effective,
+            update_freq,
+            cfg.data.batch_size,
+            world_size,
+            "process" if world_size == 1 else "processes",
+        )
+    return update_freq
+
+
+def _updates_per_epoch(cfg: DictConfig, steps_per_epoch: int, update_freq: int) -> int:
+    """Optimizer updates in an epoch of ``steps_per_epoch`` micro-batches.
+
+    Raises:
+        ConfigError: if ``update_freq`` exceeds the batches of an epoch.
+    """
+    freq_text = f"trainer.update_freq={update_freq}"
+    if (effective := cfg.trainer.effective_batch_size) is not None:
+        freq_text += f" (from trainer.effective_batch_size={effective})"
+    updates_per_epoch = steps_per_epoch // update_freq
+    if updates_per_epoch < 1:
+        raise ConfigError(
+            f"{freq_text} is invalid: it exceeds the {steps_per_epoch} batches of an epoch"
+        )
+    if unused := steps_per_epoch % update_freq:
+        _logger.info(
+            "%s: %d batches per epoch make %d updates; the last %d of each epoch are not used",
+            freq_text,
+            steps_per_epoch,
+            updates_per_epoch,
+            unused,
+        )
+    return updates_per_epoch
+
+
+def _build_state(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    dist_info: DistInfo,
+    update_freq: int,
+    updates_per_epoch: int,
+) -> TrainState:
+    """The loop's state at its start: the optimizer with DCLS position groups, the schedules,
+    the EMA, Mixup/CutMix and the loss, and the model wrapped for DDP and ``torch.compile``."""
+    dcls_schedule = DclsSchedule(cfg.trainer)
+    dcls_schedule.prepare(model)  # scheduled widths are not learned
+    effective_batch = cfg.data.batch_size * dist_info.world_size * update_freq
+    optimizer = build_optimizer(model, cfg.optimizer, effective_batch)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs, updates_per_epoch)
+    ema_cfg = cfg.trainer.ema
+    ema = build_ema(model, ema_cfg.decay, ema_cfg.shared_positions) if ema_cfg.enabled else None
+    mixup = build_mixup(cfg.data)
+    net = DistributedDataParallel(model) if dist_info.distributed else model
+    return TrainState(
+        model=torch.compile(net) if cfg.trainer.compile else net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=build_criterion(cfg.data, mixup),
+        device=dist_info.device,
+        epochs=cfg.trainer.epochs,
+        update_freq=update_freq,
+        clip_grad=cfg.trainer.clip_grad,
+        amp_dtype=AMP_DTYPES[cfg.trainer.amp],
+        scaler=torch.amp.GradScaler(dist_info.device.type) if cfg.trainer.amp == "fp16" else None,
+        ema=ema,
+        mixup=mixup,
+        channels_last=cfg.trainer.channels_last,
+        log_every=cfg.trainer.log_every,
+        max_bad_steps=cfg.trainer.max_bad_steps,
+        dcls_schedule=dcls_schedule,
+    )
+
+
+def _resume(
+    cfg: DictConfig,
+    state: TrainState,
+    model: torch.nn.Module,
+    dist_info: DistInfo,
+    steps_per_epoch: int,
+    checkpoint_dir: Path,
+) -> bool:
+    """Restore ``state`` and ``model`` from the checkpoint ``cfg.resume`` names, if any; whether
+    one was restored."""
+    resume_from = ckpt.resolve_resume(cfg.resume, checkpoint_dir)
+    if resume_from is None:
+        return False
+    checkpoint, resume_from = ckpt.load_resumable(resume_from)
+    ckpt.restore_training(
+        state,
+        model,
+        checkpoint,
+        cfg.data.batch_size,
+        dist_info.world_size,
+        rank=dist_info.rank,
+        seed=cfg.seed,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    if state.epoch < cfg.trainer.epochs:
+        _logger.info(
+            "resumed from %s after epoch %d and update %d; epoch %d continues after "
+            "micro-batch %d of %d (processes x update_freq: %d x %d; the checkpoint's "
+            "processes: %d)",
+            resume_from,
+            state.epoch,
+            state.step,
+            state.epoch + 1,
+            state.batch_in_epoch,
+            steps_per_epoch,
+            dist_info.world_size,
+            state.update_freq,
+            checkpoint.get("world_size", 1),
+        )
+    else:  # a relaunched finished run (a resumed sweep): nothing continues
+        _logger.info("loaded %s, written after the last epoch (%d)", resume_from, state.epoch)
+    return True
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

@@ -24,7 +24,7 @@ from engine.data.samplers import ResumableSampler
 from engine.distributed import DistInfo, all_reduce_sum
 from engine.errors import InputError
 
-__all__ = ["EvalContext", "eval_transform", "evaluate"]
+__all__ = ["EvalContext", "eval_transform", "evaluate", "validate_model_and_ema"]
 
 _logger = logging.getLogger(__name__)
 
@@ -83,6 +83,25 @@ def evaluate(
         "top5": 100 * top5 / count,
         "count": count,
     }
+
+
+def validate_model_and_ema(
+    model: nn.Module,
+    ema: nn.Module | None,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Training's validation: :func:`evaluate` of the model (``val_loss``, ``val_top1``,
+    ``val_top5``) and of its EMA, if any (``val_ema_top1``...); ``ema`` is timm's EMA wrapper,
+    whose ``module`` holds the averaged weights."""
+    evaluated = {"": model} | ({"ema_": ema.module} if ema is not None else {})
+    metrics = {}
+    for prefix, module in evaluated.items():
+        result = evaluate(module, loader, device, amp_dtype, channels_last)
+        metrics |= {f"val_{prefix}{k}": v for k, v in result.items() if k != "count"}
+    return metrics
 
 
 def _hits_in_top_k(logits: torch.Tensor, targets: torch.Tensor, k: tuple[int, ...]) -> torch.Tensor:
