@@ -36,13 +36,16 @@ from engine.data.datasets import build_loaders
 from engine.distributed import (
     DistInfo,
     DistributedFaultError,
+    barrier,
     cleanup,
     describe_fault,
     init_distributed,
     set_determinism,
 )
 from engine.evaluation.accuracy import validate_model_and_ema
+from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE
 from engine.pictures.media import EpochMedia
+from engine.pictures.positions import HISTORY_DIR
 from engine.training import preemption
 from engine.training.checkpointer import Checkpointer
 from engine.training.ema import build_ema
@@ -50,7 +53,13 @@ from engine.training.loggers import build_logger
 from engine.training.loop import TrainState, train_one_epoch
 from engine.training.losses import build_criterion, build_mixup
 from engine.training.optim import build_optimizer, positions_lr, schedule_lr
-from engine.training.results import RunRecord, finished_results, row_name, write_results
+from engine.training.results import (
+    RunRecord,
+    finished_results,
+    row_name,
+    set_aside_earlier_run,
+    write_results,
+)
 from engine.training.schedules import DclsSchedule, build_scheduler
 
 _logger = logging.getLogger("train")
@@ -81,6 +90,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     state = _build_state(cfg, model, dist_info, update_freq, updates_per_epoch)
     checkpoint_dir = run_dir / "checkpoints"
     resumed = _resume(cfg, state, model, dist_info, loaders.steps_per_epoch, checkpoint_dir)
+    if not resumed and dist_info.is_main:
+        _set_aside_earlier_run(cfg, run_dir)
+    barrier()  # (no rank writes in the folder before it is cleared)
     if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
         _logger.info(  # a relaunched finished run (a resumed sweep): its results stand
             "the run had finished all %d epochs: val top-1 %.2f (%s)",
@@ -151,6 +163,22 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     logger.finish()
     cleanup()
     return results
+
+
+def _set_aside_earlier_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A fresh start in a folder an earlier run used: its outputs go to ``.earlier/``."""
+    outputs = ["checkpoints", RUN_RESULTS_FILE, RESULTS_FILE, HISTORY_DIR]
+    if (cfg.get("logger") or {}).get("csv") is not None:
+        outputs.append(cfg.logger.csv.get("filename", "metrics.csv"))
+    moved = set_aside_earlier_run(run_dir, outputs)
+    if moved is not None:
+        _logger.warning(
+            "%s held an earlier run's outputs and this run starts over (resume=%s): they are "
+            "kept in %s",
+            run_dir,
+            cfg.resume,
+            moved,
+        )
 
 
 def _update_freq(cfg: DictConfig, world_size: int) -> int:

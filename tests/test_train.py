@@ -13,7 +13,7 @@ import torch
 
 import engine.checkpoint
 import train as train_script
-from engine.evaluation.tables import load_results
+from engine.evaluation.tables import load_results, result_files
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -76,6 +76,26 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     fast_train_cfg.data.mixup, fast_train_cfg.data.cutmix = 0.0, 0.0
     plain = train_script.train(fast_train_cfg, run_dir=tmp_path / "plain")
     assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
+
+
+def test_starting_over_in_a_used_folder_sets_the_earlier_run_aside(fast_train_cfg, tmp_path):
+    """``resume=never`` in a finished run's folder appended its metrics to the earlier rows
+    (steps 2, 4, ..., 14, 2, 4), left its position snapshots beside the new ones, and made
+    make_tables read a result file of each; the earlier run's files now go to .earlier/."""
+    fast_train_cfg.logger = {"csv": {"filename": "metrics.csv"}}
+    first = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    first_rows = (tmp_path / "metrics.csv").read_text()
+    fast_train_cfg.resume, fast_train_cfg.trainer.epochs = "never", 1
+    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    (earlier,) = (tmp_path / ".earlier").iterdir()
+    assert (earlier / "metrics.csv").read_text() == first_rows
+    assert json.loads((earlier / "results.json").read_text()) == pytest.approx(first)
+    assert engine.checkpoint.load_checkpoint(earlier / "checkpoints" / "last.pt")["epoch"] == 2
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == sorted(steps) and max(steps) == 8  # the new run's one epoch only
+    assert sorted(p.name for p in (tmp_path / "positions").iterdir())[-1] == "epoch_0001.pt"
+    assert result_files([tmp_path]) == [tmp_path / "eval_results.json"]  # the new run's only
 
 
 def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path, caplog):

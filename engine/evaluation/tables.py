@@ -136,15 +136,16 @@ TABLE_HEADINGS = {
 
 
 def result_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Result files given directly or found under folders.
+    """Result files given directly or found under folders (not in their hidden folders).
 
     Raises:
         FileNotFoundError: for a path that does not exist, or when no file is found.
     """
     files: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(path.rglob(RESULTS_FILE))
+        if path.is_dir():  # (not in hidden folders: a run folder's .earlier/ runs)
+            found = sorted(path.rglob(RESULTS_FILE))
+            files += [f for f in found if not _hidden(f.relative_to(path))]
         elif path.is_file():
             files.append(path)
         else:
@@ -152,6 +153,11 @@ def result_files(paths: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no {RESULTS_FILE} under {[str(p) for p in paths]}")
     return files
+
+
+def _hidden(relative: Path) -> bool:
+    """Whether a path lies in a folder whose name starts with a dot."""
+    return any(part.startswith(".") for part in relative.parts[:-1])
 
 
 def _warn_if_other_model(row: str, first: dict, second: dict) -> None:

@@ -23,7 +23,16 @@ from engine.config import command_line_override, model_label
 from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
 from engine.evaluation.throughput import params_and_macs
 
-__all__ = ["RunRecord", "finished_results", "row_name", "write_results"]
+__all__ = [
+    "EARLIER_RUNS_DIR",
+    "RunRecord",
+    "finished_results",
+    "row_name",
+    "set_aside_earlier_run",
+    "write_results",
+]
+
+EARLIER_RUNS_DIR = ".earlier"  # a run folder's runs before a fresh start (resume=never)
 
 _logger = logging.getLogger(__name__)
 
@@ -68,6 +77,33 @@ def finished_results(run_dir: Path) -> dict[str, Any] | None:
     relaunch of that run reports, instead of results of a validation alone."""
     path = Path(run_dir) / RUN_RESULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def set_aside_earlier_run(run_dir: Path, outputs: list[str]) -> Path | None:
+    """Move what an earlier run left in ``run_dir`` (the ``outputs`` present: files, and folders
+    that are not empty) into ``run_dir/.earlier/<time>/``, so that a run starting over there
+    (``resume=never``, or a run killed before its first checkpoint) does not mix its history,
+    checkpoints and results with the earlier run's, and loses none of them.
+
+    Returns:
+        The folder they were moved to, or ``None`` if there was nothing to move.
+    """
+    present = [
+        path
+        for path in (Path(run_dir) / name for name in outputs)
+        if path.is_file() or (path.is_dir() and any(path.iterdir()))
+    ]
+    if not present:
+        return None
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    target = Path(run_dir) / EARLIER_RUNS_DIR / stamp
+    suffix = 1
+    while target.exists():  # two fresh starts within one second
+        target, suffix = target.with_name(f"{stamp}_{suffix}"), suffix + 1
+    target.mkdir(parents=True)
+    for path in present:
+        path.rename(target / path.name)
+    return target
 
 
 @dataclass
