@@ -20,11 +20,13 @@ from engine.errors import CLOSE_MATCHES, ConfigError, InputError, close_matches,
 __all__ = [
     "CLOSE_MATCHES",
     "DEVICES",
+    "INTERPOLATIONS",
     "REFUSED_ARGUMENT",
     "ConfigError",
     "InputError",
     "call_with_config_kwargs",
     "check_amp_and_device",
+    "check_image_transform",
     "check_signal_names",
     "close_matches",
     "fail",
@@ -134,6 +136,39 @@ def call_with_config_kwargs(
         if refused is None or refused[1] not in kwargs:
             raise
         fail(f"{key}.{refused[1]}", kwargs[refused[1]], f"{what} does not take it ({error})")
+
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's
+
+
+def check_image_transform(cfg: Any, prefix: str, null: str | None = None) -> None:
+    """``interpolation``, ``crop_pct``, ``mean`` and ``std`` of ``cfg`` make an evaluation
+    transform: a timm interpolation, a crop in (0, 1], three numbers per RGB statistic (``std``
+    > 0); with ``null`` (what null means), null too."""
+    allow_null = f"null ({null}) or " if null else ""
+    crop = cfg.get("crop_pct")
+    if not (crop is None and null) and not (is_number(crop) and 0 < crop <= 1):
+        fail(f"{prefix}.crop_pct", crop, f"expected {allow_null}a number in (0, 1]")
+    interpolation = cfg.get("interpolation")
+    if not (interpolation is None and null) and interpolation not in INTERPOLATIONS:
+        allowed = f"expected {allow_null}one of {', '.join(INTERPOLATIONS)}"
+        fail(f"{prefix}.interpolation", interpolation, allowed, near=INTERPOLATIONS)
+    for key in ("mean", "std"):
+        value = cfg.get(key)
+        if value is None and null:
+            continue
+        if (
+            isinstance(value, str)
+            or not hasattr(value, "__len__")
+            or len(value) != 3
+            or not all(is_number(v) and (key == "mean" or v > 0) for v in value)
+        ):
+            positive = " > 0" if key == "std" else ""
+            fail(
+                f"{prefix}.{key}",
+                value,
+                f"expected {allow_null}3 numbers{positive}, one per RGB channel",
+            )
 
 
 UNCATCHABLE_SIGNALS = ("SIGKILL", "SIGSTOP")

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from engine.amp import AMP_CHOICES
 from engine.config.checks import (
     check_amp_and_device,
+    check_image_transform,
     fail,
     int_at_least,
-    is_number,
 )
 
 __all__ = ["TRANSFORM_KEYS", "WEIGHTS", "validate_eval_config"]
@@ -25,7 +25,6 @@ WEIGHTS = ("auto", "ema", "model")
 TRANSFORM_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
 THROUGHPUT_AMP = ("auto", *AMP_CHOICES)
 THROUGHPUT_OPTIMIZERS = ("adamw", "sgd")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's names
 
 
 def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
@@ -59,27 +58,7 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     if unknown:
         fail("transform", unknown[0], f"expected keys among {list(TRANSFORM_KEYS)}")
     int_at_least(cfg.transform, "transform", "img_size", 1, null="the checkpoint's")
-    crop = cfg.transform.get("crop_pct")
-    if crop is not None and not (is_number(crop) and 0 < crop <= 1):
-        fail("transform.crop_pct", crop, "expected null (the checkpoint's) or a number in (0, 1]")
-    interpolation = cfg.transform.get("interpolation")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        allowed = f"expected null (the checkpoint's) or one of {', '.join(INTERPOLATIONS)}"
-        fail("transform.interpolation", interpolation, allowed, near=INTERPOLATIONS)
-    for key in ("mean", "std"):
-        value = cfg.transform.get(key)
-        if value is not None and (
-            isinstance(value, str)
-            or not hasattr(value, "__len__")
-            or len(value) != 3
-            or not all(is_number(v) and (key == "mean" or v > 0) for v in value)
-        ):
-            positive = " > 0" if key == "std" else ""
-            fail(
-                f"transform.{key}",
-                value,
-                f"expected null (the checkpoint's) or 3 numbers{positive}, one per RGB channel",
-            )
+    check_image_transform(cfg.transform, "transform", null="the checkpoint's")
     if "val" in sets and any(v is not None for v in cfg.transform.values()):
         _logger.warning(
             "transform.* applies to the image-folder sets; sets=[val] evaluates the training "

@@ -16,6 +16,7 @@ from dcls.functional import VERSION_ALIASES, VERSIONS
 from dcls.positions import REPULSIVE_FORMULAS
 from engine.config.checks import (
     check_amp_and_device,
+    check_image_transform,
     check_signal_names,
     close_matches,
     fail,
@@ -100,6 +101,26 @@ def _check_model(cfg: Any) -> None:
             fail(f"model.{key}", cfg[key], f"expected one of {', '.join(allowed)}", near=allowed)
 
 
+def _check_data_transform(cfg: Any) -> None:
+    """``data.interpolation``, ``crop_pct``, ``mean`` and ``std``: eval.py's transform for the
+    run's checkpoints (it read a bad one only then, with a traceback); a built-in kind's are how
+    its images are made, which these keys record and cannot change."""
+    from engine.data.datasets import BUILTIN_TRANSFORMS
+
+    check_image_transform(cfg, "data")
+    made = BUILTIN_TRANSFORMS.get(cfg.kind, {})
+    for key, value in made.items():
+        given = cfg.get(key)
+        given = list(given) if hasattr(given, "__len__") and not isinstance(given, str) else given
+        if given != value:
+            fail(
+                f"data.{key}",
+                cfg.get(key),
+                f"the {cfg.kind} images are made with {key} {value}: this key records it for "
+                "eval.py and cannot change it",
+            )
+
+
 def _check_data(cfg: Any) -> None:
     one_of(cfg, "data", "kind", DATA_KINDS)
     group, kind_keys = DATA_KIND_KEYS[cfg.kind]
@@ -116,6 +137,7 @@ def _check_data(cfg: Any) -> None:
     int_at_least(cfg, "data", "num_workers", 0)
     for key in ("mixup", "cutmix"):
         number_at_least(cfg, "data", key, 0)
+    _check_data_transform(cfg)
     for key in ("mixup_prob", "mixup_switch_prob"):
         if key in cfg and (not is_number(cfg[key]) or not 0 <= cfg[key] <= 1):
             fail(f"data.{key}", cfg[key], "expected a probability in [0, 1]")

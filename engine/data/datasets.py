@@ -25,6 +25,7 @@ from engine.errors import ConfigError, InputError
 
 __all__ = [
     "BUILTIN_KINDS",
+    "BUILTIN_TRANSFORMS",
     "DATASETS",
     "Loaders",
     "build_loaders",
@@ -36,6 +37,17 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 _DIGITS_MEAN = _DIGITS_STD = 0.5  # maps the digits' [0, 1] intensities to [-1, 1]
+# How the built-in kinds make their images, in eval.py's transform terms (the data config
+# records it for eval.py, which reads exported copies of them from folders; it cannot change it).
+BUILTIN_TRANSFORMS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "mean": [_DIGITS_MEAN] * 3,
+        "std": [_DIGITS_STD] * 3,
+    },
+    "fake": {"interpolation": "bilinear", "crop_pct": 1.0, "mean": [0.0] * 3, "std": [1.0] * 3},
+}
 
 
 class TensorImages(Dataset):

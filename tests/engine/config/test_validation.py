@@ -98,6 +98,17 @@ ROOT = Path(__file__).resolve().parents[3]
             ["scheduler.sched=cosin"],
             r"scheduler\.sched='cosin' is invalid: expected one of timm's .*close matches: cosine",
         ),
+        (["data.mixup_prob=2"], r"data\.mixup_prob=2 is invalid: expected a probability"),
+        (["data.mixup_mode=pairs"], r"data\.mixup_mode='pairs' is invalid: .*close matches: pair"),
+        # eval.py's transform for the run's checkpoints: read only there, with a traceback
+        (["data.interpolation=bogus"], r"data\.interpolation='bogus' is invalid: expected one"),
+        (["data.crop_pct=0"], r"data\.crop_pct=0 is invalid: expected a number in \(0, 1\]"),
+        (["data.mean=[0.5]"], r"data\.mean=\[0\.5\] is invalid: expected 3 numbers"),
+        (  # the digits are made scaled to [-1, 1]: training ignored it, eval.py did not
+            ["data.std=[1,1,1]"],
+            r"data\.std=\[1, 1, 1\] is invalid: the digits images are made with std "
+            r"\[0\.5, 0\.5, 0\.5\]: this key records it for eval\.py and cannot change it",
+        ),
         (
             ["data.kind=digit"],
             r"data\.kind='digit' is invalid: expected one of .*; close matches: digits",
