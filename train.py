@@ -25,6 +25,7 @@ from engine import checkpoint as ckpt
 from engine.amp import AMP_DTYPES
 from engine.config import (
     ConfigError,
+    check_input_size,
     exit_on_bad_command_line,
     instantiate_model,
     multirun_overrides,
@@ -71,6 +72,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``results.json``)."""
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     validate_train_config(cfg)  # every user-facing value, before anything is built
+    check_input_size(cfg.model, cfg.data.image_size, "data.image_size")  # (on the meta device)
     cfg.name = row_name(cfg, multirun_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)

@@ -78,6 +78,17 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
 
 
+def test_an_image_size_too_small_for_the_model_is_one_config_error(fast_train_cfg, tmp_path):
+    """ConvNeXt's downsampling needs 32 pixels: 8 was a RuntimeError traceback at the first
+    step; a meta-device forward pass finds it before anything is built."""
+    from engine.config import ConfigError
+
+    fast_train_cfg.data.image_size = 8
+    with pytest.raises(ConfigError, match=r"data\.image_size=8 is invalid: too small for "):
+        train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_starting_over_in_a_used_folder_sets_the_earlier_run_aside(fast_train_cfg, tmp_path):
     """``resume=never`` in a finished run's folder appended its metrics to the earlier rows
     (steps 2, 4, ..., 14, 2, 4), left its position snapshots beside the new ones, and made

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from engine.config.checks import ConfigError, InputError, resolve_device
 from engine.config.command_line import check_command_line, exit_on_bad_command_line
 from engine.config.entry import (
+    check_input_size,
     cli_number,
     command_line_override,
     instantiate_model,
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "check_command_line",
+    "check_input_size",
     "cli_number",
     "command_line_override",
     "exit_on_bad_command_line",

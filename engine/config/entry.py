@@ -24,6 +24,7 @@ from engine.config.checks import REFUSED_ARGUMENT, ConfigError, InputError
 __all__ = [
     "EXIT_BAD_INPUT",
     "MULTIRUN_FLAGS",
+    "check_input_size",
     "cli_number",
     "command_line_override",
     "instantiate_model",
@@ -105,6 +106,42 @@ def model_label(cfg: Any) -> str:
     """The name of the model that the ``model`` group ``cfg`` builds, for logs and results:
     timm's ``model_name``, or for a builder of one's own (another ``_target_``) its name."""
     return str(cfg.get("model_name") or str(cfg.get("_target_")).rsplit(".", 1)[-1])
+
+
+# PyTorch's messages for a feature map smaller than a layer's kernel
+_TOO_SMALL = re.compile(
+    r"Kernel size can't be greater than actual input size|Output size is too small"
+)
+
+
+def check_input_size(cfg: Any, image_size: int, key: str) -> None:
+    """Refuse an image size the model cannot take (a feature map smaller than a kernel: e.g.
+    ConvNeXt below 32 pixels), found by a forward pass of the ``model`` group ``cfg`` on the meta
+    device (no memory, no computation; a fraction of a second), instead of a traceback at the
+    first training step.
+
+    Raises:
+        ConfigError: naming ``key`` (``data.image_size``) and the size the model needs.
+    """
+    import torch
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # the builder's log lines come with the real model
+    try:
+        with torch.device("meta"):
+            model = instantiate_model(cfg)
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
+    except Exception as error:  # (a builder without meta support: not this check's business)
+        if not (isinstance(error, RuntimeError) and _TOO_SMALL.search(str(error))):
+            return  # not the size's fault: the real model reports it where it happens
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"{key}={image_size} is invalid: too small for {model_label(cfg)}, a feature map "
+            f"becomes smaller than a kernel ({reason}); expected a larger image size"
+        ) from None
+    finally:
+        logging.disable(previous)
 
 
 def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> Any:

@@ -368,6 +368,14 @@ def validate_train_config(cfg: Any) -> None:
     _check_optimizer(cfg.optimizer)
     _check_scheduler(cfg.scheduler, cfg.trainer.epochs)
     _check_model(cfg.model)
+    classes = cfg.model.get("num_classes", cfg.data.num_classes)
+    if classes != cfg.data.num_classes or not is_int(classes):
+        fail(
+            "model.num_classes",
+            classes,
+            f"the data has data.num_classes={cfg.data.num_classes} classes (the model's default "
+            f"follows it); expected {cfg.data.num_classes}",
+        )
     _check_logger(cfg.get("logger"))
     resume = cfg.resume
     if resume not in ("auto", "never") and not Path(str(resume)).is_file():

@@ -98,6 +98,11 @@ ROOT = Path(__file__).resolve().parents[3]
             ["scheduler.sched=cosin"],
             r"scheduler\.sched='cosin' is invalid: expected one of timm's .*close matches: cosine",
         ),
+        (  # (an IndexError from cross_entropy; 0.0: a model without classifier)
+            ["model.num_classes=2"],
+            r"model\.num_classes=2 is invalid: the data has data\.num_classes=10 classes",
+        ),
+        (["model.num_classes=0.0"], r"model\.num_classes=0\.0 is invalid"),
         (["data.mixup_prob=2"], r"data\.mixup_prob=2 is invalid: expected a probability"),
         (["data.mixup_mode=pairs"], r"data\.mixup_mode='pairs' is invalid: .*close matches: pair"),
         # eval.py's transform for the run's checkpoints: read only there, with a traceback
