@@ -191,16 +191,20 @@ def _kind(default: Any) -> str | None:
 
 
 def _check_value_kind(cfg: DictConfig, key: str, value: Any) -> None:
-    """Raise a ConfigError if ``value`` is not of the kind of ``key``'s default. Null, an
-    interpolation, and a list where a number is the default (one value per axis) pass: the
-    entry point's own checks decide those."""
-    if value is None or isinstance(value, Sweep) or (isinstance(value, str) and "${" in value):
+    """Raise a ConfigError if ``value`` is not of the kind of ``key``'s default. Null (but for a
+    true/false key, where it would read as false), an interpolation, and a list where a number
+    is the default (one value per axis) pass: the entry point's own checks decide those."""
+    if isinstance(value, Sweep) or (isinstance(value, str) and "${" in value):
         return  # (a sweep inside a sweep: Hydra expands it, or says it cannot)
     try:
         default = OmegaConf.select(cfg, key, throw_on_missing=False)
     except OmegaConfBaseException:
         return  # an interpolation that resolves only in the run
     kind = _kind(default)
+    if value is None:
+        if kind == "bool":  # (trainer.preemption.enabled=null turned the handling off)
+            raise ConfigError(f"{key}=None is invalid: {_KIND_EXPECTED['bool']}")
+        return
     fits = {
         None: True,
         "bool": isinstance(value, bool),
@@ -362,7 +366,13 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
             keys.append(override)
             continue
         options = _group_options(config_dirs, group)
-        values = [v for v in _values(override) if v is not None and v != "null"]
+        if any(v is None or v == "null" for v in _values(override)):  # Hydra: a traceback
+            raise ConfigError(
+                f"{group}=null is invalid: a config group takes one of its options "
+                f"({', '.join(options)}); to choose none, leave {group}= out, or delete it "
+                f"with ~{group}"
+            )
+        values = list(_values(override))
         for value in values:
             if str(value) not in options and not in_packages:
                 hint = close_matches(str(value), options)

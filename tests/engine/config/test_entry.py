@@ -61,6 +61,14 @@ CONFIGS = Path(CONFIG_DIR)
         # count as true; text for a number fails later with a traceback.
         (["trainer.ema.enabled=flase"], r"trainer\.ema\.enabled='flase' is invalid: expected true"),
         (["trainer.compile=no"], r"trainer\.compile='no' is invalid: expected true or false"),
+        (  # null read as false: a SIGTERM then killed the run without its checkpoint
+            ["trainer.preemption.enabled=null"],
+            r"trainer\.preemption\.enabled=None is invalid: expected true or false",
+        ),
+        (  # Hydra's traceback: "Config group override must be a string or a list"
+            ["experiment=null"],
+            r"experiment=null is invalid: a config group takes one of its options .*~experiment",
+        ),
         (["-m", "trainer.compile=true,flase"], r"trainer\.compile='flase' is invalid"),
         (["seed=abc"], r"seed='abc' is invalid: expected a finite number, like its default 0"),
         (["trainer.epochs=abc"], r"trainer\.epochs='abc' is invalid: expected a .*default 15"),
