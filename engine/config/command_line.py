@@ -9,9 +9,10 @@ bad input. Each value must also be of its key's kind, as the default shows it
 fail later with a traceback), and ``+key`` may add keys only inside a free-form mapping (an empty
 one in the defaults, such as ``optimizer.kwargs``, or a ``_target_``'s arguments, such as
 ``model``): the code reads no other new key. Sweeps (``-m key=a,b``) are checked value by value
-(intervals, sampled by a sweeper, are not). Overrides that force (``++key``) or delete
-(``~key``) keys, Hydra's own ``hydra.*`` keys and command lines with other Hydra flags
-(``--cfg``, ``--info``, ...) are left to Hydra.
+(intervals, sampled by a sweeper, are not). ``~key`` deletes only config groups and keys of
+free-form mappings (the code reads every other key). Overrides that force (``++key``), Hydra's
+own ``hydra.*`` keys and command lines with other Hydra flags (``--info``, ...) are left to
+Hydra.
 """
 
 from __future__ import annotations
@@ -354,9 +355,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     checked = [
         o
         for o in overrides
-        if not (o.is_force_add() or o.is_delete())
-        and not o.key_or_group.startswith("hydra")
-        and o.package is None
+        if not o.is_force_add() and not o.key_or_group.startswith("hydra") and o.package is None
     ]
     group_choices: list[str] = []
     keys: list[Override] = []
@@ -364,6 +363,10 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         group = override.key_or_group
         if not any((d / group).is_dir() for d in config_dirs):
             keys.append(override)
+            continue
+        if override.is_delete():  # ~group: Hydra drops it (a choice of it as well: a traceback)
+            if any(o.key_or_group == group and not o.is_delete() for o in checked):
+                raise ConfigError(f"~{group} is invalid: {group}= is given too; give one of them")
             continue
         options = _group_options(config_dirs, group)
         if any(v is None or v == "null" for v in _values(override)):  # Hydra: a traceback
@@ -399,6 +402,20 @@ def _is_global_package(config_dirs: Sequence[Path], group: str, option: str) -> 
         if path.is_file():
             return "@package _global_" in path.read_text().split("\n", 1)[0]
     return False
+
+
+def _check_deletable(cfg: DictConfig, key: str) -> None:
+    """``~key`` may delete only a key of a free-form mapping (a builder's argument, a keyword of
+    ``optimizer.kwargs``): the code reads every other key (it was a traceback: ``Key 'ema' is not
+    in struct``)."""
+    parent_key = key.rpartition(".")[0]
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not (isinstance(parent, DictConfig) and parent_key and _is_free_form(parent)):
+        raise ConfigError(
+            f"~{key} is invalid: the code reads {key}; give it another value instead of deleting "
+            "it (~ deletes config groups, and keys of free-form mappings such as "
+            "optimizer.kwargs)"
+        )
 
 
 def _check_keys(
@@ -441,6 +458,9 @@ def _check_keys(
         if in_packages and override.key_or_group.split(".")[0] not in cfg:
             continue  # maybe a group of a package's configs
         _check_key(cfg, override.key_or_group, override.is_add(), config_dirs)
+        if override.is_delete():
+            _check_deletable(cfg, override.key_or_group)
+            continue
         if not override.is_add():
             for value in _values(override, parsed=True):
                 _check_value_kind(cfg, override.key_or_group, value)

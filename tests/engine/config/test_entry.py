@@ -65,6 +65,12 @@ CONFIGS = Path(CONFIG_DIR)
             ["trainer.preemption.enabled=null"],
             r"trainer\.preemption\.enabled=None is invalid: expected true or false",
         ),
+        (  # a traceback: "Key 'ema' is not in struct"
+            ["~trainer.ema"],
+            r"~trainer\.ema is invalid: the code reads trainer\.ema; give it another value",
+        ),
+        (["~run_name"], r"~run_name is invalid: the code reads run_name"),
+        (["~logger", "logger=csv"], r"~logger is invalid: logger= is given too"),
         (  # Hydra's traceback: "Config group override must be a string or a list"
             ["experiment=null"],
             r"experiment=null is invalid: a config group takes one of its options .*~experiment",
@@ -99,7 +105,8 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
     [
         ["model=convnext_tiny_dcls", "trainer.epochs=3"],
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
-        ["++seed=3", "~logger"],  # forcing and deleting are Hydra's business
+        ["++seed=3", "~logger"],  # forcing is Hydra's business, and deleting a group
+        ["~model.drop_path_rate", "~experiment"],  # a builder's argument: its own default
         ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
         ["optimizer.positions={lr_scale:3,weight_decay:0.0}"],  # a mapping of keys it has
         ["+model.drop_rate=0.1", "experiment=convnext_tiny_dcls_in1k"],  # timm's builder's
