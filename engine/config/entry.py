@@ -148,8 +148,8 @@ def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> 
     """``hydra.utils.instantiate(cfg)`` for the ``model`` group, with what is the config's fault
     in one line (:class:`ConfigError`; Hydra would print four, exit status 1): a ``_target_``
     that does not import, a ``model.*`` key that the builder (or one it passes it to) does not
-    take, and a ValueError of the builder (a ``model.*`` value it refuses). Other errors keep
-    their traceback.
+    take, a ValueError of the builder (a ``model.*`` value it refuses), and pretrained weights
+    that do not exist or cannot be downloaded. Other errors keep their traceback.
 
     Args:
         key_prefix: where the user set a key of ``cfg``, for the message (default ``model.``;
@@ -174,7 +174,9 @@ def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> 
             raise ConfigError(
                 f"{prefix}{refused[1]} is invalid: the builder does not take it ({cause})"
             ) from error
-        if isinstance(cause, ValueError):
+        if isinstance(cause, ValueError) or (
+            isinstance(cause, RuntimeError | OSError) and "pretrained" in str(cause).lower()
+        ):  # a value the builder refuses; pretrained weights that do not exist or download
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
         raise
 

@@ -248,6 +248,10 @@ def test_a_model_value_its_builder_refuses_is_one_config_error():
     # eval.py's model.kwargs are merged into the checkpoint's model config: named as given
     with pytest.raises(ConfigError, match=r"^model\.kwargs\.bogus is invalid: the builder"):
         instantiate_model(cfg, {"bogus": "model.kwargs."})
+    del cfg.bogus
+    cfg.pretrained = True  # no weights for a DCLS variant: Hydra's four lines (a RuntimeError)
+    with pytest.raises(ConfigError, match=r"^model: No pretrained weights exist for convnext_at"):
+        instantiate_model(cfg)
     with pytest.raises(ConfigError, match=r"^model\._target_='nomodule\.build' is invalid: it "):
         instantiate_model(OmegaConf.create({"_target_": "nomodule.build"}))
     # An ImportError inside a builder that imports is the builder's, with its traceback.
