@@ -363,6 +363,13 @@ def validate_train_config(cfg: Any) -> None:
     seed = cfg.get("seed")
     if not is_int(seed) or not 0 <= seed <= MAX_SEED:
         fail("seed", seed, f"expected an integer in [0, {MAX_SEED}]")
+    run_name = cfg.get("run_name")
+    parts = run_name.replace("\\", "/").split("/") if isinstance(run_name, str) else [""]
+    if any(part.strip() in ("", ".", "..") for part in parts):
+        # (the run folder is logs/train/<run_name>: '' wrote into logs/train, '..' into logs)
+        fail(
+            "run_name", run_name, "expected a folder name (or a/b), with no empty, '.' or '..' part"
+        )
     _check_trainer(cfg.trainer)
     _check_data(cfg.data)
     _check_optimizer(cfg.optimizer)

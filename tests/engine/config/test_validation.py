@@ -103,6 +103,10 @@ ROOT = Path(__file__).resolve().parents[3]
             r"model\.num_classes=2 is invalid: the data has data\.num_classes=10 classes",
         ),
         (["model.num_classes=0.0"], r"model\.num_classes=0\.0 is invalid"),
+        (["run_name=''"], r"run_name='' is invalid: expected a folder name"),
+        (["run_name=.."], r"run_name='\.\.' is invalid: expected a folder name"),
+        (["run_name=/abs"], r"run_name='/abs' is invalid"),
+        (["run_name=null"], r"run_name=None is invalid"),
         (["data.mixup_prob=2"], r"data\.mixup_prob=2 is invalid: expected a probability"),
         (["data.mixup_mode=pairs"], r"data\.mixup_mode='pairs' is invalid: .*close matches: pair"),
         # eval.py's transform for the run's checkpoints: read only there, with a traceback
