@@ -98,7 +98,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
     if state.epoch >= cfg.trainer.epochs and (done := finished_results(run_dir)) is not None:
         _logger.info(  # a relaunched finished run (a resumed sweep): its results stand
             "the run had finished all %d epochs: val top-1 %.2f (%s)",
-            cfg.trainer.epochs,
+            state.epoch,  # (its own: trainer.epochs may say fewer now)
             done["top1"],
             run_dir / "results.json",
         )

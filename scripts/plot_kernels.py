@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ema", action="store_true", help="draw the EMA weights")
     parser.add_argument(
         "--dense-size",
-        type=int,
+        type=cli_number(),
         help="dense kernel to outline (default: the one each layer replaced, 7 for ConvNeXt)",
     )
     parser.add_argument(

@@ -251,6 +251,14 @@ def test_scripts_say_how_to_install_matplotlib(run_dir, tmp_path, monkeypatch, c
     assert not list(tmp_path.iterdir())
 
 
+def test_plot_kernels_refuses_a_dense_size_below_1(capsys):
+    # (--dense-size -3 drew the pictures and exited 0)
+    with pytest.raises(SystemExit) as exited:
+        _script("plot_kernels").main(["/no/run", "--dense-size", "-3"])
+    assert exited.value.code == 2
+    assert "--dense-size: expected an integer >= 1, got '-3'" in capsys.readouterr().err
+
+
 def test_media_without_matplotlib_warn_and_training_goes_on(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.delitem(sys.modules, "engine.pictures.plots")
