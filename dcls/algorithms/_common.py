@@ -3,6 +3,8 @@ pairs, and channels-last memory formats. The padding helpers are TorchScript-com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -71,6 +73,42 @@ def pad_pairs(padding: str | list[int], kernel_sizes: list[int]) -> list[tuple[i
             pairs.append(((k - 1) // 2, k - 1 - (k - 1) // 2) if padding == "same" else (0, 0))
         else:
             pairs.append((padding[d], padding[d]))
+    return pairs
+
+
+def checked_pad_pairs(
+    padding: str | int | Sequence[int], input_sizes: Sequence[int], kernel_sizes: Sequence[int]
+) -> list[tuple[int, int]]:
+    """:func:`pad_pairs` for a padding given as ``F.conv`` takes it (``"same"``, ``"valid"``,
+    an int or one int per axis, all >= 0), checked, for the algorithms that pad themselves.
+
+    Raises:
+        ValueError: on another padding, or one that leaves no output (a kernel larger than the
+            padded input: ``F.conv`` refuses it).
+    """
+    n = len(kernel_sizes)
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+        pairs = pad_pairs(padding, list(kernel_sizes))
+    else:
+        values = (padding,) * n if isinstance(padding, int) else padding
+        values = tuple(values) if isinstance(values, Sequence) else ()
+        if len(values) != n or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values
+        ):
+            raise ValueError(
+                f"padding must be 'same', 'valid', an int >= 0 or {n} ints >= 0, got {padding!r}"
+            )
+        pairs = [(p, p) for p in values]
+    out_sizes = [
+        s + a + b - k + 1 for s, (a, b), k in zip(input_sizes, pairs, kernel_sizes, strict=True)
+    ]
+    if any(o < 1 for o in out_sizes):
+        raise ValueError(
+            f"padding {padding!r} leaves no output for input sizes {tuple(input_sizes)} and "
+            f"kernel sizes {tuple(kernel_sizes)} (output sizes {tuple(out_sizes)})"
+        )
     return pairs
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcls.algorithms._common import autocast_cast, autocast_enabled, pad_argument, pad_pairs
+from dcls.algorithms._common import autocast_cast, autocast_enabled, checked_pad_pairs, pad_argument
 
 __all__ = ["fft_conv"]
 
@@ -63,24 +63,11 @@ def fft_conv(
         was).
 
     Raises:
-        ValueError: if padding is an unknown string or a wrong-length sequence, or leaves no
-            output (a kernel larger than the padded input).
+        ValueError: if padding is not ``"same"``, ``"valid"``, an int >= 0 or ``N`` ints >= 0,
+            or leaves no output (a kernel larger than the padded input).
     """
     n = kernel.dim() - 2
-    if isinstance(padding, str) and padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
-    if isinstance(padding, int):
-        padding = (padding,) * n
-    if not isinstance(padding, str) and len(padding) != n:
-        raise ValueError(f"padding must have {n} entries, got {padding!r}")
-    pairs = pad_pairs(padding if isinstance(padding, str) else list(padding), kernel.shape[2:])
-    sizes, kernel_sizes = input.shape[-n:], kernel.shape[2:]
-    out_sizes = [s + a + b - k + 1 for s, (a, b), k in zip(sizes, pairs, kernel_sizes, strict=True)]
-    if any(o < 1 for o in out_sizes):  # (F.conv refuses it; the FFT would give an empty output)
-        raise ValueError(
-            f"padding {padding!r} leaves no output for input sizes {tuple(sizes)} and kernel "
-            f"sizes {tuple(kernel_sizes)} (output sizes {tuple(out_sizes)})"
-        )
+    pairs = checked_pad_pairs(padding, input.shape[-n:], kernel.shape[2:])
     device_type = input.device.type
     if not autocast_enabled(device_type):
         return _fft_conv(input, kernel, bias, pairs, groups)

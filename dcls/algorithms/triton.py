@@ -100,7 +100,7 @@ from dcls.algorithms._common import (
     autocast_cast,
     autocast_enabled,
     channels_last_format,
-    pad_pairs,
+    checked_pad_pairs,
 )
 
 try:
@@ -1078,24 +1078,6 @@ _kernel_grad_op.register_autograd(_no_double_backward)
 # ---- public function ----------------------------------------------------------------------------
 
 
-def _normalize_padding(padding: str | int | Sequence[int], kernel_size: Sequence[int]) -> list:
-    """``F.conv``'s padding argument as ``(before, after)`` per axis, flattened."""
-    n = len(kernel_size)
-    if isinstance(padding, str):
-        if padding in ("same", "valid"):
-            return [v for pair in pad_pairs(padding, list(kernel_size)) for v in pair]
-        raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
-    values = (padding,) * n if isinstance(padding, int) else padding
-    values = tuple(values) if isinstance(values, Sequence) else ()
-    if len(values) != n or not all(
-        isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values
-    ):
-        raise ValueError(
-            f"padding must be 'same', 'valid', an int >= 0 or {n} ints >= 0, got {padding!r}"
-        )
-    return [v for p in values for v in (p, p)]
-
-
 def _check(
     input: Tensor,
     kernel: Tensor,
@@ -1184,16 +1166,11 @@ def triton_depthwise_conv(
     """
     _check(input, kernel, bias, stride, kernel_grad_mask)
     n = kernel.dim() - 2
-    pads = _normalize_padding(padding, kernel.shape[2:])
     unbatched = input.dim() == n + 1
     if unbatched:
         input = input.unsqueeze(0)
-    out_sizes = _out_sizes(input.shape[2:], kernel.shape[2:], pads)
-    if any(o < 1 for o in out_sizes):
-        raise ValueError(
-            f"padding {padding!r} leaves no output for input sizes {tuple(input.shape[2:])} and "
-            f"kernel sizes {tuple(kernel.shape[2:])} (output sizes {tuple(out_sizes)})"
-        )
+    pairs = checked_pad_pairs(padding, input.shape[2:], kernel.shape[2:])
+    pads = [v for pair in pairs for v in pair]
     device_type = input.device.type
     if autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
