@@ -9,6 +9,7 @@ from typing import Any
 from engine.data.eval_sets import EVAL_SETS
 
 __all__ = [
+    "EARLIER_RUNS_DIR",
     "RESULTS_FILE",
     "RUN_RESULTS_FILE",
     "eval_row_name",
@@ -19,6 +20,7 @@ __all__ = [
 
 RESULTS_FILE = "eval_results.json"  # what eval.py (and a finished training run) writes
 RUN_RESULTS_FILE = "results.json"  # a finished training run's final metrics
+EARLIER_RUNS_DIR = ".earlier"  # a run folder's runs before a fresh start (resume=never)
 
 
 def format_number(value: float, digits: int) -> str:

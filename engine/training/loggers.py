@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from engine.config import multirun_overrides
+from engine.evaluation.results import EARLIER_RUNS_DIR
 
 __all__ = [
     "CsvLogger",
@@ -168,6 +169,9 @@ class WandbLogger(_Guarded):
         run_dir = Path(run_dir)
         in_sweep = multirun_overrides() is not None
         folder = f"{run_dir.parent.name},{run_dir.name}" if in_sweep else run_dir.name
+        earlier = run_dir / EARLIER_RUNS_DIR  # runs set aside by a fresh start: another W&B run
+        if earlier.is_dir() and (count := sum(1 for _ in earlier.iterdir())):
+            folder += f"-{count + 1}"
         self.run = wandb.init(
             project=project,
             mode=mode,

@@ -20,19 +20,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from engine.config import command_line_override, model_label
-from engine.evaluation.results import RESULTS_FILE, RUN_RESULTS_FILE, named_row
+from engine.evaluation.results import (
+    EARLIER_RUNS_DIR,
+    RESULTS_FILE,
+    RUN_RESULTS_FILE,
+    named_row,
+)
 from engine.evaluation.throughput import params_and_macs
 
 __all__ = [
-    "EARLIER_RUNS_DIR",
     "RunRecord",
     "finished_results",
     "row_name",
     "set_aside_earlier_run",
     "write_results",
 ]
-
-EARLIER_RUNS_DIR = ".earlier"  # a run folder's runs before a fresh start (resume=never)
 
 _logger = logging.getLogger(__name__)
 

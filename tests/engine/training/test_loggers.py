@@ -162,6 +162,22 @@ def test_requeued_job_resumes_the_same_wandb_run(tmp_path, monkeypatch):
     assert list((run_dir / "wandb").glob("offline-run-*-my_run"))  # synced as one run id
 
 
+def test_a_run_started_over_in_its_folder_is_another_wandb_run(tmp_path, monkeypatch):
+    """After resume=never set the earlier run aside, the same folder's id resumed the earlier
+    W&B run (appending steps that start again at 1); a requeue of the new run keeps its id."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "my_run"
+    cfg = OmegaConf.create({"wandb": {"project": "test", "mode": "offline"}})
+    ids = []
+    for earlier_runs in (0, 1, 1):  # the first run; started over; the new run requeued
+        if earlier_runs:
+            (run_dir / ".earlier" / "2026-12-01_10-00-00").mkdir(parents=True, exist_ok=True)
+        logger = build_logger(cfg, run_dir, {})
+        ids.append(logger.run.id)
+        logger.finish()
+    assert ids == ["my_run", "my_run-2", "my_run-2"]
+
+
 def test_a_sweep_jobs_wandb_run_id_names_its_sweep(tmp_path, monkeypatch):
     """Sweep job folders are named by overrides alone (``seed=0``), the same in every sweep: the
     dated sweep folder goes into the id, so a new sweep does not append to an old one's runs."""
