@@ -56,8 +56,9 @@ def forward_ad_active() -> bool:
 def to_channels_last(t: Tensor) -> Tensor:
     """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged; unchanged
     under ``torch.func`` transforms too (``vmap`` cannot change a memory format)."""
-    if functorch_active():
-        return t
+    if not torch.jit.is_scripting():
+        if functorch_active():
+            return t
     if t.dim() == 4:
         return t.contiguous(memory_format=torch.channels_last)
     if t.dim() == 5:
