@@ -56,7 +56,7 @@ def forward_ad_active() -> bool:
 def to_channels_last(t: Tensor) -> Tensor:
     """``t`` in channels-last memory format where one exists (4-D/5-D), else unchanged; unchanged
     under ``torch.func`` transforms too (``vmap`` cannot change a memory format)."""
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102  (TorchScript skips this block only as is)
         if functorch_active():
             return t
     if t.dim() == 4:
