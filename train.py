@@ -41,6 +41,7 @@ from engine.distributed import (
     cleanup,
     describe_fault,
     init_distributed,
+    is_distributed,
     set_determinism,
 )
 from engine.evaluation.accuracy import validate_model_and_ema
@@ -169,9 +170,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
 
 def _set_aside_earlier_run(cfg: DictConfig, run_dir: Path) -> None:
     """A fresh start in a folder an earlier run used: its outputs go to ``.earlier/``."""
-    outputs = ["checkpoints", RUN_RESULTS_FILE, RESULTS_FILE, HISTORY_DIR]
+    outputs = ["checkpoints", RUN_RESULTS_FILE, RESULTS_FILE, "metrics.csv"]
     if (cfg.get("logger") or {}).get("csv") is not None:
         outputs.append(cfg.logger.csv.get("filename", "metrics.csv"))
+    snapshots = sorted(p.name for p in (run_dir / HISTORY_DIR).glob("*"))
+    if snapshots[1:]:  # the initial positions alone: nothing trained (a kill in epoch 1)
+        outputs.append(HISTORY_DIR)
     moved = set_aside_earlier_run(run_dir, outputs)
     if moved is not None:
         _logger.warning(
@@ -322,10 +326,7 @@ def main(cfg: DictConfig) -> float:
             try:
                 return train(cfg)["top1"]
             except RuntimeError as error:
-                if (
-                    isinstance(error, DistributedFaultError)
-                    or not torch.distributed.is_initialized()
-                ):
+                if isinstance(error, DistributedFaultError) or not is_distributed():
                     raise
                 timeout = cfg.trainer.dist_timeout_s
                 raise DistributedFaultError(describe_fault(error, timeout)) from error

@@ -78,6 +78,16 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
 
 
+def test_a_run_killed_before_training_anything_is_not_set_aside(fast_train_cfg, tmp_path):
+    """A requeue after a kill in the first epoch (no checkpoint yet) found only the initial
+    position snapshot: it moved it to .earlier/ and so logged to another W&B run."""
+    (tmp_path / "positions").mkdir()
+    (tmp_path / "positions" / "epoch_0000.pt").write_bytes(b"the killed attempt's snapshot")
+    fast_train_cfg.trainer.epochs = 1
+    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    assert not (tmp_path / ".earlier").exists()
+
+
 def test_an_image_size_too_small_for_the_model_is_one_config_error(fast_train_cfg, tmp_path):
     """ConvNeXt's downsampling needs 32 pixels: 8 was a RuntimeError traceback at the first
     step; a meta-device forward pass finds it before anything is built."""

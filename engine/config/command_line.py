@@ -404,16 +404,21 @@ def _is_global_package(config_dirs: Sequence[Path], group: str, option: str) -> 
     return False
 
 
+OPTIONAL_ENTRIES = ("logger",)  # mappings whose entries the code reads only where present
+
+
 def _check_deletable(cfg: DictConfig, key: str) -> None:
     """``~key`` may delete only a key of a free-form mapping (a builder's argument, a keyword of
     ``optimizer.kwargs``): the code reads every other key (it was a traceback: ``Key 'ema' is not
     in struct``)."""
     parent_key = key.rpartition(".")[0]
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-    if not (isinstance(parent, DictConfig) and parent_key and _is_free_form(parent)):
+    optional = parent_key in OPTIONAL_ENTRIES  # (logger=wandb ~logger.csv: W&B alone)
+    if not (isinstance(parent, DictConfig) and parent_key and (_is_free_form(parent) or optional)):
         raise ConfigError(
             f"~{key} is invalid: the code reads {key}; give it another value instead of deleting "
-            "it (~ deletes config groups, and keys of free-form mappings such as "
+            f"it ({key}=null where null turns it off; ~ deletes config groups, the entries of "
+            f"{', '.join(OPTIONAL_ENTRIES)} and keys of free-form mappings such as "
             "optimizer.kwargs)"
         )
 

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from omegaconf import OmegaConf
+
 from engine.config.checks import REFUSED_ARGUMENT, ConfigError, InputError
 
 __all__ = [
@@ -126,10 +128,12 @@ def check_input_size(cfg: Any, image_size: int, key: str) -> None:
     import torch
 
     previous = logging.root.manager.disable
-    logging.disable(logging.INFO)  # the builder's log lines come with the real model
+    logging.disable(logging.WARNING)  # the builder's log lines come with the real model
     try:
-        with torch.device("meta"):
-            model = instantiate_model(cfg)
+        with torch.device("meta"):  # (no weights to load: shapes are all it needs)
+            model = instantiate_model(
+                OmegaConf.merge(cfg, {"pretrained": False}) if cfg.get("pretrained") else cfg
+            )
         with torch.no_grad():
             model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
     except Exception as error:  # (a builder without meta support: not this check's business)
@@ -175,7 +179,8 @@ def instantiate_model(cfg: Any, key_prefix: Mapping[str, str] | None = None) -> 
                 f"{prefix}{refused[1]} is invalid: the builder does not take it ({cause})"
             ) from error
         if isinstance(cause, ValueError) or (
-            isinstance(cause, RuntimeError | OSError) and "pretrained" in str(cause).lower()
+            isinstance(cause, RuntimeError | OSError)
+            and ("pretrained" in str(cause).lower() or cfg.get("pretrained"))
         ):  # a value the builder refuses; pretrained weights that do not exist or download
             raise ConfigError(f"model: {str(cause).strip().splitlines()[0]}") from error
         raise

@@ -92,7 +92,7 @@ def set_aside_earlier_run(run_dir: Path, outputs: list[str]) -> Path | None:
     """
     present = [
         path
-        for path in (Path(run_dir) / name for name in outputs)
+        for path in (Path(run_dir) / name for name in dict.fromkeys(outputs))
         if path.is_file() or (path.is_dir() and any(path.iterdir()))
     ]
     if not present:

@@ -107,6 +107,7 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
         ["++seed=3", "~logger"],  # forcing is Hydra's business, and deleting a group
         ["~model.drop_path_rate", "~experiment"],  # a builder's argument: its own default
+        ["logger=wandb", "~logger.csv"],  # W&B alone: each logger entry is optional
         ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
         ["optimizer.positions={lr_scale:3,weight_decay:0.0}"],  # a mapping of keys it has
         ["+model.drop_rate=0.1", "experiment=convnext_tiny_dcls_in1k"],  # timm's builder's

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.config import ConfigError, validate_train_config
 from tests.conftest import compose_train
@@ -228,6 +229,32 @@ def builder_with_a_missing_dependency():
     import an_optional_dependency
 
     return an_optional_dependency
+
+
+def builder_offline(pretrained: bool = False):
+    """A builder whose weights cannot be downloaded (huggingface_hub's LocalEntryNotFoundError,
+    an OSError that does not say 'pretrained')."""
+    if pretrained:
+        raise OSError("An error happened while trying to locate the file on the Hub")
+    return torch.nn.Linear(2, 2)
+
+
+def test_weights_that_do_not_download_are_one_config_error_and_checked_once(monkeypatch):
+    """Offline, the input-size check on the meta device downloaded the weights too (46 s of
+    retries, twice), and the real build's OSError was a traceback."""
+    from omegaconf import OmegaConf
+
+    from engine.config import check_input_size, instantiate_model
+
+    cfg = OmegaConf.create({"_target_": f"{__name__}.builder_offline", "pretrained": True})
+    with pytest.raises(ConfigError, match=r"^model: An error happened while trying to locate"):
+        instantiate_model(cfg)
+    built = []
+    monkeypatch.setattr(
+        "engine.config.entry.instantiate_model", lambda c: built.append(c) or torch.nn.Identity()
+    )
+    check_input_size(cfg, 32, "data.image_size")
+    assert [c.pretrained for c in built] == [False]
 
 
 def test_a_model_value_its_builder_refuses_is_one_config_error():
