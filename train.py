@@ -33,7 +33,7 @@ from engine.config import (
     run_entry_point,
     validate_train_config,
 )
-from engine.data.datasets import build_loaders
+from engine.data.datasets import Loaders, build_loaders
 from engine.distributed import (
     DistInfo,
     DistributedFaultError,
@@ -118,7 +118,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float]:
         cfg,
         checkpoint_dir,
         every=cfg.trainer.checkpoint_every,
-        extra={"classes": loaders.classes},
+        extra=_checkpoint_extras(loaders),
         is_main=dist_info.is_main,
     )
 
@@ -185,6 +185,17 @@ def _set_aside_earlier_run(cfg: DictConfig, run_dir: Path) -> None:
             cfg.resume,
             moved,
         )
+
+
+def _checkpoint_extras(loaders: Loaders) -> dict[str, list[str]]:
+    """What every checkpoint adds: the training folder's class names (for eval.py's checks).
+
+    (Not written inside :func:`train`: a Slurm sweep's launcher pickles ``train`` by value, and
+    cloudpickle takes an attribute name in a function's code that is also a submodule of a
+    module the function uses for that submodule: ``.classes`` with ``torch`` pulled in
+    ``torch.classes``, which does not pickle.)
+    """
+    return {"classes": loaders.classes}
 
 
 def _update_freq(cfg: DictConfig, world_size: int) -> int:

@@ -93,6 +93,19 @@ def test_the_paper_table_in_one_command_at_the_embedded_default_scale(tmp_path):
     assert tables.returncode == 0 and rows["convnext_atto_dcls"] in tables.stdout
 
 
+def test_train_py_pickles_as_a_submitit_job():
+    """Submitit pickles train.py's task function by value (the script runs as ``__main__``):
+    ``loaders.classes`` written inside ``train`` made cloudpickle take ``torch.classes`` along,
+    which does not pickle (every Slurm sweep failed at submission). The slow test below
+    submits a sweep."""
+    import runpy
+
+    import cloudpickle
+
+    namespace = runpy.run_path(str(ROOT / "train.py"), run_name="train_as_a_script")
+    assert len(cloudpickle.dumps(namespace["main"])) > 0
+
+
 @pytest.mark.slow
 def test_the_submitit_launcher_runs_a_sweep(tmp_path):
     """``-m hydra/launcher=submitit_local``: the path ``launcher=slurm`` takes, on this machine."""
