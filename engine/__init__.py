@@ -10,7 +10,8 @@ Shared by the three:
 
 - :mod:`engine.data`: datasets, samplers, the evaluation sets' folder layouts;
 - :mod:`engine.checkpoint`: checkpoint files, training state, models rebuilt from checkpoints;
-- :mod:`engine.config`: config checks and the one-line errors of every entry point;
+- :mod:`engine.config`: config checks and the entry points' handling of bad input;
+- :mod:`engine.errors`: the one-line errors themselves (a leaf: anything may import it);
 - :mod:`engine.amp`: mixed-precision names and the autocast context;
 - :mod:`engine.distributed`: process groups, collectives, fault reports.
 
@@ -25,6 +26,7 @@ __all__ = [
     "config",
     "data",
     "distributed",
+    "errors",
     "evaluation",
     "pictures",
     "training",
