@@ -207,21 +207,22 @@ def test_shared_positions_appear_once():
     assert clone.positions.P is not model.positions.P
 
 
+def _layer_sharing_positions() -> torch.nn.Module:
+    """A module owning a shared position set (``positions``) and one layer using it (``layer``)."""
+    net = torch.nn.Module()
+    net.positions = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
+    net.layer = dcls.Dcls2d(
+        8, 8, 4, padding=4, dilated_kernel_size=9, groups=8, version="bilinear",
+        positions=net.positions,
+    )  # fmt: skip
+    return net
+
+
 def test_a_layer_saved_without_the_owner_of_its_positions_keeps_them():
     """The state dict of one block (or layer) holds the shared positions it uses, so that a
     strict load elsewhere restores them instead of keeping the target's own."""
-
-    def model() -> torch.nn.Module:
-        net = torch.nn.Module()
-        net.positions = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
-        net.layer = dcls.Dcls2d(
-            8, 8, 4, padding=4, dilated_kernel_size=9, groups=8, version="bilinear",
-            positions=net.positions,
-        )  # fmt: skip
-        return net
-
     torch.manual_seed(0)
-    source, target = model(), model()
+    source, target = _layer_sharing_positions(), _layer_sharing_positions()
     block = source.layer.state_dict()
     assert {"shared_positions.P", "weight", "bias"} <= set(block)
     target.layer.load_state_dict(block)  # strict
@@ -234,12 +235,7 @@ def test_on_the_meta_device_a_layer_saved_without_the_owner_keeps_its_positions(
     """Every meta tensor's data_ptr is 0: the layer's own copy was dropped as if the owner's were
     in the state dict (found with a model built under ``torch.device("meta")``)."""
     with torch.device("meta"):
-        net = torch.nn.Module()
-        net.positions = dcls.DclsPositions((9, 9), 8, 1, 4, version="bilinear")
-        net.layer = dcls.Dcls2d(
-            8, 8, 4, padding=4, dilated_kernel_size=9, groups=8, version="bilinear",
-            positions=net.positions,
-        )  # fmt: skip
+        net = _layer_sharing_positions()
     assert {"shared_positions.P", "weight", "bias"} <= set(net.layer.state_dict())
     assert [k for k in net.state_dict() if k.endswith(".P")] == ["positions.P"]  # once
 
