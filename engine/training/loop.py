@@ -312,6 +312,7 @@ def train_one_epoch(
     sums = state.epoch_sums
     # Whether this update's micro-batches had a non-finite loss.
     bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
+    repulsion = None  # this update's repulsive loss, once computed
     start = time.perf_counter()
     for index, (images, targets) in enumerate(loader, start=state.batch_in_epoch):
         if index >= total_batches:
@@ -326,16 +327,21 @@ def train_one_epoch(
             with autocast_context(state.device, state.amp_dtype):
                 logits = state.model(images)
                 loss = state.criterion(logits, targets)
-            repulsion = torch.zeros((), device=state.device)
-            if policy.repulsive_weight > 0:
-                repulsion = schedule.repulsive_loss(state.unwrapped)
-                loss = loss + policy.repulsive_weight * repulsion
             scaled = loss / state.update_freq
+            if policy.repulsive_weight > 0:
+                if repulsion is None:  # the positions hold still until the update: the penalty
+                    # is computed once, in its first micro-batch, at its full weight (the same
+                    # gradient as its share in each micro-batch's loss)
+                    repulsion = schedule.repulsive_loss(state.unwrapped)
+                    scaled = scaled + policy.repulsive_weight * repulsion
+                loss = loss + policy.repulsive_weight * repulsion.detach()  # as reported
             (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
-        finite = torch.isfinite(loss.detach())
+        loss = loss.detach()
+        finite = torch.isfinite(loss)
         bad_loss |= ~finite
         correct = (logits.detach().argmax(1) == labels).sum()
-        step_sums = [torch.where(finite, loss.detach(), 0), finite, repulsion.detach(), correct]
+        repulsion_value = repulsion.detach() if repulsion is not None else torch.zeros_like(loss)
+        step_sums = [torch.where(finite, loss, 0), finite, repulsion_value, correct]
         sums += torch.stack([t.to(torch.float64) for t in step_sums])
         images_seen += len(images)
         state.epoch_images += len(images)
@@ -344,6 +350,7 @@ def train_one_epoch(
             state.epoch_skipped += not _optimizer_update(state, bad_loss)
             state.epoch_updates += 1
             bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
+            repulsion = None
             if on_update is not None:
                 on_update(state)
             if state.step % state.log_every == 0:

@@ -1,5 +1,6 @@
 """engine.training.loop.train_one_epoch: the training top-1 it reports, computed by hand."""
 
+import copy
 import math
 
 import pytest
@@ -12,8 +13,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
+import dcls
 from engine.checkpoint import restore_training, training_state
 from engine.training.loop import TrainState, epoch_totals, train_one_epoch
+from engine.training.schedules import DclsSchedule
 
 BATCHES, BATCH = 4, 4
 
@@ -129,3 +132,55 @@ def test_the_ddp_and_compile_wrappers_are_seen_through(tmp_path):
         assert state.ddp is ddp and state.unwrapped is model
     finally:
         dist.destroy_process_group()
+
+
+def test_the_repulsive_loss_is_computed_once_per_update_with_the_same_gradient():
+    """With ``update_freq=2`` the penalty on the positions, which hold still until the update,
+    is computed once per update; the update is what adding ``weight * repulsion`` to each
+    micro-batch's loss gives (computed here by hand), and so is the reported loss."""
+    torch.manual_seed(0)
+    weight, update_freq, lr = 3.0, 2, 0.1
+    model = nn.Sequential(
+        dcls.Dcls2d(2, 2, kernel_count=4, dilated_kernel_size=5, padding=2, groups=2),
+        nn.Flatten(),
+        nn.Linear(2 * 6 * 6, 3),
+    )
+    images = torch.randn(BATCHES * BATCH, 2, 6, 6)
+    labels = torch.randint(0, 3, (BATCHES * BATCH,))
+    trainer = OmegaConf.create(
+        {
+            "epochs": 1,
+            "repulsive_loss": {"weight": weight, "start_epoch": 0, "min_distance": 3.0,
+                               "formula": "authors"},
+            "sigma_schedule": {"enabled": False, "start": 0.0, "end": 0.0},
+        }
+    )  # fmt: skip
+    schedule = DclsSchedule(trainer)
+    calls = []
+    repulsive_loss = schedule.repulsive_loss
+    schedule.repulsive_loss = lambda m: calls.append(1) or repulsive_loss(m)
+    reference = copy.deepcopy(model)
+    # by hand: the first update's gradient, with the penalty in each micro-batch's loss
+    losses = []
+    for half in range(update_freq):
+        batch = slice(half * BATCH, (half + 1) * BATCH)
+        loss = nn.functional.cross_entropy(reference(images[batch]), labels[batch])
+        loss = loss + weight * dcls.repulsive_loss(reference, 3.0, "authors")
+        (loss / update_freq).backward()
+        losses.append(loss.item())
+    assert dcls.repulsive_loss(reference, 3.0, "authors").item() > 0  # the penalty acts
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter -= lr * parameter.grad
+    dcls.clamp_(reference)
+
+    state = _state(model, update_freq=update_freq, dcls_schedule=schedule)
+    state.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    state.scheduler = CosineLRScheduler(state.optimizer, t_initial=100, t_in_epochs=False)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH)
+    with pytest.raises(_PreemptedError):
+        train_one_epoch(state, loader, BATCHES // update_freq, _stop_after(1))
+    assert len(calls) == 1  # once for the update's two micro-batches
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert state.epoch_sums[0].item() == pytest.approx(sum(losses))
