@@ -9,116 +9,26 @@ split), ``throughput`` (images/s against the baseline in the same run). ``torchr
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
-import timm
-import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import models  # noqa: F401  (registers the DCLS variants with timm)
-from engine.amp import AMP_DTYPES
-from engine.checkpoint.models import LoadedModel, load_model
-from engine.config import (
-    exit_on_bad_command_line,
-    multirun_overrides,
-    run_entry_point,
-    validate_eval_config,
-)
-from engine.distributed import cleanup, init_distributed
-from engine.evaluation.accuracy import EvalContext, eval_transform
-from engine.evaluation.paper import released_check
-from engine.evaluation.results import RESULTS_FILE, eval_row_name, results_markdown
-from engine.evaluation.sets import SETS, EvalJob, run_sets
-from engine.evaluation.throughput import params_and_macs
+from engine.config import exit_on_bad_command_line, run_entry_point
+from engine.evaluation.run import evaluate_checkpoint
 
 _logger = logging.getLogger("eval")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def _model(cfg: DictConfig) -> LoadedModel:
-    kwargs = OmegaConf.to_container(cfg.model.kwargs, resolve=True)
-    if cfg.checkpoint is not None:
-        return load_model(cfg.checkpoint, cfg.model.name, kwargs, cfg.weights)
-    model = timm.create_model(cfg.model.name, **kwargs).eval()  # throughput needs no weights
-    config = {"_target_": "timm.create_model", "model_name": cfg.model.name, **kwargs}
-    return LoadedModel(model, cfg.model.name, config, "none")
-
-
-def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate as ``cfg`` says; returns the results (also written to ``eval_results.json``)."""
-    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    validate_eval_config(cfg, SETS)
-    dist_info = init_distributed(cfg.device)
-    loaded = _model(cfg)
-    loaded.model.to(dist_info.device)
-    if cfg.channels_last:
-        loaded.model.to(memory_format=torch.channels_last)
-    # preprocessing: eval overrides > the checkpoint's training data config > pretrained cfg
-    overrides = {k: v for k, v in cfg.transform.items() if v is not None}
-    transform, data_config = eval_transform(loaded.model, loaded.data_config | overrides)
-    resolution = data_config["input_size"][-1]
-    params, gmacs = params_and_macs(
-        lambda: hydra.utils.instantiate(OmegaConf.create(loaded.model_config)), resolution
-    )
-    context = EvalContext(
-        loaded.model,
-        dist_info,
-        cfg.batch_size,
-        cfg.num_workers,
-        AMP_DTYPES[cfg.amp],
-        cfg.channels_last,
-    )
-    sets = run_sets(EvalJob(cfg, loaded, context, transform, resolution), list(cfg.sets))
-    results = {
-        "name": cfg.name
-        or eval_row_name(
-            loaded.training_config.get("name"),
-            loaded.name,
-            None if cfg.checkpoint is None else str(cfg.checkpoint),
-            multirun_overrides(),
-        ),
-        "model": loaded.name,
-        "seed": loaded.training_config.get("seed"),
-        "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
-        "weights": loaded.weights,
-        "params": params,
-        "gmacs": gmacs,
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
-        "world_size": dist_info.world_size,
-        "sets": sets,
-    }
-    released = released_check(results["checkpoint"], sets.get("in1k"))
-    if released is not None:
-        results["released"] = released
-        _logger.info(
-            "%s is the authors' released file: top-1 %.3f, top-5 %.3f expected (%s), "
-            "measured minus expected %+.3f, %+.3f",
-            released["file"],
-            released["expected_top1"],
-            released["expected_top5"],
-            released["source"],
-            released["top1_diff"],
-            released["top5_diff"],
-        )
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        _logger.info("%s\nresults: %s", results_markdown(results), run_dir / RESULTS_FILE)
-    cleanup()
-    return results
-
-
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Entry point; exit status 2 with one log line on bad input (config value, file, folder)."""
-    run_entry_point(lambda: evaluate_checkpoint(cfg), _logger)
+    run_entry_point(lambda: evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir), _logger)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torch import nn
 
-import eval as eval_script
+from engine.evaluation import run as eval_run
 
 NUM_CLASSES = 1000
 WNIDS = ImageNetInfo().label_names()
@@ -41,7 +41,7 @@ def compose_eval(tmp_path: Path, overrides: list[str]) -> DictConfig:
 
 def run_eval(tmp_path: Path, overrides: list[str], run: str = "run") -> dict:
     cfg = compose_eval(tmp_path, overrides)
-    return eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / run)
+    return eval_run.evaluate_checkpoint(cfg, run_dir=tmp_path / run)
 
 
 def expected_accuracy(samples, offset=0, subset=None, label_of=None) -> tuple[float, float]:

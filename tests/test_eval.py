@@ -16,10 +16,10 @@ import timm
 import torch
 
 import dcls
-import eval as eval_script
 from engine.checkpoint.models import CheckpointMismatchError
 from engine.config import ConfigError, InputError
 from engine.data.eval_sets import imagenet_subset_indices
+from engine.evaluation import run as eval_run
 from engine.evaluation.corruptions import (
     ALEXNET_ERRORS,
     CORRUPTIONS,
@@ -510,11 +510,11 @@ def test_preprocessing_follows_the_training_config_unless_overridden(tmp_path):
     overrides = [f"checkpoint={checkpoint}", f"roots.in1k={tmp_path / 'in1k'}"]
     cfg = compose_eval(tmp_path, overrides)
     cfg.transform.img_size = None  # compose_eval's default for the stub sets
-    used = eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / "a")["data_config"]
+    used = eval_run.evaluate_checkpoint(cfg, run_dir=tmp_path / "a")["data_config"]
     assert used["input_size"] == [3, 24, 24] and used["crop_pct"] == 1.0
     assert used["interpolation"] == "bilinear"
     cfg.transform.crop_pct = 0.5
-    used = eval_script.evaluate_checkpoint(cfg, run_dir=tmp_path / "b")["data_config"]
+    used = eval_run.evaluate_checkpoint(cfg, run_dir=tmp_path / "b")["data_config"]
     assert used["input_size"] == [3, 24, 24] and used["crop_pct"] == 0.5
 
 
@@ -565,11 +565,11 @@ def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):
 
 
 def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, caplog):
-    import train as train_script
+    from engine.training import run as train_run
 
     fast_train_cfg.trainer.epochs = 1
     fast_train_cfg.trainer.ema.decay = 0.5  # EMA and raw weights differ after 8 updates
-    results = train_script.train(fast_train_cfg, run_dir=tmp_path / "run")
+    results = train_run.train(fast_train_cfg, run_dir=tmp_path / "run")
     assert results["val_loss"] != pytest.approx(results["val_ema_loss"], rel=1e-4)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     with caplog.at_level(logging.INFO):
@@ -602,10 +602,10 @@ def test_model_name_is_checked_before_anything_is_loaded(tmp_path, name, error):
     overrides = ["checkpoint=null", "sets=[throughput]", f"model.name={name}"]
     cfg = compose_eval(tmp_path, overrides)
     if error is None:
-        validate_eval_config(cfg, eval_script.SETS)
+        validate_eval_config(cfg, eval_run.SETS)
     else:
         with pytest.raises(ConfigError, match=rf"model\.name='{name}' is invalid: .*{error}"):
-            validate_eval_config(cfg, eval_script.SETS)
+            validate_eval_config(cfg, eval_run.SETS)
 
 
 def test_a_transform_with_sets_val_is_warned_about(tmp_path, stub_checkpoint, caplog):
@@ -616,8 +616,8 @@ def test_a_transform_with_sets_val_is_warned_about(tmp_path, stub_checkpoint, ca
     base = [f"checkpoint={stub_checkpoint}", "sets=[val]"]
     cfg = compose_eval(tmp_path, base)
     cfg.transform.img_size = None  # (the helper sets the tests' size)
-    validate_eval_config(cfg, eval_script.SETS)
+    validate_eval_config(cfg, eval_run.SETS)
     assert "transform.*" not in caplog.text
     cfg.transform.crop_pct = 0.9
-    validate_eval_config(cfg, eval_script.SETS)
+    validate_eval_config(cfg, eval_run.SETS)
     assert "transform.* applies to the image-folder sets" in caplog.text

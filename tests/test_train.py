@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import engine.checkpoint
-import train as train_script
 from engine.evaluation.tables import load_results, result_files
+from engine.training import run as train_run
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -21,7 +21,7 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_fast_run_writes_checkpoint_and_results(fast_train_cfg, tmp_path):
-    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    results = train_run.train(fast_train_cfg, run_dir=tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == pytest.approx(results)
     assert {"val_top5", "val_ema_top1", "images_per_s", "wall_time_s", "epochs"} <= set(saved)
@@ -48,10 +48,10 @@ def test_an_extended_run_follows_its_new_schedule_and_logs_each_epoch_once(
     of a fresh 4-epoch run (not the end of the 2-epoch cosine), one metrics.csv row per epoch."""
     fast_train_cfg.logger = {"csv": {"filename": "metrics.csv"}, "wandb": None}
     fast_train_cfg.trainer.ema.enabled = False
-    train_script.train(fast_train_cfg, run_dir=tmp_path / "extended")
+    train_run.train(fast_train_cfg, run_dir=tmp_path / "extended")
     fast_train_cfg.trainer.epochs = 4
-    train_script.train(fast_train_cfg, run_dir=tmp_path / "extended")  # resume=auto
-    train_script.train(fast_train_cfg, run_dir=tmp_path / "fresh")
+    train_run.train(fast_train_cfg, run_dir=tmp_path / "extended")  # resume=auto
+    train_run.train(fast_train_cfg, run_dir=tmp_path / "fresh")
 
     extended, fresh = _csv_rows(tmp_path / "extended"), _csv_rows(tmp_path / "fresh")
     assert [row["step"] for row in extended] == [row["step"] for row in fresh] == [8, 16, 24, 32]
@@ -67,14 +67,14 @@ def test_the_seed_fixes_mixup_and_cutmix(fast_train_cfg, tmp_path):
     # (not "auto": its cached choices, provisional then re-checked, may differ between two runs
     # of one process, and with them the weights' rounding)
     fast_train_cfg.model.conv_algorithm = "direct"
-    first = train_script.train(fast_train_cfg, run_dir=tmp_path / "first")
-    second = train_script.train(fast_train_cfg, run_dir=tmp_path / "second")
+    first = train_run.train(fast_train_cfg, run_dir=tmp_path / "first")
+    second = train_run.train(fast_train_cfg, run_dir=tmp_path / "second")
     assert first["train_loss"] == second["train_loss"]
     expected, actual = _final_weights(tmp_path / "first"), _final_weights(tmp_path / "second")
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     # and Mixup/CutMix did run: without them the same seed trains otherwise
     fast_train_cfg.data.mixup, fast_train_cfg.data.cutmix = 0.0, 0.0
-    plain = train_script.train(fast_train_cfg, run_dir=tmp_path / "plain")
+    plain = train_run.train(fast_train_cfg, run_dir=tmp_path / "plain")
     assert plain["train_loss"] != pytest.approx(first["train_loss"], rel=1e-3)
 
 
@@ -84,7 +84,7 @@ def test_a_run_killed_before_training_anything_is_not_set_aside(fast_train_cfg, 
     (tmp_path / "positions").mkdir()
     (tmp_path / "positions" / "epoch_0000.pt").write_bytes(b"the killed attempt's snapshot")
     fast_train_cfg.trainer.epochs = 1
-    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    train_run.train(fast_train_cfg, run_dir=tmp_path)
     assert not (tmp_path / ".earlier").exists()
 
 
@@ -95,7 +95,7 @@ def test_an_image_size_too_small_for_the_model_is_one_config_error(fast_train_cf
 
     fast_train_cfg.data.image_size = 8
     with pytest.raises(ConfigError, match=r"data\.image_size=8 is invalid: too small for "):
-        train_script.train(fast_train_cfg, run_dir=tmp_path)
+        train_run.train(fast_train_cfg, run_dir=tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -104,10 +104,10 @@ def test_starting_over_in_a_used_folder_sets_the_earlier_run_aside(fast_train_cf
     (steps 2, 4, ..., 14, 2, 4), left its position snapshots beside the new ones, and made
     make_tables read a result file of each; the earlier run's files now go to .earlier/."""
     fast_train_cfg.logger = {"csv": {"filename": "metrics.csv"}}
-    first = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    first = train_run.train(fast_train_cfg, run_dir=tmp_path)
     first_rows = (tmp_path / "metrics.csv").read_text()
     fast_train_cfg.resume, fast_train_cfg.trainer.epochs = "never", 1
-    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    train_run.train(fast_train_cfg, run_dir=tmp_path)
     (earlier,) = (tmp_path / ".earlier").iterdir()
     assert (earlier / "metrics.csv").read_text() == first_rows
     assert json.loads((earlier / "results.json").read_text()) == pytest.approx(first)
@@ -122,10 +122,10 @@ def test_starting_over_in_a_used_folder_sets_the_earlier_run_aside(fast_train_cf
 def test_relaunching_a_finished_run_keeps_its_results(fast_train_cfg, tmp_path, caplog):
     """A resumed sweep relaunches its finished jobs: each reports the results it had (with its
     training loss and time), not those of a validation alone."""
-    first = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    first = train_run.train(fast_train_cfg, run_dir=tmp_path)
     saved = (tmp_path / "results.json").read_text()
     caplog.set_level(logging.INFO)
-    again = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    again = train_run.train(fast_train_cfg, run_dir=tmp_path)
     assert again == first and "train_loss" in again
     assert (tmp_path / "results.json").read_text() == saved
     # (it said "epoch 3 continues after micro-batch 0 of 8", of a 2-epoch run)
@@ -141,7 +141,7 @@ class _KilledError(Exception):
 def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_after_saves):
     fast_train_cfg.trainer.checkpoint_every = 1
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
-    train_script.train(fast_train_cfg, run_dir=reference_dir)
+    train_run.train(fast_train_cfg, run_dir=reference_dir)
 
     original_save, saves = engine.checkpoint.save_checkpoint, []
 
@@ -154,9 +154,9 @@ def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_
 
     monkeypatch.setattr(engine.checkpoint, "save_checkpoint", save_then_die)
     with pytest.raises(_KilledError):
-        train_script.train(fast_train_cfg, run_dir=resumed_dir)
+        train_run.train(fast_train_cfg, run_dir=resumed_dir)
     monkeypatch.setattr(engine.checkpoint, "save_checkpoint", original_save)
-    train_script.train(fast_train_cfg, run_dir=resumed_dir)  # resume=auto
+    train_run.train(fast_train_cfg, run_dir=resumed_dir)  # resume=auto
 
     expected, actual = _final_weights(reference_dir), _final_weights(resumed_dir)
     assert expected.keys() == actual.keys()
@@ -167,7 +167,7 @@ def test_killed_run_resumes_bitwise(fast_train_cfg, tmp_path, monkeypatch, kill_
 def test_positions_and_their_ema_stay_in_bounds_with_a_huge_position_lr(fast_train_cfg, tmp_path):
     fast_train_cfg.optimizer.positions.lr_scale = 1e4
     fast_train_cfg.trainer.ema.decay = 0.0  # the EMA copies the model at each update
-    train_script.train(fast_train_cfg, run_dir=tmp_path)
+    train_run.train(fast_train_cfg, run_dir=tmp_path)
     checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     for weights in (checkpoint["model"], checkpoint["ema"]):
         positions = [v for k, v in weights.items() if k.endswith(".P")]
@@ -248,10 +248,10 @@ def test_mixed_precision_channels_last_and_accumulation(
         fast_train_cfg.trainer.update_freq = update_freq
     else:  # 2 micro-batches per update, from the effective batch in one process
         fast_train_cfg.trainer.effective_batch_size = fast_train_cfg.data.batch_size * update_freq
-        train_script.train(fast_train_cfg.copy(), run_dir=tmp_path / "first")
+        train_run.train(fast_train_cfg.copy(), run_dir=tmp_path / "first")
         assert fast_train_cfg.trainer.update_freq == 1  # (a second run of the config was refused)
     with caplog.at_level(logging.INFO):
-        results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+        results = train_run.train(fast_train_cfg, run_dir=tmp_path)
     # the printed eval.py command validates in the precision training validated in
     assert f"sets=[val] amp={amp}" in caplog.text
     assert results["updates"] == 8 // update_freq and results["skipped_updates"] == 0
@@ -268,7 +268,7 @@ def test_repulsive_loss_and_sigma_schedule_are_applied_and_logged(fast_train_cfg
     fast_train_cfg.trainer.sigma_schedule.enabled = True
     fast_train_cfg.trainer.sigma_schedule.start = 2.0
     fast_train_cfg.trainer.sigma_schedule.end = 1.0
-    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    results = train_run.train(fast_train_cfg, run_dir=tmp_path)
     assert results["sigma"] == pytest.approx(1.0)  # the last epoch's value
     assert results["repulsive_loss"] > 0  # on from epoch 1 (elements start within 1 cell)
     weights = _final_weights(tmp_path)
@@ -281,7 +281,7 @@ def test_torch_compile_option_trains(fast_train_cfg, tmp_path):
     """trainer.compile=true: the (DDP-)model runs through torch.compile's default backend."""
     fast_train_cfg.trainer.compile = True
     fast_train_cfg.trainer.epochs = 1
-    results = train_script.train(fast_train_cfg, run_dir=tmp_path)
+    results = train_run.train(fast_train_cfg, run_dir=tmp_path)
     assert results["updates"] == 8 and results["train_loss"] < 10
 
 
@@ -318,6 +318,6 @@ def test_a_run_on_class_folders_keeps_their_names_for_eval(tmp_path):
             "optimizer.base_batch_size=2",
         ],
     )
-    train_script.train(cfg, run_dir=tmp_path / "run")
+    train_run.train(cfg, run_dir=tmp_path / "run")
     checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert checkpoint["classes"] == ["n01440764", "n01530575"]  # label order: sorted

@@ -2,7 +2,8 @@
 (:mod:`.optim`), the learning-rate and DCLS schedules (:mod:`.schedules`), the weights' EMA
 (:mod:`.ema`), the loss and its Mixup/CutMix (:mod:`.losses`), metric loggers (:mod:`.loggers`),
 preemption signals (:mod:`.preemption`), when the loop writes its checkpoints
-(:mod:`.checkpointer`) and what a finished run writes (:mod:`.results`)."""
+(:mod:`.checkpointer`), what a finished run writes (:mod:`.results`), and the run itself
+(:mod:`.run`, ``train.py``'s task)."""
 
 __all__ = [
     "checkpointer",
@@ -13,5 +14,6 @@ __all__ = [
     "optim",
     "preemption",
     "results",
+    "run",
     "schedules",
 ]

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-import train as train_script
 from engine.config import instantiate_model
+from engine.training import run as train_run
 
 
 def main(config_path: str, out_dir: str) -> None:
@@ -20,8 +20,8 @@ def main(config_path: str, out_dir: str) -> None:
         built.append(instantiate_model(config))
         return built[-1]
 
-    train_script.instantiate_model = instantiate_and_keep  # the model object the ranks train
-    train_script.train(cfg, run_dir=Path(out_dir) / "run")
+    train_run.instantiate_model = instantiate_and_keep  # the model object the ranks train
+    train_run.train(cfg, run_dir=Path(out_dir) / "run")
     torch.save(built[0].state_dict(), Path(out_dir) / f"rank{os.environ.get('RANK', '0')}.pt")
 
 

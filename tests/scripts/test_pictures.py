@@ -25,7 +25,6 @@ from PIL import Image
 import dcls
 import engine.pictures
 import engine.pictures.media
-import train as train_script
 from engine.checkpoint import load_checkpoint
 from engine.checkpoint.models import load_model
 from engine.config import InputError
@@ -38,6 +37,7 @@ from engine.pictures.positions import (
     save_snapshot,
     set_pictures,
 )
+from engine.training import run as train_run
 from engine.training.loggers import build_logger
 from tests.conftest import compose_train
 
@@ -75,7 +75,7 @@ def run_dir(tmp_path_factory) -> Path:
             "trainer.ema.decay=0.5",
         ],
     )
-    train_script.train(cfg, run_dir=tmp)
+    train_run.train(cfg, run_dir=tmp)
     return tmp
 
 
