@@ -66,11 +66,11 @@ class TrainState:
     best_val_top1: float | None = None  # of the reported weights (EMA if any), over the epochs
     best_epoch: int | None = None  # 1-based
     auto_choices: str = ""  # conv_algorithm="auto"'s choices as last logged
-    # The epoch so far, for its metrics: this process's device sums of the finite micro-batches'
-    # loss, their count, the repulsive loss and the correct top-1 guesses, its images, and the
-    # updates and skipped updates; a resumed epoch starts from its checkpoint's totals (rank 0).
+    # The epoch so far, for its metrics: this process's device sums (:data:`EPOCH_TOTALS`: the
+    # finite micro-batches' loss, their count, the repulsive loss, the correct top-1 guesses and
+    # the images), and the updates and skipped updates; a resumed epoch starts from its
+    # checkpoint's totals (rank 0).
     epoch_sums: torch.Tensor | None = None
-    epoch_images: int = 0
     epoch_updates: int = 0
     epoch_skipped: int = 0
     stop_requested: bool = False  # a preemption signal reached some rank (set at each update)
@@ -90,8 +90,7 @@ class TrainState:
         if totals is None or self.batch_in_epoch == 0:
             return
         sums = [totals[k] if main else 0.0 for k in EPOCH_TOTALS]
-        self.epoch_sums = torch.tensor(sums[:-1], dtype=torch.float64, device=self.device)
-        self.epoch_images = int(sums[-1])
+        self.epoch_sums = torch.tensor(sums, dtype=torch.float64, device=self.device)
         self.epoch_updates = int(totals["updates"])
         self.epoch_skipped = int(totals["skipped_updates"])
 
@@ -128,8 +127,7 @@ def epoch_totals(state: TrainState) -> dict[str, float] | None:
     between epochs. A collective under DDP: call it on every rank at once."""
     if state.batch_in_epoch == 0 or state.epoch_sums is None:
         return None
-    images = torch.tensor([state.epoch_images], dtype=torch.float64, device=state.device)
-    sums = all_reduce_sum(torch.cat([state.epoch_sums, images])).tolist()
+    sums = all_reduce_sum(state.epoch_sums.clone()).tolist()
     return dict(zip(EPOCH_TOTALS, sums, strict=True)) | {
         "updates": state.epoch_updates,
         "skipped_updates": state.epoch_skipped,
@@ -266,6 +264,45 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _micro_batch(
+    state: TrainState,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    policy: EpochPolicy,
+    repulsion: torch.Tensor | None,
+    boundary: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Forward and backward of one micro-batch, its gradient added to the update's.
+
+    Args:
+        images: ``(B, 3, H, W)`` on the device; targets: ``(B,)`` labels or ``(B, classes)``
+            soft targets (Mixup/CutMix).
+        policy: the epoch's repulsive-loss weight.
+        repulsion: the update's repulsive loss if an earlier micro-batch computed it.
+        boundary: whether the update follows this micro-batch (DDP synchronises its gradients
+            only then).
+
+    Returns:
+        The loss as reported (detached, the repulsive loss at its weight included), the logits
+        ``(B, classes)`` (detached), and the update's repulsive loss (None without one).
+    """
+    ddp = state.ddp
+    with ddp.no_sync() if ddp is not None and not boundary else contextlib.nullcontext():
+        with autocast_context(state.device, state.amp_dtype):
+            logits = state.model(images)
+            loss = state.criterion(logits, targets)
+        scaled = loss / state.update_freq
+        if policy.repulsive_weight > 0:
+            if repulsion is None:  # the positions hold still until the update: the penalty is
+                # computed once, in its first micro-batch, at its full weight (the same gradient
+                # as its share in each micro-batch's loss)
+                repulsion = state.dcls_schedule.repulsive_loss(state.unwrapped)
+                scaled = scaled + policy.repulsive_weight * repulsion
+            loss = loss + policy.repulsive_weight * repulsion.detach()  # as reported
+        (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+    return loss.detach(), logits.detach(), repulsion
+
+
 def train_one_epoch(
     state: TrainState,
     loader: DataLoader,
@@ -305,10 +342,8 @@ def train_one_epoch(
     total_batches = updates_per_epoch * state.update_freq
     images_seen, first_index = 0, state.batch_in_epoch
     if state.batch_in_epoch == 0 or state.epoch_sums is None:  # a new epoch (or no totals)
-        # Summed on the device: loss of the finite micro-batches, their count, repulsive loss,
-        # correct top-1 guesses.
-        state.epoch_sums = torch.zeros(4, dtype=torch.float64, device=state.device)
-        state.epoch_images = state.epoch_updates = state.epoch_skipped = 0
+        state.epoch_sums = torch.zeros(len(EPOCH_TOTALS), dtype=torch.float64, device=state.device)
+        state.epoch_updates = state.epoch_skipped = 0
     sums = state.epoch_sums
     # Whether this update's micro-batches had a non-finite loss.
     bad_loss = torch.zeros((), dtype=torch.bool, device=state.device)
@@ -322,29 +357,15 @@ def train_one_epoch(
         if state.mixup is not None:
             images, targets = state.mixup(images, targets)
         boundary = (index + 1) % state.update_freq == 0
-        ddp = state.ddp
-        with ddp.no_sync() if ddp is not None and not boundary else contextlib.nullcontext():
-            with autocast_context(state.device, state.amp_dtype):
-                logits = state.model(images)
-                loss = state.criterion(logits, targets)
-            scaled = loss / state.update_freq
-            if policy.repulsive_weight > 0:
-                if repulsion is None:  # the positions hold still until the update: the penalty
-                    # is computed once, in its first micro-batch, at its full weight (the same
-                    # gradient as its share in each micro-batch's loss)
-                    repulsion = schedule.repulsive_loss(state.unwrapped)
-                    scaled = scaled + policy.repulsive_weight * repulsion
-                loss = loss + policy.repulsive_weight * repulsion.detach()  # as reported
-            (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
-        loss = loss.detach()
+        loss, logits, repulsion = _micro_batch(state, images, targets, policy, repulsion, boundary)
         finite = torch.isfinite(loss)
         bad_loss |= ~finite
-        correct = (logits.detach().argmax(1) == labels).sum()
+        correct = (logits.argmax(1) == labels).sum()
         repulsion_value = repulsion.detach() if repulsion is not None else torch.zeros_like(loss)
-        step_sums = [torch.where(finite, loss, 0), finite, repulsion_value, correct]
-        sums += torch.stack([t.to(torch.float64) for t in step_sums])
+        count = torch.full((), len(images), dtype=torch.float64, device=state.device)  # a fill
+        step_sums = [torch.where(finite, loss, 0), finite, repulsion_value, correct, count]
+        sums += torch.stack([t.to(torch.float64) for t in step_sums])  # as EPOCH_TOTALS
         images_seen += len(images)
-        state.epoch_images += len(images)
         state.batch_in_epoch = index + 1
         if boundary:
             state.epoch_skipped += not _optimizer_update(state, bad_loss)
@@ -368,10 +389,9 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     _log_auto_choices(state)
     # Sums over every rank: the mean loss of all micro-batches, the throughput of all processes.
-    counts = [state.epoch_images, images_seen]
-    totals = torch.cat([sums, torch.tensor(counts, dtype=torch.float64, device=state.device)])
+    seen = torch.tensor([images_seen], dtype=torch.float64, device=state.device)
     loss_sum, batches, repulsion_sum, correct_sum, images, images_seen = all_reduce_sum(
-        totals
+        torch.cat([sums, seen])
     ).tolist()
     metrics = {  # NaN, not 0, where there is nothing to average
         "train_loss": loss_sum / batches if batches else math.nan,

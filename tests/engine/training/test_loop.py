@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import dcls
 from engine.checkpoint import restore_training, training_state
-from engine.training.loop import TrainState, epoch_totals, train_one_epoch
+from engine.training.loop import EPOCH_TOTALS, TrainState, epoch_totals, train_one_epoch
 from engine.training.schedules import DclsSchedule
 
 BATCHES, BATCH = 4, 4
@@ -114,7 +114,9 @@ def test_a_resumed_epoch_reports_the_whole_epochs_metrics(stop_after):
             for key in ("train_loss", "train_top1", "skipped_updates"):
                 assert metrics[key] == pytest.approx(expected[key]), key
         else:
-            assert resumed.epoch_images == (BATCHES - stop_after) * BATCH
+            assert (
+                resumed.epoch_sums[EPOCH_TOTALS.index("images")] == (BATCHES - stop_after) * BATCH
+            )
     assert epoch_totals(_state(model)) is None  # between epochs: nothing to keep
 
 
