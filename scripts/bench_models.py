@@ -38,7 +38,12 @@ from torch import nn
 import dcls
 import models  # noqa: F401  (registers the DCLS models)
 from engine.config import cli_number, run_entry_point
-from engine.evaluation.throughput import measure_peak_memory, measure_throughput, profile_steps
+from engine.evaluation.throughput import (
+    StepSpec,
+    measure_peak_memory,
+    measure_throughput,
+    profile_steps,
+)
 
 _logger = logging.getLogger("bench_models")
 
@@ -81,36 +86,26 @@ def bench_pair(
     table}}}``, modes "train" and "infer" as ``args.modes`` asks (``gib`` empty off CUDA,
     ``profile`` empty without ``--profile-out``)."""
     built = build_models(baseline, variant, args, authors_cls)
-    timing = {
-        "batch_size": args.batch,
-        "resolution": args.img_size,
-        "device": torch.device(args.device),
-        "amp_dtype": autocast_dtype(args),
-        "channels_last": args.channels_last,
-    }
     results = {}
     for mode in args.modes:
-        train = MODES[mode]
-        rates = measure_throughput(
-            built,
-            **timing,
-            warmup=args.warmup,
-            steps=args.steps,
-            rounds=args.repeats,
-            train=train,
+        spec = StepSpec(
+            args.batch,
+            args.img_size,
+            torch.device(args.device),
+            autocast_dtype(args),
+            args.channels_last,
+            train=MODES[mode],
             optimizer="adamw",
         )
-        memory = measure_peak_memory(built, **timing, train=train, optimizer="adamw") or {}
+        rates = measure_throughput(
+            built, spec, warmup=args.warmup, steps=args.steps, rounds=args.repeats
+        )
+        memory = measure_peak_memory(built, spec) or {}
         profiles = {}
         if args.profile_out is not None:
             try:  # a diagnostic: a profiler that cannot start (no CUPTI) must not lose the table
                 profiles = profile_steps(
-                    built,
-                    **timing,
-                    train=train,
-                    optimizer="adamw",
-                    steps=args.profile_steps,
-                    row_limit=args.profile_rows,
+                    built, spec, steps=args.profile_steps, row_limit=args.profile_rows
                 )
             except RuntimeError as error:
                 _logger.warning("%s %s: profiling failed: %s", variant, mode, error)

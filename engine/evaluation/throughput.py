@@ -16,6 +16,7 @@ peak memory of one step of each model is measured too. ``eval.py sets=[throughpu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import statistics
@@ -34,6 +35,7 @@ from engine.amp import autocast_context
 
 __all__ = [
     "OPTIMIZERS",
+    "StepSpec",
     "baseline_name",
     "device_busy_us",
     "evaluate_throughput",
@@ -68,24 +70,50 @@ def params_and_macs(build: Callable[[], nn.Module], resolution: int = 224) -> tu
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 
-def _step_fn(
-    model: nn.Module,
-    images: torch.Tensor,
-    train: bool,
-    amp_dtype: torch.dtype | None,
-    optimizer: str = "adamw",
-) -> Callable[[], None]:
-    device = images.device
-    if not train:
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """The step that is timed, profiled or measured for memory, the same for every model.
+
+    Attributes:
+        batch_size, resolution: the fixed random input ``(batch_size, 3, resolution,
+            resolution)``.
+        device: where the models and the input go.
+        amp_dtype: autocast dtype (``None``: float32).
+        channels_last: the models and the input in channels_last.
+        train: a training step (forward, cross-entropy, backward, optimizer step) instead of an
+            inference under ``torch.no_grad``.
+        optimizer: the training step's optimizer, ``"adamw"`` (the recipe's) or ``"sgd"``
+            (timm's benchmark).
+    """
+
+    batch_size: int
+    resolution: int
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    train: bool = False
+    optimizer: str = "adamw"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "resolution"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+
+
+def _step_fn(model: nn.Module, images: torch.Tensor, spec: StepSpec) -> Callable[[], None]:
+    device, amp_dtype = images.device, spec.amp_dtype
+    if not spec.train:
 
         def infer() -> None:
             with torch.no_grad(), autocast_context(device, amp_dtype):
                 model(images)
 
         return infer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-    step = OPTIMIZERS[optimizer](model.parameters(), lr=1e-6)
+    step = OPTIMIZERS[spec.optimizer](model.parameters(), lr=1e-6)
     num_classes = getattr(model, "num_classes", None)  # timm's models (and compiled ones) say
     if not isinstance(num_classes, int) or num_classes < 1:  # others (or a timm model without a
         # classifier, num_classes=0, which outputs its features): one forward tells
@@ -106,83 +134,59 @@ def _step_fn(
 
 
 def _prepared_steps(
-    named_models: Mapping[str, nn.Module],
-    batch_size: int,
-    resolution: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    channels_last: bool,
-    train: bool,
-    optimizer: str,
+    named_models: Mapping[str, nn.Module], spec: StepSpec
 ) -> dict[str, Callable[[], None]]:
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+    images = torch.randn(spec.batch_size, 3, spec.resolution, spec.resolution, device=spec.device)
     images = images.contiguous(memory_format=memory_format)
     steps = {}
     for name, model in named_models.items():
-        model.to(device=device, memory_format=memory_format).train(train)
-        steps[name] = _step_fn(model, images, train, amp_dtype, optimizer)
+        model.to(device=spec.device, memory_format=memory_format).train(spec.train)
+        steps[name] = _step_fn(model, images, spec)
     return steps
 
 
 def measure_throughput(
     named_models: Mapping[str, nn.Module],
-    batch_size: int,
-    resolution: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    spec: StepSpec,
     warmup: int = 3,
     steps: int = 10,
     rounds: int = 3,
-    train: bool = False,
-    optimizer: str = "adamw",
 ) -> dict[str, float]:
     """Images per second of each model (median over ``rounds`` interleaved rounds).
 
     Args:
         named_models: the models to measure, e.g. ``{"convnext_tiny": ..., "convnext_tiny_dcls":
-            ...}``; they are moved to ``device`` (and put in train or eval mode).
-        batch_size, resolution: the random input ``(batch_size, 3, resolution, resolution)``.
-        amp_dtype: autocast dtype (``None``: float32).
+            ...}``; they are moved to ``spec.device`` (and put in train or eval mode).
+        spec: the step timed.
         warmup: untimed steps per model before the first round (``"auto"``'s trials run here).
         steps: timed steps per model per round.
-        train: time training steps instead of inference.
-        optimizer: the training step's optimizer, ``"adamw"`` (the recipe's) or ``"sgd"`` (timm's
-            benchmark).
 
     Returns:
         ``{name: images per second}``.
     """
-    for name, value in (("batch_size", batch_size), ("steps", steps), ("rounds", rounds)):
+    for name, value in (("steps", steps), ("rounds", rounds)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    step_fns = _prepared_steps(
-        named_models, batch_size, resolution, device, amp_dtype, channels_last, train, optimizer
-    )
+    step_fns = _prepared_steps(named_models, spec)
     for step in step_fns.values():
         for _ in range(warmup):
             step()
     if settle_auto_choices():  # "auto"'s second trials run here, not in a timed round
         for step in step_fns.values():
             step()
-    seconds = time_interleaved(step_fns, rounds, device, calls=steps)
-    return {name: batch_size * steps / statistics.median(times) for name, times in seconds.items()}
+    seconds = time_interleaved(step_fns, rounds, spec.device, calls=steps)
+    images = spec.batch_size * steps
+    return {name: images / statistics.median(times) for name, times in seconds.items()}
 
 
 def measure_peak_memory(
-    named_models: Mapping[str, nn.Module],
-    batch_size: int,
-    resolution: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    train: bool = False,
-    optimizer: str = "adamw",
+    named_models: Mapping[str, nn.Module], spec: StepSpec
 ) -> dict[str, float] | None:
     """Peak CUDA memory (GiB) of one step of each model, measured alone after a warm-up step;
     ``None`` off CUDA. Weights, gradients, optimizer state and the input batch are included; the
-    other models wait on the CPU meanwhile, and all are on ``device`` again at the end."""
+    other models wait on the CPU meanwhile, and all are on ``spec.device`` again at the end."""
+    device = spec.device
     if device.type != "cuda":
         return None
     peaks = {}
@@ -190,16 +194,7 @@ def measure_peak_memory(
         for other in named_models.values():
             if other is not model:
                 other.to("cpu")
-        (step,) = _prepared_steps(
-            {name: model},
-            batch_size,
-            resolution,
-            device,
-            amp_dtype,
-            channels_last,
-            train,
-            optimizer,
-        ).values()
+        (step,) = _prepared_steps({name: model}, spec).values()
         step()
         if settle_auto_choices():  # no "auto" trial in the measured step
             step()
@@ -236,13 +231,7 @@ def host_busy_us(events: Sequence[Any]) -> float:
 
 def profile_steps(
     named_models: Mapping[str, nn.Module],
-    batch_size: int,
-    resolution: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    train: bool = False,
-    optimizer: str = "adamw",
+    spec: StepSpec,
     steps: int = 2,
     row_limit: int = 15,
 ) -> dict[str, str]:
@@ -260,13 +249,12 @@ def profile_steps(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    device = spec.device
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    step_fns = _prepared_steps(
-        named_models, batch_size, resolution, device, amp_dtype, channels_last, train, optimizer
-    )
+    step_fns = _prepared_steps(named_models, spec)
     tables = {}
     for name, step in step_fns.items():
         step()
@@ -330,15 +318,19 @@ def evaluate_throughput(
             raise ValueError(f"throughput.baseline: {baseline!r} is not a timm model name")
         num_classes = getattr(model, "num_classes", 1000)
         named[baseline_key] = timm.create_model(baseline, num_classes=num_classes)
-    timing = {
-        "batch_size": cfg["batch_size"],
-        "resolution": resolution,
-        "device": device,
-        "amp_dtype": amp_dtype,
-        "channels_last": channels_last,
-    }
-    optimizer = cfg.get("optimizer", "adamw")
     modes = ("inference", "train") if cfg["train"] else ("inference",)
+    specs = {
+        mode: StepSpec(
+            cfg["batch_size"],
+            resolution,
+            device,
+            amp_dtype,
+            channels_last,
+            train=mode == "train",
+            optimizer=cfg.get("optimizer", "adamw"),
+        )
+        for mode in modes
+    }
     home = next(model.parameters(), torch.empty(0)).device
     benchmark = torch.backends.cudnn.benchmark
     model.to("cpu")  # only the timed copies on the device: the memory peaks hold one model each
@@ -346,16 +338,8 @@ def evaluate_throughput(
         if device.type == "cuda":  # timm's benchmark: cuDNN picks its fastest algorithm per shape
             torch.backends.cudnn.benchmark = True
         repeats = {k: cfg[k] for k in ("warmup", "steps", "rounds")}
-        measured = {
-            mode: measure_throughput(
-                named, **timing, **repeats, train=mode == "train", optimizer=optimizer
-            )
-            for mode in modes
-        }
-        memory = {
-            mode: measure_peak_memory(named, **timing, train=mode == "train", optimizer=optimizer)
-            for mode in modes
-        }
+        measured = {mode: measure_throughput(named, specs[mode], **repeats) for mode in modes}
+        memory = {mode: measure_peak_memory(named, specs[mode]) for mode in modes}
     finally:
         torch.backends.cudnn.benchmark = benchmark
         model.to(home)

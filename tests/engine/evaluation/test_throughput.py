@@ -35,9 +35,8 @@ def test_no_auto_trial_runs_inside_a_timed_round(monkeypatch, train):
     monkeypatch.setattr(auto, "_trial", trial)
     monkeypatch.setattr(throughput, "time_interleaved", timed)
     model = timm.create_model("test_convnext_dcls", conv_algorithm="auto").eval()
-    rates = throughput.measure_throughput(
-        {"dcls": model}, 2, 32, torch.device("cpu"), warmup=1, steps=3, rounds=3, train=train
-    )
+    spec = throughput.StepSpec(2, 32, torch.device("cpu"), train=train)
+    rates = throughput.measure_throughput({"dcls": model}, spec, warmup=1, steps=3, rounds=3)
     assert rates["dcls"] > 0
     assert trials and not any(trials)  # first and second trials, all before the timing
     assert "?" not in dcls.algorithms.auto_summary()  # every choice final
@@ -86,9 +85,8 @@ def test_busy_times_count_each_kernel_once_and_no_waits():
 def test_a_model_without_classifier_is_timed_too():
     """``num_classes=0``: the pooled features are the output; a training step still runs."""
     model = timm.create_model("test_convnext", num_classes=0)
-    rates = throughput.measure_throughput(
-        {"features": model}, 2, 32, torch.device("cpu"), warmup=1, steps=1, rounds=1, train=True
-    )
+    spec = throughput.StepSpec(2, 32, torch.device("cpu"), train=True)
+    rates = throughput.measure_throughput({"features": model}, spec, warmup=1, steps=1, rounds=1)
     assert rates["features"] > 0
 
 
@@ -112,3 +110,17 @@ def test_a_failed_measurement_leaves_the_model_and_cudnn_benchmark_as_they_were(
         )
     assert torch.backends.cudnn.benchmark is False
     assert moves == [("cpu",), (torch.device("cpu"),)]  # off the device, then home again
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"resolution": 0}, "resolution must be >= 1, got 0"),
+        ({"optimizer": "lamb"}, r"optimizer must be one of \['adamw', 'sgd'\], got 'lamb'"),
+    ],
+)
+def test_a_step_spec_names_the_bad_value(changes, message):
+    values = {"batch_size": 2, "resolution": 32, "device": torch.device("cpu")} | changes
+    with pytest.raises(ValueError, match=message):
+        throughput.StepSpec(**values)
