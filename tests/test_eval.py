@@ -441,7 +441,9 @@ def test_unknown_set_and_amp_are_refused(tmp_path, stub_checkpoint):
         ConfigError, match=r"sets='imagenet' is invalid: expected names from \['in1k'"
     ):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "sets=[imagenet]"])
-    with pytest.raises(ConfigError, match="amp='fp8' is invalid: expected one of null"):
+    with pytest.raises(
+        ConfigError, match=r"amp='fp8' is invalid: expected auto \(the checkpoint's\), null"
+    ):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "amp=fp8"])
     with pytest.raises(ConfigError, match=r"weights='emma' is invalid: .*close matches: ema"):
         run_eval(tmp_path, [f"checkpoint={stub_checkpoint}", "weights=emma"])
@@ -564,10 +566,14 @@ def test_a_bad_config_value_exits_2_with_one_line(tmp_path, stub_checkpoint):
     assert "Traceback" not in result.stderr
 
 
-def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, caplog):
+@pytest.mark.parametrize("amp", [None, "bf16"])
+def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, caplog, amp):
+    """``sets=[val]`` with eval.py's defaults gives training's numbers: the same weights (the
+    EMA), split, preprocessing and precision (``amp=auto``: the training's autocast)."""
     from engine.training import run as train_run
 
     fast_train_cfg.trainer.epochs = 1
+    fast_train_cfg.trainer.amp = amp
     fast_train_cfg.trainer.ema.decay = 0.5  # EMA and raw weights differ after 8 updates
     results = train_run.train(fast_train_cfg, run_dir=tmp_path / "run")
     assert results["val_loss"] != pytest.approx(results["val_ema_loss"], rel=1e-4)
@@ -583,6 +589,7 @@ def test_val_set_reproduces_the_training_runs_top1(fast_train_cfg, tmp_path, cap
     assert raw["sets"]["val"]["loss"] == pytest.approx(results["val_loss"], rel=1e-6)
     assert raw["sets"]["val"]["top1"] == results["val_top1"]
     assert evaluated["sets"]["val"]["count"] == 32 and evaluated["sets"]["val"]["data"] == "fake"
+    assert evaluated["amp"] == raw["amp"] == amp
     assert "| validation split (data=fake) | top-1 / top-5 |" in caplog.text
 
 

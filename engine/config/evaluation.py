@@ -49,7 +49,10 @@ def validate_eval_config(cfg: Any, set_names: Sequence[str]) -> None:
     for name in sets:
         if name not in set_names:
             fail("sets", name, f"expected names from {list(set_names)}", near=set_names)
-    check_amp_and_device(cfg.get("amp"), cfg.get("device"), None)
+    amp = cfg.get("amp")  # (auto is known once the checkpoint is read)
+    if amp != "auto" and amp not in AMP_CHOICES:
+        fail("amp", amp, "expected auto (the checkpoint's), null (float32), 'bf16' or 'fp16'")
+    check_amp_and_device(None if amp == "auto" else amp, cfg.get("device"), None)
     if cfg.weights not in WEIGHTS:
         fail("weights", cfg.weights, f"expected one of {', '.join(WEIGHTS)}", near=WEIGHTS)
     int_at_least(cfg, None, "batch_size", 1)

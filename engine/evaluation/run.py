@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import models  # noqa: F401  (registers the DCLS variants with timm)
-from engine.amp import AMP_DTYPES
+from engine.amp import AMP_DTYPES, amp_device_note
 from engine.checkpoint.models import LoadedModel, load_model
 from engine.config import (
     multirun_overrides,
@@ -39,6 +39,19 @@ def _model(cfg: DictConfig) -> LoadedModel:
     return LoadedModel(model, cfg.model.name, config, "none")
 
 
+def _amp(name: str | None, training_config: dict[str, Any], device: torch.device) -> str | None:
+    """``amp``'s value: ``auto`` is the checkpoint's ``trainer.amp`` (the precision its
+    validation ran in; float32 for a checkpoint without a training config)."""
+    if name != "auto":
+        return name
+    amp = (training_config.get("trainer") or {}).get("amp")
+    _logger.info("amp=auto: %s, as the checkpoint's training validated", amp or "float32")
+    note = amp_device_note(amp, device, "amp (auto, from the checkpoint)")
+    if note is not None:
+        _logger.warning("%s", note)
+    return amp
+
+
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     """Evaluate as ``cfg`` says; returns the results (also written to
     ``run_dir/eval_results.json``)."""
@@ -56,12 +69,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     params, gmacs = params_and_macs(
         lambda: hydra.utils.instantiate(OmegaConf.create(loaded.model_config)), resolution
     )
+    amp = _amp(cfg.amp, loaded.training_config, dist_info.device)
     context = EvalContext(
         loaded.model,
         dist_info,
         cfg.batch_size,
         cfg.num_workers,
-        AMP_DTYPES[cfg.amp],
+        AMP_DTYPES[amp],
         cfg.channels_last,
     )
     sets = run_sets(EvalJob(cfg, loaded, context, transform, resolution), list(cfg.sets))
@@ -77,6 +91,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
         "seed": loaded.training_config.get("seed"),
         "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
         "weights": loaded.weights,
+        "amp": amp,
         "params": params,
         "gmacs": gmacs,
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
