@@ -65,7 +65,7 @@ def test_the_paper_table_in_one_command_at_the_embedded_default_scale(tmp_path):
     assert len(runs) == 6 and all("paper=" not in run for run in runs)
     assert "experiment=convnext_atto_dcls_digits,logger=none,seed=1,trainer.epochs=1" in runs
     summary = (sweep / "sweep_summary.md").read_text()
-    tail = " (logger=none,trainer.epochs=1)"  # the overrides the sweep's rows share, sorted
+    tail = " (trainer.epochs=1)"  # the overrides the sweep's rows share (not the logger's)
     rows = {
         line.split(" | ")[0].removeprefix("| ").removesuffix(tail): line
         for line in summary.splitlines()
@@ -91,6 +91,16 @@ def test_the_paper_table_in_one_command_at_the_embedded_default_scale(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert tables.returncode == 0 and rows["convnext_atto_dcls"] in tables.stdout
+
+
+def test_a_single_runs_overrides_name_its_row_as_a_sweep_jobs_do(tmp_path):
+    """A smoke run (fake data, one epoch) is not one more result of the model's row, which the
+    real run's result would then be replaced by or averaged with: its row is named by what it
+    changes; where it writes and what it logs do not count."""
+    _train([*TINY, "run_name=smoke"], tmp_path)
+    result = json.loads((tmp_path / "train" / "smoke" / "eval_results.json").read_text())
+    swept = "data=fake,model.model_name=test_convnext_dcls,optimizer.base_batch_size=8"
+    assert result["name"] == f"test_convnext_dcls ({swept},trainer.epochs=1)"
 
 
 def test_train_py_pickles_as_a_submitit_job():

@@ -31,6 +31,7 @@ __all__ = [
     "command_line_override",
     "instantiate_model",
     "job_folder",
+    "job_overrides",
     "model_label",
     "multirun_overrides",
     "run_entry_point",
@@ -102,6 +103,14 @@ def multirun_overrides() -> list[str] | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return list(HydraConfig.get().overrides.task)
+
+
+def job_overrides() -> list[str] | None:
+    """This run's command-line overrides (``hydra.*`` ones apart), a single run's as a sweep
+    job's; ``None`` outside a Hydra entry point (a config composed in Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def model_label(cfg: Any) -> str:

@@ -47,16 +47,20 @@ def named_row(name: str, overrides: Iterable[str] | None, ignored: Iterable[str]
     return f"{name} ({','.join(swept)})" if swept else name
 
 
-# eval.py overrides that say where the inputs are and how fast to go, not what is measured.
+# eval.py overrides that say where the inputs are, which model reads the checkpoint (its row
+# names it already) and how fast to go, not what is measured.
 EVAL_ROW_KEYS_IGNORED = (
     "checkpoint",
+    "model",
     "sets",
     "roots",
     "paths",
     "name",
+    "run_name",
     "batch_size",
     "num_workers",
     "device",
+    "channels_last",
     "throughput",
 )
 
@@ -74,8 +78,9 @@ def eval_row_name(
             checkpoint from elsewhere, such as the authors' released files).
         model_name: the timm model evaluated.
         checkpoint: the evaluated file (``None``: random weights, for throughput).
-        overrides: the job's overrides in an ``eval.py -m`` sweep (``None`` outside one); those
-            that change what is measured (``transform.crop_pct``, ``weights``, ...) name rows.
+        overrides: the run's command-line overrides (an ``eval.py -m`` sweep job's or a single
+            run's); those that change what is measured (``transform.crop_pct``, ``weights``,
+            ``amp``, ...) name rows.
 
     A checkpoint from elsewhere gets a row of its own, named by its file: it has no seed, and it
     is not one more seed of the runs trained with that model.

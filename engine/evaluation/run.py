@@ -17,7 +17,7 @@ import models  # noqa: F401  (registers the DCLS variants with timm)
 from engine.amp import AMP_DTYPES, amp_device_note
 from engine.checkpoint.models import LoadedModel, load_model
 from engine.config import (
-    multirun_overrides,
+    job_overrides,
     validate_eval_config,
 )
 from engine.distributed import cleanup, init_distributed
@@ -85,7 +85,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
             loaded.training_config.get("name"),
             loaded.name,
             None if cfg.checkpoint is None else str(cfg.checkpoint),
-            multirun_overrides(),
+            job_overrides(),
         ),
         "model": loaded.name,
         "seed": loaded.training_config.get("seed"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -161,35 +162,62 @@ def _hidden(relative: Path) -> bool:
 
 
 def _warn_if_other_model(row: str, first: dict, second: dict) -> None:
-    """Results of one row should be of one model: a warning when their parameter counts differ
-    (e.g. an untrained ``checkpoint=null`` throughput run named like a trained model)."""
-    params = first.get("params"), second.get("params")
-    if None not in params and params[0] != params[1]:
+    """Results of one row should be of one model: a warning when their parameter counts or
+    GMACs differ (e.g. an untrained ``checkpoint=null`` throughput run named like a trained
+    model, or a run at another image size or dilated kernel size)."""
+    differences = [
+        f"{first[key]} and {second[key]} {key}"
+        for key in ("params", "gmacs")
+        if first.get(key) is not None
+        and second.get(key) is not None
+        and not math.isclose(first[key], second[key], rel_tol=1e-6)
+    ]
+    if differences:
         _logger.warning(
-            "%s: %s and %s are results of different models (%s and %s parameters) in one row; "
-            "name=... keeps a run in a row of its own",
+            "%s: %s and %s are results of different models (%s) in one row; name=... keeps a "
+            "run in a row of its own",
             row,
             first["_file"],
             second["_file"],
-            *params,
+            ", ".join(differences),
         )
 
 
+def _measured_otherwise(older: dict, newer: dict, set_name: str) -> list[str]:
+    """How two results of one set were measured differently: on other data (a validation
+    split), with other weights (EMA or not) or in another precision; ``"data fake -> imagenet"``
+    per difference, for what both files record."""
+    pairs = {
+        "data": (older["sets"][set_name] or {}, newer["sets"][set_name] or {}),
+        "weights": (older, newer),
+        "amp": (older, newer),
+    }
+    return [
+        f"{key} {before[key]} -> {after[key]}"
+        for key, (before, after) in pairs.items()
+        if key in before and key in after and before[key] != after[key]
+    ]
+
+
 def _merge(older: dict, newer: dict) -> dict:
-    """``newer``'s values over ``older``'s; for the sets, per set (logged when one replaces)."""
+    """``newer``'s values over ``older``'s; for the sets, per set (logged when one replaces, a
+    warning when the two were measured differently)."""
     _warn_if_other_model(newer["name"], older, newer)
     merged = copy.deepcopy(older) | {k: v for k, v in newer.items() if k != "sets"}
     merged["sets"], merged["_sources"] = dict(older["sets"]), dict(older["_sources"])
     for name, result in newer["sets"].items():
         if name in merged["sets"]:
-            _logger.info(
-                "%s (seed %s): %s of %s replaces the one of %s (results of one row name and "
+            otherwise = _measured_otherwise(older, newer, name)
+            _logger.log(
+                logging.WARNING if otherwise else logging.INFO,
+                "%s (seed %s): %s of %s replaces the one of %s%s (results of one row name and "
                 "seed are merged; name=... keeps a run in a row of its own)",
                 newer["name"],
                 newer.get("seed"),
                 name,
                 newer["_file"],
                 merged["_sources"][name],
+                f", measured otherwise: {'; '.join(otherwise)}" if otherwise else "",
             )
         merged["sets"][name], merged["_sources"][name] = result, newer["_file"]
     return merged

@@ -40,9 +40,26 @@ _logger = logging.getLogger(__name__)
 
 # Overrides that do not make a row of their own (nor the keys under them): a paper sweep's seeds
 # and experiments share one row per model; what the sweep folder's name leaves out (where data
-# lives, resume, launcher) neither. The model group option (``-m model=a,b``) is the row's model
-# name already; keys under ``model.`` do name rows.
-ROW_KEYS_IGNORED = ("seed", "experiment", "run_name")
+# lives, resume, launcher) neither, nor what says where the run goes, how fast, and what it logs.
+# The model group option (``-m model=a,b``) is the row's model name already; other keys under
+# ``model.`` do name rows.
+ROW_KEYS_IGNORED = (
+    "seed",
+    "experiment",
+    "run_name",
+    "logger",
+    "model.conv_algorithm",
+    "data.num_workers",
+    "trainer.device",
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.dist_timeout_s",
+    "trainer.max_bad_steps",
+    "trainer.preemption",
+    "trainer.position_history",
+)
 
 
 def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
@@ -50,11 +67,12 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
 
     Args:
         cfg: the training config; its ``name``, if set, is the row name.
-        overrides: this job's command-line overrides in a multirun (``None`` outside one). Those
+        overrides: the run's command-line overrides (a sweep job's, or a single run's). Those
             that are neither in :data:`ROW_KEYS_IGNORED`, nor the model group option, nor left
             out of the sweep folder's name (``hydra.job.config.override_dirname.exclude_keys``)
             are added to the model name, sorted, so that the rows of a hyperparameter sweep stay
-            apart.
+            apart, and a smoke run (``debug=default data=fake``) or a run with other settings
+            does not become one more result of the model's row.
     """
     if cfg.get("name"):
         return str(cfg.name)
@@ -67,11 +85,8 @@ def row_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
 
 def _eval_arguments(record: RunRecord) -> str:
     """``eval.py``'s arguments that validate ``record``'s checkpoint as training did: the same
-    split, and the same autocast precision (ImageNet runs validate in bf16)."""
-    arguments = [command_line_override("checkpoint", str(record.checkpoint)), "sets=[val]"]
-    if record.cfg.trainer.get("amp") is not None:
-        arguments.append(f"amp={record.cfg.trainer.amp}")
-    return " ".join(arguments)
+    split (and, by eval.py's ``amp=auto``, the same autocast precision)."""
+    return f"{command_line_override('checkpoint', str(record.checkpoint))} sets=[val]"
 
 
 def finished_results(run_dir: Path) -> dict[str, Any] | None:
@@ -150,6 +165,7 @@ def _eval_results(record: RunRecord) -> dict[str, Any]:
         "model": model_label(cfg.model),
         "checkpoint": str(record.checkpoint),
         "weights": record.weights,
+        "amp": cfg.trainer.amp,  # (the validation's autocast)
         "seed": cfg.seed,
         "source": "train.py",
         "created": time.time(),

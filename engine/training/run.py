@@ -24,7 +24,7 @@ from engine.config import (
     ConfigError,
     check_input_size,
     instantiate_model,
-    multirun_overrides,
+    job_overrides,
     resolve_update_freq,
     validate_train_config,
 )
@@ -64,7 +64,7 @@ def train(cfg: DictConfig, run_dir: Path | str) -> dict[str, float]:
     run_dir = Path(run_dir)
     validate_train_config(cfg)  # every user-facing value, before anything is built
     check_input_size(cfg.model, cfg.data.image_size, "data.image_size")  # (on the meta device)
-    cfg.name = row_name(cfg, multirun_overrides())  # stored in checkpoints, for eval.py's rows
+    cfg.name = row_name(cfg, job_overrides())  # stored in checkpoints, for eval.py's rows
     # 1. seeding and distributed setup
     dist_info = init_distributed(cfg.trainer.device, timeout_s=cfg.trainer.dist_timeout_s)
     update_freq = _update_freq(cfg, dist_info.world_size)  # (before the data is read)

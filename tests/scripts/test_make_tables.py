@@ -179,4 +179,26 @@ def test_results_of_different_models_in_one_row_are_warned_about(tmp_path, caplo
     caplog.set_level("WARNING")
     make_tables.load_results([tmp_path])
     (line,) = [r.getMessage() for r in caplog.records if "different models" in r.getMessage()]
-    assert line.startswith("net: ") and "(3380000.0 and 3690000.0 parameters) in one row" in line
+    assert line.startswith("net: ") and "(3380000.0 and 3690000.0 params) in one row" in line
+
+
+def test_a_result_measured_otherwise_that_replaces_another_is_warned_about(tmp_path, caplog):
+    """A fake-data smoke run named like the real run (name=...), or an fp32 re-evaluation of a
+    bf16 run: the newest still wins (the row is named so), but with a warning saying what
+    differs, and GMACs that differ (another image size) are named too."""
+    real = {"name": "net", "seed": 0, "params": 5.0, "gmacs": 4.5, "weights": "ema", "amp": "bf16"}
+    _write(
+        tmp_path / "a" / "eval_results.json",
+        real | {"created": 1.0, "sets": {"val": {"top1": 82.3, "data": "imagenet"}}},
+    )
+    smoke = real | {"created": 2.0, "gmacs": 0.1, "amp": None}
+    _write(
+        tmp_path / "b" / "eval_results.json",
+        smoke | {"sets": {"val": {"top1": 12.5, "data": "fake"}}},
+    )
+    caplog.set_level("INFO")
+    make_tables.load_results([tmp_path])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (replaced,) = [w for w in warnings if "replaces" in w]
+    assert "measured otherwise: data imagenet -> fake; amp bf16 -> None" in replaced
+    assert any("(4.5 and 0.1 gmacs)" in w for w in warnings)

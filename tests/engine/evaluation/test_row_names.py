@@ -20,6 +20,15 @@ def test_a_sweep_over_models_is_named_by_the_models_but_model_keys_still_count()
     assert row_name(cfg, ["model=convnext_atto_dcls", "experiment=x"]) == "convnext_atto_dcls"
 
 
+def test_where_a_run_goes_how_fast_and_what_it_logs_name_no_row():
+    cfg = OmegaConf.create({"name": None, "model": {"model_name": "convnext_tiny_dcls"}})
+    machine = ["logger=wandb", "trainer.device=cuda", "data.num_workers=16", "trainer.compile=true",
+               "model.conv_algorithm=triton", "trainer.preemption.enabled=false"]  # fmt: skip
+    smoke = ["debug=default", "data=fake", "experiment=convnext_tiny_dcls_in1k"]
+    assert row_name(cfg, [*smoke, *machine]) == "convnext_tiny_dcls (data=fake,debug=default)"
+    assert row_name(cfg, machine) == row_name(cfg, None) == "convnext_tiny_dcls"
+
+
 def test_eval_rows_of_outside_checkpoints_and_of_eval_sweeps_stay_apart():
     # the authors' released file is not one more seed of the runs trained with that model
     outside = eval_row_name(None, "convnext_tiny_dcls", "/ckpt/convnext_dcls_tiny.pth", None)
@@ -30,6 +39,12 @@ def test_eval_rows_of_outside_checkpoints_and_of_eval_sweeps_stay_apart():
     swept = ["checkpoint=/run/last.pt", "sets=[in1k]", "roots.in1k=/val", "transform.crop_pct=0.5"]
     assert eval_row_name("convnext_tiny_dcls", "convnext_tiny_dcls", "/run/last.pt", swept) == (
         "convnext_tiny_dcls (transform.crop_pct=0.5)"
+    )
+    # other weights or precision are another measurement; the model reading the file is named
+    single = ["checkpoint=/f.pth", "model.name=convnext_tiny_dcls", "+model.kwargs.version=v0",
+              "run_name=x", "channels_last=true", "weights=model", "amp=null"]  # fmt: skip
+    assert eval_row_name(None, "convnext_tiny_dcls", "/f.pth", single) == (
+        "convnext_tiny_dcls [f.pth] (amp=null,weights=model)"
     )
 
 
