@@ -34,7 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from engine.config.checks import ConfigError, close_matches, is_number
-from engine.config.entry import EXIT_BAD_INPUT, MULTIRUN_FLAGS
+from engine.config.entry import EXIT_BAD_INPUT, MULTIRUN_FLAGS, command_line_override
 from engine.config.training import resolve_update_freq
 
 __all__ = ["CONFIG_DIR_FLAGS", "check_command_line", "exit_on_bad_command_line"]
@@ -329,6 +329,24 @@ def _check_submitted_batches(
                 ) from None
 
 
+def _parse_error(parser: OverridesParser, texts: Sequence[str], error: HydraException) -> str:
+    """The override that does not parse, with Hydra's reason; for a plain value that holds
+    Hydra's grammar (a sweep job's folder, ``experiment=x,seed=1``), its quoted form."""
+    for text in texts:
+        try:
+            parser.parse_overrides([text])
+        except HydraException as own:
+            message = f"{text} is invalid: {str(own).splitlines()[0]}"
+            key, equals, value = text.partition("=")
+            if equals and value and value[0] not in "'\"[{":
+                message += (
+                    "; a value with Hydra's special characters (a sweep job's folder has = and ,) "
+                    f"is quoted: {command_line_override(key, value)}"
+                )
+            return message
+    return f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}"
+
+
 def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
     """Check the overrides in ``argv`` against ``config_dir/config_name.yaml`` and its groups.
 
@@ -343,7 +361,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
     try:
         overrides = parser.parse_overrides(texts)
     except HydraException as error:
-        raise ConfigError(f"{' '.join(texts)} is invalid: {str(error).splitlines()[0]}") from None
+        raise ConfigError(_parse_error(parser, texts, error)) from None
     search_path = _search_path(given_config_dirs, overrides)
     folders = [Path(e.removeprefix("file://")) for e in search_path if e.startswith("file://")]
     config_dirs = [config_dir, *folders]

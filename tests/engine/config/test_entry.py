@@ -318,6 +318,19 @@ def test_a_printed_override_reads_back_as_its_value_in_the_shell_and_in_hydra(pa
         assert word == f"checkpoint={path}"  # nothing to quote: printed as it is
 
 
+def test_an_unquoted_sweep_job_folder_is_named_alone_with_its_quoted_form():
+    """``checkpoint=<sweep>/experiment=x,seed=1/...`` unquoted: Hydra's error named the whole
+    command line as one override and did not say that the value needed quoting."""
+    path = "logs/train/multiruns/s/experiment=convnext_atto_dcls_digits,seed=1/checkpoints/last.pt"
+    with pytest.raises(ConfigError) as error:
+        check_command_line(CONFIGS, "eval", [f"checkpoint={path}", "sets=[val]"])
+    message = str(error.value)
+    assert message.startswith(f"checkpoint={path} is invalid: ") and "sets=[val]" not in message
+    assert message.endswith(f"is quoted: {command_line_override('checkpoint', path)}")
+    with pytest.raises(ConfigError, match=r"^sets=\[val is invalid: [^;]*$"):  # no hint there
+        check_command_line(CONFIGS, "eval", ["checkpoint=x", "sets=[val"])
+
+
 def test_a_sweep_job_without_a_named_override_gets_a_folder_of_its_own():
     """``-m paths.data_dir=/x``: no override names the job, which would write into the sweep
     folder itself (beside the other jobs'); it gets ``job<N>``."""
