@@ -539,7 +539,7 @@ def test_a_model_with_its_baselines_name_is_timed_against_the_baseline(monkeypat
     monkeypatch.setattr(
         throughput,
         "measure_throughput",
-        lambda named, **_: timed.append(named) or {k: 1.0 for k in named},
+        lambda named, spec, **_: timed.append(named) or {k: 1.0 for k in named},
     )
     model = dcls.convert(
         timm.create_model("test_resnet"), 2, 5, filter_fn=lambda n, m: n == "layer1.0.conv2"
