@@ -102,7 +102,7 @@ def multirun_overrides() -> list[str] | None:
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return list(HydraConfig.get().overrides.task)
+    return job_overrides()
 
 
 def job_overrides() -> list[str] | None:
