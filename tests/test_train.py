@@ -30,6 +30,8 @@ def test_fast_run_writes_checkpoint_and_results(fast_train_cfg, tmp_path):
     evaluated = json.loads((tmp_path / "eval_results.json").read_text())
     assert evaluated["sets"]["val"]["top1"] == saved["top1"] and evaluated["weights"] == "ema"
     assert evaluated["sets"]["val"]["count"] == 32 and evaluated["name"] == "test_convnext_dcls"
+    assert evaluated["sets"]["val"]["best_top1"] == saved["best_val_top1"] >= saved["top1"]
+    assert evaluated["sets"]["val"]["best_epoch"] == saved["best_epoch"] in (1, 2)
     checkpoint = engine.checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 16
     assert any(k.endswith("dcls_positions.P") for k in checkpoint["model"])

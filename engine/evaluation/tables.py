@@ -117,6 +117,8 @@ IMAGENET_COLUMNS = [
         sets=("throughput",),
     ),
     Column("top-1", _top1, 2, delta=True, paper="top1", sets=("in1k", "val")),
+    # a training run's best epoch on its validation split (ConvNeXt's "max accuracy")
+    Column("best val top-1", _get("sets", "val", "best_top1"), 2, sets=("val",)),
 ]
 ROBUSTNESS_COLUMNS = [
     Column("IN-C mCE (lower is better)", _get("sets", "in_c", "mce"), 2, True, sets=("in_c",)),

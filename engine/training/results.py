@@ -178,6 +178,8 @@ def _eval_results(record: RunRecord) -> dict[str, Any]:
                 "top5": _reported(record, "top5"),
                 "loss": _reported(record, "loss"),
                 "count": record.val_count,
+                "best_top1": record.best_val_top1,  # over all epochs (kept across resumes)
+                "best_epoch": record.best_epoch,
             }
         },
     }

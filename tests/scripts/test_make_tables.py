@@ -109,14 +109,33 @@ def test_throughput_and_mce_columns_appear_when_measured(tmp_path, capsys):
     assert "| net_dcls | 57.50 | -2.50 |" in output
 
 
-def test_no_results_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no eval_results\.json under"):
-        make_tables.main([str(tmp_path)])
-
-
 def _write(path, result):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
+
+
+def test_training_runs_show_their_best_epoch_next_to_their_last(tmp_path, capsys):
+    # two seeds of a training run (its eval_results.json: the last epoch and the best one on its
+    # validation split), and an eval.py result without a best epoch
+    for seed, (last, best) in enumerate([(70.0, 71.0), (72.0, 72.5)]):
+        val = {"top1": last, "best_top1": best, "best_epoch": 3}
+        _write(
+            tmp_path / f"s{seed}" / "eval_results.json",
+            {"name": "net", "seed": seed, "sets": {"val": val}},
+        )
+    _write(
+        tmp_path / "e" / "eval_results.json", {"name": "other", "sets": {"in1k": {"top1": 60.0}}}
+    )
+    make_tables.main([str(tmp_path)])
+    output = capsys.readouterr().out
+    assert "| model | top-1 | Δ top-1 | best val top-1 |" in output
+    assert "| net | 71.00 ± 1.41 (n=2) |  | 71.75 ± 1.06 (n=2) |" in output
+    assert "| other | 60.00 |  | - |" in output
+
+
+def test_no_results_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no eval_results\.json under"):
+        make_tables.main([str(tmp_path)])
 
 
 def test_results_of_one_model_merge_and_the_newest_set_wins(tmp_path, capsys, caplog):
