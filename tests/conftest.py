@@ -12,6 +12,33 @@ from omegaconf import DictConfig, open_dict
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``), the cores are shared out among the N workers: each worker
+    and the processes its tests start get their share of threads, not all (oversubscribed
+    intra-op threads slow PyTorch many times over)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, len(os.sched_getaffinity(0)) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+# Workers of ``-n auto``: one per core, at most this many (each holds a few GiB).
+MAX_XDIST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: the cores this process may run on (not the machine's), capped."""
+    return min(len(os.sched_getaffinity(0)), MAX_XDIST_WORKERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow tests first (in their order), so that a long one does not
+    start last and leave the other workers idle; a plain run keeps the files' order."""
+    if "PYTEST_XDIST_WORKER" in os.environ:  # (each worker collects; the scheduler splits)
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
