@@ -313,6 +313,7 @@ def test_auto_warns_once_when_inputs_keep_changing_size(monkeypatch, caplog):
 def test_fft_compiles_once_for_inputs_of_many_lengths():
     """fft's search for a fast FFT length guarded on every division of the symbolic size: one
     graph per input length, then a hard failure at the recompile limit under fullgraph=True."""
+    torch._dynamo.reset()  # the limit counts the graphs earlier tests compiled of this code
     layer = dcls.Dcls1d(4, 4, 3, dilated_kernel_size=9, padding=4, groups=4, conv_algorithm="fft")
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     with torch._dynamo.config.patch(recompile_limit=4):
