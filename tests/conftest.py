@@ -33,8 +33,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the slow tests first (in their order), so that a long one does not
-    start last and leave the other workers idle; a plain run keeps the files' order."""
+    """Under pytest-xdist, the slow tests first (in their order), so that they start early; a
+    plain run keeps the files' order. (xdist's default ``load`` scheduling hands the first
+    chunk, i.e. these, to the first worker; ``--dist worksteal`` would spread them.)"""
     if "PYTEST_XDIST_WORKER" in os.environ:  # (each worker collects; the scheduler splits)
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
