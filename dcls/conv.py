@@ -133,7 +133,11 @@ class DclsPositions(nn.Module):
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
         _check_init_values(position_init_std, sigma_init)
-        self.sizes = tuple(check_positive_int(s, "sizes") for s in sizes)
+        if isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes:
+            raise ValueError(
+                f"sizes must be a sequence of ints >= 1, one per learnable axis, got {sizes!r}"
+            )
+        self.sizes = tuple(check_positive_int(s, "every sizes entry") for s in sizes)
         self.version = DF.canonical_version(version)
         self.position_init_std = position_init_std
         self.sigma_init = DEFAULT_SIGMA_INIT.get(self.version) if sigma_init is None else sigma_init
@@ -228,14 +232,12 @@ class _DclsNd(nn.Module):
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
 
-        self.conv_algorithm = check_conv_algorithm(
-            conv_algorithm, self.stride, in_channels // groups
-        )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_count = kernel_count
         self.dilated_kernel_size = sizes
         self.groups = groups
+        self.conv_algorithm = conv_algorithm  # checked by __setattr__, as any later assignment
         self.padding_mode = padding_mode
         self.version = DF.canonical_version(version)
         self.learnable_dims = normalize_learnable_dims(learnable_dims, n)
@@ -327,6 +329,11 @@ class _DclsNd(nn.Module):
         return DF.construct_kernel(
             self.weight, P, SIG, self.dilated_kernel_size, self.version, self.learnable_dims
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "conv_algorithm":  # e.g. `layer.conv_algorithm = "fft"` on a strided layer
+            value = check_conv_algorithm(value, self.stride, self.in_channels // self.groups)
+        super().__setattr__(name, value)
 
     def forward(self, input: Tensor) -> Tensor:
         shared = self.shared_positions

@@ -35,7 +35,12 @@ from torch import Tensor
 from dcls import triton_construct
 from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims, position_limits
 from dcls.algorithms._common import autocast_enabled
-from dcls.algorithms.dispatch import DEFAULT_CONV_ALGORITHM, _apply_kernel, check_conv_algorithm
+from dcls.algorithms.dispatch import (
+    DEFAULT_CONV_ALGORITHM,
+    _apply_kernel,
+    check_conv_algorithm,
+    check_convolution,
+)
 from dcls.algorithms.triton import triton_available
 
 __all__ = [
@@ -278,7 +283,8 @@ def construct_kernel(
             default).
         P: positions, shape ``(L, out, in/groups, K)`` with ``L = len(learnable_dims)``.
         SIG: raw widths, same shape as ``P``, for ``"gauss"`` and ``"triangle"``; else ``None``.
-        dilated_kernel_size: size ``S_d`` of the dense kernel along each of the ``N`` spatial axes.
+        dilated_kernel_size: size ``S_d`` of the dense kernel along each of the ``N`` spatial
+            axes, or one int for all.
         version: interpolation name (see :data:`VERSIONS` and :data:`VERSION_ALIASES`).
         learnable_dims: spatial axes along which positions are learned; the other axes are dense
             (ordinary convolution taps). ``None`` means all axes.
@@ -291,7 +297,10 @@ def construct_kernel(
         ValueError: on an unknown ``version`` or tensors whose shapes do not fit together.
     """
     version = canonical_version(version)
-    sizes = tuple(dilated_kernel_size)
+    sizes = dilated_kernel_size
+    if not isinstance(sizes, Sequence):  # one int: N axes, P's learnable and weight's dense ones
+        sizes = as_tuple(sizes, P.shape[0] + weight.dim() - 3, "dilated_kernel_size")
+    sizes = tuple(sizes)
     learn = normalize_learnable_dims(learnable_dims, len(sizes))
     _check_kernel_arguments(weight, P, SIG, sizes, version, learn)
     return _kernel(weight, P, SIG, list(sizes), version, list(learn))
@@ -426,6 +435,7 @@ def _dcls_nd(
     _check_kernel_arguments(weight, P, SIG, sizes, version, learn)
     strides = as_tuple(stride, n, "stride")
     check_conv_algorithm(conv_algorithm, strides, weight.shape[1])
+    check_convolution(input, (*weight.shape[:2], *sizes), strides, padding, groups)
     if not isinstance(padding, str):
         padding = list(as_tuple(padding, n, "padding"))
     return dcls_conv(

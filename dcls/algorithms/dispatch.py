@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dcls.algorithms._common import forward_ad_active, pad_pairs
+from dcls._utils import check_positive_int
+from dcls.algorithms._common import checked_pad_pairs, forward_ad_active, pad_pairs
 from dcls.algorithms.auto import resolve_auto
 from dcls.algorithms.direct import channels_last, direct
 from dcls.algorithms.fft import _fft_conv, fft_conv
@@ -20,6 +21,7 @@ __all__ = [
     "DEPTHWISE",
     "STRIDE_ONE",
     "check_conv_algorithm",
+    "check_convolution",
     "convolve",
 ]
 
@@ -60,6 +62,47 @@ def check_conv_algorithm(
             f"'fft' or 'auto'"
         )
     return algorithm
+
+
+def check_convolution(
+    input: Tensor,
+    kernel_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: str | int | Sequence[int],
+    groups: int,
+) -> None:
+    """Refuse what ``F.conv{N}d`` refuses, for every algorithm alike: ``"split"`` and
+    ``"triton"`` pad and group by themselves, and would otherwise run a depthwise convolution
+    over whatever channels they are given.
+
+    Args:
+        input: ``(B, C_in, *S)`` or ``(C_in, *S)``.
+        kernel_shape: ``(C_out, C_in / groups, *k)``.
+        stride, padding, groups: as ``F.conv{N}d`` takes them (``stride`` one int per axis).
+
+    Raises:
+        ValueError: naming the first argument that does not fit the others.
+    """
+    n = len(kernel_shape) - 2
+    groups = check_positive_int(groups, "groups")
+    if input.dim() not in (n + 1, n + 2):
+        raise ValueError(
+            f"input must have shape (batch, channels, *{n} sizes) or (channels, *{n} sizes) for "
+            f"a {n}-D kernel, got {tuple(input.shape)}"
+        )
+    channels, (out_channels, in_per_group) = input.shape[-n - 1], kernel_shape[:2]
+    if channels != in_per_group * groups:
+        raise ValueError(
+            f"input has {channels} channels; a kernel of shape {tuple(kernel_shape)} with "
+            f"groups={groups} takes {in_per_group * groups}"
+        )
+    if out_channels % groups != 0:
+        raise ValueError(
+            f"the kernel's {out_channels} output channels must be divisible by groups={groups}"
+        )
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError(f"padding='same' needs stride 1, got stride={tuple(stride)}")
+    checked_pad_pairs(padding, input.shape[-n:], kernel_shape[2:])
 
 
 def _run(
@@ -135,12 +178,14 @@ def convolve(
         ``(C_out,)``; output as ``F.conv{N}d``'s.
 
     Raises:
-        ValueError: on an unknown ``algorithm``, or one the problem does not allow (see
-            :func:`check_conv_algorithm`).
+        ValueError: on an unknown ``algorithm``, one the problem does not allow (see
+            :func:`check_conv_algorithm`), or arguments ``F.conv{N}d`` refuses (see
+            :func:`check_convolution`).
     """
     n = kernel.dim() - 2
     strides = [stride] * n if isinstance(stride, int) else list(stride)
     check_conv_algorithm(algorithm, tuple(strides), kernel.shape[1])
+    check_convolution(input, kernel.shape, strides, padding, groups)
     if isinstance(padding, int):
         padding = [padding] * n
     elif not isinstance(padding, str):

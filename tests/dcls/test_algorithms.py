@@ -534,6 +534,48 @@ def test_bad_conv_algorithm_raises(kwargs, message):
         dcls.Dcls2d(4, 4, 3, dilated_kernel_size=5, **kwargs)
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "fft", "split"])
+def test_a_conv_algorithm_assigned_after_building_is_checked(algorithm):
+    # (assigned, an unknown name ran "direct", and "fft" or "split" dropped the stride)
+    layer = dcls.Dcls2d(4, 4, 3, dilated_kernel_size=3, padding=1, stride=2, groups=4)
+    with pytest.raises(ValueError, match=r"conv_algorithm must be one of .*got 'ffts'"):
+        layer.conv_algorithm = "ffts"
+    if algorithm == "direct":
+        layer.conv_algorithm = algorithm
+        assert layer(torch.randn(1, 4, 8, 8)).shape == (1, 4, 4, 4)
+    else:
+        with pytest.raises(ValueError, match=rf"conv_algorithm='{algorithm}' needs stride 1"):
+            layer.conv_algorithm = algorithm
+    assert layer.conv_algorithm == "direct"  # unchanged by a refused assignment
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "channels_last", "fft", "split", "triton"])
+@pytest.mark.parametrize(
+    ("padding", "groups", "message"),
+    [
+        (2, 2, r"input has 4 channels; a kernel of shape \(4, 1, 5, 5\) with groups=2 takes 2"),
+        (2, 1, r"input has 4 channels; a kernel .* with groups=1 takes 1"),
+        ("foo", 4, r"padding must be 'same', 'valid' or ints, got 'foo'"),
+        (-1, 4, r"padding must be 'same', 'valid', an int >= 0 or 2 ints >= 0, got -1"),
+        (2, 0, r"groups must be an int >= 1, got 0"),
+    ],
+)
+def test_convolve_refuses_what_f_conv_refuses_in_every_algorithm(
+    algorithm, padding, groups, message, monkeypatch
+):
+    # ("split" and "triton" ran a depthwise convolution whatever the groups, read an unknown
+    # padding as "valid" and cropped for a negative one; "fft" failed in a reshape)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x, kernel = torch.randn(1, 4, 8, 8), torch.randn(4, 1, 5, 5)
+    with pytest.raises(ValueError, match=message):
+        algorithms.convolve(x, kernel, None, 1, padding, groups, algorithm)
+    with pytest.raises(ValueError, match=message):  # the functional form of the layers too
+        dcls.functional.dcls2d(
+            x, torch.randn(4, 1, 3), torch.zeros(2, 4, 1, 3), None, None, 1, padding, 5,
+            groups, "v1", None, algorithm,
+        )  # fmt: skip
+
+
 def test_functional_fft_with_stride_raises():
     with pytest.raises(ValueError, match=r"needs stride 1, got stride=\(2, 2\)"):
         algorithms.convolve(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3), None, 2, 1, 2, "fft")

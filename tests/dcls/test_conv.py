@@ -129,6 +129,21 @@ def test_shared_positions_check_their_init_values_as_layers_do(kwargs, message):
         dcls.DclsPositions((9, 9), 8, 1, 4, version="gauss", **kwargs)
 
 
+@pytest.mark.parametrize("sizes", [9, [], "9"])
+def test_shared_positions_refuse_sizes_that_are_not_a_sequence_of_ints(sizes):
+    # (9: a bare TypeError "'int' object is not iterable"; []: positions along no axis)
+    with pytest.raises(ValueError, match=r"sizes must be a sequence of ints >= 1, one per lear"):
+        dcls.DclsPositions(sizes, 4, 1, 3)
+
+
+def test_construct_kernel_takes_one_int_for_every_axis_as_the_layers_do():
+    weight, P, SIG = torch.randn(2, 1, 3), torch.randn(2, 2, 1, 3), torch.zeros(2, 2, 1, 3)
+    kernel = dcls.construct_kernel(weight, P, SIG, 5)
+    torch.testing.assert_close(kernel, dcls.construct_kernel(weight, P, SIG, (5, 5)))
+    rows = dcls.construct_kernel(torch.randn(2, 1, 3, 7), P[:1], SIG[:1], 7, learnable_dims=(0,))
+    assert kernel.shape == (2, 1, 5, 5) and rows.shape == (2, 1, 7, 7)
+
+
 def test_numpy_integers_are_accepted_as_for_nn_conv2d():
     layer = dcls.Dcls2d(
         np.int64(6), 6, np.int64(3), dilated_kernel_size=np.int64(5), padding=np.int64(2),
