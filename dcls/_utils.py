@@ -5,8 +5,11 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
+import torch
+
 __all__ = [
     "as_tuple",
+    "check_floating_dtype",
     "check_positive_int",
     "normalize_learnable_dims",
     "position_limits",
@@ -71,7 +74,10 @@ def normalize_learnable_dims(learnable_dims: Sequence[int] | None, n: int) -> tu
     """
     if learnable_dims is None:
         return tuple(range(n))
-    dims = tuple(map(_as_int, learnable_dims)) if isinstance(learnable_dims, Sequence) else ()
+    try:  # any iterable of ints (a numpy array too, as for the other arguments), not a string
+        dims = () if isinstance(learnable_dims, str) else tuple(map(_as_int, learnable_dims))
+    except TypeError:  # not iterable
+        dims = ()
     if not dims or not all(d is not None and -n <= d < n for d in dims):
         raise ValueError(
             f"learnable_dims must be a non-empty tuple of spatial dimension indices in "
@@ -81,6 +87,13 @@ def normalize_learnable_dims(learnable_dims: Sequence[int] | None, n: int) -> tu
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"learnable_dims must not repeat a dimension, got {learnable_dims!r}")
     return normalized
+
+
+def check_floating_dtype(dtype: torch.dtype | None) -> None:
+    """Raise a ValueError unless ``dtype`` is ``None`` or a real floating-point dtype (the
+    interpolations clamp and round positions)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be None or a real floating-point dtype, got {dtype!r}")
 
 
 def position_limits(size: int) -> tuple[int, int]:

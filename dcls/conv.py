@@ -22,7 +22,12 @@ from torch import Tensor, nn
 from torch.nn import init
 
 from dcls import functional as DF
-from dcls._utils import as_tuple, check_positive_int, normalize_learnable_dims
+from dcls._utils import (
+    as_tuple,
+    check_floating_dtype,
+    check_positive_int,
+    normalize_learnable_dims,
+)
 from dcls.algorithms import DEFAULT_CONV_ALGORITHM, check_conv_algorithm
 from dcls.algorithms._common import pad_argument, pad_pairs
 
@@ -131,6 +136,7 @@ class DclsPositions(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        check_floating_dtype(dtype)
         factory_kwargs = {"device": device, "dtype": dtype}
         _check_init_values(position_init_std, sigma_init)
         if isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes:
@@ -197,6 +203,7 @@ class _DclsNd(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
+        check_floating_dtype(dtype)
         factory_kwargs = {"device": device, "dtype": dtype}
         in_channels = check_positive_int(in_channels, "in_channels")
         out_channels = check_positive_int(out_channels, "out_channels")

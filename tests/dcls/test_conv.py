@@ -108,6 +108,10 @@ def test_learnable_dims_dense_along_the_others():
         ({"learnable_dims": 0}, r"learnable_dims must be a non-empty tuple .* got 0"),
         ({"version": "gauss", "sigma_init": math.nan}, r"sigma_init must be None or a finite"),
         ({"position_init_std": math.inf}, r"position_init_std must be a finite number"),
+        # ("clamp is not supported for complex types"; "normal_kernel_cpu" not implemented)
+        ({"dtype": torch.complex64}, r"dtype must be None or a real floating-point dtype, got"),
+        ({"dtype": torch.int64}, r"dtype must be None or a real floating-point dtype, got"),
+        ({"learnable_dims": "0"}, r"learnable_dims must be a non-empty tuple .* got '0'"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
@@ -134,6 +138,8 @@ def test_shared_positions_refuse_sizes_that_are_not_a_sequence_of_ints(sizes):
     # (9: a bare TypeError "'int' object is not iterable"; []: positions along no axis)
     with pytest.raises(ValueError, match=r"sizes must be a sequence of ints >= 1, one per lear"):
         dcls.DclsPositions(sizes, 4, 1, 3)
+    with pytest.raises(ValueError, match=r"dtype must be None or a real floating-point dtype"):
+        dcls.DclsPositions((9, 9), 4, 1, 3, dtype=torch.complex64)
 
 
 def test_construct_kernel_takes_one_int_for_every_axis_as_the_layers_do():
@@ -153,6 +159,8 @@ def test_numpy_integers_are_accepted_as_for_nn_conv2d():
     assert type(layer.in_channels) is int
     rows = dcls.Dcls2d(6, 6, 3, dilated_kernel_size=5, learnable_dims=(np.int64(0),))  # (refused)
     assert rows.learnable_dims == (0,) and type(rows.learnable_dims[0]) is int
+    columns = dcls.Dcls2d(6, 6, 3, dilated_kernel_size=5, learnable_dims=np.array([1]))  # (too)
+    assert columns.learnable_dims == (1,) and type(columns.learnable_dims[0]) is int
     assert layer(torch.randn(1, 6, 8, 8)).shape == (1, 6, 8, 8)
 
 
