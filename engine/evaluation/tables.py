@@ -201,9 +201,14 @@ def _measured_otherwise(older: dict, newer: dict, set_name: str) -> list[str]:
     ]
 
 
+# What a training run's result holds of a set beyond what an evaluation of one checkpoint does.
+TRAINING_ONLY_KEYS = ("best_top1", "best_epoch")
+
+
 def _merge(older: dict, newer: dict) -> dict:
     """``newer``'s values over ``older``'s; for the sets, per set (logged when one replaces, a
-    warning when the two were measured differently)."""
+    warning when the two were measured differently), keeping the older set's
+    :data:`TRAINING_ONLY_KEYS` that the newer lacks."""
     _warn_if_other_model(newer["name"], older, newer)
     merged = copy.deepcopy(older) | {k: v for k, v in newer.items() if k != "sets"}
     merged["sets"], merged["_sources"] = dict(older["sets"]), dict(older["_sources"])
@@ -221,6 +226,9 @@ def _merge(older: dict, newer: dict) -> dict:
                 merged["_sources"][name],
                 f", measured otherwise: {'; '.join(otherwise)}" if otherwise else "",
             )
+            # eval.py scores one checkpoint: the best epoch only the training run knew stays
+            kept = {k: v for k, v in merged["sets"][name].items() if k in TRAINING_ONLY_KEYS}
+            result = kept | result
         merged["sets"][name], merged["_sources"][name] = result, newer["_file"]
     return merged
 

@@ -133,6 +133,20 @@ def test_training_runs_show_their_best_epoch_next_to_their_last(tmp_path, capsys
     assert "| other | 60.00 |  | - |" in output
 
 
+def test_an_evaluation_of_a_training_runs_checkpoint_keeps_its_best_epoch(tmp_path, capsys):
+    # eval.py on the run's last checkpoint (the command its summary prints) replaces its val set;
+    # the best epoch over training stays next to it (the column was blank after it)
+    val = {"top1": 70.0, "best_top1": 71.0, "best_epoch": 3}
+    _write(tmp_path / "train" / "eval_results.json", {"name": "net", "created": 1.0,
+                                                      "sets": {"val": val}})  # fmt: skip
+    _write(
+        tmp_path / "eval" / "eval_results.json",
+        {"name": "net", "created": 2.0, "sets": {"val": {"top1": 70.5}}},
+    )
+    make_tables.main([str(tmp_path)])
+    assert "| net | 70.50 |  | 71.00 |" in capsys.readouterr().out
+
+
 def test_no_results_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no eval_results\.json under"):
         make_tables.main([str(tmp_path)])
