@@ -382,11 +382,17 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         if not any((d / group).is_dir() for d in config_dirs):
             keys.append(override)
             continue
+        options = _group_options(config_dirs, group)
         if override.is_delete():  # ~group: Hydra drops it (a choice of it as well: a traceback)
             if any(o.key_or_group == group and not o.is_delete() for o in checked):
                 raise ConfigError(f"~{group} is invalid: {group}= is given too; give one of them")
+            if not all(_is_global_package(config_dirs, group, option) for option in options):
+                # (its options fill cfg.<group>, which the code reads: a traceback)
+                raise ConfigError(
+                    f"~{group} is invalid: the run reads the {group} config; choose another "
+                    f"with {group}=<option> (one of {', '.join(options)}) instead of deleting it"
+                )
             continue
-        options = _group_options(config_dirs, group)
         if any(v is None or v == "null" for v in _values(override)):  # Hydra: a traceback
             raise ConfigError(
                 f"{group}=null is invalid: a config group takes one of its options "

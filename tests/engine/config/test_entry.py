@@ -71,6 +71,13 @@ CONFIGS = Path(CONFIG_DIR)
         ),
         (["~run_name"], r"~run_name is invalid: the code reads run_name"),
         (["~logger", "logger=csv"], r"~logger is invalid: logger= is given too"),
+        (  # a group the run reads (tracebacks: "Key 'logger' is not in struct", exit status 1)
+            ["~logger"],
+            r"~logger is invalid: the run reads the logger config; choose another with "
+            r"logger=<option> \(one of csv, none, wandb\)",
+        ),
+        (["~data"], r"~data is invalid: the run reads the data config; .*one of digits, fake"),
+        (["~paths"], r"~paths is invalid: the run reads the paths config"),
         (  # Hydra's traceback: "Config group override must be a string or a list"
             ["experiment=null"],
             r"experiment=null is invalid: a config group takes one of its options .*~experiment",
@@ -105,7 +112,7 @@ def test_mistyped_overrides_name_the_close_matches(argv, message):
     [
         ["model=convnext_tiny_dcls", "trainer.epochs=3"],
         ["-m", "optimizer.positions.lr_scale=1,5,10", "experiment=convnext_tiny_in1k"],
-        ["++seed=3", "~logger"],  # forcing is Hydra's business, and deleting a group
+        ["++seed=3", "~debug"],  # forcing is Hydra's business, and deleting an optional group
         ["~model.drop_path_rate", "~experiment"],  # a builder's argument: its own default
         ["logger=wandb", "~logger.csv"],  # W&B alone: each logger entry is optional
         ["+optimizer.kwargs.betas=[0.9,0.99]"],  # a key of a free-form mapping
