@@ -369,6 +369,7 @@ def test_throughput_command_prints_the_ratio_to_the_baseline(tmp_path):
     output = result.stdout + result.stderr
     assert "throughput test_convnext_dcls / test_convnext (time per image, same run)" in output
     assert "inference images/s" in output  # the Markdown table
+    assert "amp=auto: float32 (no training config)" in output  # (not "the checkpoint's")
     saved = json.loads((tmp_path / "throughput" / "eval_results.json").read_text())
     throughput = saved["sets"]["throughput"]
     assert throughput["baseline"] == "test_convnext"

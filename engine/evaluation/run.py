@@ -44,8 +44,10 @@ def _amp(name: str | None, training_config: dict[str, Any], device: torch.device
     validation ran in; float32 for a checkpoint without a training config)."""
     if name != "auto":
         return name
-    amp = (training_config.get("trainer") or {}).get("amp")
-    _logger.info("amp=auto: %s, as the checkpoint's training validated", amp or "float32")
+    trainer = training_config.get("trainer")
+    amp = (trainer or {}).get("amp")
+    reason = ", as the checkpoint's training validated" if trainer else " (no training config)"
+    _logger.info("amp=auto: %s%s", amp or "float32", reason)
     note = amp_device_note(amp, device, "amp (auto, from the checkpoint)")
     if note is not None:
         _logger.warning("%s", note)

@@ -229,9 +229,12 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
     """Columns of ``run_dir/metrics.csv`` as float arrays (NaN where a row has no value).
 
     Raises:
-        FileNotFoundError: if the run has no ``metrics.csv`` (train with ``logger=csv``).
+        FileNotFoundError: if there is no such folder, or the run has no ``metrics.csv``
+            (train with ``logger=csv``).
     """
     path = Path(run_dir) / "metrics.csv"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"no run folder at {run_dir}")
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.csv in {run_dir} (train with logger=csv)")
     rows = read_metrics_csv(path)

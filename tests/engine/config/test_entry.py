@@ -290,6 +290,8 @@ def test_fp16_on_the_cpu_is_explained(tmp_path, caplog):
             ["/nowhere/last.pt"],
             "checkpoint: no file at /nowhere/last.pt",
         ),
+        # (it said "no metrics.csv in /nowhere/run (train with logger=csv)")
+        ("scripts/plot_run.py", ["/nowhere/run"], "no run folder at /nowhere/run"),
     ],
 )
 def test_scripts_report_bad_input_in_one_line(tmp_path, script, args, expected):
