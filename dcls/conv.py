@@ -139,11 +139,15 @@ class DclsPositions(nn.Module):
         check_floating_dtype(dtype)
         factory_kwargs = {"device": device, "dtype": dtype}
         _check_init_values(position_init_std, sigma_init)
-        if isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes:
+        try:  # any iterable (a numpy array too), not a string
+            values = () if isinstance(sizes, str) else tuple(sizes)
+        except TypeError:  # not iterable
+            values = ()
+        if not values:
             raise ValueError(
                 f"sizes must be a sequence of ints >= 1, one per learnable axis, got {sizes!r}"
             )
-        self.sizes = tuple(check_positive_int(s, "every sizes entry") for s in sizes)
+        self.sizes = tuple(check_positive_int(s, "every sizes entry") for s in values)
         self.version = DF.canonical_version(version)
         self.position_init_std = position_init_std
         self.sigma_init = DEFAULT_SIGMA_INIT.get(self.version) if sigma_init is None else sigma_init

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dcls._utils import _as_int
+
 __all__ = [
     "autocast_cast",
     "autocast_enabled",
@@ -93,11 +95,10 @@ def checked_pad_pairs(
             raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
         pairs = pad_pairs(padding, list(kernel_sizes))
     else:
-        values = (padding,) * n if isinstance(padding, int) else padding
-        values = tuple(values) if isinstance(values, Sequence) else ()
-        if len(values) != n or not all(
-            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values
-        ):
+        single = _as_int(padding)
+        values = (single,) * n if single is not None else padding
+        values = tuple(map(_as_int, values)) if isinstance(values, Sequence) else ()
+        if len(values) != n or not all(p is not None and p >= 0 for p in values):
             raise ValueError(
                 f"padding must be 'same', 'valid', an int >= 0 or {n} ints >= 0, got {padding!r}"
             )

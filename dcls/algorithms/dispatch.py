@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dcls._utils import check_positive_int
+from dcls._utils import as_tuple, check_positive_int
 from dcls.algorithms._common import checked_pad_pairs, forward_ad_active, pad_pairs
 from dcls.algorithms.auto import resolve_auto
 from dcls.algorithms.direct import channels_last, direct
@@ -183,11 +183,9 @@ def convolve(
             :func:`check_convolution`).
     """
     n = kernel.dim() - 2
-    strides = [stride] * n if isinstance(stride, int) else list(stride)
+    strides = list(as_tuple(stride, n, "stride"))
     check_conv_algorithm(algorithm, tuple(strides), kernel.shape[1])
     check_convolution(input, kernel.shape, strides, padding, groups)
-    if isinstance(padding, int):
-        padding = [padding] * n
-    elif not isinstance(padding, str):
-        padding = list(padding)
+    if not isinstance(padding, str):
+        padding = list(as_tuple(padding, n, "padding"))
     return _apply_kernel(input, kernel, bias, strides, padding, groups, algorithm)

@@ -4,6 +4,7 @@ import copy
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -574,6 +575,16 @@ def test_convolve_refuses_what_f_conv_refuses_in_every_algorithm(
             x, torch.randn(4, 1, 3), torch.zeros(2, 4, 1, 3), None, None, 1, padding, 5,
             groups, "v1", None, algorithm,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "fft", "split", "triton"])
+def test_convolve_takes_numpy_integer_paddings_as_f_conv_does(algorithm, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x, kernel = torch.randn(1, 4, 8, 8), torch.randn(4, 1, 5, 5)
+    expected = torch.nn.functional.conv2d(x, kernel, None, 1, 2, 1, 4)
+    for padding in (np.int64(2), (np.int32(2), 2)):
+        output = algorithms.convolve(x, kernel, None, 1, padding, 4, algorithm)
+        torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_functional_fft_with_stride_raises():

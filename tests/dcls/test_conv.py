@@ -140,6 +140,7 @@ def test_shared_positions_refuse_sizes_that_are_not_a_sequence_of_ints(sizes):
         dcls.DclsPositions(sizes, 4, 1, 3)
     with pytest.raises(ValueError, match=r"dtype must be None or a real floating-point dtype"):
         dcls.DclsPositions((9, 9), 4, 1, 3, dtype=torch.complex64)
+    assert dcls.DclsPositions(np.array([9, 7]), 4, 1, 3).sizes == (9, 7)  # as the layers take
 
 
 def test_construct_kernel_takes_one_int_for_every_axis_as_the_layers_do():
