@@ -12,8 +12,10 @@
 # paths' best times). The ConvNeXt-T steps also write torch.profiler tables of each model's step
 # (top kernels by GPU time, GPU busy time against wall time) to $OUT/profile_convnext_tiny_*.md.
 # Missing packages (hydra-core, omegaconf, antlr4, the authors' dcls) install from wheels in
-# .whl/ if present (build them with: pip wheel --no-deps -w .whl hydra-core omegaconf
-# antlr4-python3-runtime==4.9.3 dcls==0.1.1). Paste the file into docs/benchmarks.md.
+# .whl/ if present, at the versions the dev install resolved (hydra-core 1.3 needs omegaconf < 2.4,
+# which a bare `pip wheel omegaconf` exceeds); build them with
+#   pip wheel --no-deps -w .whl $(pip freeze | grep -iE '^(hydra-core|omegaconf|antlr4-python3-runtime|dcls)==')
+# Paste the file into docs/benchmarks.md.
 #
 #   COMMIT=$(git rev-parse --short HEAD) bash scripts/gpu_check.sh  # COMMIT: where .git is absent
 set -uo pipefail
@@ -36,6 +38,7 @@ fi
   echo
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   "$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'triton', triton.__version__, 'timm', timm.__version__)" 2>&1
+  "$PY" -c "import hydra, omegaconf, DCLS; print('hydra-core', hydra.__version__, 'omegaconf', omegaconf.__version__, 'dcls (authors)', 'imported')" 2>&1 | tail -n 1
 } > "$RESULTS"
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "No CUDA device: nothing measured." >> "$RESULTS"  # (the file still comes back)
