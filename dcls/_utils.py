@@ -18,11 +18,13 @@ __all__ = [
 
 def _as_int(value: object) -> int | None:
     """``value`` as a Python int if it is an integer (numpy's too, not a bool), else None."""
-    if isinstance(value, bool):
+    # A type without __index__ is refused before operator.index: Dynamo 2.11 (the GPU image's
+    # torch) cannot catch the TypeError it raises on a list, and fails the compiled layer.
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         return None
     try:
         return operator.index(value)
-    except TypeError:
+    except TypeError:  # a tensor that is not one integer
         return None
 
 

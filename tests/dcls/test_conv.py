@@ -165,6 +165,24 @@ def test_numpy_integers_are_accepted_as_for_nn_conv2d():
     assert layer(torch.randn(1, 6, 8, 8)).shape == (1, 6, 8, 8)
 
 
+def test_integer_checks_ask_operator_index_only_of_types_that_have_index(monkeypatch):
+    """Dynamo 2.11 (the GPU image's torch) fails a compiled layer whose padding check lets
+    ``operator.index`` raise on a list: the check must not rely on catching that TypeError."""
+    from dcls import _utils
+
+    class IndexOnlyWithIndex:
+        @staticmethod
+        def index(value):
+            assert hasattr(value, "__index__"), f"operator.index called on {value!r}"
+            return value.__index__()
+
+    monkeypatch.setattr(_utils, "operator", IndexOnlyWithIndex)
+    assert [_utils._as_int(v) for v in ([1, 2], (3,), "4", 5.0, None)] == [None] * 5
+    assert [_utils._as_int(v) for v in (5, np.int64(6), torch.tensor(7))] == [5, 6, 7]
+    assert _utils._as_int(torch.tensor(7.5)) is None and _utils._as_int(True) is None
+    assert _utils.as_tuple([2, np.int32(3)], 2, "padding") == (2, 3)
+
+
 def test_bad_input_raises_value_errors():
     layer = dcls.Dcls2d(3, 4, 2, dilated_kernel_size=3)
     with pytest.raises(ValueError, match=r"expects 3 input channels, got 5"):
